@@ -1,0 +1,253 @@
+//! JWT authentication: turns the token of a `connect` frame (or an HTTP bearer header) into an
+//! `Identity`, or into an `AuthError` that maps to exactly one wire code.
+//!
+//! The algorithm is pinned by configuration. `jsonwebtoken` checks the header's `alg` against
+//! the pinned list before verifying, so `alg: none`, RS256↔HS256 confusion and any other
+//! algorithm are refused without touching the key.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    config::{JwtAlgorithm, JwtConfig},
+    protocol::Code,
+};
+
+/// Longest token accepted. Real tokens are a few hundred bytes; this bounds the work an
+/// unauthenticated peer can cause.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Who is on the other end, as established by a verified token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub user_id: String,
+    /// `device_id` claim, when the token pins the device.
+    pub device_id: Option<String>,
+    /// `exp`, in seconds since the epoch.
+    pub expires_at: u64,
+    pub admin: bool,
+}
+
+impl Identity {
+    /// Time left until the token expires (zero when it already has).
+    pub fn remaining(&self, leeway: Duration) -> Duration {
+        let exp = Duration::from_secs(self.expires_at) + leeway;
+        exp.saturating_sub(now())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("a token is required")]
+    Missing,
+    #[error("token is longer than {MAX_TOKEN_BYTES} bytes")]
+    TooLong,
+    #[error("token has expired")]
+    Expired,
+    #[error("invalid token: {0}")]
+    Invalid(&'static str),
+}
+
+impl AuthError {
+    pub fn code(&self) -> Code {
+        match self {
+            AuthError::Missing => Code::AuthRequired,
+            AuthError::Expired => Code::TokenExpired,
+            AuthError::TooLong | AuthError::Invalid(_) => Code::InvalidToken,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthConfigError {
+    #[error("--jwt-public-key is required for {0:?}")]
+    MissingPublicKey(JwtAlgorithm),
+    #[error("reading JWT public key {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("JWT key is not usable: {0}")]
+    BadKey(jsonwebtoken::errors::Error),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    device_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
+}
+
+/// Verifies tokens with one configured key and algorithm. Cheap to share (`Arc`).
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::Hs256 => Algorithm::HS256,
+        JwtAlgorithm::Rs256 => Algorithm::RS256,
+        JwtAlgorithm::Es256 => Algorithm::ES256,
+    }
+}
+
+impl Authenticator {
+    pub fn from_config(cfg: &JwtConfig) -> Result<Self, AuthConfigError> {
+        let key = match cfg.algorithm {
+            JwtAlgorithm::Hs256 => {
+                DecodingKey::from_secret(cfg.secret.as_bytes()).map_err(AuthConfigError::BadKey)?
+            }
+            alg => {
+                let path = cfg.public_key.as_ref().ok_or(AuthConfigError::MissingPublicKey(alg))?;
+                let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let key = if alg == JwtAlgorithm::Rs256 {
+                    DecodingKey::from_rsa_pem(&pem)
+                } else {
+                    DecodingKey::from_ec_pem(&pem)
+                };
+                key.map_err(AuthConfigError::BadKey)?
+            }
+        };
+        let mut validation = Validation::new(algorithm(cfg.algorithm));
+        validation.leeway = cfg.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &cfg.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &cfg.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        Ok(Self { key, validation })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLong);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let c = data.claims;
+        if c.sub.is_empty() || c.sub.len() > 128 {
+            return Err(AuthError::Invalid("`sub` must be 1 to 128 bytes"));
+        }
+        Ok(Identity {
+            user_id: c.sub,
+            device_id: c.device_id,
+            expires_at: c.exp,
+            admin: c.roles.iter().any(|r| r == "admin"),
+        })
+    }
+}
+
+fn classify(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::InvalidSignature => AuthError::Invalid("bad signature"),
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::Invalid("algorithm not accepted")
+        }
+        ErrorKind::ImmatureSignature => AuthError::Invalid("token not valid yet (nbf)"),
+        ErrorKind::InvalidIssuer => AuthError::Invalid("wrong issuer"),
+        ErrorKind::InvalidAudience => AuthError::Invalid("wrong audience"),
+        ErrorKind::MissingRequiredClaim(_) => AuthError::Invalid("missing required claim"),
+        _ => AuthError::Invalid("malformed token"),
+    }
+}
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+}
+
+/// Mints an HS256 token with the configured secret, for development and tests.
+pub fn mint_dev_token(
+    cfg: &JwtConfig,
+    sub: &str,
+    ttl: Duration,
+    device_id: Option<String>,
+    roles: Vec<String>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let claims = Claims { sub: sub.to_owned(), exp: (now() + ttl).as_secs(), device_id, roles };
+    let key = EncodingKey::from_secret(cfg.secret.as_bytes())?;
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn cfg() -> JwtConfig {
+        let mut c = Config::from_env().map(|c| c.jwt).expect("defaults parse");
+        c.secret = "unit-test-secret".into();
+        c
+    }
+
+    fn sign(claims: serde_json::Value, alg: Algorithm, secret: &str) -> String {
+        let key = EncodingKey::from_secret(secret.as_bytes()).expect("key");
+        jsonwebtoken::encode(&Header::new(alg), &claims, &key).expect("sign")
+    }
+
+    fn exp_in(secs: i64) -> u64 {
+        (now().as_secs() as i64 + secs) as u64
+    }
+
+    #[test]
+    fn accepts_a_valid_token() {
+        let auth = Authenticator::from_config(&cfg()).unwrap();
+        let t = mint_dev_token(&cfg(), "alice", Duration::from_secs(60), Some("phone".into()), vec!["admin".into()]).unwrap();
+        let id = auth.verify(&t).unwrap();
+        assert_eq!((id.user_id.as_str(), id.device_id.as_deref(), id.admin), ("alice", Some("phone"), true));
+    }
+
+    #[test]
+    fn refuses_bad_tokens_with_their_codes() {
+        let auth = Authenticator::from_config(&cfg()).unwrap();
+        let ok = serde_json::json!({"sub": "a", "exp": exp_in(60)});
+        assert_eq!(auth.verify(""), Err(AuthError::Missing));
+        assert_eq!(auth.verify(&sign(ok.clone(), Algorithm::HS256, "other")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(auth.verify(&sign(ok.clone(), Algorithm::HS384, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        let expired = serde_json::json!({"sub": "a", "exp": exp_in(-60)});
+        assert_eq!(auth.verify(&sign(expired, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Expired));
+        let early = serde_json::json!({"sub": "a", "exp": exp_in(600), "nbf": exp_in(300)});
+        assert_eq!(auth.verify(&sign(early, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        let no_exp = serde_json::json!({"sub": "a"});
+        assert_eq!(auth.verify(&sign(no_exp, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(auth.verify("a.b.c").unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(auth.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::TooLong));
+    }
+
+    #[test]
+    fn refuses_alg_none() {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+        let body = b64.encode(format!(r#"{{"sub":"a","exp":{}}}"#, exp_in(60)));
+        let auth = Authenticator::from_config(&cfg()).unwrap();
+        assert_eq!(auth.verify(&format!("{header}.{body}.")).unwrap_err().code(), Code::InvalidToken);
+    }
+
+    #[test]
+    fn checks_issuer_and_audience_when_configured() {
+        let mut c = cfg();
+        c.issuer = Some("rtgate-tests".into());
+        c.audience = Some("chat".into());
+        let auth = Authenticator::from_config(&c).unwrap();
+        let good = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "rtgate-tests", "aud": "chat"});
+        assert!(auth.verify(&sign(good, Algorithm::HS256, "unit-test-secret")).is_ok());
+        let bad_iss = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "evil", "aud": "chat"});
+        assert_eq!(auth.verify(&sign(bad_iss, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Invalid("wrong issuer")));
+        let bad_aud = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "rtgate-tests", "aud": "other"});
+        assert_eq!(auth.verify(&sign(bad_aud, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Invalid("wrong audience")));
+    }
+}

@@ -1,0 +1,144 @@
+//! Dispatch: the router from event name to typed handler, and the error type every handler
+//! returns. Features register handlers here (`Router::on`); they never touch the transport or
+//! the session loop.
+//!
+//! A handler is `async fn(Arc<SessionCtx>, Dto) -> Result<impl Serialize, EventError>`. The
+//! router erases the DTO type: the boxed route parses and validates the raw payload (the
+//! `validate` stage) and serializes the reply, so the session only moves raw JSON around.
+
+pub mod sys;
+
+use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
+
+use serde::Serialize;
+use serde_json::{json, value::RawValue};
+
+use crate::{
+    protocol::Code,
+    session::SessionCtx,
+    validate::{self, Dto, FieldError},
+};
+
+/// The reply of a successful event, already serialized (`None` acks with `null`).
+pub type Reply = Option<Box<RawValue>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, EventError>> + Send>>;
+
+/// Everything an event can fail with. Mapped to a wire code in exactly one place, `code()`.
+#[derive(Debug, thiserror::Error)]
+pub enum EventError {
+    #[error("unknown event `{0}`")]
+    UnknownEvent(String),
+    #[error("payload failed validation")]
+    Validation(Vec<FieldError>),
+    #[error("rate limit exceeded")]
+    RateLimited { limit: u32, window_ms: u64, reset_at_ms: u64 },
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// A failure of ours. The message goes to the log, never to the client.
+    #[error("internal error: {0:#}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl EventError {
+    pub fn code(&self) -> Code {
+        match self {
+            EventError::UnknownEvent(_) => Code::UnknownEvent,
+            EventError::Validation(_) => Code::ValidationFailed,
+            EventError::RateLimited { .. } => Code::RateLimitExceeded,
+            EventError::Forbidden(_) => Code::Forbidden,
+            EventError::NotFound(_) => Code::NotFound,
+            EventError::Internal(_) => Code::InternalError,
+        }
+    }
+
+    /// The text the client sees.
+    pub fn public_message(&self) -> String {
+        match self {
+            EventError::Internal(_) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            EventError::Validation(errors) => Some(json!({ "errors": errors })),
+            EventError::RateLimited { limit, window_ms, reset_at_ms } => {
+                Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms }))
+            }
+            _ => None,
+        }
+    }
+}
+
+trait Route: Send + Sync {
+    fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture;
+}
+
+struct TypedRoute<F>(F);
+
+impl<T, F, Fut, R> Route for TypedRoute<(F, std::marker::PhantomData<fn(T) -> R>)>
+where
+    T: Dto,
+    F: Fn(Arc<SessionCtx>, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<R, EventError>> + Send + 'static,
+    R: Serialize + 'static,
+{
+    fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture {
+        let dto = match validate::parse::<T>(&data) {
+            Ok(dto) => dto,
+            Err(errors) => return Box::pin(std::future::ready(Err(EventError::Validation(errors)))),
+        };
+        let fut = (self.0.0)(ctx, dto);
+        Box::pin(async move {
+            let reply = fut.await?;
+            let raw = serde_json::value::to_raw_value(&reply).map_err(anyhow::Error::from)?;
+            Ok(Some(raw))
+        })
+    }
+}
+
+/// Event name → handler. Built once at start-up, shared read-only by every session.
+#[derive(Default)]
+pub struct Router {
+    routes: HashMap<&'static str, Box<dyn Route>>,
+}
+
+impl Router {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The router with every built-in handler registered.
+    pub fn with_builtins() -> Self {
+        sys::register(Self::new())
+    }
+
+    /// Registers `handler` for `name`. Panics on a duplicate name: that is a programming
+    /// error found at start-up, never at run time.
+    pub fn on<T, F, Fut, R>(mut self, name: &'static str, handler: F) -> Self
+    where
+        T: Dto,
+        F: Fn(Arc<SessionCtx>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<R, EventError>> + Send + 'static,
+        R: Serialize + 'static,
+    {
+        let route = TypedRoute((handler, std::marker::PhantomData::<fn(T) -> R>));
+        let previous = self.routes.insert(name, Box::new(route));
+        assert!(previous.is_none(), "event `{name}` registered twice");
+        self
+    }
+
+    /// Starts handling one event: validation runs now, the handler when the future is polled.
+    pub fn dispatch(&self, ctx: Arc<SessionCtx>, name: &str, data: Box<RawValue>) -> HandlerFuture {
+        match self.routes.get(name) {
+            Some(route) => route.call(ctx, data),
+            None => Box::pin(std::future::ready(Err(EventError::UnknownEvent(name.to_owned())))),
+        }
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.routes.contains_key(name)
+    }
+}

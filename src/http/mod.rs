@@ -1,0 +1,90 @@
+//! HTTP surface (axum): the WebSocket endpoint, health, and the dev certificate hash. Later
+//! capabilities add their routes here (metrics, REST API, the bundled client).
+
+mod health;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{ConnectInfo, State, ws::WebSocketUpgrade},
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use base64::Engine;
+use serde_json::json;
+
+use crate::{
+    certs::Certs,
+    node::Node,
+    session,
+    transport::{PeerInfo, TransportKind, websocket::WsTransport},
+};
+
+/// Path of the WebSocket endpoint.
+pub const WS_PATH: &str = "/ws";
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub node: Arc<Node>,
+    pub certs: Arc<Certs>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route(WS_PATH, get(websocket))
+        .route("/health/live", get(health::live))
+        .route("/health/ready", get(health::ready))
+        .route("/cert-hash", get(cert_hash))
+        .with_state(state)
+}
+
+fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
+}
+
+async fn websocket(
+    State(state): State<HttpState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let node = state.node;
+    if node.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let peer = PeerInfo {
+        kind: TransportKind::WebSocket,
+        remote,
+        user_agent: header_string(&headers, header::USER_AGENT),
+        origin: header_string(&headers, header::ORIGIN),
+    };
+    let max = node.config.max_frame_bytes;
+    upgrade
+        // Refused while reading the header, before the body is buffered.
+        .max_message_size(max)
+        .max_frame_size(max)
+        // Small buffers: an idle connection should cost kilobytes, not tungstenite's 128 KiB
+        // default; they grow on demand for large frames.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| {
+            let transport = WsTransport::new(socket, peer, max);
+            node.sessions.track_future(session::run(node.clone(), transport))
+        })
+}
+
+/// The SHA-256 of the certificate WebTransport serves, for `serverCertificateHashes`.
+async fn cert_hash(State(state): State<HttpState>) -> impl IntoResponse {
+    let c = &state.certs;
+    let body = Json(json!({
+        "algorithm": "sha-256",
+        "hex": c.sha256_hex(),
+        "base64": base64::engine::general_purpose::STANDARD.encode(c.sha256),
+        "bytes": c.sha256.to_vec(),
+        "selfSigned": c.self_signed,
+    }));
+    // A dev page on another port or origin may need it; the hash is public information.
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::CACHE_CONTROL, "no-store")], body)
+}

@@ -1,0 +1,78 @@
+//! The `rtgate` binary: `serve`, `token`, `cert`.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use rtgate::config::{Config, JwtConfig};
+
+#[derive(Parser)]
+#[command(name = "rtgate", version, about = "WebTransport-first realtime server with WebSocket fallback")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (WebSocket + HTTP on TCP, WebTransport on UDP).
+    Serve(Box<Config>),
+    /// Mint a development JWT signed with the configured HS256 secret.
+    Token {
+        /// User id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// Pin the device id (`device_id` claim).
+        #[arg(long)]
+        device: Option<String>,
+        /// Add the `admin` role.
+        #[arg(long)]
+        admin: bool,
+        #[command(flatten)]
+        jwt: JwtConfig,
+    },
+    /// Write a self-signed development certificate (ECDSA P-256, 14 days) as cert.pem/key.pem.
+    Cert {
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(config) => {
+                rtgate::telemetry::init(config.log_format, &config.log);
+                rtgate::server::serve(*config).await
+            }
+            Command::Token { sub, ttl, device, admin, jwt } => {
+                let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
+                let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
+                println!("{token}");
+                Ok(())
+            }
+            Command::Cert { out } => {
+                let hash = rtgate::certs::write_dev_cert(&out).await?;
+                println!("wrote {}/cert.pem and {}/key.pem (sha-256 {hash}, valid 14 days)", out.display(), out.display());
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! The node: the composition root every session and HTTP handler shares. It owns the
+//! configuration, the authenticator, the router, the hub of local sessions, and the shutdown
+//! signal and task tracker that make graceful shutdown wait for every session.
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{auth::Authenticator, config::Config, dispatch::Router, hub::Hub, throttle::Throttle};
+
+pub struct Node {
+    pub config: Config,
+    pub instance_id: String,
+    pub auth: Authenticator,
+    pub router: Router,
+    pub throttle: Throttle,
+    pub hub: Hub,
+    /// Cancelled once when the server starts shutting down; every session and accept loop
+    /// selects on it.
+    pub shutdown: CancellationToken,
+    /// Tracks every session task, so shutdown can wait for all of them to say goodbye.
+    pub sessions: TaskTracker,
+}

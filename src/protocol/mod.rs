@@ -1,0 +1,25 @@
+//! The wire protocol: frame shapes, codes, and the codec between bytes and frames.
+//!
+//! This module does no I/O and knows nothing about transports; everything here is a pure
+//! function of its input, which is why it is the part covered by property tests and fuzzing.
+//! `PROTOCOL.md` at the repository root is the human-readable authority for what is here.
+
+mod codes;
+mod frame;
+
+pub use codes::{Code, Reconnect};
+pub use frame::{HeartbeatInfo, LimitsInfo,
+    ClientFrame, ConnectFrame, DecodeError, EventFrame, decode_client_frame, encode_ack,
+    encode_connected, encode_disconnect, encode_error, encode_event, ConnectedInfo, PING_FRAME,
+    PONG_FRAME,
+};
+
+/// Version of the protocol spoken by this server. A client states the version it speaks in
+/// `connect.v`; a different major version is refused with `unsupported_version`.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest ack id a client may use: JavaScript numbers are exact up to 2^53 - 1.
+pub const MAX_ACK_ID: u64 = (1 << 53) - 1;
+
+/// Longest event name accepted; names are identifiers, not payloads.
+pub const MAX_EVENT_NAME_LEN: usize = 64;

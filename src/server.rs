@@ -1,0 +1,256 @@
+//! Start-up and shutdown: builds the node, binds both listeners (so tests can use port 0 and
+//! read the real ports back), runs them, and drains every session on shutdown.
+
+use std::{
+    net::{SocketAddr, SocketAddrV6},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::Context;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use wtransport::{Endpoint, ServerConfig, config::Ipv6DualStackConfig, endpoint::IncomingSession};
+
+use crate::{
+    auth::Authenticator,
+    certs::Certs,
+    config::Config,
+    dispatch::Router,
+    http::{self, HttpState},
+    hub::Hub,
+    node::Node,
+    session,
+    throttle::Throttle,
+    transport::{PeerInfo, TransportKind, webtransport::WtTransport},
+};
+
+/// Path of the WebTransport endpoint.
+pub const WT_PATH: &str = "/wt";
+
+/// A server with both listeners bound, not yet serving.
+pub struct Server {
+    node: Arc<Node>,
+    certs: Arc<Certs>,
+    http: std::net::TcpListener,
+    http_addr: SocketAddr,
+    wt: Endpoint<wtransport::endpoint::endpoint_side::Server>,
+    wt_addr: SocketAddr,
+}
+
+impl Server {
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        // Both rustls users (WSS and QUIC) take the process-wide provider; ring is the one
+        // compiled in. Installing twice (tests) is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+
+        let certs = Arc::new(Certs::from_config(&config).await?);
+        let auth = Authenticator::from_config(&config.jwt)?;
+
+        let http = std::net::TcpListener::bind(config.http_addr)
+            .with_context(|| format!("binding TCP {}", config.http_addr))?;
+        http.set_nonblocking(true)?;
+        let http_addr = http.local_addr()?;
+
+        let wt = Endpoint::server(wt_config(&config, &certs)?)
+            .with_context(|| format!("binding UDP {}", config.wt_addr))?;
+        let wt_addr = wt.local_addr()?;
+
+        let node = Arc::new(Node {
+            instance_id: config.instance_id(),
+            auth,
+            router: Router::with_builtins(),
+            throttle: Throttle,
+            hub: Hub::default(),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            config,
+        });
+        Ok(Server { node, certs, http, http_addr, wt, wt_addr })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn wt_addr(&self) -> SocketAddr {
+        self.wt_addr
+    }
+
+    pub fn cert_sha256(&self) -> [u8; 32] {
+        self.certs.sha256
+    }
+
+    pub fn certs(&self) -> &Certs {
+        &self.certs
+    }
+
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// Cancel this token to shut the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.node.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
+    /// `server_shutdown`, and waits up to the configured grace for them to close.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let Server { node, certs, http, wt, .. } = self;
+        let tls = node.config.tls_cert.is_some();
+
+        let handle = axum_server::Handle::new();
+        let app = http::router(HttpState { node: node.clone(), certs })
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let http_task = if tls {
+            let (cert, key) = (node.config.tls_cert.clone(), node.config.tls_key.clone());
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+                cert.unwrap_or_default(),
+                key.unwrap_or_default(),
+            )
+            .await
+            .context("loading TLS cert/key for WSS")?;
+            tokio::spawn(axum_server::from_tcp_rustls(http, rustls)?.handle(handle.clone()).serve(app))
+        } else {
+            tokio::spawn(axum_server::from_tcp(http)?.handle(handle.clone()).serve(app))
+        };
+        let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
+
+        node.shutdown.cancelled().await;
+        tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
+        // Stop accepting; upgraded WebSocket sessions are ours to drain, not hyper's.
+        handle.graceful_shutdown(Some(Duration::from_millis(100)));
+        node.sessions.close();
+        let grace = node.config.shutdown_grace + Duration::from_millis(500);
+        if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
+            tracing::warn!(left = node.hub.len(), "shutdown grace elapsed with sessions still open");
+        }
+        let _ = http_task.await;
+        if let Ok(endpoint) = wt_task.await {
+            // Lets the CONNECTION_CLOSE frames of the sessions just closed reach their peers.
+            let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
+        }
+        tracing::info!("shutdown complete");
+        Ok(())
+    }
+}
+
+fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
+    let builder = ServerConfig::builder();
+    let builder = match config.wt_addr {
+        // `[::]` serves IPv4 too; browsers resolve `localhost` to ::1 first and do not fall back.
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => builder
+            .with_bind_address_v6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0), Ipv6DualStackConfig::Allow),
+        addr => builder.with_bind_address(addr),
+    };
+    // The protocol heartbeat detects dead peers; QUIC's idle timeout is only the backstop for
+    // a session stuck before or outside it.
+    let idle = config.ping_interval + config.pong_timeout + Duration::from_secs(10);
+    Ok(builder
+        .with_identity(certs.identity.clone_identity())
+        .keep_alive_interval(None)
+        .max_idle_timeout(Some(idle))
+        .context("QUIC idle timeout out of range")?
+        .build())
+}
+
+async fn accept_webtransport(
+    node: Arc<Node>,
+    endpoint: Endpoint<wtransport::endpoint::endpoint_side::Server>,
+) -> Endpoint<wtransport::endpoint::endpoint_side::Server> {
+    loop {
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => incoming,
+            _ = node.shutdown.cancelled() => return endpoint,
+        };
+        let node2 = node.clone();
+        node.sessions.spawn(async move {
+            let limit = node2.config.handshake_timeout;
+            match tokio::time::timeout(limit, establish(&node2, incoming)).await {
+                Ok(Some(transport)) => session::run(node2, transport).await,
+                Ok(None) => {}
+                Err(_) => tracing::debug!("WebTransport session not established within the handshake timeout"),
+            }
+        });
+    }
+}
+
+/// QUIC handshake → HTTP/3 CONNECT → the client's frame stream. `None` when the peer gave up
+/// or asked for an unknown path.
+async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport> {
+    let request = match incoming.await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "WebTransport connection failed before the session request");
+            return None;
+        }
+    };
+    if request.path() != WT_PATH {
+        request.not_found().await;
+        return None;
+    }
+    let peer = PeerInfo {
+        kind: TransportKind::WebTransport,
+        remote: request.remote_address(),
+        user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
+        origin: request.origin().map(|s| s.chars().take(256).collect()),
+    };
+    let conn = request.accept().await.ok()?;
+    match conn.accept_bi().await {
+        Ok((send, recv)) => Some(WtTransport::new(conn, send, recv, peer, node.config.max_frame_bytes)),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebTransport session closed before opening its stream");
+            None
+        }
+    }
+}
+
+/// Runs `rtgate serve`: binds, prints where it listens, serves until SIGTERM/SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.jwt.secret == crate::config::DEV_JWT_SECRET
+        && config.jwt.algorithm == crate::config::JwtAlgorithm::Hs256
+    {
+        tracing::warn!("using the built-in development JWT secret: anyone can mint tokens; set RTGATE_JWT_SECRET");
+    }
+    let server = Server::bind(config).await?;
+    let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
+    println!(
+        "rtgate {} listening\n  websocket     {scheme}://{}{}   (TCP {}; health at /health/ready)\n  webtransport  https://{}{WT_PATH}   (UDP {}; cert sha-256 {}{})",
+        env!("CARGO_PKG_VERSION"),
+        server.http_addr,
+        http::WS_PATH,
+        server.http_addr.port(),
+        server.wt_addr,
+        server.wt_addr.port(),
+        server.certs.sha256_hex(),
+        if server.certs.self_signed { ", self-signed: GET /cert-hash" } else { "" },
+    );
+    // One machine-readable line for scripts and tests that start the binary on port 0.
+    println!("READY http={} wt={} cert_sha256={}", server.http_addr, server.wt_addr, server.certs.sha256_hex());
+    let token = server.shutdown_token();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+    });
+    server.run().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,65 @@
+//! The handshake: the first frame must be `connect` with a token; it yields the session's
+//! identity and device, or the code the session is refused with.
+
+use crate::{
+    auth::Identity,
+    node::Node,
+    protocol::{ClientFrame, Code, PROTOCOL_VERSION, decode_client_frame},
+    transport::{FrameReader, ReadError},
+};
+
+pub(super) enum Refusal {
+    /// Refuse with this code and message (sent as `error`, then `disconnect`).
+    Refused(Code, String),
+    /// The peer left before finishing the handshake.
+    Gone(String),
+}
+
+/// Longest device id accepted from a client or a token.
+const MAX_DEVICE_ID: usize = 64;
+
+fn valid_device(d: &str) -> bool {
+    !d.is_empty()
+        && d.len() <= MAX_DEVICE_ID
+        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+}
+
+pub(super) async fn run<R: FrameReader>(
+    node: &Node,
+    reader: &mut R,
+) -> Result<(Identity, Option<String>), Refusal> {
+    use Refusal::*;
+    let bytes = match reader.read_frame().await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Err(Gone("closed before connect".into())),
+        Err(e @ ReadError::TooLarge { .. }) => return Err(Refused(Code::PayloadTooLarge, e.to_string())),
+        Err(ReadError::NotText) => {
+            return Err(Refused(Code::ProtocolError, "the first frame must be a text `connect` frame".into()));
+        }
+        Err(e) => return Err(Gone(e.to_string())),
+    };
+    let connect = match decode_client_frame(&bytes) {
+        Ok(ClientFrame::Connect(c)) => c,
+        Ok(_) => return Err(Refused(Code::ProtocolError, "the first frame must be `connect`".into())),
+        Err(e) => return Err(Refused(Code::ProtocolError, format!("bad connect frame: {e}"))),
+    };
+    if let Some(v) = connect.version.filter(|v| *v != PROTOCOL_VERSION) {
+        return Err(Refused(
+            Code::UnsupportedVersion,
+            format!("protocol version {v} is not supported; this server speaks {PROTOCOL_VERSION}"),
+        ));
+    }
+    let token = connect.token.as_deref().unwrap_or_default();
+    let identity = node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?;
+    // A device pinned by the token wins over the one the client names.
+    let device = identity.device_id.clone().or(connect.device);
+    if let Some(d) = &device {
+        if !valid_device(d) {
+            return Err(Refused(
+                Code::ProtocolError,
+                format!("device id must be 1 to {MAX_DEVICE_ID} characters of [A-Za-z0-9._:-]"),
+            ));
+        }
+    }
+    Ok((identity, device))
+}

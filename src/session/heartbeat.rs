@@ -1,0 +1,99 @@
+//! Heartbeat bookkeeping, free of I/O so it can be tested with plain instants: when to send
+//! the next ping, and when a missing pong means the peer is gone. Runs the same on every
+//! transport, and catches peers that vanish without closing (TCP half-open, QUIC peer gone)
+//! long before the QUIC idle timeout, which is only a backstop.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Nothing due yet.
+    Idle,
+    /// Send a ping now.
+    Ping,
+    /// A ping went unanswered for the whole timeout.
+    TimedOut,
+}
+
+#[derive(Debug)]
+pub struct Heartbeat {
+    interval: Duration,
+    timeout: Duration,
+    next_ping: Instant,
+    /// Set when a ping is outstanding: the pong must arrive before this.
+    deadline: Option<Instant>,
+}
+
+impl Heartbeat {
+    pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
+        Self { interval, timeout, next_ping: now + interval, deadline: None }
+    }
+
+    /// The next instant at which `poll` has something to do.
+    pub fn next_wakeup(&self) -> Instant {
+        match self.deadline {
+            Some(d) => d.min(self.next_ping),
+            None => self.next_ping,
+        }
+    }
+
+    pub fn poll(&mut self, now: Instant) -> Beat {
+        if self.deadline.is_some_and(|d| d <= now) {
+            return Beat::TimedOut;
+        }
+        if self.next_ping <= now {
+            self.next_ping = now + self.interval;
+            // An earlier unanswered ping keeps its deadline; a late pong does not reset it.
+            self.deadline.get_or_insert(now + self.timeout);
+            return Beat::Ping;
+        }
+        Beat::Idle
+    }
+
+    pub fn pong(&mut self) {
+        self.deadline = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn pings_on_interval_and_times_out_without_pong() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
+        assert_eq!(hb.poll(t0 + 24 * S), Beat::Idle);
+        assert_eq!(hb.next_wakeup(), t0 + 25 * S);
+        assert_eq!(hb.poll(t0 + 25 * S), Beat::Ping);
+        assert_eq!(hb.next_wakeup(), t0 + 45 * S);
+        assert_eq!(hb.poll(t0 + 44 * S), Beat::Idle);
+        assert_eq!(hb.poll(t0 + 45 * S), Beat::TimedOut);
+    }
+
+    #[test]
+    fn pong_clears_the_deadline() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, 25 * S, 20 * S);
+        assert_eq!(hb.poll(t0 + 25 * S), Beat::Ping);
+        hb.pong();
+        assert_eq!(hb.next_wakeup(), t0 + 50 * S);
+        assert_eq!(hb.poll(t0 + 50 * S), Beat::Ping);
+        assert_eq!(hb.poll(t0 + 69 * S), Beat::Idle);
+        assert_eq!(hb.poll(t0 + 70 * S), Beat::TimedOut);
+    }
+
+    #[test]
+    fn timeout_longer_than_interval_keeps_first_deadline() {
+        let t0 = Instant::now();
+        let mut hb = Heartbeat::new(t0, 10 * S, 25 * S);
+        assert_eq!(hb.poll(t0 + 10 * S), Beat::Ping);
+        assert_eq!(hb.poll(t0 + 20 * S), Beat::Ping);
+        assert_eq!(hb.poll(t0 + 30 * S), Beat::Ping);
+        assert_eq!(hb.poll(t0 + 35 * S), Beat::TimedOut);
+    }
+}

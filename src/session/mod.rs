@@ -1,0 +1,340 @@
+//! The session: one per connection, identical for every transport. It owns the read side of
+//! the connection and runs the pipeline:
+//!
+//! handshake (first frame = `connect`, under a deadline) → auth → register in the hub →
+//! per frame: decode → throttle → validate → dispatch, with the heartbeat, token expiry and
+//! shutdown watched alongside → teardown (always).
+//!
+//! **Invariants.** The loop never awaits a handler, a database or another session: events run
+//! one at a time, in arrival order, as an in-flight future the loop polls next to its reads
+//! and timers, so pongs are seen even while a handler waits. Every write goes through the
+//! session's bounded `Outbound`. Every session the server ends gets a `disconnect` frame
+//! before the transport closes.
+
+mod handshake;
+pub mod heartbeat;
+pub mod outbound;
+
+use std::{collections::VecDeque, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use rand::Rng;
+use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tracing::Instrument;
+
+use crate::{
+    auth::Identity,
+    dispatch::{EventError, HandlerFuture, Reply},
+    hub::SessionEntry,
+    node::Node,
+    protocol::{
+        ClientFrame, Code, ConnectedInfo, EventFrame, PING_FRAME, PONG_FRAME, decode_client_frame,
+        HeartbeatInfo, LimitsInfo, encode_ack, encode_connected, encode_disconnect, encode_error,
+    },
+    transport::{FrameReader, PeerInfo, ReadError, Transport},
+};
+use heartbeat::{Beat, Heartbeat};
+use outbound::{Dead, Outbound};
+
+/// What a handler knows about the session it serves.
+pub struct SessionCtx {
+    pub socket_id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub device_id: Arc<str>,
+    pub identity: Identity,
+    pub peer: PeerInfo,
+    pub node: Arc<Node>,
+    pub outbound: Outbound,
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// The server ends the session with this code.
+    Close(Code, String),
+    /// The client said `disconnect`.
+    ClientLeft,
+    /// The connection went away under us (peer closed, reset, write failed).
+    Gone(String),
+}
+
+/// How long a session that is not shutting down waits for its last frames to be written.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs one session to completion. Spawned once per accepted connection by each transport.
+pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
+    let (peer, reader, writer) = transport.split();
+    let socket_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
+    let span = tracing::info_span!(
+        "session",
+        socket_id = %socket_id,
+        transport = %peer.kind,
+        remote = %peer.remote,
+        user_id = tracing::field::Empty,
+        device_id = tracing::field::Empty,
+    );
+    let (outbound, writer_task) = Outbound::spawn(writer, node.config.outbound_queue_bytes);
+    let end = serve(node.clone(), socket_id, peer, reader, outbound.clone()).instrument(span.clone()).await;
+    finish(&node, end, outbound, writer_task).instrument(span).await;
+}
+
+async fn serve<R: FrameReader>(
+    node: Arc<Node>,
+    socket_id: Arc<str>,
+    peer: PeerInfo,
+    mut reader: R,
+    outbound: Outbound,
+) -> End {
+    let handshake = tokio::select! {
+        r = timeout(node.config.handshake_timeout, handshake::run(&node, &mut reader)) => r,
+        _ = node.shutdown.cancelled() => return End::Close(Code::ServerShutdown, "server is shutting down".into()),
+    };
+    let (identity, device) = match handshake {
+        Err(_) => {
+            let msg = format!("no connect frame within {:?}", node.config.handshake_timeout);
+            outbound.send(encode_error(None, Code::HandshakeTimeout, &msg, None));
+            return End::Close(Code::HandshakeTimeout, msg);
+        }
+        Ok(Err(handshake::Refusal::Gone(why))) => return End::Gone(why),
+        Ok(Err(handshake::Refusal::Refused(code, msg))) => {
+            outbound.send(encode_error(None, code, &msg, None));
+            return End::Close(code, msg);
+        }
+        Ok(Ok(accepted)) => accepted,
+    };
+    let device_id: Arc<str> = device.unwrap_or_else(|| socket_id.to_string()).into();
+    let span = tracing::Span::current();
+    span.record("user_id", identity.user_id.as_str());
+    span.record("device_id", &*device_id);
+
+    let ctx = Arc::new(SessionCtx {
+        socket_id: socket_id.clone(),
+        user_id: identity.user_id.as_str().into(),
+        device_id,
+        identity,
+        peer,
+        node: node.clone(),
+        outbound,
+    });
+    let _registered = Registration::new(&ctx);
+    let cfg = &node.config;
+    ctx.outbound.send(encode_connected(&ConnectedInfo {
+        session_id: &ctx.socket_id,
+        user_id: &ctx.user_id,
+        device_id: &ctx.device_id,
+        instance_id: &node.instance_id,
+        expires_at: Some(ctx.identity.expires_at),
+        heartbeat: HeartbeatInfo {
+            interval_ms: cfg.ping_interval.as_millis() as u64,
+            timeout_ms: cfg.pong_timeout.as_millis() as u64,
+        },
+        limits: LimitsInfo { max_frame_bytes: cfg.max_frame_bytes },
+    }));
+    tracing::info!("connected");
+    live(&ctx, &mut reader).await
+}
+
+/// Keeps the session in the hub for exactly as long as it is live, on every exit path
+/// (including a panic unwinding through the session).
+struct Registration {
+    node: Arc<Node>,
+    socket_id: Arc<str>,
+}
+
+impl Registration {
+    fn new(ctx: &SessionCtx) -> Self {
+        ctx.node.hub.insert(
+            ctx.socket_id.clone(),
+            SessionEntry {
+                user_id: ctx.user_id.clone(),
+                device_id: ctx.device_id.clone(),
+                transport: ctx.peer.kind,
+                outbound: ctx.outbound.clone(),
+            },
+        );
+        Self { node: ctx.node.clone(), socket_id: ctx.socket_id.clone() }
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.node.hub.remove(&self.socket_id);
+    }
+}
+
+/// An event whose pipeline is running.
+struct InFlight {
+    id: Option<u64>,
+    name: String,
+    fut: HandlerFuture,
+}
+
+/// The pipeline for one event after decoding: throttle → validate → dispatch.
+fn start(ctx: &Arc<SessionCtx>, ev: EventFrame) -> InFlight {
+    let EventFrame { name, id, data } = ev;
+    let ctx = ctx.clone();
+    let event = name.clone();
+    let fut = Box::pin(async move {
+        let node = &ctx.node;
+        node.throttle.check(&ctx.socket_id, &ctx.user_id, &event).await?;
+        node.router.dispatch(ctx.clone(), &event, data).await
+    });
+    InFlight { id, name, fut }
+}
+
+fn reply(ctx: &SessionCtx, done: InFlight, result: Result<Reply, EventError>) {
+    match result {
+        Ok(data) => {
+            if let Some(id) = done.id {
+                let frame = match data {
+                    Some(raw) => encode_ack(id, &raw),
+                    None => encode_ack(id, &null()),
+                };
+                ctx.outbound.send(frame);
+            }
+        }
+        Err(err) => {
+            // Logged once, here, with the session's span and the event name.
+            match &err {
+                EventError::Internal(_) => tracing::error!(event = %done.name, error = %err, "event failed"),
+                _ => tracing::debug!(event = %done.name, code = %err.code(), error = %err, "event refused"),
+            }
+            let details = err.details();
+            ctx.outbound.send(encode_error(done.id, err.code(), &err.public_message(), details.as_ref()));
+        }
+    }
+}
+
+fn null() -> Box<serde_json::value::RawValue> {
+    serde_json::value::to_raw_value(&()).unwrap_or_default()
+}
+
+async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
+    let node = &ctx.node;
+    let cfg = &node.config;
+    let mut hb = Heartbeat::new(Instant::now(), cfg.ping_interval, cfg.pong_timeout);
+    let beat = sleep_until(hb.next_wakeup());
+    let expiry = sleep(ctx.identity.remaining(cfg.jwt.leeway));
+    tokio::pin!(beat, expiry);
+    let mut pending: VecDeque<EventFrame> = VecDeque::new();
+    let mut current: Option<InFlight> = None;
+
+    loop {
+        if current.is_none() {
+            current = pending.pop_front().map(|ev| start(ctx, ev));
+        }
+        tokio::select! {
+            biased;
+            _ = node.shutdown.cancelled() => {
+                return End::Close(Code::ServerShutdown, "server is shutting down".into());
+            }
+            _ = ctx.outbound.dead() => {
+                return match ctx.outbound.why() {
+                    Some(Dead::SlowConsumer) => End::Close(Code::SlowConsumer, "outbound queue overflowed".into()),
+                    Some(Dead::WriteFailed(e)) => End::Gone(e),
+                    None => End::Gone("outbound closed".into()),
+                };
+            }
+            _ = &mut expiry => return End::Close(Code::TokenExpired, "token expired".into()),
+            _ = &mut beat => {
+                match hb.poll(Instant::now()) {
+                    Beat::TimedOut => {
+                        let msg = format!("no pong within {:?}", cfg.pong_timeout);
+                        return End::Close(Code::PingTimeout, msg);
+                    }
+                    Beat::Ping => { ctx.outbound.send(PING_FRAME.clone()); }
+                    Beat::Idle => {}
+                }
+                beat.as_mut().reset(hb.next_wakeup());
+            }
+            result = async {
+                match current.as_mut() {
+                    Some(c) => (&mut c.fut).await,
+                    None => std::future::pending().await,
+                }
+            }, if current.is_some() => {
+                if let Some(done) = current.take() {
+                    reply(ctx, done, result);
+                }
+            }
+            frame = reader.read_frame() => match frame {
+                Ok(Some(bytes)) => match on_frame(ctx, &bytes, &mut pending, &mut hb) {
+                    Some(end) => return end,
+                    None => beat.as_mut().reset(hb.next_wakeup()),
+                },
+                Ok(None) => return End::Gone("peer closed".into()),
+                Err(e @ ReadError::TooLarge { .. }) => {
+                    let msg = e.to_string();
+                    ctx.outbound.send(encode_error(None, Code::PayloadTooLarge, &msg, None));
+                    return End::Close(Code::PayloadTooLarge, msg);
+                }
+                Err(e @ ReadError::NotText) => {
+                    ctx.outbound.send(encode_error(None, Code::BadFrame, &e.to_string(), None));
+                }
+                Err(e) => return End::Gone(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Handles one decoded frame; returns how the session ends when the frame ends it.
+fn on_frame(
+    ctx: &SessionCtx,
+    bytes: &Bytes,
+    pending: &mut VecDeque<EventFrame>,
+    hb: &mut Heartbeat,
+) -> Option<End> {
+    let out = &ctx.outbound;
+    match decode_client_frame(bytes) {
+        Ok(ClientFrame::Event(ev)) => {
+            if pending.len() >= ctx.node.config.max_pending_events {
+                let msg = "too many events waiting; slow down";
+                out.send(encode_error(ev.id, Code::Overloaded, msg, None));
+            } else {
+                pending.push_back(ev);
+            }
+        }
+        Ok(ClientFrame::Pong) => hb.pong(),
+        Ok(ClientFrame::Ping) => {
+            out.send(PONG_FRAME.clone());
+        }
+        Ok(ClientFrame::Connect(_)) => {
+            out.send(encode_error(None, Code::AlreadyConnected, "session is already connected", None));
+        }
+        Ok(ClientFrame::Disconnect) => return Some(End::ClientLeft),
+        Err(e) => {
+            out.send(encode_error(e.id, Code::BadFrame, &e.message, None));
+        }
+    }
+    None
+}
+
+/// Says goodbye the way `end` requires and waits (bounded) for the writer to finish.
+async fn finish(node: &Node, end: End, outbound: Outbound, mut writer: tokio::task::JoinHandle<()>) {
+    let mut grace = CLOSE_GRACE;
+    match &end {
+        End::Close(code, message) => {
+            let retry_after = (*code == Code::ServerShutdown).then(|| {
+                grace = node.config.shutdown_grace;
+                let spread = node.config.shutdown_reconnect_spread.as_millis() as u64;
+                rand::rng().random_range(0..=spread)
+            });
+            outbound.send(encode_disconnect(*code, message, retry_after));
+            outbound.close(code.close_code().unwrap_or(1011), code.as_str());
+            tracing::info!(reason = %code, message = %message, "disconnected by server");
+        }
+        End::ClientLeft => {
+            outbound.close(1000, "bye");
+            tracing::info!(reason = "client_disconnect", "disconnected by client");
+        }
+        End::Gone(why) => {
+            outbound.close(1000, "");
+            tracing::info!(reason = "transport_closed", detail = %why, "connection lost");
+        }
+    }
+    drop(outbound);
+    if timeout(grace, &mut writer).await.is_err() {
+        // The peer stopped reading; dropping the writer drops the connection.
+        writer.abort();
+    }
+}

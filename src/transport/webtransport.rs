@@ -1,0 +1,174 @@
+//! WebTransport transport (HTTP/3 over QUIC, via wtransport/quinn).
+//!
+//! The client opens one bidirectional stream right after the session is established; it
+//! carries frames as `u32` big-endian length + UTF-8 JSON body. The length is checked against
+//! the cap before any of the body is read, so an announced 4 GiB frame costs four bytes of
+//! buffer. Datagrams carry volatile frames in both directions, one frame per datagram.
+
+use bytes::{Buf, Bytes, BytesMut};
+use wtransport::{Connection, RecvStream, SendStream, VarInt};
+
+use super::{FrameReader, FrameWriter, PeerInfo, ReadError, Transport, WriteError};
+
+/// Size of the length prefix in front of every stream frame.
+pub const LENGTH_PREFIX: usize = 4;
+
+pub struct WtTransport {
+    conn: Connection,
+    send: SendStream,
+    recv: RecvStream,
+    peer: PeerInfo,
+    max_frame: usize,
+}
+
+impl WtTransport {
+    pub fn new(
+        conn: Connection,
+        send: SendStream,
+        recv: RecvStream,
+        peer: PeerInfo,
+        max_frame: usize,
+    ) -> Self {
+        Self { conn, send, recv, peer, max_frame }
+    }
+}
+
+impl Transport for WtTransport {
+    type Reader = WtReader;
+    type Writer = WtWriter;
+
+    fn split(self) -> (PeerInfo, WtReader, WtWriter) {
+        let reader = WtReader {
+            conn: self.conn.clone(),
+            recv: self.recv,
+            buf: BytesMut::with_capacity(256),
+            max_frame: self.max_frame,
+            eof: false,
+        };
+        (self.peer, reader, WtWriter { conn: self.conn, send: self.send })
+    }
+}
+
+pub struct WtReader {
+    conn: Connection,
+    recv: RecvStream,
+    /// Bytes read from the stream but not yet returned as a frame. Never holds more than one
+    /// length prefix plus `max_frame` bytes.
+    buf: BytesMut,
+    max_frame: usize,
+    eof: bool,
+}
+
+/// What `buf` holds: a whole frame, the need for more bytes, or an oversized announcement.
+fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
+    if buf.len() < LENGTH_PREFIX {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len > max {
+        return Err(ReadError::TooLarge { len, max });
+    }
+    if buf.len() < LENGTH_PREFIX + len {
+        buf.reserve(LENGTH_PREFIX + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(LENGTH_PREFIX);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+impl FrameReader for WtReader {
+    async fn read_frame(&mut self) -> Result<Option<Bytes>, ReadError> {
+        loop {
+            if let Some(frame) = take_frame(&mut self.buf, self.max_frame)? {
+                return Ok(Some(frame));
+            }
+            if self.eof {
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+            }
+            // Read no further than the current frame needs so `buf` stays within its bound.
+            let want = match self.buf.len() {
+                n if n < LENGTH_PREFIX => LENGTH_PREFIX - n,
+                _ => {
+                    let len = u32::from_be_bytes([self.buf[0], self.buf[1], self.buf[2], self.buf[3]]);
+                    LENGTH_PREFIX + len as usize - self.buf.len()
+                }
+            };
+            tokio::select! {
+                // Both branches are cancel-safe: quinn's `read_chunk` returns data it has
+                // consumed, and a datagram not yet received stays queued in the connection.
+                // Reading chunks (not into a stack array) keeps an idle session's future small.
+                read = self.recv.quic_stream_mut().read_chunk(want, true) => match read {
+                    Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
+                    Ok(None) => self.eof = true,
+                    Err(e) => return Err(ReadError::Failed(e.to_string())),
+                },
+                dgram = self.conn.receive_datagram() => match dgram {
+                    Ok(d) if d.payload().len() <= self.max_frame => return Ok(Some(d.payload())),
+                    Ok(d) => return Err(ReadError::TooLarge { len: d.payload().len(), max: self.max_frame }),
+                    Err(e) => return Err(ReadError::Failed(e.to_string())),
+                },
+            }
+        }
+    }
+}
+
+pub struct WtWriter {
+    conn: Connection,
+    send: SendStream,
+}
+
+impl FrameWriter for WtWriter {
+    async fn write_frame(&mut self, frame: Bytes) -> Result<(), WriteError> {
+        let len = u32::try_from(frame.len()).map_err(|_| WriteError("frame over 4 GiB".into()))?;
+        self.send.write_all(&len.to_be_bytes()).await.map_err(|e| WriteError(e.to_string()))?;
+        self.send.write_all(&frame).await.map_err(|e| WriteError(e.to_string()))
+    }
+
+    async fn write_volatile(&mut self, frame: Bytes) -> Result<(), WriteError> {
+        match self.conn.max_datagram_size() {
+            Some(max) if frame.len() <= max => {
+                // A full datagram buffer drops the frame, which volatile frames allow.
+                let _ = self.conn.send_datagram(&frame);
+                Ok(())
+            }
+            // Peer has datagrams off, or the frame does not fit one: send it reliably.
+            _ => self.write_frame(frame).await,
+        }
+    }
+
+    async fn flush(&mut self) -> Result<(), WriteError> {
+        // quinn sends as soon as data is written; there is no user-space buffer to push.
+        Ok(())
+    }
+
+    async fn close(mut self, code: u16, reason: &str) {
+        // `finish` resolves once the peer acknowledged everything on the stream, so the
+        // `disconnect` frame written before this reaches the client ahead of the close.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.send.finish()).await;
+        self.conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_length_is_refused_from_the_prefix_alone() {
+        let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
+        assert!(matches!(take_frame(&mut buf, 1024), Err(ReadError::TooLarge { .. })));
+        assert_eq!(buf.capacity() < 1024, true);
+    }
+
+    #[test]
+    fn frames_are_split_at_their_length() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&3u32.to_be_bytes());
+        buf.extend_from_slice(b"abc");
+        buf.extend_from_slice(&1u32.to_be_bytes());
+        assert_eq!(take_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"abc"[..]));
+        assert_eq!(take_frame(&mut buf, 10).unwrap(), None);
+        buf.extend_from_slice(b"z");
+        assert_eq!(take_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"z"[..]));
+    }
+}
