@@ -65,7 +65,10 @@ pub enum AuthConfigError {
     #[error("--jwt-public-key is required for {0:?}")]
     MissingPublicKey(JwtAlgorithm),
     #[error("reading JWT public key {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("JWT key is not usable: {0}")]
     BadKey(jsonwebtoken::errors::Error),
 }
@@ -101,7 +104,10 @@ impl Authenticator {
                 DecodingKey::from_secret(cfg.secret.as_bytes()).map_err(AuthConfigError::BadKey)?
             }
             alg => {
-                let path = cfg.public_key.as_ref().ok_or(AuthConfigError::MissingPublicKey(alg))?;
+                let path = cfg
+                    .public_key
+                    .as_ref()
+                    .ok_or(AuthConfigError::MissingPublicKey(alg))?;
                 let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
                     path: path.display().to_string(),
                     source,
@@ -166,7 +172,9 @@ fn classify(kind: &ErrorKind) -> AuthError {
 }
 
 fn now() -> Duration {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
 }
 
 /// Mints an HS256 token with the configured secret, for development and tests.
@@ -177,7 +185,12 @@ pub fn mint_dev_token(
     device_id: Option<String>,
     roles: Vec<String>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
-    let claims = Claims { sub: sub.to_owned(), exp: (now() + ttl).as_secs(), device_id, roles };
+    let claims = Claims {
+        sub: sub.to_owned(),
+        exp: (now() + ttl).as_secs(),
+        device_id,
+        roles,
+    };
     let key = EncodingKey::from_secret(cfg.secret.as_bytes())?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
 }
@@ -205,9 +218,19 @@ mod tests {
     #[test]
     fn accepts_a_valid_token() {
         let auth = Authenticator::from_config(&cfg()).unwrap();
-        let t = mint_dev_token(&cfg(), "alice", Duration::from_secs(60), Some("phone".into()), vec!["admin".into()]).unwrap();
+        let t = mint_dev_token(
+            &cfg(),
+            "alice",
+            Duration::from_secs(60),
+            Some("phone".into()),
+            vec!["admin".into()],
+        )
+        .unwrap();
         let id = auth.verify(&t).unwrap();
-        assert_eq!((id.user_id.as_str(), id.device_id.as_deref(), id.admin), ("alice", Some("phone"), true));
+        assert_eq!(
+            (id.user_id.as_str(), id.device_id.as_deref(), id.admin),
+            ("alice", Some("phone"), true)
+        );
     }
 
     #[test]
@@ -215,16 +238,42 @@ mod tests {
         let auth = Authenticator::from_config(&cfg()).unwrap();
         let ok = serde_json::json!({"sub": "a", "exp": exp_in(60)});
         assert_eq!(auth.verify(""), Err(AuthError::Missing));
-        assert_eq!(auth.verify(&sign(ok.clone(), Algorithm::HS256, "other")).unwrap_err().code(), Code::InvalidToken);
-        assert_eq!(auth.verify(&sign(ok.clone(), Algorithm::HS384, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(
+            auth.verify(&sign(ok.clone(), Algorithm::HS256, "other"))
+                .unwrap_err()
+                .code(),
+            Code::InvalidToken
+        );
+        assert_eq!(
+            auth.verify(&sign(ok.clone(), Algorithm::HS384, "unit-test-secret"))
+                .unwrap_err()
+                .code(),
+            Code::InvalidToken
+        );
         let expired = serde_json::json!({"sub": "a", "exp": exp_in(-60)});
-        assert_eq!(auth.verify(&sign(expired, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Expired));
+        assert_eq!(
+            auth.verify(&sign(expired, Algorithm::HS256, "unit-test-secret")),
+            Err(AuthError::Expired)
+        );
         let early = serde_json::json!({"sub": "a", "exp": exp_in(600), "nbf": exp_in(300)});
-        assert_eq!(auth.verify(&sign(early, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(
+            auth.verify(&sign(early, Algorithm::HS256, "unit-test-secret"))
+                .unwrap_err()
+                .code(),
+            Code::InvalidToken
+        );
         let no_exp = serde_json::json!({"sub": "a"});
-        assert_eq!(auth.verify(&sign(no_exp, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(
+            auth.verify(&sign(no_exp, Algorithm::HS256, "unit-test-secret"))
+                .unwrap_err()
+                .code(),
+            Code::InvalidToken
+        );
         assert_eq!(auth.verify("a.b.c").unwrap_err().code(), Code::InvalidToken);
-        assert_eq!(auth.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::TooLong));
+        assert_eq!(
+            auth.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)),
+            Err(AuthError::TooLong)
+        );
     }
 
     #[test]
@@ -234,7 +283,12 @@ mod tests {
         let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
         let body = b64.encode(format!(r#"{{"sub":"a","exp":{}}}"#, exp_in(60)));
         let auth = Authenticator::from_config(&cfg()).unwrap();
-        assert_eq!(auth.verify(&format!("{header}.{body}.")).unwrap_err().code(), Code::InvalidToken);
+        assert_eq!(
+            auth.verify(&format!("{header}.{body}."))
+                .unwrap_err()
+                .code(),
+            Code::InvalidToken
+        );
     }
 
     #[test]
@@ -244,10 +298,20 @@ mod tests {
         c.audience = Some("chat".into());
         let auth = Authenticator::from_config(&c).unwrap();
         let good = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "rtgate-tests", "aud": "chat"});
-        assert!(auth.verify(&sign(good, Algorithm::HS256, "unit-test-secret")).is_ok());
-        let bad_iss = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "evil", "aud": "chat"});
-        assert_eq!(auth.verify(&sign(bad_iss, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Invalid("wrong issuer")));
+        assert!(
+            auth.verify(&sign(good, Algorithm::HS256, "unit-test-secret"))
+                .is_ok()
+        );
+        let bad_iss =
+            serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "evil", "aud": "chat"});
+        assert_eq!(
+            auth.verify(&sign(bad_iss, Algorithm::HS256, "unit-test-secret")),
+            Err(AuthError::Invalid("wrong issuer"))
+        );
         let bad_aud = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "rtgate-tests", "aud": "other"});
-        assert_eq!(auth.verify(&sign(bad_aud, Algorithm::HS256, "unit-test-secret")), Err(AuthError::Invalid("wrong audience")));
+        assert_eq!(
+            auth.verify(&sign(bad_aud, Algorithm::HS256, "unit-test-secret")),
+            Err(AuthError::Invalid("wrong audience"))
+        );
     }
 }

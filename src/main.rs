@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use rtgate::config::{Config, JwtConfig};
 
 #[derive(Parser)]
-#[command(name = "rtgate", version, about = "WebTransport-first realtime server with WebSocket fallback")]
+#[command(
+    name = "rtgate",
+    version,
+    about = "WebTransport-first realtime server with WebSocket fallback"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,15 +59,29 @@ fn main() -> ExitCode {
                 rtgate::telemetry::init(config.log_format, &config.log);
                 rtgate::server::serve(*config).await
             }
-            Command::Token { sub, ttl, device, admin, jwt } => {
-                let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
+            Command::Token {
+                sub,
+                ttl,
+                device,
+                admin,
+                jwt,
+            } => {
+                let roles = if admin {
+                    vec!["admin".to_owned()]
+                } else {
+                    vec![]
+                };
                 let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
                 println!("{token}");
                 Ok(())
             }
             Command::Cert { out } => {
                 let hash = rtgate::certs::write_dev_cert(&out).await?;
-                println!("wrote {}/cert.pem and {}/key.pem (sha-256 {hash}, valid 14 days)", out.display(), out.display());
+                println!(
+                    "wrote {}/cert.pem and {}/key.pem (sha-256 {hash}, valid 14 days)",
+                    out.display(),
+                    out.display()
+                );
                 Ok(())
             }
         }

@@ -9,7 +9,9 @@ use std::{
 
 use anyhow::Context;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use wtransport::{Endpoint, ServerConfig, config::Ipv6DualStackConfig, endpoint::IncomingSession};
+use wtransport::{
+    Endpoint, ServerConfig, VarInt, config::Ipv6DualStackConfig, endpoint::IncomingSession,
+};
 
 use crate::{
     auth::Authenticator,
@@ -19,6 +21,7 @@ use crate::{
     http::{self, HttpState},
     hub::Hub,
     node::Node,
+    protocol::Code,
     session,
     throttle::Throttle,
     transport::{PeerInfo, TransportKind, webtransport::WtTransport},
@@ -65,7 +68,14 @@ impl Server {
             sessions: TaskTracker::new(),
             config,
         });
-        Ok(Server { node, certs, http, http_addr, wt, wt_addr })
+        Ok(Server {
+            node,
+            certs,
+            http,
+            http_addr,
+            wt,
+            wt_addr,
+        })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -96,12 +106,21 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
     /// `server_shutdown`, and waits up to the configured grace for them to close.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { node, certs, http, wt, .. } = self;
+        let Server {
+            node,
+            certs,
+            http,
+            wt,
+            ..
+        } = self;
         let tls = node.config.tls_cert.is_some();
 
         let handle = axum_server::Handle::new();
-        let app = http::router(HttpState { node: node.clone(), certs })
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(HttpState {
+            node: node.clone(),
+            certs,
+        })
+        .into_make_service_with_connect_info::<SocketAddr>();
         let http_task = if tls {
             let (cert, key) = (node.config.tls_cert.clone(), node.config.tls_key.clone());
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
@@ -110,20 +129,37 @@ impl Server {
             )
             .await
             .context("loading TLS cert/key for WSS")?;
-            tokio::spawn(axum_server::from_tcp_rustls(http, rustls)?.handle(handle.clone()).serve(app))
+            tokio::spawn(
+                axum_server::from_tcp_rustls(http, rustls)?
+                    .handle(handle.clone())
+                    .serve(app),
+            )
         } else {
-            tokio::spawn(axum_server::from_tcp(http)?.handle(handle.clone()).serve(app))
+            tokio::spawn(
+                axum_server::from_tcp(http)?
+                    .handle(handle.clone())
+                    .serve(app),
+            )
         };
         let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
 
         node.shutdown.cancelled().await;
-        tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
+        tracing::info!(
+            sessions = node.hub.len(),
+            "shutting down: draining sessions"
+        );
         // Stop accepting; upgraded WebSocket sessions are ours to drain, not hyper's.
         handle.graceful_shutdown(Some(Duration::from_millis(100)));
         node.sessions.close();
         let grace = node.config.shutdown_grace + Duration::from_millis(500);
-        if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
-            tracing::warn!(left = node.hub.len(), "shutdown grace elapsed with sessions still open");
+        if tokio::time::timeout(grace, node.sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                left = node.hub.len(),
+                "shutdown grace elapsed with sessions still open"
+            );
         }
         let _ = http_task.await;
         if let Ok(endpoint) = wt_task.await {
@@ -139,8 +175,10 @@ fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
     let builder = ServerConfig::builder();
     let builder = match config.wt_addr {
         // `[::]` serves IPv4 too; browsers resolve `localhost` to ::1 first and do not fall back.
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => builder
-            .with_bind_address_v6(SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0), Ipv6DualStackConfig::Allow),
+        SocketAddr::V6(v6) if v6.ip().is_unspecified() => builder.with_bind_address_v6(
+            SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0),
+            Ipv6DualStackConfig::Allow,
+        ),
         addr => builder.with_bind_address(addr),
     };
     // The protocol heartbeat detects dead peers; QUIC's idle timeout is only the backstop for
@@ -165,25 +203,24 @@ async fn accept_webtransport(
         };
         let node2 = node.clone();
         node.sessions.spawn(async move {
-            let limit = node2.config.handshake_timeout;
-            match tokio::time::timeout(limit, establish(&node2, incoming)).await {
-                Ok(Some(transport)) => session::run(node2, transport).await,
-                Ok(None) => {}
-                Err(_) => tracing::debug!("WebTransport session not established within the handshake timeout"),
+            if let Some(transport) = establish(&node2, incoming).await {
+                session::run(node2, transport).await;
             }
         });
     }
 }
 
-/// QUIC handshake → HTTP/3 CONNECT → the client's frame stream. `None` when the peer gave up
-/// or asked for an unknown path.
+/// QUIC handshake → HTTP/3 CONNECT → the client's frame stream, each step under the handshake
+/// deadline. `None` when the peer gave up, was too slow, or asked for an unknown path.
 async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport> {
-    let request = match incoming.await {
-        Ok(r) => r,
-        Err(e) => {
+    let limit = node.config.handshake_timeout;
+    let request = match tokio::time::timeout(limit, incoming).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "WebTransport connection failed before the session request");
             return None;
         }
+        Err(_) => return None,
     };
     if request.path() != WT_PATH {
         request.not_found().await;
@@ -195,11 +232,29 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
         user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
         origin: request.origin().map(|s| s.chars().take(256).collect()),
     };
-    let conn = request.accept().await.ok()?;
-    match conn.accept_bi().await {
-        Ok((send, recv)) => Some(WtTransport::new(conn, send, recv, peer, node.config.max_frame_bytes)),
-        Err(e) => {
+    let conn = tokio::time::timeout(limit, request.accept())
+        .await
+        .ok()?
+        .ok()?;
+    // The session's frames ride on the first bidirectional stream the client opens.
+    match tokio::time::timeout(limit, conn.accept_bi()).await {
+        Ok(Ok((send, recv))) => Some(WtTransport::new(
+            conn,
+            send,
+            recv,
+            peer,
+            node.config.max_frame_bytes,
+        )),
+        Ok(Err(e)) => {
             tracing::debug!(error = %e, "WebTransport session closed before opening its stream");
+            None
+        }
+        Err(_) => {
+            let code = Code::HandshakeTimeout;
+            conn.close(
+                VarInt::from_u32(code.close_code().map_or(0, u32::from)),
+                code.as_str().as_bytes(),
+            );
             None
         }
     }
@@ -210,10 +265,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.jwt.secret == crate::config::DEV_JWT_SECRET
         && config.jwt.algorithm == crate::config::JwtAlgorithm::Hs256
     {
-        tracing::warn!("using the built-in development JWT secret: anyone can mint tokens; set RTGATE_JWT_SECRET");
+        tracing::warn!(
+            "using the built-in development JWT secret: anyone can mint tokens; set RTGATE_JWT_SECRET"
+        );
     }
     let server = Server::bind(config).await?;
-    let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
+    let scheme = if server.node.config.tls_cert.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
     println!(
         "rtgate {} listening\n  websocket     {scheme}://{}{}   (TCP {}; health at /health/ready)\n  webtransport  https://{}{WT_PATH}   (UDP {}; cert sha-256 {}{})",
         env!("CARGO_PKG_VERSION"),
@@ -223,10 +284,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         server.wt_addr,
         server.wt_addr.port(),
         server.certs.sha256_hex(),
-        if server.certs.self_signed { ", self-signed: GET /cert-hash" } else { "" },
+        if server.certs.self_signed {
+            ", self-signed: GET /cert-hash"
+        } else {
+            ""
+        },
     );
     // One machine-readable line for scripts and tests that start the binary on port 0.
-    println!("READY http={} wt={} cert_sha256={}", server.http_addr, server.wt_addr, server.certs.sha256_hex());
+    println!(
+        "READY http={} wt={} cert_sha256={}",
+        server.http_addr,
+        server.wt_addr,
+        server.certs.sha256_hex()
+    );
     let token = server.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;
@@ -239,13 +309,14 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

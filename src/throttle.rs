@@ -12,7 +12,12 @@ pub struct Throttle;
 
 impl Throttle {
     /// Admits or refuses one event from `socket_id`/`user_id`.
-    pub async fn check(&self, _socket_id: &str, _user_id: &str, _event: &str) -> Result<(), EventError> {
+    pub async fn check(
+        &self,
+        _socket_id: &str,
+        _user_id: &str,
+        _event: &str,
+    ) -> Result<(), EventError> {
         Ok(())
     }
 }

@@ -31,7 +31,11 @@ pub fn parse<T: Dto>(raw: &RawValue) -> Result<T, Vec<FieldError>> {
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        vec![FieldError { path, rule: "type".into(), message: e.inner().to_string() }]
+        vec![FieldError {
+            path,
+            rule: "type".into(),
+            message: e.inner().to_string(),
+        }]
     })?;
     value.validate()?;
     Ok(value)
@@ -50,7 +54,11 @@ mod tests {
     impl Dto for Sample {
         fn validate(&self) -> Result<(), Vec<FieldError>> {
             if self.name.trim().is_empty() {
-                return Err(vec![FieldError { path: "name".into(), rule: "required".into(), message: "must not be blank".into() }]);
+                return Err(vec![FieldError {
+                    path: "name".into(),
+                    rule: "required".into(),
+                    message: "must not be blank".into(),
+                }]);
             }
             Ok(())
         }
@@ -63,9 +71,15 @@ mod tests {
     #[test]
     fn parses_then_applies_rules() {
         assert_eq!(parse::<Sample>(&raw(r#"{"name":"a"}"#)).unwrap().name, "a");
-        assert_eq!(parse::<Sample>(&raw(r#"{"name":" "}"#)).unwrap_err()[0].rule, "required");
+        assert_eq!(
+            parse::<Sample>(&raw(r#"{"name":" "}"#)).unwrap_err()[0].rule,
+            "required"
+        );
         let e = parse::<Sample>(&raw(r#"{"name":5}"#)).unwrap_err();
         assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("name", "type"));
-        assert_eq!(parse::<Sample>(&raw(r#"{"name":"a","x":1}"#)).unwrap_err()[0].rule, "type");
+        assert_eq!(
+            parse::<Sample>(&raw(r#"{"name":"a","x":1}"#)).unwrap_err()[0].rule,
+            "type"
+        );
     }
 }

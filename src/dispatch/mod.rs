@@ -31,7 +31,11 @@ pub enum EventError {
     #[error("payload failed validation")]
     Validation(Vec<FieldError>),
     #[error("rate limit exceeded")]
-    RateLimited { limit: u32, window_ms: u64, reset_at_ms: u64 },
+    RateLimited {
+        limit: u32,
+        window_ms: u64,
+        reset_at_ms: u64,
+    },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -64,9 +68,11 @@ impl EventError {
     pub fn details(&self) -> Option<serde_json::Value> {
         match self {
             EventError::Validation(errors) => Some(json!({ "errors": errors })),
-            EventError::RateLimited { limit, window_ms, reset_at_ms } => {
-                Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms }))
-            }
+            EventError::RateLimited {
+                limit,
+                window_ms,
+                reset_at_ms,
+            } => Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms })),
             _ => None,
         }
     }
@@ -88,7 +94,9 @@ where
     fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture {
         let dto = match validate::parse::<T>(&data) {
             Ok(dto) => dto,
-            Err(errors) => return Box::pin(std::future::ready(Err(EventError::Validation(errors)))),
+            Err(errors) => {
+                return Box::pin(std::future::ready(Err(EventError::Validation(errors))));
+            }
         };
         let fut = (self.0.0)(ctx, dto);
         Box::pin(async move {
@@ -134,7 +142,9 @@ impl Router {
     pub fn dispatch(&self, ctx: Arc<SessionCtx>, name: &str, data: Box<RawValue>) -> HandlerFuture {
         match self.routes.get(name) {
             Some(route) => route.call(ctx, data),
-            None => Box::pin(std::future::ready(Err(EventError::UnknownEvent(name.to_owned())))),
+            None => Box::pin(std::future::ready(Err(EventError::UnknownEvent(
+                name.to_owned(),
+            )))),
         }
     }
 

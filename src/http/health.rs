@@ -20,7 +20,11 @@ pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<V
         .into_iter()
         .map(|(k, n)| (k.as_str().to_owned(), json!(n)))
         .collect();
-    let status = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    let status = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     let body = json!({
         "status": if draining { "draining" } else { "ready" },
         "instance": node.instance_id,

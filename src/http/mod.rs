@@ -41,7 +41,10 @@ pub fn router(state: HttpState) -> Router {
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(256).collect())
 }
 
 async fn websocket(
@@ -71,7 +74,8 @@ async fn websocket(
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {
             let transport = WsTransport::new(socket, peer, max);
-            node.sessions.track_future(session::run(node.clone(), transport))
+            node.sessions
+                .track_future(session::run(node.clone(), transport))
         })
 }
 
@@ -86,5 +90,11 @@ async fn cert_hash(State(state): State<HttpState>) -> impl IntoResponse {
         "selfSigned": c.self_signed,
     }));
     // A dev page on another port or origin may need it; the hash is public information.
-    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::CACHE_CONTROL, "no-store")], body)
+    (
+        [
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        body,
+    )
 }

@@ -51,7 +51,10 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(id: Option<u64>, message: impl Into<String>) -> Self {
-        Self { id, message: message.into() }
+        Self {
+            id,
+            message: message.into(),
+        }
     }
 }
 
@@ -112,10 +115,11 @@ impl Envelope<'_> {
 pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::new(None, e.to_string()))?;
-    if let Some(id) = env.id {
-        if id > MAX_ACK_ID {
-            return Err(DecodeError::new(None, format!("`id` must be at most {MAX_ACK_ID}")));
-        }
+    if env.id.is_some_and(|id| id > MAX_ACK_ID) {
+        return Err(DecodeError::new(
+            None,
+            format!("`id` must be at most {MAX_ACK_ID}"),
+        ));
     }
     match env.kind.as_ref() {
         "event" => {
@@ -134,7 +138,11 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
                 Some(raw) => raw.to_owned(),
                 None => null_raw(),
             };
-            Ok(ClientFrame::Event(EventFrame { name: name.to_owned(), id: env.id, data }))
+            Ok(ClientFrame::Event(EventFrame {
+                name: name.to_owned(),
+                id: env.id,
+                data,
+            }))
         }
         "ping" => env.only(&[]).map(|()| ClientFrame::Ping),
         "pong" => env.only(&[]).map(|()| ClientFrame::Pong),
@@ -146,8 +154,13 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
                 device: env.device.map(Cow::into_owned),
             }))
         }
-        "disconnect" => env.only(&["code", "reason"]).map(|()| ClientFrame::Disconnect),
-        other => Err(DecodeError::new(env.id, format!("unknown frame type `{other}`"))),
+        "disconnect" => env
+            .only(&["code", "reason"])
+            .map(|()| ClientFrame::Disconnect),
+        other => Err(DecodeError::new(
+            env.id,
+            format!("unknown frame type `{other}`"),
+        )),
     }
 }
 
@@ -191,7 +204,9 @@ pub struct LimitsInfo {
 fn encode<T: Serialize>(frame: &T) -> Bytes {
     // Serializing these plain structs into a Vec cannot fail (no maps with non-string keys,
     // no failing Serialize impls); an empty frame would be the visible symptom if it did.
-    serde_json::to_vec(frame).map(Bytes::from).unwrap_or_default()
+    serde_json::to_vec(frame)
+        .map(Bytes::from)
+        .unwrap_or_default()
 }
 
 pub fn encode_connected(info: &ConnectedInfo<'_>) -> Bytes {
@@ -203,7 +218,11 @@ pub fn encode_connected(info: &ConnectedInfo<'_>) -> Bytes {
         #[serde(flatten)]
         info: &'a ConnectedInfo<'a>,
     }
-    encode(&Connected { kind: "connected", v: super::PROTOCOL_VERSION, info })
+    encode(&Connected {
+        kind: "connected",
+        v: super::PROTOCOL_VERSION,
+        info,
+    })
 }
 
 pub fn encode_ack(id: u64, data: &RawValue) -> Bytes {
@@ -214,7 +233,11 @@ pub fn encode_ack(id: u64, data: &RawValue) -> Bytes {
         id: u64,
         data: &'a RawValue,
     }
-    encode(&Ack { kind: "ack", id, data })
+    encode(&Ack {
+        kind: "ack",
+        id,
+        data,
+    })
 }
 
 /// A server-pushed event (no ack).
@@ -226,7 +249,11 @@ pub fn encode_event(name: &str, data: &RawValue) -> Bytes {
         event: &'a str,
         data: &'a RawValue,
     }
-    encode(&Event { kind: "event", event: name, data })
+    encode(&Event {
+        kind: "event",
+        event: name,
+        data,
+    })
 }
 
 pub fn encode_error(
@@ -246,7 +273,13 @@ pub fn encode_error(
         #[serde(skip_serializing_if = "Option::is_none")]
         details: Option<&'a serde_json::Value>,
     }
-    encode(&Error { kind: "error", id, code: code.as_str(), message, details })
+    encode(&Error {
+        kind: "error",
+        id,
+        code: code.as_str(),
+        message,
+        details,
+    })
 }
 
 /// The last frame of a session that the server ends. `code` must be a closing code.
@@ -299,12 +332,21 @@ mod tests {
 
     #[test]
     fn decodes_control_frames() {
-        assert!(matches!(decode_client_frame(br#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
-        assert!(matches!(decode_client_frame(br#"{"type":"pong"}"#), Ok(ClientFrame::Pong)));
+        assert!(matches!(
+            decode_client_frame(br#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping)
+        ));
+        assert!(matches!(
+            decode_client_frame(br#"{"type":"pong"}"#),
+            Ok(ClientFrame::Pong)
+        ));
         let c = decode_client_frame(br#"{"type":"connect","v":1,"token":"t","device":"d"}"#);
         match c {
             Ok(ClientFrame::Connect(c)) => {
-                assert_eq!((c.version, c.token.as_deref(), c.device.as_deref()), (Some(1), Some("t"), Some("d")));
+                assert_eq!(
+                    (c.version, c.token.as_deref(), c.device.as_deref()),
+                    (Some(1), Some("t"), Some("d"))
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -326,7 +368,11 @@ mod tests {
             br#"[]"#,
             b"\xff\xfe",
         ] {
-            assert!(decode_client_frame(bad).is_err(), "accepted {:?}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_client_frame(bad).is_err(),
+                "accepted {:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -339,13 +385,19 @@ mod tests {
     #[test]
     fn encodes_frames_as_json() {
         let raw = RawValue::from_string(r#"{"x":1}"#.into()).unwrap();
-        assert_eq!(&encode_ack(5, &raw)[..], br#"{"type":"ack","id":5,"data":{"x":1}}"#);
+        assert_eq!(
+            &encode_ack(5, &raw)[..],
+            br#"{"type":"ack","id":5,"data":{"x":1}}"#
+        );
         let d = encode_disconnect(Code::PingTimeout, "no pong", None);
         let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
         assert_eq!(v["code"], 3001);
         assert_eq!(v["reason"], "ping_timeout");
         assert_eq!(v["reconnect"], true);
         let e = encode_error(Some(2), Code::UnknownEvent, "no such event", None);
-        assert_eq!(&e[..], br#"{"type":"error","id":2,"code":"unknown_event","message":"no such event"}"#);
+        assert_eq!(
+            &e[..],
+            br#"{"type":"error","id":2,"code":"unknown_event","message":"no such event"}"#
+        );
     }
 }

@@ -8,10 +8,10 @@ mod codes;
 mod frame;
 
 pub use codes::{Code, Reconnect};
-pub use frame::{HeartbeatInfo, LimitsInfo,
-    ClientFrame, ConnectFrame, DecodeError, EventFrame, decode_client_frame, encode_ack,
-    encode_connected, encode_disconnect, encode_error, encode_event, ConnectedInfo, PING_FRAME,
-    PONG_FRAME,
+pub use frame::{
+    ClientFrame, ConnectFrame, ConnectedInfo, DecodeError, EventFrame, HeartbeatInfo, LimitsInfo,
+    PING_FRAME, PONG_FRAME, decode_client_frame, encode_ack, encode_connected, encode_disconnect,
+    encode_error, encode_event,
 };
 
 /// Version of the protocol spoken by this server. A client states the version it speaks in

@@ -21,7 +21,8 @@ const MAX_DEVICE_ID: usize = 64;
 fn valid_device(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= MAX_DEVICE_ID
-        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        && d.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 pub(super) async fn run<R: FrameReader>(
@@ -32,16 +33,31 @@ pub(super) async fn run<R: FrameReader>(
     let bytes = match reader.read_frame().await {
         Ok(Some(b)) => b,
         Ok(None) => return Err(Gone("closed before connect".into())),
-        Err(e @ ReadError::TooLarge { .. }) => return Err(Refused(Code::PayloadTooLarge, e.to_string())),
+        Err(e @ ReadError::TooLarge { .. }) => {
+            return Err(Refused(Code::PayloadTooLarge, e.to_string()));
+        }
         Err(ReadError::NotText) => {
-            return Err(Refused(Code::ProtocolError, "the first frame must be a text `connect` frame".into()));
+            return Err(Refused(
+                Code::ProtocolError,
+                "the first frame must be a text `connect` frame".into(),
+            ));
         }
         Err(e) => return Err(Gone(e.to_string())),
     };
     let connect = match decode_client_frame(&bytes) {
         Ok(ClientFrame::Connect(c)) => c,
-        Ok(_) => return Err(Refused(Code::ProtocolError, "the first frame must be `connect`".into())),
-        Err(e) => return Err(Refused(Code::ProtocolError, format!("bad connect frame: {e}"))),
+        Ok(_) => {
+            return Err(Refused(
+                Code::ProtocolError,
+                "the first frame must be `connect`".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(Refused(
+                Code::ProtocolError,
+                format!("bad connect frame: {e}"),
+            ));
+        }
     };
     if let Some(v) = connect.version.filter(|v| *v != PROTOCOL_VERSION) {
         return Err(Refused(
@@ -50,16 +66,17 @@ pub(super) async fn run<R: FrameReader>(
         ));
     }
     let token = connect.token.as_deref().unwrap_or_default();
-    let identity = node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?;
+    let identity = node
+        .auth
+        .verify(token)
+        .map_err(|e| Refused(e.code(), e.to_string()))?;
     // A device pinned by the token wins over the one the client names.
     let device = identity.device_id.clone().or(connect.device);
-    if let Some(d) = &device {
-        if !valid_device(d) {
-            return Err(Refused(
-                Code::ProtocolError,
-                format!("device id must be 1 to {MAX_DEVICE_ID} characters of [A-Za-z0-9._:-]"),
-            ));
-        }
+    if device.as_deref().is_some_and(|d| !valid_device(d)) {
+        return Err(Refused(
+            Code::ProtocolError,
+            format!("device id must be 1 to {MAX_DEVICE_ID} characters of [A-Za-z0-9._:-]"),
+        ));
     }
     Ok((identity, device))
 }

@@ -28,8 +28,9 @@ use crate::{
     hub::SessionEntry,
     node::Node,
     protocol::{
-        ClientFrame, Code, ConnectedInfo, EventFrame, PING_FRAME, PONG_FRAME, decode_client_frame,
-        HeartbeatInfo, LimitsInfo, encode_ack, encode_connected, encode_disconnect, encode_error,
+        ClientFrame, Code, ConnectedInfo, EventFrame, HeartbeatInfo, LimitsInfo, PING_FRAME,
+        PONG_FRAME, decode_client_frame, encode_ack, encode_connected, encode_disconnect,
+        encode_error,
     },
     transport::{FrameReader, PeerInfo, ReadError, Transport},
 };
@@ -74,8 +75,12 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
         device_id = tracing::field::Empty,
     );
     let (outbound, writer_task) = Outbound::spawn(writer, node.config.outbound_queue_bytes);
-    let end = serve(node.clone(), socket_id, peer, reader, outbound.clone()).instrument(span.clone()).await;
-    finish(&node, end, outbound, writer_task).instrument(span).await;
+    let end = serve(node.clone(), socket_id, peer, reader, outbound.clone())
+        .instrument(span.clone())
+        .await;
+    finish(&node, end, outbound, writer_task)
+        .instrument(span)
+        .await;
 }
 
 async fn serve<R: FrameReader>(
@@ -91,7 +96,10 @@ async fn serve<R: FrameReader>(
     };
     let (identity, device) = match handshake {
         Err(_) => {
-            let msg = format!("no connect frame within {:?}", node.config.handshake_timeout);
+            let msg = format!(
+                "no connect frame within {:?}",
+                node.config.handshake_timeout
+            );
             outbound.send(encode_error(None, Code::HandshakeTimeout, &msg, None));
             return End::Close(Code::HandshakeTimeout, msg);
         }
@@ -128,7 +136,9 @@ async fn serve<R: FrameReader>(
             interval_ms: cfg.ping_interval.as_millis() as u64,
             timeout_ms: cfg.pong_timeout.as_millis() as u64,
         },
-        limits: LimitsInfo { max_frame_bytes: cfg.max_frame_bytes },
+        limits: LimitsInfo {
+            max_frame_bytes: cfg.max_frame_bytes,
+        },
     }));
     tracing::info!("connected");
     live(&ctx, &mut reader).await
@@ -152,7 +162,10 @@ impl Registration {
                 outbound: ctx.outbound.clone(),
             },
         );
-        Self { node: ctx.node.clone(), socket_id: ctx.socket_id.clone() }
+        Self {
+            node: ctx.node.clone(),
+            socket_id: ctx.socket_id.clone(),
+        }
     }
 }
 
@@ -176,7 +189,9 @@ fn start(ctx: &Arc<SessionCtx>, ev: EventFrame) -> InFlight {
     let event = name.clone();
     let fut = Box::pin(async move {
         let node = &ctx.node;
-        node.throttle.check(&ctx.socket_id, &ctx.user_id, &event).await?;
+        node.throttle
+            .check(&ctx.socket_id, &ctx.user_id, &event)
+            .await?;
         node.router.dispatch(ctx.clone(), &event, data).await
     });
     InFlight { id, name, fut }
@@ -196,11 +211,20 @@ fn reply(ctx: &SessionCtx, done: InFlight, result: Result<Reply, EventError>) {
         Err(err) => {
             // Logged once, here, with the session's span and the event name.
             match &err {
-                EventError::Internal(_) => tracing::error!(event = %done.name, error = %err, "event failed"),
-                _ => tracing::debug!(event = %done.name, code = %err.code(), error = %err, "event refused"),
+                EventError::Internal(_) => {
+                    tracing::error!(event = %done.name, error = %err, "event failed")
+                }
+                _ => {
+                    tracing::debug!(event = %done.name, code = %err.code(), error = %err, "event refused")
+                }
             }
             let details = err.details();
-            ctx.outbound.send(encode_error(done.id, err.code(), &err.public_message(), details.as_ref()));
+            ctx.outbound.send(encode_error(
+                done.id,
+                err.code(),
+                &err.public_message(),
+                details.as_ref(),
+            ));
         }
     }
 }
@@ -299,7 +323,12 @@ fn on_frame(
             out.send(PONG_FRAME.clone());
         }
         Ok(ClientFrame::Connect(_)) => {
-            out.send(encode_error(None, Code::AlreadyConnected, "session is already connected", None));
+            out.send(encode_error(
+                None,
+                Code::AlreadyConnected,
+                "session is already connected",
+                None,
+            ));
         }
         Ok(ClientFrame::Disconnect) => return Some(End::ClientLeft),
         Err(e) => {
@@ -310,7 +339,12 @@ fn on_frame(
 }
 
 /// Says goodbye the way `end` requires and waits (bounded) for the writer to finish.
-async fn finish(node: &Node, end: End, outbound: Outbound, mut writer: tokio::task::JoinHandle<()>) {
+async fn finish(
+    node: &Node,
+    end: End,
+    outbound: Outbound,
+    mut writer: tokio::task::JoinHandle<()>,
+) {
     let mut grace = CLOSE_GRACE;
     match &end {
         End::Close(code, message) => {

@@ -58,7 +58,10 @@ pub struct Outbound {
 
 impl Outbound {
     /// Starts the writer task for `writer` with a budget of `max_bytes` queued bytes.
-    pub fn spawn<W: FrameWriter>(writer: W, max_bytes: usize) -> (Outbound, tokio::task::JoinHandle<()>) {
+    pub fn spawn<W: FrameWriter>(
+        writer: W,
+        max_bytes: usize,
+    ) -> (Outbound, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             queued: AtomicUsize::new(0),
@@ -172,8 +175,14 @@ mod tests {
         out.close(3000, "bye");
         task.await.unwrap();
         use channel::Written::*;
-        assert_eq!(client.rx.recv().await, Some(Frame(Bytes::from_static(b"a"))));
-        assert_eq!(client.rx.recv().await, Some(Volatile(Bytes::from_static(b"b"))));
+        assert_eq!(
+            client.rx.recv().await,
+            Some(Frame(Bytes::from_static(b"a")))
+        );
+        assert_eq!(
+            client.rx.recv().await,
+            Some(Volatile(Bytes::from_static(b"b")))
+        );
         assert_eq!(client.rx.recv().await, Some(Closed(3000, "bye".into())));
     }
 

@@ -23,7 +23,11 @@ pub struct WsTransport {
 impl WsTransport {
     /// `socket` must come from an upgrade configured with `max_message_size(max_frame)`.
     pub fn new(socket: WebSocket, peer: PeerInfo, max_frame: usize) -> Self {
-        Self { socket, peer, max_frame }
+        Self {
+            socket,
+            peer,
+            max_frame,
+        }
     }
 }
 
@@ -33,7 +37,14 @@ impl Transport for WsTransport {
 
     fn split(self) -> (PeerInfo, WsReader, WsWriter) {
         let (sink, stream) = self.socket.split();
-        (self.peer, WsReader { stream, max_frame: self.max_frame }, WsWriter { sink })
+        (
+            self.peer,
+            WsReader {
+                stream,
+                max_frame: self.max_frame,
+            },
+            WsWriter { sink },
+        )
     }
 }
 
@@ -84,7 +95,10 @@ fn text(frame: Bytes) -> Result<Message, WriteError> {
 
 impl FrameWriter for WsWriter {
     async fn write_frame(&mut self, frame: Bytes) -> Result<(), WriteError> {
-        self.sink.feed(text(frame)?).await.map_err(|e| WriteError(e.to_string()))
+        self.sink
+            .feed(text(frame)?)
+            .await
+            .map_err(|e| WriteError(e.to_string()))
     }
 
     async fn write_volatile(&mut self, frame: Bytes) -> Result<(), WriteError> {
@@ -92,11 +106,17 @@ impl FrameWriter for WsWriter {
     }
 
     async fn flush(&mut self) -> Result<(), WriteError> {
-        self.sink.flush().await.map_err(|e| WriteError(e.to_string()))
+        self.sink
+            .flush()
+            .await
+            .map_err(|e| WriteError(e.to_string()))
     }
 
     async fn close(mut self, code: u16, reason: &str) {
-        let frame = CloseFrame { code, reason: reason.into() };
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
         // Errors here mean the peer is already gone, which is what closing wants anyway.
         let _ = self.sink.send(Message::Close(Some(frame))).await;
         let _ = self.sink.close().await;

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Makes sure the local services the test suite talks to are installed and answering:
+# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`).
+# Safe to run repeatedly; installs with apt-get only what is missing.
+set -euo pipefail
+
+log() { printf '[services] %s\n' "$*"; }
+
+apt_install() {
+  if ! command -v apt-get >/dev/null 2>&1; then
+    log "apt-get not available; cannot install $*"; return 1
+  fi
+  if [ -z "${RTGATE_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq || true
+    export RTGATE_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
+pg_up() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
+
+ensure_redis() {
+  command -v redis-server >/dev/null 2>&1 || { log "installing redis"; apt_install redis-server redis-tools; }
+  if ! redis_up; then
+    log "starting redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
+  fi
+  redis_up || { log "redis is not answering on 127.0.0.1:6379"; return 1; }
+}
+
+ensure_postgres() {
+  if ! command -v pg_ctlcluster >/dev/null 2>&1; then
+    log "installing postgresql"; apt_install postgresql postgresql-client
+  fi
+  if ! pg_up; then
+    log "starting postgresql"
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+    for _ in $(seq 1 100); do pg_up && break; sleep 0.1; done
+  fi
+  pg_up || { log "postgresql is not answering on 127.0.0.1:5432"; return 1; }
+  if ! psql -h 127.0.0.1 -U postgres -tAc "select 1 from pg_database where datname='test'" 2>/dev/null | grep -q 1; then
+    log "creating database test"
+    psql -h 127.0.0.1 -U postgres -c "create database test" >/dev/null
+  fi
+}
+
+ensure_redis
+ensure_postgres
+log "redis and postgresql are up"

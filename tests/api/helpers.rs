@@ -1,0 +1,330 @@
+//! Test harness: spawns the real server on ephemeral ports and drives it with real clients
+//! over either transport, so every scenario can run over both by parametrizing on `Kind`.
+
+use std::{
+    net::SocketAddr,
+    sync::Once,
+    time::{Duration, Instant},
+};
+
+use bytes::{Buf, BytesMut};
+use futures_util::{SinkExt, StreamExt};
+use rtgate::{
+    config::Config,
+    server::{Server, WT_PATH},
+};
+use serde_json::{Value, json};
+use tokio::{net::TcpStream, task::JoinHandle};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_util::sync::CancellationToken;
+use wtransport::{ClientConfig, Endpoint, RecvStream, SendStream, tls::Sha256Digest};
+
+/// How long a test waits for any single expected frame before failing.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+pub const SECRET: &str = "integration-test-secret";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ws,
+    Wt,
+}
+
+pub struct TestServer {
+    pub http: SocketAddr,
+    pub wt: SocketAddr,
+    pub cert: [u8; 32],
+    pub config: Config,
+    pub shutdown: CancellationToken,
+    pub task: JoinHandle<anyhow::Result<()>>,
+}
+
+fn init_logs() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            rtgate::telemetry::init(rtgate::config::LogFormat::Human, "debug");
+        }
+    });
+}
+
+/// The configuration every test starts from: loopback, port 0, a known secret, and
+/// heartbeats slow enough not to interfere unless a test shortens them.
+pub fn test_config() -> Config {
+    let mut c = Config::from_env().expect("default config");
+    c.http_addr = "127.0.0.1:0".parse().unwrap();
+    c.wt_addr = "127.0.0.1:0".parse().unwrap();
+    c.jwt.secret = SECRET.into();
+    c.shutdown_grace = Duration::from_secs(3);
+    c.shutdown_reconnect_spread = Duration::from_millis(500);
+    c
+}
+
+pub async fn spawn(tweak: impl FnOnce(&mut Config)) -> TestServer {
+    init_logs();
+    let mut config = test_config();
+    tweak(&mut config);
+    let server = Server::bind(config.clone()).await.expect("server binds");
+    TestServer {
+        http: server.http_addr(),
+        wt: server.wt_addr(),
+        cert: server.cert_sha256(),
+        config,
+        shutdown: server.shutdown_token(),
+        task: tokio::spawn(server.run()),
+    }
+}
+
+impl TestServer {
+    pub fn token(&self, sub: &str) -> String {
+        self.token_for(sub, Duration::from_secs(3600))
+    }
+
+    pub fn token_for(&self, sub: &str, ttl: Duration) -> String {
+        rtgate::auth::mint_dev_token(&self.config.jwt, sub, ttl, None, vec![]).unwrap()
+    }
+
+    /// Opens a transport connection without sending anything.
+    pub async fn open(&self, kind: Kind) -> Client {
+        Client::open(kind, self.http, self.wt, self.cert).await
+    }
+
+    /// Opens a connection and completes the handshake; returns the `connected` frame.
+    pub async fn connect(&self, kind: Kind, user: &str) -> (Client, Value) {
+        let mut c = self.open(kind).await;
+        c.send(&json!({"type": "connect", "v": 1, "token": self.token(user)}))
+            .await;
+        let connected = c.recv().await.expect("a frame after connect");
+        assert_eq!(connected["type"], "connected", "{connected}");
+        (c, connected)
+    }
+
+    /// A plain HTTP/1.1 GET; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        http_get(self.http, path).await
+    }
+}
+
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// A real client of either transport.
+pub enum Client {
+    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Wt(Box<WtClient>),
+}
+
+pub struct WtClient {
+    pub conn: wtransport::Connection,
+    send: SendStream,
+    recv: RecvStream,
+    buf: BytesMut,
+    _endpoint: Endpoint<wtransport::endpoint::endpoint_side::Client>,
+}
+
+/// How the transport ended, as the client saw it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Closed {
+    Code(u16),
+    /// Closed without a code (reset, timeout, clean EOF without code).
+    NoCode(String),
+}
+
+impl Client {
+    pub async fn open(kind: Kind, http: SocketAddr, wt: SocketAddr, cert: [u8; 32]) -> Client {
+        match kind {
+            Kind::Ws => {
+                let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+                    .await
+                    .unwrap();
+                Client::Ws(Box::new(ws))
+            }
+            Kind::Wt => {
+                let cfg = ClientConfig::builder()
+                    .with_bind_default()
+                    .with_server_certificate_hashes([Sha256Digest::new(cert)])
+                    .build();
+                let endpoint = Endpoint::client(cfg).unwrap();
+                let conn = endpoint
+                    .connect(format!("https://{wt}{WT_PATH}"))
+                    .await
+                    .unwrap();
+                let (send, recv) = conn.open_bi().await.unwrap().await.unwrap();
+                Client::Wt(Box::new(WtClient {
+                    conn,
+                    send,
+                    recv,
+                    buf: BytesMut::new(),
+                    _endpoint: endpoint,
+                }))
+            }
+        }
+    }
+
+    pub async fn send(&mut self, frame: &Value) {
+        self.send_text(&frame.to_string()).await
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        match self {
+            Client::Ws(ws) => ws.send(Message::text(text)).await.unwrap(),
+            Client::Wt(wt) => {
+                wt.send
+                    .write_all(&(text.len() as u32).to_be_bytes())
+                    .await
+                    .unwrap();
+                wt.send.write_all(text.as_bytes()).await.unwrap();
+            }
+        }
+    }
+
+    /// Sends raw bytes: a binary message on WebSocket, bytes as-is on the WebTransport stream
+    /// (so a test controls the length prefix itself).
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        match self {
+            Client::Ws(ws) => ws.send(Message::binary(bytes.to_vec())).await.unwrap(),
+            Client::Wt(wt) => wt.send.write_all(bytes).await.unwrap(),
+        }
+    }
+
+    /// The next frame, or `None` once the connection is closed. Panics after `RECV_TIMEOUT`.
+    pub async fn recv(&mut self) -> Option<Value> {
+        tokio::time::timeout(RECV_TIMEOUT, self.recv_inner())
+            .await
+            .expect("timed out waiting for a frame")
+    }
+
+    /// The next frame that is not a server `ping`.
+    pub async fn recv_skip_pings(&mut self) -> Option<Value> {
+        loop {
+            let f = self.recv().await?;
+            if f["type"] != "ping" {
+                return Some(f);
+            }
+        }
+    }
+
+    async fn recv_inner(&mut self) -> Option<Value> {
+        match self {
+            Client::Ws(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => return Some(serde_json::from_str(&t).unwrap()),
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return None,
+                    Some(Ok(_)) => continue,
+                }
+            },
+            Client::Wt(wt) => loop {
+                if wt.buf.len() >= 4 {
+                    let len = u32::from_be_bytes(wt.buf[..4].try_into().unwrap()) as usize;
+                    if wt.buf.len() >= 4 + len {
+                        wt.buf.advance(4);
+                        let body = wt.buf.split_to(len);
+                        return Some(serde_json::from_slice(&body).unwrap());
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                match wt.recv.read(&mut chunk).await {
+                    Ok(Some(n)) => wt.buf.extend_from_slice(&chunk[..n]),
+                    Ok(None) | Err(_) => return None,
+                }
+            },
+        }
+    }
+
+    /// Reads frames until the transport closes; returns them and the close as seen.
+    pub async fn until_closed(&mut self) -> (Vec<Value>, Closed) {
+        let mut frames = Vec::new();
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        match self {
+            Client::Ws(ws) => loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, ws.next())
+                    .await
+                    .expect("timed out waiting for close")
+                {
+                    Some(Ok(Message::Text(t))) => frames.push(serde_json::from_str(&t).unwrap()),
+                    Some(Ok(Message::Close(Some(cf)))) => {
+                        return (frames, Closed::Code(cf.code.into()));
+                    }
+                    Some(Ok(Message::Close(None))) => {
+                        return (frames, Closed::NoCode("close without code".into()));
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return (frames, Closed::NoCode(e.to_string())),
+                    None => return (frames, Closed::NoCode("stream ended".into())),
+                }
+            },
+            Client::Wt(_) => {
+                while let Some(f) = tokio::time::timeout_at(deadline.into(), self.recv_inner())
+                    .await
+                    .expect("timed out waiting for close")
+                {
+                    frames.push(f);
+                }
+                let Client::Wt(wt) = self else { unreachable!() };
+                let left = deadline.saturating_duration_since(Instant::now());
+                let err = tokio::time::timeout(left, wt.conn.closed())
+                    .await
+                    .expect("connection not closed");
+                match err {
+                    wtransport::error::ConnectionError::ApplicationClosed(c) => {
+                        (frames, Closed::Code(c.code().into_inner() as u16))
+                    }
+                    other => (frames, Closed::NoCode(other.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Sends `event` with an ack id and returns the `ack` or `error` carrying that id.
+    pub async fn request(&mut self, id: u64, event: &str, data: Value) -> Value {
+        self.send(&json!({"type": "event", "event": event, "id": id, "data": data}))
+            .await;
+        loop {
+            let f = self
+                .recv()
+                .await
+                .expect("connection closed while waiting for ack");
+            if f["id"] == id && (f["type"] == "ack" || f["type"] == "error") {
+                return f;
+            }
+        }
+    }
+}
+
+/// Asserts that the session ends with an `error` (when `with_error`), then a `disconnect`
+/// carrying `reason`/`code`, then a transport close with the same code.
+pub async fn expect_closed(
+    c: &mut Client,
+    reason: &str,
+    code: u16,
+    with_error: bool,
+) -> Vec<Value> {
+    let (frames, closed) = c.until_closed().await;
+    let frames: Vec<Value> = frames.into_iter().filter(|f| f["type"] != "ping").collect();
+    let disconnect = frames
+        .last()
+        .unwrap_or_else(|| panic!("no frames before close: {closed:?}"));
+    assert_eq!(disconnect["type"], "disconnect", "{frames:?}");
+    assert_eq!(disconnect["reason"], reason, "{frames:?}");
+    assert_eq!(disconnect["code"], code, "{frames:?}");
+    if with_error {
+        let error = &frames[frames.len() - 2];
+        assert_eq!(
+            (error["type"].as_str(), error["code"].as_str()),
+            (Some("error"), Some(reason)),
+            "{frames:?}"
+        );
+    }
+    assert_eq!(closed, Closed::Code(code));
+    frames
+}

@@ -1,0 +1,14 @@
+//! Integration tests: the real server on ephemeral ports, real WebSocket (tokio-tungstenite)
+//! and WebTransport (wtransport) clients. One test binary keeps linking fast. Scenarios that
+//! concern the session run over both transports through `#[case]` parametrization.
+//!
+//! Set `TEST_LOG=1` to see the server's logs.
+#![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod auth;
+mod heartbeat;
+mod helpers;
+mod http;
+mod relay;
+mod session;
+mod shutdown;
