@@ -4,7 +4,13 @@
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{auth::Authenticator, config::Config, dispatch::Router, hub::Hub, throttle::Throttle};
+use crate::{
+    auth::{AuthConfigError, Authenticator},
+    config::Config,
+    dispatch::Router,
+    hub::Hub,
+    throttle::Throttle,
+};
 
 pub struct Node {
     pub config: Config,
@@ -18,4 +24,20 @@ pub struct Node {
     pub shutdown: CancellationToken,
     /// Tracks every session task, so shutdown can wait for all of them to say goodbye.
     pub sessions: TaskTracker,
+}
+
+impl Node {
+    /// Builds a node serving the events of `router`.
+    pub fn new(config: Config, router: Router) -> Result<Node, AuthConfigError> {
+        Ok(Node {
+            instance_id: config.instance_id(),
+            auth: Authenticator::from_config(&config.jwt)?,
+            router,
+            throttle: Throttle,
+            hub: Hub::default(),
+            shutdown: CancellationToken::new(),
+            sessions: TaskTracker::new(),
+            config,
+        })
+    }
 }

@@ -8,22 +8,19 @@ use std::{
 };
 
 use anyhow::Context;
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio_util::sync::CancellationToken;
 use wtransport::{
     Endpoint, ServerConfig, VarInt, config::Ipv6DualStackConfig, endpoint::IncomingSession,
 };
 
 use crate::{
-    auth::Authenticator,
     certs::Certs,
     config::Config,
     dispatch::Router,
     http::{self, HttpState},
-    hub::Hub,
     node::Node,
     protocol::Code,
     session,
-    throttle::Throttle,
     transport::{PeerInfo, TransportKind, webtransport::WtTransport},
 };
 
@@ -47,7 +44,6 @@ impl Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let certs = Arc::new(Certs::from_config(&config).await?);
-        let auth = Authenticator::from_config(&config.jwt)?;
 
         let http = std::net::TcpListener::bind(config.http_addr)
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
@@ -58,16 +54,7 @@ impl Server {
             .with_context(|| format!("binding UDP {}", config.wt_addr))?;
         let wt_addr = wt.local_addr()?;
 
-        let node = Arc::new(Node {
-            instance_id: config.instance_id(),
-            auth,
-            router: Router::with_builtins(),
-            throttle: Throttle,
-            hub: Hub::default(),
-            shutdown: CancellationToken::new(),
-            sessions: TaskTracker::new(),
-            config,
-        });
+        let node = Arc::new(Node::new(config, Router::with_builtins())?);
         Ok(Server {
             node,
             certs,

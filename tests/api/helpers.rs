@@ -15,7 +15,7 @@ use rtgate::{
 };
 use serde_json::{Value, json};
 use tokio::{net::TcpStream, task::JoinHandle};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, tungstenite::Message};
+use tokio_tungstenite::{WebSocketStream, tungstenite::Message};
 use tokio_util::sync::CancellationToken;
 use wtransport::{ClientConfig, Endpoint, RecvStream, SendStream, tls::Sha256Digest};
 
@@ -117,9 +117,13 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// Any byte stream a WebSocket can run over (plain TCP, TLS).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
 /// A real client of either transport.
 pub enum Client {
-    Ws(Box<WebSocketStream<MaybeTlsStream<TcpStream>>>),
+    Ws(Box<WebSocketStream<Box<dyn Io>>>),
     Wt(Box<WtClient>),
 }
 
@@ -143,7 +147,8 @@ impl Client {
     pub async fn open(kind: Kind, http: SocketAddr, wt: SocketAddr, cert: [u8; 32]) -> Client {
         match kind {
             Kind::Ws => {
-                let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{http}/ws"))
+                let tcp: Box<dyn Io> = Box::new(TcpStream::connect(http).await.unwrap());
+                let (ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), tcp)
                     .await
                     .unwrap();
                 Client::Ws(Box::new(ws))
@@ -283,6 +288,26 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// WebTransport only: sends one frame as a datagram.
+    pub fn send_datagram(&self, frame: &Value) {
+        let Client::Wt(wt) = self else {
+            panic!("datagrams are WebTransport only")
+        };
+        wt.conn.send_datagram(frame.to_string().as_bytes()).unwrap();
+    }
+
+    /// WebTransport only: the next datagram, as JSON.
+    pub async fn recv_datagram(&self) -> Value {
+        let Client::Wt(wt) = self else {
+            panic!("datagrams are WebTransport only")
+        };
+        let d = tokio::time::timeout(RECV_TIMEOUT, wt.conn.receive_datagram())
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&d.payload()).unwrap()
     }
 
     /// Sends `event` with an ack id and returns the `ack` or `error` carrying that id.

@@ -12,3 +12,5 @@ mod http;
 mod relay;
 mod session;
 mod shutdown;
+mod tls;
+mod volatile;
