@@ -23,6 +23,7 @@ pub mod node;
 pub mod protocol;
 pub mod server;
 pub mod session;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;
 pub mod transport;

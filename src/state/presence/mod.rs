@@ -1,0 +1,103 @@
+//! The socket registry and multi-device presence.
+//!
+//! A user is online while at least one of their sockets is registered anywhere in the
+//! cluster. `register` and `unregister` decide the online/offline transitions atomically
+//! (one Lua script each on Redis), so two devices leaving at once on two instances produce
+//! exactly one `Offline`, and a reconnect racing a disconnect never leaves a connected user
+//! marked offline (every connection has its own socket id; removing an old one cannot remove
+//! a new one).
+//!
+//! Instances prove they are alive with `heartbeat`; `reap_dead_instances`, run periodically on
+//! every instance (safely concurrently), removes the sockets of instances whose liveness
+//! expired and reports the resulting offline transitions exactly once cluster-wide.
+
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use super::StateError;
+
+/// One live connection, as the cluster knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketRecord {
+    pub socket_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    /// `websocket` | `webtransport`.
+    pub transport: String,
+    pub instance_id: String,
+    pub connected_at_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Online,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Online => "online",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+/// A cluster-wide transition of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub user_id: String,
+    /// The device whose connect or disconnect caused the transition.
+    pub device_id: String,
+    pub status: Status,
+    pub at_ms: u64,
+}
+
+/// What `query` reports for one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserPresence {
+    pub user_id: String,
+    pub online: bool,
+    /// Distinct devices with at least one socket.
+    pub devices: usize,
+    pub sockets: usize,
+}
+
+/// What the reaper removed for one dead instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaped {
+    pub instance_id: String,
+    pub sockets: Vec<SocketRecord>,
+    /// Users that went offline because of it (one entry per user).
+    pub offline: Vec<Transition>,
+}
+
+#[async_trait::async_trait]
+pub trait PresenceStore: Send + Sync + 'static {
+    /// Registers a socket (registry entry, per-user and per-instance indexes). Returns the
+    /// `Online` transition when this is the user's first socket in the cluster. Registering
+    /// the same socket id twice is idempotent (and returns `None` the second time).
+    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
+
+    /// Removes a socket. Returns the `Offline` transition when it was the user's last socket.
+    /// Unregistering an unknown socket is a no-op returning `None`.
+    async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
+
+    /// Presence of each user, in the order asked.
+    async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError>;
+
+    /// Every registered socket of a user (any instance).
+    async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError>;
+
+    /// Ids of the sockets registered by an instance.
+    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError>;
+
+    /// Marks `instance_id` alive for `ttl` (also records it as a known instance).
+    async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError>;
+
+    /// Removes the registry entries and presence of every known instance whose liveness
+    /// expired. Safe to run on every instance at once: each dead instance is reaped once.
+    async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError>;
+}
