@@ -5,3 +5,5 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod common;
+
+mod ratelimit;
