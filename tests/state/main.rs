@@ -4,4 +4,5 @@
 //! fails the Redis cases; it never skips them.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod broker;
 mod common;
