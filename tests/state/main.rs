@@ -4,6 +4,7 @@
 //! fails the Redis cases; it never skips them.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod broker;
 mod common;
 
 mod ratelimit;
