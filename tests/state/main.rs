@@ -5,3 +5,4 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod common;
+mod presence;
