@@ -6,5 +6,5 @@
 
 mod broker;
 mod common;
-
+mod presence;
 mod ratelimit;

@@ -94,7 +94,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Ids of the sockets registered by an instance.
     async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError>;
 
-    /// Marks `instance_id` alive for `ttl` (also records it as a known instance).
+    /// Marks `instance_id` alive for `ttl` (also records it as a known instance). An instance
+    /// must heartbeat before it registers sockets: to the reaper, a known instance without a
+    /// live heartbeat is dead.
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError>;
 
     /// Removes the registry entries and presence of every known instance whose liveness

@@ -1,1 +1,382 @@
-//! Redis backend.
+//! Redis presence backend: the cluster-wide socket registry, per-user and per-instance indexes,
+//! instance liveness and the reaping of dead instances.
+//!
+//! # Keys (all under the configured prefix)
+//!
+//! | key | type | content | lifetime |
+//! |---|---|---|---|
+//! | `sock:{socket_id}` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
+//! | `user:{user_id}:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
+//! | `inst:{instance_id}:socks` | set | socket ids registered by that instance | emptied by unregister, deleted by the reaper |
+//! | `inst:{instance_id}:alive` | string | liveness marker | `PX` TTL, refreshed by `heartbeat` |
+//! | `instances` | set | ids of every instance that registered or heartbeated | the reaper removes dead ones |
+//!
+//! The registry keys carry no TTL on purpose: they live exactly as long as their socket, and a
+//! TTL would either expire a healthy long-lived connection or need a refresh per socket. The
+//! only way they outlive their socket is the instance dying before teardown, and that is what
+//! the liveness key and the reaper cover. Redis deletes a hash or set when its last member goes,
+//! so after every socket left only `inst:*:alive` and `instances` remain.
+//!
+//! # Atomicity
+//!
+//! Each operation that decides a transition is one Lua script (sent with `EVALSHA`, loaded on
+//! first use), so two devices leaving at once see one "last socket" and two reapers of the
+//! same instance see one instance to reap. The reap script derives record and user keys from
+//! the prefix inside the script; that is fine on a single Redis (or a replicated one) but would
+//! need hash tags to run on Redis Cluster.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{FromRedisValue, Script, Value};
+
+use super::{PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence};
+use crate::state::{StateError, now_ms};
+
+/// KEYS: record, user hash, instance set, instances. ARGV: socket id, user, device, transport,
+/// instance, connected_at. Returns 1 when this was the user's first socket.
+const REGISTER: &str = r"
+local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], 'user', ARGV[2], 'device', ARGV[3], 'transport', ARGV[4],
+  'instance', ARGV[5], 'connected_at', ARGV[6])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[5])
+if new == 1 and redis.call('HLEN', KEYS[2]) == 1 then
+  return 1
+end
+return 0
+";
+
+/// KEYS: user hash, record, instance set. ARGV: socket id. Returns 1 when this was the user's
+/// last socket. The user hash decides: only the caller whose HDEL removed the socket acts.
+const UNREGISTER: &str = r"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('SREM', KEYS[3], ARGV[1])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return 1
+end
+return 0
+";
+
+/// KEYS: alive key, instance set, instances. ARGV: prefix, instance id.
+/// Returns {forgotten, records, offline}: `forgotten` is 1 when this run removed the instance
+/// from `instances`; records are {socket, user, device, transport, instance, connected_at};
+/// offline entries are {user, device of the removed socket}. A live instance (a heartbeat won
+/// the race with the caller's SMEMBERS) returns {0, {}, {}}.
+const REAP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return {0, {}, {}}
+end
+local forgotten = redis.call('SREM', KEYS[3], ARGV[2])
+local records, offline = {}, {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local rkey = ARGV[1] .. 'sock:' .. sid
+  local r = redis.call('HMGET', rkey, 'user', 'device', 'transport', 'instance', 'connected_at')
+  if r[1] then
+    local user, device = r[1], r[2] or ''
+    local ukey = ARGV[1] .. 'user:' .. user .. ':socks'
+    if redis.call('HDEL', ukey, sid) == 1 and redis.call('EXISTS', ukey) == 0 then
+      table.insert(offline, {user, device})
+    end
+    redis.call('DEL', rkey)
+    table.insert(records, {sid, user, device, r[3] or '', r[4] or ARGV[2], tonumber(r[5]) or 0})
+  end
+end
+redis.call('DEL', KEYS[2])
+return {forgotten, records, offline}
+";
+
+/// What the reap script returns for one instance.
+type ReapReply = (
+    i64,
+    Vec<(String, String, String, String, String, u64)>,
+    Vec<(String, String)>,
+);
+
+/// Presence shared by every instance through one Redis.
+pub struct RedisPresence {
+    conn: ConnectionManager,
+    prefix: String,
+    register: Script,
+    unregister: Script,
+    reap: Script,
+}
+
+impl std::fmt::Debug for RedisPresence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisPresence")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisPresence {
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+            register: Script::new(REGISTER),
+            unregister: Script::new(UNREGISTER),
+            reap: Script::new(REAP),
+        }
+    }
+
+    fn sock_key(&self, socket_id: &str) -> String {
+        format!("{}sock:{socket_id}", self.prefix)
+    }
+
+    fn user_key(&self, user_id: &str) -> String {
+        format!("{}user:{user_id}:socks", self.prefix)
+    }
+
+    fn inst_socks_key(&self, instance_id: &str) -> String {
+        format!("{}inst:{instance_id}:socks", self.prefix)
+    }
+
+    fn alive_key(&self, instance_id: &str) -> String {
+        format!("{}inst:{instance_id}:alive", self.prefix)
+    }
+
+    fn instances_key(&self) -> String {
+        format!("{}instances", self.prefix)
+    }
+
+    async fn reap_one(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
+        let reply: Value = self
+            .reap
+            .key(self.alive_key(instance_id))
+            .key(self.inst_socks_key(instance_id))
+            .key(self.instances_key())
+            .arg(&self.prefix)
+            .arg(instance_id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let (forgotten, records, offline): ReapReply = decode(reply, "reap")?;
+        if forgotten == 0 && records.is_empty() {
+            // Live, or another reaper got there first.
+            return Ok(None);
+        }
+        let at_ms = now_ms();
+        let mut sockets: Vec<SocketRecord> = records
+            .into_iter()
+            .map(
+                |(socket_id, user_id, device_id, transport, instance_id, connected_at_ms)| {
+                    SocketRecord {
+                        socket_id,
+                        user_id,
+                        device_id,
+                        transport,
+                        instance_id,
+                        connected_at_ms,
+                    }
+                },
+            )
+            .collect();
+        sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
+        let offline = offline
+            .into_iter()
+            .map(|(user_id, device_id)| Transition {
+                user_id,
+                device_id,
+                status: Status::Offline,
+                at_ms,
+            })
+            .collect();
+        Ok(Some(Reaped {
+            instance_id: instance_id.to_owned(),
+            sockets,
+            offline,
+        }))
+    }
+}
+
+/// Converts a reply, reporting a shape we did not expect as a protocol error rather than a
+/// Redis failure: it means the keys were written by something else.
+fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, StateError> {
+    redis::from_redis_value(reply).map_err(|e| StateError::Protocol(format!("{what}: {e}")))
+}
+
+fn transition(socket: &SocketRecord, status: Status) -> Transition {
+    Transition {
+        user_id: socket.user_id.clone(),
+        device_id: socket.device_id.clone(),
+        status,
+        at_ms: now_ms(),
+    }
+}
+
+/// Builds a record from its hash; `None` when the hash is gone (removed between the index read
+/// and this one).
+fn record_from_hash(
+    socket_id: String,
+    mut fields: HashMap<String, String>,
+) -> Result<Option<SocketRecord>, StateError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let mut take = |name: &str| {
+        fields
+            .remove(name)
+            .ok_or_else(|| StateError::Protocol(format!("socket {socket_id}: no field {name}")))
+    };
+    let user_id = take("user")?;
+    let device_id = take("device")?;
+    let transport = take("transport")?;
+    let instance_id = take("instance")?;
+    let connected_at = take("connected_at")?;
+    let connected_at_ms = connected_at.parse().map_err(|_| {
+        StateError::Protocol(format!("socket {socket_id}: connected_at {connected_at:?}"))
+    })?;
+    Ok(Some(SocketRecord {
+        socket_id,
+        user_id,
+        device_id,
+        transport,
+        instance_id,
+        connected_at_ms,
+    }))
+}
+
+fn presence_from_devices(user_id: &str, devices: &[String]) -> UserPresence {
+    let distinct: HashSet<&String> = devices.iter().collect();
+    UserPresence {
+        user_id: user_id.to_owned(),
+        online: !devices.is_empty(),
+        devices: distinct.len(),
+        sockets: devices.len(),
+    }
+}
+
+#[async_trait::async_trait]
+impl PresenceStore for RedisPresence {
+    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
+        let reply: Value = self
+            .register
+            .key(self.sock_key(&socket.socket_id))
+            .key(self.user_key(&socket.user_id))
+            .key(self.inst_socks_key(&socket.instance_id))
+            .key(self.instances_key())
+            .arg(&socket.socket_id)
+            .arg(&socket.user_id)
+            .arg(&socket.device_id)
+            .arg(&socket.transport)
+            .arg(&socket.instance_id)
+            .arg(socket.connected_at_ms)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let first: i64 = decode(reply, "register")?;
+        Ok((first == 1).then(|| transition(socket, Status::Online)))
+    }
+
+    async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
+        let reply: Value = self
+            .unregister
+            .key(self.user_key(&socket.user_id))
+            .key(self.sock_key(&socket.socket_id))
+            .key(self.inst_socks_key(&socket.instance_id))
+            .arg(&socket.socket_id)
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let last: i64 = decode(reply, "unregister")?;
+        Ok((last == 1).then(|| transition(socket, Status::Offline)))
+    }
+
+    async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for user_id in user_ids {
+            pipe.hvals(self.user_key(user_id));
+        }
+        let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
+        let devices: Vec<Vec<String>> = decode(reply, "query")?;
+        if devices.len() != user_ids.len() {
+            return Err(StateError::Protocol(format!(
+                "query: {} replies for {} users",
+                devices.len(),
+                user_ids.len()
+            )));
+        }
+        Ok(user_ids
+            .iter()
+            .zip(devices)
+            .map(|(user_id, devices)| presence_from_devices(user_id, &devices))
+            .collect())
+    }
+
+    async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(self.user_key(user_id))
+            .query_async(&mut conn)
+            .await?;
+        let devices: HashMap<String, String> = decode(reply, "sockets_of_user")?;
+        let mut ids: Vec<String> = devices.into_keys().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        ids.sort();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.sock_key(id));
+        }
+        let reply: Value = pipe.query_async(&mut conn).await?;
+        let hashes: Vec<HashMap<String, String>> = decode(reply, "sockets_of_user")?;
+        let mut records = Vec::with_capacity(ids.len());
+        for (id, fields) in ids.into_iter().zip(hashes) {
+            if let Some(record) = record_from_hash(id, fields)? {
+                records.push(record);
+            }
+        }
+        Ok(records)
+    }
+
+    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError> {
+        let reply: Value = redis::cmd("SMEMBERS")
+            .arg(self.inst_socks_key(instance_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut ids: Vec<String> = decode(reply, "sockets_of_instance")?;
+        ids.sort();
+        Ok(ids)
+    }
+
+    async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
+        // PX 0 is an error in Redis; a zero TTL means "dead at once", which 1 ms approximates.
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Value = redis::pipe()
+            .atomic()
+            .cmd("SET")
+            .arg(self.alive_key(instance_id))
+            .arg(1)
+            .arg("PX")
+            .arg(ttl_ms)
+            .ignore()
+            .sadd(self.instances_key(), instance_id)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        decode::<()>(reply, "heartbeat")
+    }
+
+    async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError> {
+        let reply: Value = redis::cmd("SMEMBERS")
+            .arg(self.instances_key())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut instances: Vec<String> = decode(reply, "reap_dead_instances")?;
+        instances.sort();
+        let mut reaped = Vec::new();
+        for instance_id in &instances {
+            if let Some(one) = self.reap_one(instance_id).await? {
+                reaped.push(one);
+            }
+        }
+        Ok(reaped)
+    }
+}

@@ -1,0 +1,478 @@
+//! The presence suite: registry, multi-device transitions, concurrency, liveness and reaping,
+//! and (Redis only) key hygiene. Every case runs against both backends.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use rstest::rstest;
+use rtgate::state::now_ms;
+use rtgate::state::presence::memory::MemoryPresence;
+use rtgate::state::presence::redis::RedisPresence;
+use rtgate::state::presence::{PresenceStore, SocketRecord, Status, Transition, UserPresence};
+
+use crate::common::{self, Backend};
+
+/// Long enough that a live instance never expires during a test.
+const LIVE_TTL: Duration = Duration::from_secs(30);
+/// Short enough to wait out; the tests sleep just past it.
+const SHORT_TTL: Duration = Duration::from_millis(200);
+const PAST_SHORT_TTL: Duration = Duration::from_millis(260);
+/// Rounds of each race; enough to hit both interleavings on a multi-threaded runtime.
+const RACE_ROUNDS: usize = 50;
+
+async fn store(backend: Backend, prefix: &str) -> Box<dyn PresenceStore> {
+    match backend {
+        Backend::Memory => Box::new(MemoryPresence::new()),
+        Backend::Redis => {
+            let client = redis::Client::open(common::redis_url()).unwrap();
+            let conn = ConnectionManager::new(client).await.unwrap();
+            Box::new(RedisPresence::new(conn, prefix))
+        }
+    }
+}
+
+/// Two handles on one shared state, as two instances would hold: for Redis each has its own
+/// connection, so their commands really race at the server.
+async fn two_instances(
+    backend: Backend,
+    prefix: &str,
+) -> (Arc<dyn PresenceStore>, Arc<dyn PresenceStore>) {
+    let a: Arc<dyn PresenceStore> = Arc::from(store(backend, prefix).await);
+    let b = match backend {
+        Backend::Memory => a.clone(),
+        Backend::Redis => Arc::from(store(backend, prefix).await),
+    };
+    (a, b)
+}
+
+async fn finish(backend: Backend, prefix: &str) {
+    if backend == Backend::Redis {
+        common::cleanup(prefix).await;
+    }
+}
+
+fn socket(user: &str, device: &str, instance: &str) -> SocketRecord {
+    SocketRecord {
+        socket_id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.into(),
+        device_id: device.into(),
+        transport: "websocket".into(),
+        instance_id: instance.into(),
+        connected_at_ms: now_ms(),
+    }
+}
+
+fn assert_transition(got: Option<Transition>, user: &str, device: &str, status: Status) {
+    let got = got.unwrap_or_else(|| panic!("expected {status:?} for {user}"));
+    assert_eq!(
+        (got.user_id.as_str(), got.device_id.as_str(), got.status),
+        (user, device, status)
+    );
+    assert!(got.at_ms > 0);
+}
+
+async fn presence_of(store: &dyn PresenceStore, user: &str) -> UserPresence {
+    store.query(&[user.to_owned()]).await.unwrap().remove(0)
+}
+
+fn by_id(mut records: Vec<SocketRecord>) -> Vec<SocketRecord> {
+    records.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
+    records
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-transitions");
+    let store = store(backend, &prefix).await;
+    let phone = socket("alice", "phone", "i1");
+    let laptop = socket("alice", "laptop", "i2");
+
+    assert_transition(
+        store.register(&phone).await.unwrap(),
+        "alice",
+        "phone",
+        Status::Online,
+    );
+    assert_eq!(store.register(&laptop).await.unwrap(), None);
+    assert_eq!(store.unregister(&phone).await.unwrap(), None);
+    assert!(presence_of(&*store, "alice").await.online);
+    assert_transition(
+        store.unregister(&laptop).await.unwrap(),
+        "alice",
+        "laptop",
+        Status::Offline,
+    );
+    assert_eq!(store.unregister(&laptop).await.unwrap(), None);
+    assert_eq!(
+        presence_of(&*store, "alice").await,
+        UserPresence {
+            user_id: "alice".into(),
+            online: false,
+            devices: 0,
+            sockets: 0
+        }
+    );
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn query_counts_devices_and_sockets_in_the_order_asked(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-query");
+    let store = store(backend, &prefix).await;
+    // Two tabs on one laptop and a phone on another instance: 2 devices, 3 sockets.
+    for s in [
+        socket("alice", "laptop", "i1"),
+        socket("alice", "laptop", "i1"),
+        socket("alice", "phone", "i2"),
+        socket("bob", "phone", "i2"),
+    ] {
+        store.register(&s).await.unwrap();
+    }
+
+    let asked = ["nobody", "bob", "alice"].map(String::from);
+    let got = store.query(&asked).await.unwrap();
+    let summary: Vec<_> = got
+        .iter()
+        .map(|p| (p.user_id.as_str(), p.online, p.devices, p.sockets))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("nobody", false, 0, 0),
+            ("bob", true, 1, 1),
+            ("alice", true, 2, 3)
+        ]
+    );
+    assert!(store.query(&[]).await.unwrap().is_empty());
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-idempotent");
+    let store = store(backend, &prefix).await;
+    let s = socket("alice", "phone", "i1");
+
+    assert!(store.register(&s).await.unwrap().is_some());
+    assert_eq!(store.register(&s).await.unwrap(), None);
+    assert_eq!(presence_of(&*store, "alice").await.sockets, 1);
+    assert_eq!(
+        store.sockets_of_instance("i1").await.unwrap(),
+        std::slice::from_ref(&s.socket_id)
+    );
+
+    assert!(store.unregister(&s).await.unwrap().is_some());
+    assert_eq!(store.unregister(&s).await.unwrap(), None);
+    assert_eq!(
+        store.unregister(&socket("carol", "x", "i1")).await.unwrap(),
+        None
+    );
+    assert!(!presence_of(&*store, "alice").await.online);
+    assert!(store.sockets_of_instance("i1").await.unwrap().is_empty());
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_devices_leaving_at_once_yield_exactly_one_offline(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-leave-race");
+    let (i1, i2) = two_instances(backend, &prefix).await;
+
+    for round in 0..RACE_ROUNDS {
+        let user = format!("user{round}");
+        let phone = socket(&user, "phone", "i1");
+        let laptop = socket(&user, "laptop", "i2");
+        i1.register(&phone).await.unwrap();
+        i2.register(&laptop).await.unwrap();
+
+        let leave_phone = tokio::spawn({
+            let i1 = i1.clone();
+            async move { i1.unregister(&phone).await.unwrap() }
+        });
+        let leave_laptop = tokio::spawn({
+            let i2 = i2.clone();
+            async move { i2.unregister(&laptop).await.unwrap() }
+        });
+        let (a, b) = tokio::join!(leave_phone, leave_laptop);
+        let offline: Vec<Transition> = [a.unwrap(), b.unwrap()].into_iter().flatten().collect();
+
+        assert_eq!(offline.len(), 1, "round {round}: {offline:?}");
+        assert_eq!(offline[0].status, Status::Offline);
+        assert_eq!(offline[0].user_id, user);
+        assert!(!presence_of(&*i1, &user).await.online);
+    }
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reconnect_racing_disconnect_leaves_the_user_online(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-reconnect-race");
+    let (i1, i2) = two_instances(backend, &prefix).await;
+
+    for round in 0..RACE_ROUNDS {
+        let user = format!("user{round}");
+        let old = socket(&user, "phone", "i1");
+        let new = socket(&user, "phone", "i2");
+        i1.register(&old).await.unwrap();
+
+        let disconnect = tokio::spawn({
+            let i1 = i1.clone();
+            async move { i1.unregister(&old).await.unwrap() }
+        });
+        let reconnect = tokio::spawn({
+            let (i2, new) = (i2.clone(), new.clone());
+            async move { i2.register(&new).await.unwrap() }
+        });
+        let (gone, back) = tokio::join!(disconnect, reconnect);
+        let (gone, back) = (gone.unwrap(), back.unwrap());
+
+        // Either the new socket landed first (no transition at all) or the old one left first
+        // (Offline, then Online): the transitions always add up to "still online".
+        let statuses = (gone.map(|t| t.status), back.map(|t| t.status));
+        assert!(
+            matches!(
+                statuses,
+                (None, None) | (Some(Status::Offline), Some(Status::Online))
+            ),
+            "round {round}: {statuses:?}"
+        );
+        let now = presence_of(&*i2, &user).await;
+        assert!(now.online && now.sockets == 1, "round {round}: {now:?}");
+        assert_eq!(i1.sockets_of_user(&user).await.unwrap(), [new]);
+    }
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn sockets_are_indexed_by_user_and_by_instance(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-indexes");
+    let store = store(backend, &prefix).await;
+    let alice_phone = socket("alice", "phone", "i1");
+    let mut alice_laptop = socket("alice", "laptop", "i2");
+    alice_laptop.transport = "webtransport".into();
+    let bob_phone = socket("bob", "phone", "i1");
+    for s in [&alice_phone, &alice_laptop, &bob_phone] {
+        store.register(s).await.unwrap();
+    }
+
+    assert_eq!(
+        by_id(store.sockets_of_user("alice").await.unwrap()),
+        by_id(vec![alice_phone.clone(), alice_laptop.clone()])
+    );
+    assert_eq!(
+        store.sockets_of_user("bob").await.unwrap(),
+        std::slice::from_ref(&bob_phone)
+    );
+    assert!(store.sockets_of_user("nobody").await.unwrap().is_empty());
+    let on_i1: BTreeSet<String> = store
+        .sockets_of_instance("i1")
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(
+        on_i1,
+        BTreeSet::from([alice_phone.socket_id.clone(), bob_phone.socket_id.clone()])
+    );
+    assert_eq!(
+        store.sockets_of_instance("i2").await.unwrap(),
+        [alice_laptop.socket_id.clone()]
+    );
+    assert!(store.sockets_of_instance("i3").await.unwrap().is_empty());
+
+    store.unregister(&alice_phone).await.unwrap();
+    assert_eq!(
+        store.sockets_of_user("alice").await.unwrap(),
+        [alice_laptop]
+    );
+    assert_eq!(
+        store.sockets_of_instance("i1").await.unwrap(),
+        [bob_phone.socket_id]
+    );
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn heartbeats_keep_an_instance_from_being_reaped(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-heartbeat");
+    let store = store(backend, &prefix).await;
+    // Longer than SHORT_TTL so scheduling jitter cannot eat the margin (a quarter of it).
+    let ttl = Duration::from_millis(400);
+    store.heartbeat("i1", ttl).await.unwrap();
+    let s = socket("alice", "phone", "i1");
+    store.register(&s).await.unwrap();
+
+    // Refreshed halfway, so by the time the first TTL has passed the second still holds.
+    tokio::time::sleep(ttl / 2).await;
+    store.heartbeat("i1", ttl).await.unwrap();
+    tokio::time::sleep(ttl * 3 / 4).await;
+
+    assert!(store.reap_dead_instances().await.unwrap().is_empty());
+    assert!(presence_of(&*store, "alice").await.online);
+    assert_eq!(
+        store.sockets_of_instance("i1").await.unwrap(),
+        [s.socket_id]
+    );
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-reap");
+    let store = store(backend, &prefix).await;
+    store.heartbeat("live", LIVE_TTL).await.unwrap();
+    store.heartbeat("dead", SHORT_TTL).await.unwrap();
+    // alice only on the dead instance (two devices), bob on both, carol only on the live one.
+    let alice_phone = socket("alice", "phone", "dead");
+    let alice_laptop = socket("alice", "laptop", "dead");
+    let bob_dead = socket("bob", "phone", "dead");
+    let bob_live = socket("bob", "laptop", "live");
+    let carol = socket("carol", "phone", "live");
+    for s in [&alice_phone, &alice_laptop, &bob_dead, &bob_live, &carol] {
+        store.register(s).await.unwrap();
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+
+    let reaped = store.reap_dead_instances().await.unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    let dead = &reaped[0];
+    assert_eq!(dead.instance_id, "dead");
+    assert_eq!(
+        by_id(dead.sockets.clone()),
+        by_id(vec![alice_phone, alice_laptop, bob_dead])
+    );
+    assert_eq!(dead.offline.len(), 1, "{:?}", dead.offline);
+    assert_eq!(dead.offline[0].user_id, "alice");
+    assert_eq!(dead.offline[0].status, Status::Offline);
+    assert!(["phone", "laptop"].contains(&dead.offline[0].device_id.as_str()));
+
+    let users = ["alice", "bob", "carol"].map(String::from);
+    let sockets: Vec<usize> = store
+        .query(&users)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.sockets)
+        .collect();
+    assert_eq!(sockets, [0, 1, 1]);
+    assert_eq!(store.sockets_of_user("bob").await.unwrap(), [bob_live]);
+    assert!(store.sockets_of_instance("dead").await.unwrap().is_empty());
+    assert_eq!(store.sockets_of_instance("live").await.unwrap().len(), 2);
+    // Forgotten: a second pass finds nothing left to report.
+    assert!(store.reap_dead_instances().await.unwrap().is_empty());
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-reapers");
+    let (i1, i2) = two_instances(backend, &prefix).await;
+    let dead = ["d1", "d2", "d3"];
+    let users_per_instance = 10;
+    for instance in dead {
+        i1.heartbeat(instance, SHORT_TTL).await.unwrap();
+        for n in 0..users_per_instance {
+            let user = format!("{instance}-user{n}");
+            i1.register(&socket(&user, "phone", instance))
+                .await
+                .unwrap();
+        }
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+
+    let reapers: Vec<_> = [i1.clone(), i2.clone(), i1, i2]
+        .into_iter()
+        .map(|store| tokio::spawn(async move { store.reap_dead_instances().await.unwrap() }))
+        .collect();
+    let mut reaped = Vec::new();
+    for reaper in reapers {
+        reaped.extend(reaper.await.unwrap());
+    }
+
+    let mut instances: Vec<&str> = reaped.iter().map(|r| r.instance_id.as_str()).collect();
+    instances.sort();
+    assert_eq!(
+        instances, dead,
+        "each dead instance reported by exactly one reaper"
+    );
+    let offline: usize = reaped.iter().map(|r| r.offline.len()).sum();
+    let sockets: usize = reaped.iter().map(|r| r.sockets.len()).sum();
+    assert_eq!(offline, dead.len() * users_per_instance);
+    assert_eq!(sockets, dead.len() * users_per_instance);
+    finish(backend, &prefix).await;
+}
+
+/// Keys under `prefix`, without it.
+async fn redis_keys(prefix: &str) -> BTreeSet<String> {
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    keys.into_iter()
+        .map(|k| k.strip_prefix(prefix).unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn redis_keys_return_to_the_liveness_baseline() {
+    let prefix = common::unique_prefix("presence-hygiene");
+    let store = store(Backend::Redis, &prefix).await;
+    store.heartbeat("live", LIVE_TTL).await.unwrap();
+    store.heartbeat("crashed", SHORT_TTL).await.unwrap();
+    let baseline = BTreeSet::from(["inst:live:alive".to_owned(), "instances".to_owned()]);
+
+    // Clean disconnects on the live instance, abrupt drops (never unregistered) on the crashed one.
+    let mut clean = Vec::new();
+    for n in 0..40 {
+        let user = format!("user{}", n % 7);
+        let device = format!("device{}", n % 3);
+        let live = socket(&user, &device, "live");
+        store.register(&live).await.unwrap();
+        store
+            .register(&socket(&user, &device, "crashed"))
+            .await
+            .unwrap();
+        clean.push(live);
+    }
+    assert!(redis_keys(&prefix).await.len() > baseline.len() + 40);
+    for s in &clean {
+        store.unregister(s).await.unwrap();
+    }
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let reaped = store.reap_dead_instances().await.unwrap();
+    assert_eq!(reaped.iter().map(|r| r.sockets.len()).sum::<usize>(), 40);
+
+    assert_eq!(redis_keys(&prefix).await, baseline);
+    finish(Backend::Redis, &prefix).await;
+}
