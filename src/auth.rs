@@ -77,6 +77,11 @@ pub enum AuthConfigError {
 struct Claims {
     sub: String,
     exp: u64,
+    // Checked by `Validation`; kept loose here because `aud` may be a string or an array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     device_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -177,7 +182,9 @@ fn now() -> Duration {
         .unwrap_or_default()
 }
 
-/// Mints an HS256 token with the configured secret, for development and tests.
+/// Mints an HS256 token with the configured secret (and the configured `iss`/`aud`), for
+/// development and tests. Servers pinned to RS256/ES256 need tokens from the holder of the
+/// private key; this refuses to mint for them.
 pub fn mint_dev_token(
     cfg: &JwtConfig,
     sub: &str,
@@ -185,9 +192,14 @@ pub fn mint_dev_token(
     device_id: Option<String>,
     roles: Vec<String>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
+    if cfg.algorithm != JwtAlgorithm::Hs256 {
+        return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into());
+    }
     let claims = Claims {
         sub: sub.to_owned(),
         exp: (now() + ttl).as_secs(),
+        iss: cfg.issuer.clone().map(serde_json::Value::String),
+        aud: cfg.audience.clone().map(serde_json::Value::String),
         device_id,
         roles,
     };
@@ -289,6 +301,30 @@ mod tests {
                 .code(),
             Code::InvalidToken
         );
+    }
+
+    #[test]
+    fn minted_tokens_carry_the_configured_issuer_and_audience() {
+        let mut c = cfg();
+        c.issuer = Some("rtgate-tests".into());
+        c.audience = Some("chat".into());
+        let t = mint_dev_token(&c, "a", Duration::from_secs(60), None, vec![]).unwrap();
+        assert!(Authenticator::from_config(&c).unwrap().verify(&t).is_ok());
+        c.algorithm = JwtAlgorithm::Es256;
+        assert!(mint_dev_token(&c, "a", Duration::from_secs(60), None, vec![]).is_err());
+    }
+
+    #[test]
+    fn audience_may_be_an_array() {
+        let mut c = cfg();
+        c.audience = Some("chat".into());
+        let auth = Authenticator::from_config(&c).unwrap();
+        let t = sign(
+            serde_json::json!({"sub": "a", "exp": exp_in(60), "aud": ["other", "chat"]}),
+            Algorithm::HS256,
+            "unit-test-secret",
+        );
+        assert!(auth.verify(&t).is_ok());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Configuration: one struct, every field with a documented default that runs on a laptop
 //! with nothing else installed. Each field can be set by a flag or an environment variable
-//! (flag wins); the README's table is generated from the same doc comments (`rtgate serve
-//! --help`).
+//! (flag wins). `rtgate serve --help` prints these doc comments; the README's table must
+//! list the same flags.
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -68,6 +68,72 @@ pub struct Config {
     #[arg(long, env = "RTGATE_SHUTDOWN_RECONNECT_SPREAD", default_value = "5s", value_parser = duration)]
     pub shutdown_reconnect_spread: Duration,
 
+    /// Redis for shared state (registry, presence, rate limits, fanout). Unset: in memory, one node.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key and channel this cluster uses.
+    #[arg(long, env = "RTGATE_REDIS_PREFIX", default_value = "rtgate:")]
+    pub redis_prefix: String,
+
+    /// Events one socket may send per `--event-rate-window`.
+    #[arg(long, env = "RTGATE_EVENT_RATE_LIMIT", default_value_t = 100)]
+    pub event_rate_limit: u32,
+
+    /// Window of `--event-rate-limit`.
+    #[arg(long, env = "RTGATE_EVENT_RATE_WINDOW", default_value = "10s", value_parser = duration)]
+    pub event_rate_window: Duration,
+
+    /// Messages one user may send per `--message-rate-window`, across all their sockets and instances.
+    #[arg(long, env = "RTGATE_MESSAGE_RATE_LIMIT", default_value_t = 30)]
+    pub message_rate_limit: u32,
+
+    /// Window of `--message-rate-limit`.
+    #[arg(long, env = "RTGATE_MESSAGE_RATE_WINDOW", default_value = "60s", value_parser = duration)]
+    pub message_rate_window: Duration,
+
+    /// Events that count against the per-user message budget (comma-separated).
+    #[arg(
+        long,
+        env = "RTGATE_MESSAGE_EVENTS",
+        default_value = "message:send",
+        value_delimiter = ','
+    )]
+    pub message_events: Vec<String>,
+
+    /// A socket with more than this many × `--event-rate-limit` events refused within
+    /// `--rate-limit-flood-window` is disconnected with `rate_limit_flood`.
+    #[arg(long, env = "RTGATE_RATE_LIMIT_FLOOD_FACTOR", default_value_t = 10)]
+    pub rate_limit_flood_factor: u32,
+
+    /// Window over which flood refusals are counted.
+    #[arg(long, env = "RTGATE_RATE_LIMIT_FLOOD_WINDOW", default_value = "30s", value_parser = duration)]
+    pub rate_limit_flood_window: Duration,
+
+    /// What the per-user limit does while Redis is unreachable: `open` admits, `closed` refuses.
+    #[arg(long, env = "RTGATE_RATE_LIMIT_ON_REDIS_ERROR", value_enum, default_value_t = FailMode::Open)]
+    pub rate_limit_on_redis_error: FailMode,
+
+    /// How long this instance counts as alive without refreshing its liveness key.
+    #[arg(long, env = "RTGATE_LIVENESS_TTL", default_value = "15s", value_parser = duration)]
+    pub liveness_ttl: Duration,
+
+    /// Interval of the cleanup job (reaping crashed instances, pruning limiter state).
+    #[arg(long, env = "RTGATE_CLEANUP_INTERVAL", default_value = "60s", value_parser = duration)]
+    pub cleanup_interval: Duration,
+
+    /// Users one socket may watch with `presence:subscribe`.
+    #[arg(long, env = "RTGATE_MAX_PRESENCE_SUBSCRIPTIONS", default_value_t = 100)]
+    pub max_presence_subscriptions: usize,
+
+    /// Rooms one socket may be in.
+    #[arg(long, env = "RTGATE_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
+    pub max_rooms_per_socket: usize,
+
+    /// Enables the `sys:room-*` and `sys:user-publish` events (open rooms, for tests and benchmarks only).
+    #[arg(long, env = "RTGATE_DEV_EVENTS")]
+    pub dev_events: bool,
+
     /// Name of this instance in logs and shared state (default: random `rtg-xxxxxxxx`).
     #[arg(long, env = "RTGATE_INSTANCE_ID")]
     pub instance_id: Option<String>,
@@ -116,6 +182,12 @@ pub enum JwtAlgorithm {
     Rs256,
     #[value(name = "ES256")]
     Es256,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailMode {
+    Open,
+    Closed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,11 +1,14 @@
-//! The hub: the sessions connected to this instance. Later capabilities (rooms, fanout,
-//! presence) hang off it; today it answers "who is connected here" for health, shutdown and
-//! tests.
+//! The hub: the sessions connected to this instance, the rooms they are in, and the users
+//! whose presence they watch. It answers "which local sessions should get this frame" for
+//! the fanout layer, and it never does I/O: every operation is a short critical section
+//! under one mutex, and delivering is queueing onto non-blocking `Outbound`s.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex, MutexGuard},
 };
+
+use bytes::Bytes;
 
 use crate::{session::outbound::Outbound, transport::TransportKind};
 
@@ -15,43 +18,264 @@ pub struct SessionEntry {
     pub user_id: Arc<str>,
     pub device_id: Arc<str>,
     pub transport: TransportKind,
+    pub connected_at_ms: u64,
     pub outbound: Outbound,
+}
+
+struct Session {
+    entry: SessionEntry,
+    rooms: HashSet<Arc<str>>,
+    watching: HashSet<Arc<str>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<Arc<str>, Session>,
+    /// room → local members.
+    rooms: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// user → local sessions of that user.
+    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// user → local sessions watching that user's presence.
+    watchers: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+/// What changed in this instance's room interest, so the caller can (un)subscribe the
+/// broker channel outside the lock.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Interest {
+    /// The first local member joined.
+    First,
+    /// The last local member left.
+    Last,
+    Unchanged,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HubError {
+    #[error("session is not registered")]
+    UnknownSession,
+    #[error("at most {0} allowed per connection")]
+    Limit(usize),
 }
 
 #[derive(Default)]
 pub struct Hub {
-    // A plain mutex: every critical section is a map insert/remove/lookup, never an await.
-    sessions: Mutex<HashMap<Arc<str>, SessionEntry>>,
+    // A plain mutex: every critical section is a few map operations, never an await.
+    inner: Mutex<Inner>,
+}
+
+fn remove_member(map: &mut HashMap<Arc<str>, HashSet<Arc<str>>>, key: &str, member: &str) -> bool {
+    let Some(set) = map.get_mut(key) else {
+        return false;
+    };
+    set.remove(member);
+    if set.is_empty() {
+        map.remove(key);
+        return true;
+    }
+    false
 }
 
 impl Hub {
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, SessionEntry>> {
-        // A panic while holding this lock cannot leave the map half-updated (single calls),
-        // so a poisoned lock is still safe to use.
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Each critical section leaves the maps consistent before it can panic, so a
+        // poisoned lock is still safe to use.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn insert(&self, socket_id: Arc<str>, entry: SessionEntry) {
-        self.lock().insert(socket_id, entry);
+        let mut inner = self.lock();
+        inner
+            .users
+            .entry(entry.user_id.clone())
+            .or_default()
+            .insert(socket_id.clone());
+        inner.sessions.insert(
+            socket_id,
+            Session {
+                entry,
+                rooms: HashSet::new(),
+                watching: HashSet::new(),
+            },
+        );
     }
 
-    pub fn remove(&self, socket_id: &str) {
-        self.lock().remove(socket_id);
+    /// Removes a session from everything; returns the rooms this instance no longer has any
+    /// member of.
+    pub fn remove(&self, socket_id: &str) -> Vec<Arc<str>> {
+        let mut inner = self.lock();
+        let Some(session) = inner.sessions.remove(socket_id) else {
+            return Vec::new();
+        };
+        remove_member(&mut inner.users, &session.entry.user_id, socket_id);
+        for user in &session.watching {
+            remove_member(&mut inner.watchers, user, socket_id);
+        }
+        session
+            .rooms
+            .into_iter()
+            .filter(|room| remove_member(&mut inner.rooms, room, socket_id))
+            .collect()
+    }
+
+    pub fn join(
+        &self,
+        socket_id: &str,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<Interest, HubError> {
+        let mut inner = self.lock();
+        let session = inner
+            .sessions
+            .get_mut(socket_id)
+            .ok_or(HubError::UnknownSession)?;
+        if session.rooms.contains(room) {
+            return Ok(Interest::Unchanged);
+        }
+        if session.rooms.len() >= max_rooms {
+            return Err(HubError::Limit(max_rooms));
+        }
+        let room: Arc<str> = room.into();
+        session.rooms.insert(room.clone());
+        let members = inner.rooms.entry(room).or_default();
+        members.insert(socket_id.into());
+        Ok(if members.len() == 1 {
+            Interest::First
+        } else {
+            Interest::Unchanged
+        })
+    }
+
+    pub fn leave(&self, socket_id: &str, room: &str) -> Interest {
+        let mut inner = self.lock();
+        let Some(session) = inner.sessions.get_mut(socket_id) else {
+            return Interest::Unchanged;
+        };
+        if !session.rooms.remove(room) {
+            return Interest::Unchanged;
+        }
+        if remove_member(&mut inner.rooms, room, socket_id) {
+            Interest::Last
+        } else {
+            Interest::Unchanged
+        }
+    }
+
+    /// Adds `users` to what `socket_id` watches, refusing the whole request past `max`.
+    pub fn watch(&self, socket_id: &str, users: &[String], max: usize) -> Result<(), HubError> {
+        let mut inner = self.lock();
+        let session = inner
+            .sessions
+            .get_mut(socket_id)
+            .ok_or(HubError::UnknownSession)?;
+        let new: Vec<&String> = users
+            .iter()
+            .filter(|u| !session.watching.contains(u.as_str()))
+            .collect();
+        if session.watching.len() + new.len() > max {
+            return Err(HubError::Limit(max));
+        }
+        let new: Vec<Arc<str>> = new.into_iter().map(|u| Arc::from(u.as_str())).collect();
+        session.watching.extend(new.iter().cloned());
+        for user in new {
+            inner
+                .watchers
+                .entry(user)
+                .or_default()
+                .insert(socket_id.into());
+        }
+        Ok(())
+    }
+
+    pub fn unwatch(&self, socket_id: &str, users: &[String]) {
+        let mut inner = self.lock();
+        let Some(session) = inner.sessions.get_mut(socket_id) else {
+            return;
+        };
+        let removed: Vec<&String> = users
+            .iter()
+            .filter(|u| session.watching.remove(u.as_str()))
+            .collect();
+        for user in removed {
+            remove_member(&mut inner.watchers, user, socket_id);
+        }
+    }
+
+    /// Queues `frame` to every local member of `room` except `exclude`; returns how many.
+    pub fn deliver_room(&self, room: &str, frame: &Bytes, exclude: Option<&str>) -> usize {
+        let inner = self.lock();
+        let Some(members) = inner.rooms.get(room) else {
+            return 0;
+        };
+        Self::deliver(
+            &inner,
+            members.iter().map(|s| &**s).filter(|s| Some(*s) != exclude),
+            frame,
+        )
+    }
+
+    /// Queues `frame` to every local session of `user`.
+    pub fn deliver_user(&self, user: &str, frame: &Bytes) -> usize {
+        let inner = self.lock();
+        let Some(sockets) = inner.users.get(user) else {
+            return 0;
+        };
+        Self::deliver(&inner, sockets.iter().map(|s| &**s), frame)
+    }
+
+    pub fn deliver_socket(&self, socket_id: &str, frame: &Bytes) -> usize {
+        let inner = self.lock();
+        Self::deliver(&inner, std::iter::once(socket_id), frame)
+    }
+
+    /// Queues `frame` to every local session watching `user`.
+    pub fn deliver_watchers(&self, user: &str, frame: &Bytes) -> usize {
+        let inner = self.lock();
+        let Some(watchers) = inner.watchers.get(user) else {
+            return 0;
+        };
+        Self::deliver(&inner, watchers.iter().map(|s| &**s), frame)
+    }
+
+    fn deliver<'a>(inner: &Inner, sockets: impl Iterator<Item = &'a str>, frame: &Bytes) -> usize {
+        // `Bytes::clone` shares one buffer: the frame was encoded once for all recipients.
+        sockets
+            .filter_map(|s| inner.sessions.get(s))
+            .filter(|s| s.entry.outbound.send(frame.clone()))
+            .count()
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().sessions.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    pub fn contains(&self, socket_id: &str) -> bool {
+        self.lock().sessions.contains_key(socket_id)
+    }
+
+    /// Snapshot of every local session, for resynchronizing shared state after an outage.
+    pub fn sessions(&self) -> Vec<(Arc<str>, SessionEntry)> {
+        self.lock()
+            .sessions
+            .iter()
+            .map(|(id, s)| (id.clone(), s.entry.clone()))
+            .collect()
+    }
+
+    /// Rooms this instance has members in, for resubscribing after an outage.
+    pub fn rooms(&self) -> Vec<Arc<str>> {
+        self.lock().rooms.keys().cloned().collect()
+    }
+
     /// Sessions per transport, for health and metrics.
     pub fn count_by_transport(&self) -> HashMap<TransportKind, usize> {
         let mut counts = HashMap::new();
-        for entry in self.lock().values() {
-            *counts.entry(entry.transport).or_default() += 1;
+        for s in self.lock().sessions.values() {
+            *counts.entry(s.entry.transport).or_default() += 1;
         }
         counts
     }

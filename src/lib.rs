@@ -15,11 +15,14 @@
 
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod dispatch;
+pub mod fanout;
 pub mod http;
 pub mod hub;
 pub mod node;
+pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -15,6 +15,7 @@ use wtransport::{
 
 use crate::{
     certs::Certs,
+    cluster,
     config::Config,
     dispatch::Router,
     http::{self, HttpState},
@@ -54,7 +55,8 @@ impl Server {
             .with_context(|| format!("binding UDP {}", config.wt_addr))?;
         let wt_addr = wt.local_addr()?;
 
-        let node = Arc::new(Node::new(config, Router::with_builtins())?);
+        let router = Router::with_builtins(&config);
+        let node = Arc::new(Node::new(config, router).await?);
         Ok(Server {
             node,
             certs,
@@ -101,6 +103,12 @@ impl Server {
             ..
         } = self;
         let tls = node.config.tls_cert.is_some();
+        // Shared state before listeners: the instance must be alive and subscribed before a
+        // session registers, or a reaper elsewhere would take its sockets for a dead one's.
+        cluster::join(&node).await;
+        tokio::spawn(node.fanout.clone().run());
+        let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
+        let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
 
         let handle = axum_server::Handle::new();
         let app = http::router(HttpState {
@@ -149,6 +157,7 @@ impl Server {
             );
         }
         let _ = http_task.await;
+        let _ = tokio::join!(liveness, cleanup);
         if let Ok(endpoint) = wt_task.await {
             // Lets the CONNECTION_CLOSE frames of the sessions just closed reach their peers.
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;
@@ -200,8 +209,9 @@ async fn accept_webtransport(
 /// QUIC handshake → HTTP/3 CONNECT → the client's frame stream, each step under the handshake
 /// deadline. `None` when the peer gave up, was too slow, or asked for an unknown path.
 async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport> {
-    let limit = node.config.handshake_timeout;
-    let request = match tokio::time::timeout(limit, incoming).await {
+    // One deadline for the whole establishment, so a slow peer cannot take it step by step.
+    let deadline = tokio::time::Instant::now() + node.config.handshake_timeout;
+    let request = match tokio::time::timeout_at(deadline, incoming).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "WebTransport connection failed before the session request");
@@ -219,12 +229,12 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
         user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
         origin: request.origin().map(|s| s.chars().take(256).collect()),
     };
-    let conn = tokio::time::timeout(limit, request.accept())
+    let conn = tokio::time::timeout_at(deadline, request.accept())
         .await
         .ok()?
         .ok()?;
     // The session's frames ride on the first bidirectional stream the client opens.
-    match tokio::time::timeout(limit, conn.accept_bi()).await {
+    match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
         Ok(Ok((send, recv))) => Some(WtTransport::new(
             conn,
             send,

@@ -40,6 +40,12 @@ pub enum EventError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// A per-connection limit (rooms, subscriptions) would be exceeded.
+    #[error("{0}")]
+    LimitExceeded(String),
+    /// A dependency this event needs is down; retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure of ours. The message goes to the log, never to the client.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -53,6 +59,8 @@ impl EventError {
             EventError::RateLimited { .. } => Code::RateLimitExceeded,
             EventError::Forbidden(_) => Code::Forbidden,
             EventError::NotFound(_) => Code::NotFound,
+            EventError::LimitExceeded(_) => Code::LimitExceeded,
+            EventError::Unavailable(_) => Code::Unavailable,
             EventError::Internal(_) => Code::InternalError,
         }
     }
@@ -119,8 +127,8 @@ impl Router {
     }
 
     /// The router with every built-in handler registered.
-    pub fn with_builtins() -> Self {
-        sys::register(Self::new())
+    pub fn with_builtins(config: &crate::config::Config) -> Self {
+        crate::presence::register(sys::register(Self::new(), config.dev_events))
     }
 
     /// Registers `handler` for `name`. Panics on a duplicate name: that is a programming

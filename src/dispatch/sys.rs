@@ -1,16 +1,35 @@
 //! Built-in `sys:*` events, used by tests, benchmarks and client health checks.
+//!
+//! The `sys:room-*` and `sys:user-publish` events are open rooms and direct pushes with no
+//! authorization beyond a valid token; they exist for tests and benchmarks and are only
+//! registered with `--dev-events`.
 
 use std::sync::Arc;
 
-use serde_json::value::RawValue;
+use serde::Deserialize;
+use serde_json::{json, value::RawValue};
 
 use super::{EventError, Router};
-use crate::{protocol::encode_event, session::SessionCtx};
+use crate::{
+    cluster::bounded,
+    hub::HubError,
+    protocol::{MAX_EVENT_NAME_LEN, encode_event},
+    session::SessionCtx,
+    validate::{Dto, FieldError},
+};
 
-pub fn register(router: Router) -> Router {
-    router
+pub fn register(router: Router, dev_events: bool) -> Router {
+    let router = router
         .on("sys:echo", echo)
-        .on("sys:volatile-echo", volatile_echo)
+        .on("sys:volatile-echo", volatile_echo);
+    if !dev_events {
+        return router;
+    }
+    router
+        .on("sys:room-join", room_join)
+        .on("sys:room-leave", room_leave)
+        .on("sys:room-publish", room_publish)
+        .on("sys:user-publish", user_publish)
 }
 
 /// Acks with the payload it was given, unchanged: the whole pipeline with a handler that
@@ -25,4 +44,128 @@ async fn volatile_echo(ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<(), 
     ctx.outbound
         .send_volatile(encode_event("sys:volatile-echo", &data));
     Ok(())
+}
+
+fn field(path: &str, rule: &str, message: &str) -> FieldError {
+    FieldError {
+        path: path.into(),
+        rule: rule.into(),
+        message: message.into(),
+    }
+}
+
+fn check_name(errors: &mut Vec<FieldError>, path: &str, value: &str, max: usize) {
+    if value.is_empty() || value.len() > max {
+        errors.push(field(path, "length", &format!("must be 1 to {max} bytes")));
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Room {
+    room: String,
+}
+
+impl Dto for Room {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        check_name(&mut errors, "room", &self.room, 128);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Publish {
+    #[serde(default)]
+    room: String,
+    #[serde(default)]
+    user_id: String,
+    event: String,
+    data: Box<RawValue>,
+    /// Also deliver to the publishing session (rooms only).
+    #[serde(default)]
+    include_self: bool,
+}
+
+impl Dto for Publish {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        check_name(&mut errors, "event", &self.event, MAX_EVENT_NAME_LEN);
+        match (self.room.is_empty(), self.user_id.is_empty()) {
+            (false, true) => check_name(&mut errors, "room", &self.room, 128),
+            (true, false) => check_name(&mut errors, "userId", &self.user_id, 128),
+            _ => errors.push(field(
+                "",
+                "one_of",
+                "exactly one of `room` and `userId` is required",
+            )),
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+async fn room_join(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
+    let max = ctx.node.config.max_rooms_per_socket;
+    ctx.node
+        .fanout
+        .join(&ctx.socket_id, &dto.room, max)
+        .await
+        .map_err(|e| match e {
+            HubError::Limit(n) => {
+                EventError::LimitExceeded(format!("at most {n} rooms per connection"))
+            }
+            HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
+        })
+}
+
+async fn room_leave(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
+    ctx.node.fanout.leave(&ctx.socket_id, &dto.room).await;
+    Ok(())
+}
+
+fn unavailable(ctx: &SessionCtx, e: crate::state::StateError) -> EventError {
+    ctx.node.backends.mark_degraded("publish", &e);
+    EventError::Unavailable("fanout is unavailable".into())
+}
+
+/// Publishes `{event, data}` to a room (`room`) and acks with the number of local deliveries.
+async fn room_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
+    if dto.room.is_empty() {
+        return Err(EventError::Validation(vec![field(
+            "room",
+            "required",
+            "`room` is required",
+        )]));
+    }
+    let frame = encode_event(&dto.event, &dto.data);
+    let exclude = (!dto.include_self).then_some(&*ctx.socket_id);
+    let local = bounded(ctx.node.fanout.to_room(&dto.room, frame, exclude))
+        .await
+        .map_err(|e| unavailable(&ctx, e))?;
+    Ok(json!({ "localDeliveries": local }))
+}
+
+/// Publishes `{event, data}` to every session of `userId`, on every instance.
+async fn user_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
+    if dto.user_id.is_empty() {
+        return Err(EventError::Validation(vec![field(
+            "userId",
+            "required",
+            "`userId` is required",
+        )]));
+    }
+    let frame = encode_event(&dto.event, &dto.data);
+    let local = bounded(ctx.node.fanout.to_user(&dto.user_id, frame))
+        .await
+        .map_err(|e| unavailable(&ctx, e))?;
+    Ok(json!({ "localDeliveries": local }))
 }

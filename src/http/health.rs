@@ -1,6 +1,11 @@
 //! Health endpoints. `live` answers while the process runs; `ready` says whether this
-//! instance should get new connections, with one entry per dependency (shared-state and
-//! database backends add theirs as they land).
+//! instance should get new connections, with one entry per dependency.
+//!
+//! A Redis outage makes the instance `degraded`, not unready: sessions keep working for
+//! everything that runs locally, and taking every instance out of rotation because the shared
+//! Redis is down would turn a partial outage into a full one.
+
+use std::time::Duration;
 
 use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
@@ -9,6 +14,25 @@ use super::HttpState;
 
 pub(super) async fn live() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+async fn redis_check(state: &HttpState) -> Value {
+    let Some(conn) = &state.node.backends.redis else {
+        return json!({ "status": "up", "backend": "memory" });
+    };
+    let mut conn = conn.clone();
+    let cmd = redis::cmd("PING");
+    let ping = cmd.query_async::<String>(&mut conn);
+    let started = std::time::Instant::now();
+    match tokio::time::timeout(Duration::from_millis(500), ping).await {
+        Ok(Ok(_)) => {
+            json!({ "status": "up", "backend": "redis", "latencyMs": started.elapsed().as_millis() as u64 })
+        }
+        Ok(Err(e)) => json!({ "status": "down", "backend": "redis", "error": e.to_string() }),
+        Err(_) => {
+            json!({ "status": "down", "backend": "redis", "error": "no answer within 500 ms" })
+        }
+    }
 }
 
 pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
@@ -20,18 +44,25 @@ pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<V
         .into_iter()
         .map(|(k, n)| (k.as_str().to_owned(), json!(n)))
         .collect();
-    let status = if draining {
+    let redis = redis_check(&state).await;
+    let status = match (draining, redis["status"] == "up") {
+        (true, _) => "draining",
+        (false, true) => "ready",
+        (false, false) => "degraded",
+    };
+    let code = if draining {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
         StatusCode::OK
     };
     let body = json!({
-        "status": if draining { "draining" } else { "ready" },
+        "status": status,
         "instance": node.instance_id,
         "sessions": by_transport,
         "checks": {
             "listeners": { "status": if draining { "down" } else { "up" } },
+            "redis": redis,
         },
     });
-    (status, Json(body))
+    (code, Json(body))
 }

@@ -59,6 +59,10 @@ codes! {
     Overloaded = ("overloaded", None),
     /// A second `connect` on an established session.
     AlreadyConnected = ("already_connected", None),
+    /// A per-connection limit (rooms, presence subscriptions) would be exceeded.
+    LimitExceeded = ("limit_exceeded", None),
+    /// A dependency the event needs is down; retry later.
+    Unavailable = ("unavailable", None),
     /// The server failed; the event may be retried.
     InternalError = ("internal_error", None),
 

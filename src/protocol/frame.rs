@@ -104,7 +104,7 @@ impl Envelope<'_> {
         match self.present().find(|f| !allowed.contains(f)) {
             Some(f) => Err(DecodeError::new(
                 self.id,
-                format!("field `{f}` is not allowed in a `{}` frame", self.kind),
+                format!("field `{f}` is not allowed in this `{}` frame", self.kind),
             )),
             None => Ok(()),
         }
@@ -182,7 +182,7 @@ pub struct ConnectedInfo<'a> {
     pub user_id: &'a str,
     pub device_id: &'a str,
     pub instance_id: &'a str,
-    /// Seconds since the epoch when the token expires (the session ends then).
+    /// Milliseconds since the epoch when the token expires (the session ends then).
     pub expires_at: Option<u64>,
     pub heartbeat: HeartbeatInfo,
     pub limits: LimitsInfo,

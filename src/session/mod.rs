@@ -15,7 +15,9 @@ mod handshake;
 pub mod heartbeat;
 pub mod outbound;
 
-use std::{collections::VecDeque, sync::Arc, time::Duration};
+use std::{collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
 
 use bytes::Bytes;
 use rand::Rng;
@@ -33,6 +35,10 @@ use crate::{
         encode_error,
     },
     transport::{FrameReader, PeerInfo, ReadError, Transport},
+};
+use crate::{
+    state::{now_ms, presence::SocketRecord},
+    throttle::{Refused, SocketThrottle},
 };
 use heartbeat::{Beat, Heartbeat};
 use outbound::{Dead, Outbound};
@@ -124,14 +130,15 @@ async fn serve<R: FrameReader>(
         node: node.clone(),
         outbound,
     });
-    let _registered = Registration::new(&ctx);
+    let registration = Registration::new(&ctx);
+    crate::cluster::register(&node, &registration.record).await;
     let cfg = &node.config;
     ctx.outbound.send(encode_connected(&ConnectedInfo {
         session_id: &ctx.socket_id,
         user_id: &ctx.user_id,
         device_id: &ctx.device_id,
         instance_id: &node.instance_id,
-        expires_at: Some(ctx.identity.expires_at),
+        expires_at: Some(ctx.identity.expires_at.saturating_mul(1000)),
         heartbeat: HeartbeatInfo {
             interval_ms: cfg.ping_interval.as_millis() as u64,
             timeout_ms: cfg.pong_timeout.as_millis() as u64,
@@ -144,34 +151,47 @@ async fn serve<R: FrameReader>(
     live(&ctx, &mut reader).await
 }
 
-/// Keeps the session in the hub for exactly as long as it is live, on every exit path
-/// (including a panic unwinding through the session).
+/// Keeps the session registered — in the hub, and in shared state — for exactly as long as
+/// it is live, on every exit path (including a panic unwinding through the session).
 struct Registration {
     node: Arc<Node>,
-    socket_id: Arc<str>,
+    record: SocketRecord,
 }
 
 impl Registration {
     fn new(ctx: &SessionCtx) -> Self {
-        ctx.node.hub.insert(
-            ctx.socket_id.clone(),
-            SessionEntry {
-                user_id: ctx.user_id.clone(),
-                device_id: ctx.device_id.clone(),
-                transport: ctx.peer.kind,
-                outbound: ctx.outbound.clone(),
-            },
-        );
+        let entry = SessionEntry {
+            user_id: ctx.user_id.clone(),
+            device_id: ctx.device_id.clone(),
+            transport: ctx.peer.kind,
+            connected_at_ms: now_ms(),
+            outbound: ctx.outbound.clone(),
+        };
+        let record = crate::cluster::record(&ctx.node, &ctx.socket_id, &entry);
+        ctx.node.hub.insert(ctx.socket_id.clone(), entry);
         Self {
             node: ctx.node.clone(),
-            socket_id: ctx.socket_id.clone(),
+            record,
         }
     }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.node.hub.remove(&self.socket_id);
+        // Local state goes now, synchronously; shared state in a tracked task, so graceful
+        // shutdown waits for it and a panic cannot skip it.
+        let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
+        let node = self.node.clone();
+        let record = std::mem::take(&mut self.record);
+        let teardown = async move {
+            for room in emptied_rooms {
+                node.fanout.unsubscribe_room(&room).await;
+            }
+            crate::cluster::unregister(&node, &record).await;
+        };
+        self.node
+            .sessions
+            .spawn(teardown.instrument(tracing::Span::current()));
     }
 }
 
@@ -182,18 +202,27 @@ struct InFlight {
     fut: HandlerFuture,
 }
 
-/// The pipeline for one event after decoding: throttle → validate → dispatch.
+/// The pipeline for one event after decoding and the per-socket throttle: the per-user
+/// message budget (message events only) → validate → dispatch.
 fn start(ctx: &Arc<SessionCtx>, ev: EventFrame) -> InFlight {
     let EventFrame { name, id, data } = ev;
-    let ctx = ctx.clone();
-    let event = name.clone();
-    let fut = Box::pin(async move {
-        let node = &ctx.node;
-        node.throttle
-            .check(&ctx.socket_id, &ctx.user_id, &event)
-            .await?;
-        node.router.dispatch(ctx.clone(), &event, data).await
-    });
+    let node = &ctx.node;
+    // Unknown events are refused by the router without spending the user's message budget.
+    let fut: HandlerFuture =
+        if node.throttle.counts_as_message(&name) && node.router.contains(&name) {
+            let ctx = ctx.clone();
+            let event = name.clone();
+            Box::pin(async move {
+                ctx.node.throttle.admit_message(&ctx.user_id).await?;
+                ctx.node.router.dispatch(ctx.clone(), &event, data).await
+            })
+        } else {
+            node.router.dispatch(ctx.clone(), &name, data)
+        };
+    // A panicking handler fails its event, not the session (nor the connection).
+    let fut = Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| {
+        r.unwrap_or_else(|_| Err(EventError::Internal(anyhow::anyhow!("handler panicked"))))
+    }));
     InFlight { id, name, fut }
 }
 
@@ -242,6 +271,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     tokio::pin!(beat, expiry);
     let mut pending: VecDeque<EventFrame> = VecDeque::new();
     let mut current: Option<InFlight> = None;
+    let mut throttle = node.throttle.socket();
 
     loop {
         if current.is_none() {
@@ -282,7 +312,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                 }
             }
             frame = reader.read_frame() => match frame {
-                Ok(Some(bytes)) => match on_frame(ctx, &bytes, &mut pending, &mut hb) {
+                Ok(Some(bytes)) => match on_frame(ctx, &bytes, &mut pending, &mut hb, &mut throttle) {
                     Some(end) => return end,
                     None => beat.as_mut().reset(hb.next_wakeup()),
                 },
@@ -307,11 +337,29 @@ fn on_frame(
     bytes: &Bytes,
     pending: &mut VecDeque<EventFrame>,
     hb: &mut Heartbeat,
+    throttle: &mut SocketThrottle,
 ) -> Option<End> {
     let out = &ctx.outbound;
     match decode_client_frame(bytes) {
         Ok(ClientFrame::Event(ev)) => {
-            if pending.len() >= ctx.node.config.max_pending_events {
+            if let Err(refused) = ctx.node.throttle.admit_event(throttle) {
+                match refused {
+                    Refused::Flood => {
+                        let msg = "kept sending far past the rate limit".to_owned();
+                        return Some(End::Close(Code::RateLimitFlood, msg));
+                    }
+                    Refused::Limited(err) => {
+                        tracing::debug!(event = %ev.name, "event refused by the per-socket rate limit");
+                        let details = err.details();
+                        out.send(encode_error(
+                            ev.id,
+                            err.code(),
+                            &err.public_message(),
+                            details.as_ref(),
+                        ));
+                    }
+                }
+            } else if pending.len() >= ctx.node.config.max_pending_events {
                 let msg = "too many events waiting; slow down";
                 out.send(encode_error(ev.id, Code::Overloaded, msg, None));
             } else {
@@ -353,8 +401,8 @@ async fn finish(
                 let spread = node.config.shutdown_reconnect_spread.as_millis() as u64;
                 rand::rng().random_range(0..=spread)
             });
-            outbound.send(encode_disconnect(*code, message, retry_after));
-            outbound.close(code.close_code().unwrap_or(1011), code.as_str());
+            let last = encode_disconnect(*code, message, retry_after);
+            outbound.finish(Some(last), code.close_code().unwrap_or(1011), code.as_str());
             tracing::info!(reason = %code, message = %message, "disconnected by server");
         }
         End::ClientLeft => {
@@ -389,12 +437,12 @@ mod tests {
         transport::channel::{self, ChannelClient, Written},
     };
 
-    fn node(router: Router) -> Arc<Node> {
+    async fn node(router: Router) -> Arc<Node> {
         let mut cfg = Config::from_env().expect("defaults");
         cfg.jwt.secret = "session-unit".into();
         cfg.ping_interval = Duration::from_secs(25);
         cfg.pong_timeout = Duration::from_secs(20);
-        Arc::new(Node::new(cfg, router).expect("node"))
+        Arc::new(Node::new(cfg, router).await.expect("node"))
     }
 
     fn token(node: &Node) -> String {
@@ -432,7 +480,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn silent_client_gets_pinged_then_closed_at_interval_plus_timeout() {
-        let node = node(Router::with_builtins());
+        let node = node(Router::new()).await;
         let (mut client, task) = connected(&node).await;
         let t0 = Instant::now();
         assert_eq!(next(&mut client).await["type"], "ping");
@@ -455,14 +503,21 @@ mod tests {
     /// and events behind it wait their turn (arrival order is kept).
     #[tokio::test(start_paused = true)]
     async fn slow_handler_does_not_block_heartbeat_and_order_is_kept() {
-        let router = Router::with_builtins().on(
-            "test:slow",
-            |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                tokio::time::sleep(Duration::from_secs(120)).await;
-                Ok::<_, EventError>("slow done")
-            },
-        );
-        let node = node(router);
+        let router = Router::new()
+            .on(
+                "sys:echo",
+                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                    Ok::<_, EventError>(d)
+                },
+            )
+            .on(
+                "test:slow",
+                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                    tokio::time::sleep(Duration::from_secs(120)).await;
+                    Ok::<_, EventError>("slow done")
+                },
+            );
+        let node = node(router).await;
         let (mut client, _task) = connected(&node).await;
         send(
             &client,
@@ -491,14 +546,21 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn too_many_pending_events_are_refused_with_overloaded() {
-        let router = Router::with_builtins().on(
-            "test:block",
-            |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                std::future::pending::<()>().await;
-                Ok::<_, EventError>(())
-            },
-        );
-        let node = node(router);
+        let router = Router::new()
+            .on(
+                "sys:echo",
+                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                    Ok::<_, EventError>(d)
+                },
+            )
+            .on(
+                "test:block",
+                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                    std::future::pending::<()>().await;
+                    Ok::<_, EventError>(())
+                },
+            );
+        let node = node(router).await;
         let max = node.config.max_pending_events as u64;
         let (mut client, _task) = connected(&node).await;
         send(
@@ -519,6 +581,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn panicking_handler_fails_its_event_and_the_session_stays() {
+        let router = Router::new()
+            .on(
+                "test:panic",
+                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                    if true {
+                        panic!("handler bug");
+                    }
+                    Ok::<_, EventError>(())
+                },
+            )
+            .on(
+                "sys:echo",
+                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                    Ok::<_, EventError>(d)
+                },
+            );
+        let node = node(router).await;
+        let (mut client, _task) = connected(&node).await;
+        send(
+            &client,
+            json!({"type": "event", "event": "test:panic", "id": 1}),
+        );
+        assert_eq!(next(&mut client).await["code"], "internal_error");
+        send(
+            &client,
+            json!({"type": "event", "event": "sys:echo", "id": 2, "data": "alive"}),
+        );
+        assert_eq!(next(&mut client).await["data"], "alive");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn handler_errors_map_to_codes_and_internal_details_stay_private() {
         let router = Router::new().on(
             "test:fail",
@@ -528,7 +622,7 @@ mod tests {
                 )))
             },
         );
-        let node = node(router);
+        let node = node(router).await;
         let (mut client, _task) = connected(&node).await;
         send(
             &client,

@@ -102,6 +102,16 @@ impl Outbound {
         true
     }
 
+    /// Queues the last frame of a session regardless of the byte budget (a session closed as
+    /// a slow consumer still gets its `disconnect` if it reads again), then the close.
+    pub fn finish(&self, last: Option<Bytes>, code: u16, reason: &'static str) {
+        if let Some(frame) = last {
+            self.state.queued.fetch_add(frame.len(), Ordering::AcqRel);
+            let _ = self.tx.send(Cmd::Frame(frame));
+        }
+        let _ = self.tx.send(Cmd::Close { code, reason });
+    }
+
     /// Queues the transport close after everything already queued.
     pub fn close(&self, code: u16, reason: &'static str) {
         let _ = self.tx.send(Cmd::Close { code, reason });

@@ -23,6 +23,8 @@ pub enum StateError {
     Redis(#[from] redis::RedisError),
     #[error("unexpected reply from redis: {0}")]
     Protocol(String),
+    #[error("shared state did not answer within {0:?}")]
+    Timeout(std::time::Duration),
 }
 
 /// Milliseconds since the Unix epoch.

@@ -353,3 +353,80 @@ pub async fn expect_closed(
     assert_eq!(closed, Closed::Code(code));
     frames
 }
+
+/// The real binary in its own process (for signals and `kill -9`), bound to port 0.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub http: SocketAddr,
+    pub wt: SocketAddr,
+    pub cert: [u8; 32],
+}
+
+impl ServerProcess {
+    pub async fn start(args: &[&str], env: &[(&str, String)]) -> ServerProcess {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rtgate"));
+        cmd.args([
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--wt-addr",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env("RTGATE_JWT_SECRET", SECRET)
+        .env("RTGATE_LOG", "warn")
+        .stdout(std::process::Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let ready = tokio::task::spawn_blocking(move || {
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find(|l| l.starts_with("READY "))
+        })
+        .await
+        .unwrap()
+        .expect("server printed READY");
+        let field = |name: &str| -> String {
+            ready
+                .split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                .unwrap()
+                .to_owned()
+        };
+        let hex = field("cert_sha256");
+        let cert: Vec<u8> = (0..32)
+            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
+            .collect();
+        ServerProcess {
+            child,
+            http: field("http").parse().unwrap(),
+            wt: field("wt").parse().unwrap(),
+            cert: cert.try_into().unwrap(),
+        }
+    }
+
+    /// Opens a connection and completes the handshake as `user`.
+    pub async fn connect(&self, kind: Kind, user: &str) -> Client {
+        let mut c = Client::open(kind, self.http, self.wt, self.cert).await;
+        let mut config = test_config();
+        config.jwt.secret = SECRET.into();
+        let token =
+            rtgate::auth::mint_dev_token(&config.jwt, user, Duration::from_secs(600), None, vec![])
+                .unwrap();
+        c.send(&json!({"type": "connect", "token": token})).await;
+        assert_eq!(c.recv().await.unwrap()["type"], "connected");
+        c
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -6,10 +6,13 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod auth;
+mod cluster;
 mod heartbeat;
 mod helpers;
 mod http;
+mod redis_util;
 mod relay;
+mod resilience;
 mod session;
 mod shutdown;
 mod tls;

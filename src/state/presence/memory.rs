@@ -153,6 +153,10 @@ impl PresenceStore for MemoryPresence {
             .collect())
     }
 
+    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError> {
+        Ok(self.maps().sockets.get(socket_id).cloned())
+    }
+
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
         let maps = self.maps();
         let mut records: Vec<SocketRecord> = maps

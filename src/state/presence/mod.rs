@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::StateError;
 
 /// One live connection, as the cluster knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SocketRecord {
     pub socket_id: String,
     pub user_id: String,
@@ -87,6 +87,9 @@ pub trait PresenceStore: Send + Sync + 'static {
 
     /// Presence of each user, in the order asked.
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError>;
+
+    /// One socket's record, if it is registered.
+    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError>;
 
     /// Every registered socket of a user (any instance).
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError>;

@@ -309,6 +309,15 @@ impl PresenceStore for RedisPresence {
             .collect())
     }
 
+    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError> {
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(self.sock_key(socket_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let fields: HashMap<String, String> = decode(reply, "socket")?;
+        record_from_hash(socket_id.to_owned(), fields)
+    }
+
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
         let mut conn = self.conn.clone();
         let reply: Value = redis::cmd("HGETALL")

@@ -1,0 +1,145 @@
+//! This instance as a member of the cluster: registering and unregistering sessions in shared
+//! state (announcing the presence transitions that result), refreshing the instance's
+//! liveness, reaping crashed instances, and resynchronizing after a shared-state outage.
+//!
+//! Shared state is never allowed to stop a session: every call is bounded by `STATE_TIMEOUT`,
+//! a failure marks the backends degraded, and the liveness loop rewrites this instance's
+//! registry entries once the backend answers again.
+
+use std::{collections::HashSet, sync::Arc, time::Duration};
+
+use crate::{
+    hub::SessionEntry,
+    node::Node,
+    presence::announce,
+    state::{StateError, presence::SocketRecord},
+};
+
+/// Upper bound on one shared-state call made on behalf of a session.
+pub const STATE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs a shared-state call under `STATE_TIMEOUT`.
+pub async fn bounded<T>(fut: impl Future<Output = Result<T, StateError>>) -> Result<T, StateError> {
+    tokio::time::timeout(STATE_TIMEOUT, fut)
+        .await
+        .unwrap_or(Err(StateError::Timeout(STATE_TIMEOUT)))
+}
+
+pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecord {
+    SocketRecord {
+        socket_id: socket_id.to_owned(),
+        user_id: entry.user_id.to_string(),
+        device_id: entry.device_id.to_string(),
+        transport: entry.transport.as_str().to_owned(),
+        instance_id: node.instance_id.clone(),
+        connected_at_ms: entry.connected_at_ms,
+    }
+}
+
+/// Registers a session cluster-wide; announces the user's `online` if it is their first.
+pub async fn register(node: &Node, rec: &SocketRecord) {
+    match bounded(node.presence.register(rec)).await {
+        Ok(Some(t)) => announce(node, &t).await,
+        Ok(None) => {}
+        Err(e) => node.backends.mark_degraded("register", &e),
+    }
+}
+
+/// Unregisters a session cluster-wide; announces the user's `offline` if it was their last.
+pub async fn unregister(node: &Node, rec: &SocketRecord) {
+    match bounded(node.presence.unregister(rec)).await {
+        Ok(Some(t)) => announce(node, &t).await,
+        Ok(None) => {}
+        Err(e) => node.backends.mark_degraded("unregister", &e),
+    }
+}
+
+/// Announces this instance to the cluster: first liveness refresh and channel subscriptions.
+/// A failure leaves the node degraded; the liveness loop retries.
+pub async fn join(node: &Node) {
+    let ttl = node.config.liveness_ttl;
+    let joined = async {
+        bounded(node.presence.heartbeat(&node.instance_id, ttl)).await?;
+        bounded(node.fanout.subscribe_base()).await
+    };
+    if let Err(e) = joined.await {
+        node.backends.mark_degraded("join", &e);
+    }
+}
+
+/// Refreshes this instance's liveness every third of its TTL, and resynchronizes after an
+/// outage. Runs until shutdown.
+pub async fn liveness_loop(node: Arc<Node>) {
+    let ttl = node.config.liveness_ttl;
+    let period = (ttl / 3).max(Duration::from_millis(50));
+    loop {
+        let alive = async {
+            bounded(node.presence.heartbeat(&node.instance_id, ttl)).await?;
+            bounded(node.fanout.ping()).await
+        };
+        match alive.await {
+            Ok(()) if node.backends.clear_degraded() => {
+                tracing::info!("shared state reachable again; resynchronizing this instance");
+                if let Err(e) = resync(&node).await {
+                    node.backends.mark_degraded("resync", &e);
+                }
+            }
+            Ok(()) => {}
+            Err(e) => node.backends.mark_degraded("liveness", &e),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Rewrites this instance's view into shared state: resubscribes its channels, registers
+/// every live local session (a restarted Redis lost them), and removes entries of sessions
+/// that ended while the backend was unreachable.
+pub async fn resync(node: &Node) -> Result<(), StateError> {
+    bounded(node.fanout.subscribe_base()).await?;
+    let local = node.hub.sessions();
+    let live: HashSet<&str> = local.iter().map(|(id, _)| &**id).collect();
+    for (id, entry) in &local {
+        register(node, &record(node, id, entry)).await;
+    }
+    for stale in bounded(node.presence.sockets_of_instance(&node.instance_id)).await? {
+        if live.contains(stale.as_str()) {
+            continue;
+        }
+        if let Some(rec) = bounded(node.presence.socket(&stale)).await? {
+            unregister(node, &rec).await;
+        }
+    }
+    Ok(())
+}
+
+/// The periodic cleanup job: reaps instances whose liveness expired (their users go offline,
+/// announced once cluster-wide) and prunes in-memory limiter state. Safe on every instance.
+pub async fn cleanup_loop(node: Arc<Node>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(node.config.cleanup_interval) => {}
+            _ = node.shutdown.cancelled() => return,
+        }
+        cleanup_once(&node).await;
+    }
+}
+
+pub async fn cleanup_once(node: &Node) {
+    match bounded(node.presence.reap_dead_instances()).await {
+        Ok(reaped) => {
+            for r in reaped {
+                tracing::warn!(instance = %r.instance_id, sockets = r.sockets.len(), "reaped a dead instance");
+                for t in &r.offline {
+                    announce(node, t).await;
+                }
+            }
+        }
+        Err(e) => node.backends.mark_degraded("cleanup", &e),
+    }
+    if let Some(limiter) = &node.backends.memory_limiter {
+        limiter.retain_recent();
+    }
+}

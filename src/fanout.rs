@@ -1,0 +1,320 @@
+//! Fanout: delivering one encoded frame to a room, a user (all devices) or a socket,
+//! wherever in the cluster the recipients are.
+//!
+//! Local recipients are served straight from the hub; the same bytes go to the broker in an
+//! envelope naming the target, so every other instance delivers to its own local recipients.
+//! The frame is encoded once per publish and shared (`Bytes`) by every recipient on every
+//! instance. Rooms travel on per-room channels that an instance subscribes to while it has a
+//! local member; users and sockets are routed through the registry to the instances that hold
+//! them; presence transitions go to every instance.
+//!
+//! Envelope (our own, binary): `kind u8 | origin len u8 | origin | target len u16 | target |
+//! exclude len u16 | exclude | frame…`. Receivers ignore envelopes they published themselves.
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::{
+    hub::{Hub, Interest},
+    state::{
+        StateError,
+        broker::{Broker, Channel, Message},
+        presence::PresenceStore,
+    },
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    Room = 1,
+    User = 2,
+    Socket = 3,
+    Watchers = 4,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Room,
+            2 => Kind::User,
+            3 => Kind::Socket,
+            4 => Kind::Watchers,
+            _ => return None,
+        })
+    }
+}
+
+struct Envelope<'a> {
+    kind: Kind,
+    origin: &'a str,
+    target: &'a str,
+    exclude: Option<&'a str>,
+    frame: Bytes,
+}
+
+fn encode(env: &Envelope<'_>) -> Bytes {
+    let exclude = env.exclude.unwrap_or_default();
+    let mut buf = BytesMut::with_capacity(
+        6 + env.origin.len() + env.target.len() + exclude.len() + env.frame.len(),
+    );
+    buf.put_u8(env.kind as u8);
+    // Ids are bounded far below these widths (instance ids ≤ 64, rooms and users ≤ 128).
+    buf.put_u8(env.origin.len().min(255) as u8);
+    buf.put_slice(&env.origin.as_bytes()[..env.origin.len().min(255)]);
+    buf.put_u16(env.target.len().min(u16::MAX as usize) as u16);
+    buf.put_slice(env.target.as_bytes());
+    buf.put_u16(exclude.len() as u16);
+    buf.put_slice(exclude.as_bytes());
+    buf.put_slice(&env.frame);
+    buf.freeze()
+}
+
+/// Parses an envelope; `None` for anything malformed (a foreign publisher on our channels).
+fn decode(payload: &Bytes) -> Option<Envelope<'_>> {
+    let b = payload.as_ref();
+    let kind = Kind::from_u8(*b.first()?)?;
+    let mut at = 1;
+    let origin_len = *b.get(at)? as usize;
+    at += 1;
+    let origin = std::str::from_utf8(b.get(at..at + origin_len)?).ok()?;
+    at += origin_len;
+    let mut field = || -> Option<&str> {
+        let len = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]) as usize;
+        let s = std::str::from_utf8(b.get(at + 2..at + 2 + len)?).ok()?;
+        at += 2 + len;
+        Some(s)
+    };
+    let target = field()?;
+    let exclude = field()?;
+    Some(Envelope {
+        kind,
+        origin,
+        target,
+        exclude: (!exclude.is_empty()).then_some(exclude),
+        frame: payload.slice(at..),
+    })
+}
+
+pub struct Fanout {
+    instance_id: String,
+    hub: Arc<Hub>,
+    broker: Arc<dyn Broker>,
+    presence: Arc<dyn PresenceStore>,
+}
+
+impl Fanout {
+    pub fn new(
+        instance_id: String,
+        hub: Arc<Hub>,
+        broker: Arc<dyn Broker>,
+        presence: Arc<dyn PresenceStore>,
+    ) -> Self {
+        Self {
+            instance_id,
+            hub,
+            broker,
+            presence,
+        }
+    }
+
+    fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
+        encode(&Envelope {
+            kind,
+            origin: &self.instance_id,
+            target,
+            exclude,
+            frame,
+        })
+    }
+
+    /// Delivers `frame` to every member of `room` in the cluster, except `exclude`.
+    pub async fn to_room(
+        &self,
+        room: &str,
+        frame: Bytes,
+        exclude: Option<&str>,
+    ) -> Result<usize, StateError> {
+        let local = self.hub.deliver_room(room, &frame, exclude);
+        let env = self.envelope(Kind::Room, room, exclude, frame);
+        self.broker
+            .publish(&Channel::Room(room.to_owned()), env)
+            .await?;
+        Ok(local)
+    }
+
+    /// Delivers `frame` to every session of `user`, on every instance.
+    pub async fn to_user(&self, user: &str, frame: Bytes) -> Result<usize, StateError> {
+        let local = self.hub.deliver_user(user, &frame);
+        let mut instances: Vec<String> = self
+            .presence
+            .sockets_of_user(user)
+            .await?
+            .into_iter()
+            .map(|s| s.instance_id)
+            .filter(|i| *i != self.instance_id)
+            .collect();
+        instances.sort_unstable();
+        instances.dedup();
+        if !instances.is_empty() {
+            let env = self.envelope(Kind::User, user, None, frame);
+            for instance in instances {
+                self.broker
+                    .publish(&Channel::Instance(instance), env.clone())
+                    .await?;
+            }
+        }
+        Ok(local)
+    }
+
+    /// Delivers `frame` to one socket, on whichever instance holds it.
+    pub async fn to_socket(
+        &self,
+        socket_id: &str,
+        owner_instance: &str,
+        frame: Bytes,
+    ) -> Result<(), StateError> {
+        if owner_instance == self.instance_id {
+            self.hub.deliver_socket(socket_id, &frame);
+            return Ok(());
+        }
+        let env = self.envelope(Kind::Socket, socket_id, None, frame);
+        self.broker
+            .publish(&Channel::Instance(owner_instance.to_owned()), env)
+            .await
+    }
+
+    /// Delivers a presence update about `user` to every session watching them, cluster-wide.
+    pub async fn to_watchers(&self, user: &str, frame: Bytes) -> Result<usize, StateError> {
+        let local = self.hub.deliver_watchers(user, &frame);
+        let env = self.envelope(Kind::Watchers, user, None, frame);
+        self.broker.publish(&Channel::Presence, env).await?;
+        Ok(local)
+    }
+
+    /// Joins `socket_id` to `room`, subscribing this instance to the room's channel when it
+    /// is the first local member.
+    pub async fn join(
+        &self,
+        socket_id: &str,
+        room: &str,
+        max_rooms: usize,
+    ) -> Result<(), crate::hub::HubError> {
+        if self.hub.join(socket_id, room, max_rooms)? == Interest::First {
+            let channel = Channel::Room(room.to_owned());
+            let subscribe = self.broker.subscribe(&channel);
+            if let Err(e) = crate::cluster::bounded(subscribe).await {
+                // Local members still get local publishes; the resync after the outage
+                // resubscribes every room with members.
+                tracing::warn!(room, error = %e, "subscribing a room channel failed");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn leave(&self, socket_id: &str, room: &str) {
+        if self.hub.leave(socket_id, room) == Interest::Last {
+            self.unsubscribe_room(room).await;
+        }
+    }
+
+    pub async fn unsubscribe_room(&self, room: &str) {
+        let channel = Channel::Room(room.to_owned());
+        let unsubscribe = self.broker.unsubscribe(&channel);
+        if let Err(e) = crate::cluster::bounded(unsubscribe).await {
+            tracing::warn!(room, error = %e, "unsubscribing a room channel failed");
+        }
+    }
+
+    /// Subscribes the channels every instance needs, and every room with a local member
+    /// (after an outage).
+    pub async fn subscribe_base(&self) -> Result<(), StateError> {
+        self.broker
+            .subscribe(&Channel::Instance(self.instance_id.clone()))
+            .await?;
+        self.broker.subscribe(&Channel::Presence).await?;
+        for room in self.hub.rooms() {
+            self.broker
+                .subscribe(&Channel::Room(room.to_string()))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Checks the broker connection (and lets a Redis broker reconnect and resubscribe).
+    pub async fn ping(&self) -> Result<(), StateError> {
+        self.broker.ping().await
+    }
+
+    /// Delivers one message from the broker to local recipients.
+    pub fn deliver(&self, msg: &Message) {
+        let Some(env) = decode(&msg.payload) else {
+            tracing::debug!(channel = ?msg.channel, "ignoring a malformed fanout envelope");
+            return;
+        };
+        if env.origin == self.instance_id {
+            return; // Already delivered locally when published.
+        }
+        match env.kind {
+            Kind::Room => self.hub.deliver_room(env.target, &env.frame, env.exclude),
+            Kind::User => self.hub.deliver_user(env.target, &env.frame),
+            Kind::Socket => self.hub.deliver_socket(env.target, &env.frame),
+            Kind::Watchers => self.hub.deliver_watchers(env.target, &env.frame),
+        };
+    }
+
+    /// Runs until the broker's receiver closes: delivers every incoming message.
+    pub async fn run(self: Arc<Self>) {
+        let Some(mut rx) = self.broker.take_receiver() else {
+            tracing::error!("broker receiver already taken; cross-instance fanout is off");
+            return;
+        };
+        while let Some(msg) = rx.recv().await {
+            self.deliver(&msg);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_round_trips_and_shares_the_frame() {
+        let frame = Bytes::from_static(br#"{"type":"event"}"#);
+        let env = encode(&Envelope {
+            kind: Kind::Room,
+            origin: "rtg-1",
+            target: "room/ä",
+            exclude: Some("s1"),
+            frame: frame.clone(),
+        });
+        let d = decode(&env).unwrap();
+        assert_eq!(
+            (d.kind, d.origin, d.target, d.exclude),
+            (Kind::Room, "rtg-1", "room/ä", Some("s1"))
+        );
+        assert_eq!(d.frame, frame);
+        let d2 = encode(&Envelope {
+            kind: Kind::User,
+            origin: "o",
+            target: "u",
+            exclude: None,
+            frame,
+        });
+        assert_eq!(decode(&d2).unwrap().exclude, None);
+    }
+
+    #[test]
+    fn malformed_envelopes_are_rejected_not_panicked_on() {
+        for bad in [
+            &b""[..],
+            b"\x09",
+            b"\x01\x05ab",
+            b"\x01\x01a\x00\x09xy",
+            b"\x01\x00\x00\x01\xff\x00\x00",
+        ] {
+            assert!(decode(&Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! Presence as clients see it: the `presence:subscribe`, `presence:unsubscribe` and
+//! `presence:query` events, and the `presence:update` events pushed to watchers on every
+//! cluster-wide online/offline transition. The transitions themselves are decided by the
+//! `PresenceStore` (atomically, across instances); this module announces them.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{
+    cluster::bounded,
+    dispatch::{EventError, Router},
+    hub::HubError,
+    node::Node,
+    protocol::encode_event,
+    session::SessionCtx,
+    state::presence::{Transition, UserPresence},
+    validate::{Dto, FieldError},
+};
+
+/// Most user ids one request may name.
+pub const MAX_USERS_PER_REQUEST: usize = 100;
+
+pub fn register(router: Router) -> Router {
+    router
+        .on("presence:subscribe", subscribe)
+        .on("presence:unsubscribe", unsubscribe)
+        .on("presence:query", query)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UserIds {
+    pub user_ids: Vec<String>,
+}
+
+impl Dto for UserIds {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if self.user_ids.is_empty() || self.user_ids.len() > MAX_USERS_PER_REQUEST {
+            errors.push(FieldError {
+                path: "userIds".into(),
+                rule: "length".into(),
+                message: format!("must name 1 to {MAX_USERS_PER_REQUEST} users"),
+            });
+        }
+        for (i, id) in self.user_ids.iter().enumerate() {
+            if id.is_empty() || id.len() > 128 {
+                errors.push(FieldError {
+                    path: format!("userIds[{i}]"),
+                    rule: "length".into(),
+                    message: "must be 1 to 128 bytes".into(),
+                });
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PresenceEntry {
+    user_id: String,
+    online: bool,
+    devices: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PresenceReply {
+    users: Vec<PresenceEntry>,
+}
+
+impl From<Vec<UserPresence>> for PresenceReply {
+    fn from(users: Vec<UserPresence>) -> Self {
+        let users = users
+            .into_iter()
+            .map(|u| PresenceEntry {
+                user_id: u.user_id,
+                online: u.online,
+                devices: u.devices,
+            })
+            .collect();
+        PresenceReply { users }
+    }
+}
+
+async fn current(ctx: &SessionCtx, users: &[String]) -> Result<PresenceReply, EventError> {
+    match bounded(ctx.node.presence.query(users)).await {
+        Ok(users) => Ok(users.into()),
+        Err(e) => {
+            ctx.node.backends.mark_degraded("presence query", &e);
+            Err(EventError::Unavailable("presence is unavailable".into()))
+        }
+    }
+}
+
+/// Starts pushing `presence:update` for these users; acks with their current presence.
+async fn subscribe(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, EventError> {
+    let max = ctx.node.config.max_presence_subscriptions;
+    ctx.node
+        .hub
+        .watch(&ctx.socket_id, &dto.user_ids, max)
+        .map_err(|e| match e {
+            HubError::Limit(n) => EventError::LimitExceeded(format!(
+                "at most {n} presence subscriptions per connection"
+            )),
+            HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
+        })?;
+    current(&ctx, &dto.user_ids).await
+}
+
+async fn unsubscribe(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<(), EventError> {
+    ctx.node.hub.unwatch(&ctx.socket_id, &dto.user_ids);
+    Ok(())
+}
+
+async fn query(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, EventError> {
+    current(&ctx, &dto.user_ids).await
+}
+
+/// Tells every watcher in the cluster about a transition.
+pub async fn announce(node: &Node, t: &Transition) {
+    let data = json!({
+        "userId": t.user_id,
+        "status": t.status.as_str(),
+        "deviceId": t.device_id,
+        "at": t.at_ms,
+    });
+    let Ok(raw) = serde_json::value::to_raw_value(&data) else {
+        return;
+    };
+    let frame = encode_event("presence:update", &raw);
+    if let Err(e) = bounded(node.fanout.to_watchers(&t.user_id, frame)).await {
+        node.backends.mark_degraded("presence announce", &e);
+    }
+}

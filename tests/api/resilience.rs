@@ -1,0 +1,210 @@
+//! Failure: a crashed instance's users go offline on the survivors; a Redis outage keeps
+//! sessions working and the cluster converges when Redis returns; keys do not leak.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::{
+    cluster::next_event,
+    helpers::{Kind, ServerProcess, spawn},
+    redis_util::{PrivateRedis, cleanup, keys, redis_url, unique_prefix},
+};
+
+const TTL: Duration = Duration::from_millis(900);
+const CLEANUP: Duration = Duration::from_millis(300);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_instance_users_go_offline_within_ttl_plus_interval() {
+    let prefix = unique_prefix("kill9");
+    let fast = |c: &mut rtgate::config::Config| {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+        c.liveness_ttl = TTL;
+        c.cleanup_interval = CLEANUP;
+    };
+    let survivor = spawn(fast).await;
+    let victim = ServerProcess::start(
+        &["--liveness-ttl", "900ms", "--cleanup-interval", "300ms"],
+        &[
+            ("REDIS_URL", redis_url()),
+            ("RTGATE_REDIS_PREFIX", prefix.clone()),
+        ],
+    )
+    .await;
+    let (mut watcher, _) = survivor.connect(Kind::Ws, "watcher").await;
+    watcher
+        .request(
+            1,
+            "presence:subscribe",
+            json!({"userIds": ["gone1", "gone2"]}),
+        )
+        .await;
+    let _a = victim.connect(Kind::Ws, "gone1").await;
+    let _b = victim.connect(Kind::Wt, "gone2").await;
+    for _ in 0..2 {
+        assert_eq!(
+            next_event(&mut watcher, "presence:update").await["status"],
+            "online"
+        );
+    }
+
+    let mut victim = victim;
+    victim.child.kill().unwrap(); // SIGKILL: no teardown runs
+    victim.child.wait().unwrap();
+    let killed = Instant::now();
+    let mut offline = Vec::new();
+    while offline.len() < 2 {
+        let u = next_event(&mut watcher, "presence:update").await;
+        assert_eq!(u["status"], "offline");
+        offline.push(u["userId"].as_str().unwrap().to_owned());
+    }
+    offline.sort();
+    assert_eq!(offline, ["gone1", "gone2"]);
+    let bound = TTL + CLEANUP + Duration::from_millis(1500);
+    assert!(
+        killed.elapsed() <= bound,
+        "took {:?} > {bound:?}",
+        killed.elapsed()
+    );
+    let q = watcher
+        .request(2, "presence:query", json!({"userIds": ["gone1"]}))
+        .await;
+    assert_eq!(q["data"]["users"][0]["online"], false);
+    // Nothing of the dead instance is left in Redis: only the watcher's socket remains.
+    let left = keys(&redis_url(), &prefix).await;
+    assert_eq!(
+        left.iter().filter(|k| k.contains(":sock:")).count(),
+        1,
+        "{left:?}"
+    );
+    assert!(!left.iter().any(|k| k.contains(":user:gone")), "{left:?}");
+    cleanup(&prefix).await;
+}
+
+#[tokio::test]
+async fn redis_outage_keeps_sessions_up_and_the_cluster_converges_after() {
+    let mut redis = PrivateRedis::start().await;
+    let server = spawn(|c| {
+        c.redis_url = Some(redis.url());
+        c.liveness_ttl = Duration::from_millis(600);
+    })
+    .await;
+    let (mut alice, _) = server.connect(Kind::Ws, "alice").await;
+    let (mut bob, _) = server.connect(Kind::Wt, "bob").await;
+    let (_, ready) = server.get("/health/ready").await;
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["checks"]["redis"]["status"].as_str()
+        ),
+        (Some("ready"), Some("up"))
+    );
+
+    redis.kill();
+    // Sessions keep working for everything local.
+    assert_eq!(
+        alice.request(1, "sys:echo", json!("local")).await["data"],
+        "local"
+    );
+    let (status, ready) = server.get("/health/ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            ready["status"].as_str(),
+            ready["checks"]["redis"]["status"].as_str()
+        ),
+        (Some("degraded"), Some("down"))
+    );
+    let q = bob
+        .request(2, "presence:query", json!({"userIds": ["alice"]}))
+        .await;
+    assert_eq!(q["code"], "unavailable");
+    // A session that starts during the outage still connects.
+    let (mut carol, _) = server.connect(Kind::Ws, "carol").await;
+
+    // Redis comes back empty: the instance rewrites its sessions and presence converges.
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let q = carol
+            .request(
+                3,
+                "presence:query",
+                json!({"userIds": ["alice", "bob", "carol"]}),
+            )
+            .await;
+        let online: Vec<bool> = q["data"]["users"]
+            .as_array()
+            .map(|u| u.iter().map(|u| u["online"] == true).collect())
+            .unwrap_or_default();
+        if online == [true, true, true] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence did not converge: {q}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, ready) = server.get("/health/ready").await;
+    assert_eq!(ready["status"], "ready");
+}
+
+/// Connects and disconnects many clients (some politely, some by dropping the transport)
+/// and checks Redis is back to the keys an idle instance keeps.
+#[tokio::test]
+async fn keys_return_to_baseline_after_churn() {
+    let prefix = unique_prefix("hygiene");
+    let server = spawn(|c| {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+        c.dev_events = true;
+        c.message_events = vec!["sys:echo".into()];
+        // Clients that vanish are found by the heartbeat; keep it short for the test.
+        c.ping_interval = Duration::from_millis(300);
+        c.pong_timeout = Duration::from_millis(300);
+    })
+    .await;
+    // Let the first liveness refresh land, then take the baseline.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let baseline = keys(&redis_url(), &prefix).await;
+    assert!(!baseline.is_empty(), "the instance's liveness keys exist");
+
+    for round in 0..3 {
+        let mut clients = Vec::new();
+        for i in 0..10 {
+            let kind = if i % 2 == 0 { Kind::Ws } else { Kind::Wt };
+            let (mut c, _) = server.connect(kind, &format!("churn{}", i % 4)).await;
+            c.request(1, "sys:room-join", json!({"room": format!("r{i}")}))
+                .await;
+            c.request(2, "presence:subscribe", json!({"userIds": ["x"]}))
+                .await;
+            c.request(3, "sys:echo", json!(round)).await;
+            clients.push(c);
+        }
+        for (i, mut c) in clients.into_iter().enumerate() {
+            if i % 3 == 0 {
+                c.send(&json!({"type": "disconnect"})).await;
+            }
+            drop(c); // the rest vanish by dropping the transport
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = keys(&redis_url(), &prefix).await;
+        // Rate-limit keys expire on their own when the budget refills; count only the rest.
+        let lasting: Vec<&String> = now.iter().filter(|k| !k.contains(":rl:")).collect();
+        let expected: Vec<&String> = baseline.iter().collect();
+        if lasting == expected
+            && server.get("/health/ready").await.1["sessions"]
+                .as_object()
+                .is_some_and(|m| m.is_empty())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "keys did not return to baseline: {now:?} vs {baseline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    cleanup(&prefix).await;
+}
