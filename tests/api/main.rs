@@ -7,6 +7,7 @@
 
 mod auth;
 mod cluster;
+mod docs;
 mod heartbeat;
 mod helpers;
 mod http;
