@@ -27,6 +27,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod throttle;
 pub mod transport;

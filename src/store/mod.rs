@@ -1,0 +1,110 @@
+//! Durable history: connection and presence logs (and, later, chat) in PostgreSQL
+//! (`DATABASE_URL=postgres://…`) or an embedded SQLite file (the default), behind one `Store`
+//! trait with one test suite run against both (`tests/store/`).
+//!
+//! Sessions never call the store: they hand records to `writer::Writer`, which batches them
+//! and survives database outages within a bounded buffer. Reads serve the history API.
+//! Every timestamp crossing this trait is Unix milliseconds (`i64`).
+
+pub mod postgres;
+pub mod sqlite;
+
+/// A connection that was established (authenticated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionOpened {
+    pub socket_id: String,
+    pub user_id: String,
+    pub device_id: String,
+    /// `websocket` | `webtransport`.
+    pub transport: String,
+    pub ip_address: String,
+    pub user_agent: Option<String>,
+    pub server_instance: String,
+    pub connected_at_ms: i64,
+}
+
+/// A connection that ended, and why (`client_disconnect`, `ping_timeout`, `instance_lost`, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionClosed {
+    pub socket_id: String,
+    pub disconnected_at_ms: i64,
+    pub reason: String,
+}
+
+/// One row of `socket_connections`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRow {
+    pub id: i64,
+    pub opened: ConnectionOpened,
+    pub disconnected_at_ms: Option<i64>,
+    pub disconnect_reason: Option<String>,
+}
+
+/// One row of `presence_logs`: a cluster-wide transition of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceLog {
+    pub user_id: String,
+    pub device_id: String,
+    /// `online` | `offline`.
+    pub status: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceRow {
+    pub id: i64,
+    pub log: PresenceLog,
+}
+
+/// What a history query asks for: rows of `user_id` with time in `[from_ms, to_ms)`, newest
+/// first, at most `limit`, and only rows with `id < before_id` when paging on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub user_id: String,
+    pub from_ms: i64,
+    pub to_ms: i64,
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migrating the database: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations (idempotent).
+    async fn migrate(&self) -> Result<(), StoreError>;
+
+    /// Cheap liveness check for `/health/ready`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Inserts connection rows, in one statement per batch. A socket id already present is
+    /// left as it is (a retried batch must not duplicate rows).
+    async fn insert_connections(&self, rows: &[ConnectionOpened]) -> Result<(), StoreError>;
+
+    /// Sets `disconnected_at`/`disconnect_reason` of each socket's row that is still open.
+    async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError>;
+
+    /// Closes every still-open row of `instance` (it crashed). Returns how many were closed.
+    async fn close_instance(&self, instance: &str, at_ms: i64, reason: &str) -> Result<u64, StoreError>;
+
+    /// Inserts presence transitions, in one statement per batch.
+    async fn insert_presence(&self, rows: &[PresenceLog]) -> Result<(), StoreError>;
+
+    /// Connection rows by `connected_at` (see `HistoryQuery`), newest first.
+    async fn connections(&self, q: &HistoryQuery) -> Result<Vec<ConnectionRow>, StoreError>;
+
+    /// Presence rows by `at` (see `HistoryQuery`), newest first.
+    async fn presence_history(&self, q: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError>;
+
+    /// Deletes at most `batch` connection rows that ended before `before_ms`. Returns how many.
+    async fn delete_connections_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
+
+    /// Deletes at most `batch` presence rows older than `before_ms`. Returns how many.
+    async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
+}
