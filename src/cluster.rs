@@ -12,7 +12,11 @@ use crate::{
     hub::SessionEntry,
     node::Node,
     presence::announce,
-    state::{StateError, presence::SocketRecord},
+    state::{
+        StateError, now_ms,
+        presence::{SocketRecord, Transition},
+    },
+    store::{PresenceLog, writer::Record},
 };
 
 /// Upper bound on one shared-state call made on behalf of a session.
@@ -36,10 +40,21 @@ pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecor
     }
 }
 
+/// A cluster-wide transition: recorded in the presence history and pushed to watchers.
+async fn transition(node: &Node, t: &Transition) {
+    node.writer.record(Record::Presence(PresenceLog {
+        user_id: t.user_id.clone(),
+        device_id: t.device_id.clone(),
+        status: t.status.as_str().to_owned(),
+        at_ms: t.at_ms as i64,
+    }));
+    announce(node, t).await;
+}
+
 /// Registers a session cluster-wide; announces the user's `online` if it is their first.
 pub async fn register(node: &Node, rec: &SocketRecord) {
     match bounded(node.presence.register(rec)).await {
-        Ok(Some(t)) => announce(node, &t).await,
+        Ok(Some(t)) => transition(node, &t).await,
         Ok(None) => {}
         Err(e) => node.backends.mark_degraded("register", &e),
     }
@@ -48,7 +63,7 @@ pub async fn register(node: &Node, rec: &SocketRecord) {
 /// Unregisters a session cluster-wide; announces the user's `offline` if it was their last.
 pub async fn unregister(node: &Node, rec: &SocketRecord) {
     match bounded(node.presence.unregister(rec)).await {
-        Ok(Some(t)) => announce(node, &t).await,
+        Ok(Some(t)) => transition(node, &t).await,
         Ok(None) => {}
         Err(e) => node.backends.mark_degraded("unregister", &e),
     }
@@ -132,8 +147,12 @@ pub async fn cleanup_once(node: &Node) {
         Ok(reaped) => {
             for r in reaped {
                 tracing::warn!(instance = %r.instance_id, sockets = r.sockets.len(), "reaped a dead instance");
+                node.writer.record(Record::InstanceLost {
+                    instance: r.instance_id.clone(),
+                    at_ms: now_ms() as i64,
+                });
                 for t in &r.offline {
-                    announce(node, t).await;
+                    transition(node, t).await;
                 }
             }
         }
@@ -141,5 +160,63 @@ pub async fn cleanup_once(node: &Node) {
     }
     if let Some(limiter) = &node.backends.memory_limiter {
         limiter.retain_recent();
+    }
+    retention(node).await;
+}
+
+/// Most retention batches one cleanup run deletes per table, so one run stays short; the
+/// next run continues.
+const MAX_RETENTION_BATCHES: u32 = 100;
+
+/// Deletes history past its retention, in bounded batches.
+async fn retention(node: &Node) {
+    let cfg = &node.config;
+    let now = now_ms() as i64;
+    let batch = cfg.retention_batch.max(1);
+    let conn_cutoff = now - cfg.connection_retention.as_millis() as i64;
+    let presence_cutoff = now - cfg.presence_retention.as_millis() as i64;
+    let mut deleted = (0u64, 0u64);
+    for _ in 0..MAX_RETENTION_BATCHES {
+        match node
+            .store
+            .delete_connections_before(conn_cutoff, batch)
+            .await
+        {
+            Ok(n) => {
+                deleted.0 += n;
+                if n < u64::from(batch) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention of socket_connections failed");
+                break;
+            }
+        }
+    }
+    for _ in 0..MAX_RETENTION_BATCHES {
+        match node
+            .store
+            .delete_presence_before(presence_cutoff, batch)
+            .await
+        {
+            Ok(n) => {
+                deleted.1 += n;
+                if n < u64::from(batch) {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "retention of presence_logs failed");
+                break;
+            }
+        }
+    }
+    if deleted != (0, 0) {
+        tracing::info!(
+            connections = deleted.0,
+            presence = deleted.1,
+            "retention removed old history"
+        );
     }
 }

@@ -134,6 +134,38 @@ pub struct Config {
     #[arg(long, env = "RTGATE_DEV_EVENTS")]
     pub dev_events: bool,
 
+    /// PostgreSQL for connection and presence history (`postgres://…`). Unset: the SQLite file below.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// The embedded SQLite database used when `DATABASE_URL` is unset (created if missing).
+    #[arg(long, env = "RTGATE_SQLITE_PATH", default_value = "rtgate.sqlite")]
+    pub sqlite_path: PathBuf,
+
+    /// Records the database writer puts in one batch.
+    #[arg(long, env = "RTGATE_DB_BATCH_SIZE", default_value_t = 500)]
+    pub db_batch_size: usize,
+
+    /// Longest a record waits for its batch to fill.
+    #[arg(long, env = "RTGATE_DB_FLUSH_INTERVAL", default_value = "200ms", value_parser = duration)]
+    pub db_flush_interval: Duration,
+
+    /// Records buffered while the database is unreachable; past it the oldest are dropped and counted.
+    #[arg(long, env = "RTGATE_DB_BUFFER", default_value_t = 100_000)]
+    pub db_buffer: usize,
+
+    /// Connection rows older than this (by end time) are deleted by the cleanup job.
+    #[arg(long, env = "RTGATE_CONNECTION_RETENTION", default_value = "7days", value_parser = duration)]
+    pub connection_retention: Duration,
+
+    /// Presence rows older than this are deleted by the cleanup job.
+    #[arg(long, env = "RTGATE_PRESENCE_RETENTION", default_value = "30days", value_parser = duration)]
+    pub presence_retention: Duration,
+
+    /// Rows one retention delete statement removes at most (the job repeats until done).
+    #[arg(long, env = "RTGATE_RETENTION_BATCH", default_value_t = 1000)]
+    pub retention_batch: u32,
+
     /// Name of this instance in logs and shared state (default: random `rtg-xxxxxxxx`).
     #[arg(long, env = "RTGATE_INSTANCE_ID")]
     pub instance_id: Option<String>,

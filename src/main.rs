@@ -37,6 +37,13 @@ enum Command {
         #[command(flatten)]
         jwt: JwtConfig,
     },
+    /// Apply database migrations (PostgreSQL with DATABASE_URL, else the SQLite file) and exit.
+    Migrate {
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, env = "RTGATE_SQLITE_PATH", default_value = "rtgate.sqlite")]
+        sqlite_path: PathBuf,
+    },
     /// Write a self-signed development certificate (ECDSA P-256, 14 days) as cert.pem/key.pem.
     Cert {
         #[arg(long, default_value = "certs")]
@@ -73,6 +80,19 @@ fn main() -> ExitCode {
                 };
                 let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
                 println!("{token}");
+                Ok(())
+            }
+            Command::Migrate {
+                database_url,
+                sqlite_path,
+            } => {
+                use rtgate::store::Store;
+                let store: Box<dyn Store> = match &database_url {
+                    Some(url) => Box::new(rtgate::store::postgres::PgStore::connect(url).await?),
+                    None => Box::new(rtgate::store::sqlite::SqliteStore::open(&sqlite_path).await?),
+                };
+                store.migrate().await?;
+                println!("migrations applied");
                 Ok(())
             }
             Command::Cert { out } => {

@@ -22,6 +22,12 @@ use crate::{
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
     },
+    store::{
+        Store, StoreError,
+        postgres::PgStore,
+        sqlite::SqliteStore,
+        writer::{Writer, WriterConfig},
+    },
     throttle::Throttle,
 };
 
@@ -39,6 +45,8 @@ pub enum NodeError {
     Auth(#[from] AuthConfigError),
     #[error("connecting to redis at start-up: {0}")]
     Redis(#[from] StateError),
+    #[error("opening the database: {0}")]
+    Store(#[from] StoreError),
 }
 
 /// Which shared-state backend is in use, and whether it currently answers.
@@ -86,6 +94,12 @@ pub struct Node {
     pub presence: Arc<dyn PresenceStore>,
     pub fanout: Arc<Fanout>,
     pub backends: Backends,
+    /// Connection and presence history (PostgreSQL or SQLite). Sessions never call it; they
+    /// go through `writer`.
+    pub store: Arc<dyn Store>,
+    pub writer: Writer,
+    /// The writer task, awaited (bounded) at shutdown so buffered records are flushed.
+    pub writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Cancelled once when the server starts shutting down; every session and accept loop
     /// selects on it.
     pub shutdown: CancellationToken,
@@ -97,6 +111,16 @@ impl Node {
     /// Builds a node serving the events of `router`, on Redis when `config.redis_url` is set
     /// and in memory otherwise.
     pub async fn new(config: Config, router: Router) -> Result<Node, NodeError> {
+        let store = open_store(&config).await?;
+        Self::with_store(config, router, store).await
+    }
+
+    /// As `new`, with the history store given (tests use this to avoid a database).
+    pub async fn with_store(
+        config: Config,
+        router: Router,
+        store: Arc<dyn Store>,
+    ) -> Result<Node, NodeError> {
         let instance_id = config.instance_id();
         let auth = Authenticator::from_config(&config.jwt)?;
         let quota = Quota {
@@ -137,6 +161,14 @@ impl Node {
                 )
             }
         };
+        let (writer, writer_task) = Writer::spawn(
+            store.clone(),
+            WriterConfig {
+                batch_size: config.db_batch_size.max(1),
+                flush_interval: config.db_flush_interval,
+                capacity: config.db_buffer,
+            },
+        );
         let fanout = Arc::new(Fanout::new(
             instance_id.clone(),
             hub.clone(),
@@ -152,9 +184,32 @@ impl Node {
             presence,
             fanout,
             backends,
+            store,
+            writer,
+            writer_task: std::sync::Mutex::new(Some(writer_task)),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             config,
         })
     }
+}
+
+/// PostgreSQL when `DATABASE_URL` is set, the SQLite file otherwise. Migrations are tried
+/// here; a database that is down at start does not stop the server (the writer migrates
+/// before its first write and keeps records until then).
+pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
+    let store: Arc<dyn Store> = match &config.database_url {
+        Some(url) => Arc::new(PgStore::connect(url).await?),
+        None => Arc::new(SqliteStore::open(&config.sqlite_path).await?),
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), store.migrate()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "database unavailable at start; history is buffered until it answers")
+        }
+        Err(_) => {
+            tracing::warn!("database did not answer at start; history is buffered until it answers")
+        }
+    }
+    Ok(store)
 }

@@ -158,6 +158,21 @@ impl Server {
         }
         let _ = http_task.await;
         let _ = tokio::join!(liveness, cleanup);
+        // Sessions have recorded their ends; flush the history writer within the grace.
+        node.writer.close();
+        let writer = node.writer_task.lock().ok().and_then(|mut t| t.take());
+        let flushed = match writer {
+            Some(w) => tokio::time::timeout(node.config.shutdown_grace, w)
+                .await
+                .is_ok(),
+            None => true,
+        };
+        if !flushed {
+            tracing::warn!(
+                unwritten = node.writer.queued(),
+                "history not fully flushed before exit"
+            );
+        }
         if let Ok(endpoint) = wt_task.await {
             // Lets the CONNECTION_CLOSE frames of the sessions just closed reach their peers.
             let _ = tokio::time::timeout(Duration::from_secs(1), endpoint.wait_idle()).await;

@@ -1,7 +1,7 @@
 //! Health endpoints. `live` answers while the process runs; `ready` says whether this
 //! instance should get new connections, with one entry per dependency.
 //!
-//! A Redis outage makes the instance `degraded`, not unready: sessions keep working for
+//! A Redis or database outage makes the instance `degraded`, not unready: sessions keep working for
 //! everything that runs locally, and taking every instance out of rotation because the shared
 //! Redis is down would turn a partial outage into a full one.
 
@@ -35,6 +35,28 @@ async fn redis_check(state: &HttpState) -> Value {
     }
 }
 
+async fn database_check(state: &HttpState) -> Value {
+    let node = &state.node;
+    let backend = if node.config.database_url.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    };
+    let ping = tokio::time::timeout(Duration::from_millis(500), node.store.ping()).await;
+    let (status, error) = match ping {
+        Ok(Ok(())) => ("up", None),
+        Ok(Err(e)) => ("down", Some(e.to_string())),
+        Err(_) => ("down", Some("no answer within 500 ms".to_owned())),
+    };
+    json!({
+        "status": status,
+        "backend": backend,
+        "error": error,
+        "writerQueued": node.writer.queued(),
+        "writerDropped": node.writer.dropped(),
+    })
+}
+
 pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {
     let node = &state.node;
     let draining = node.shutdown.is_cancelled();
@@ -44,8 +66,9 @@ pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<V
         .into_iter()
         .map(|(k, n)| (k.as_str().to_owned(), json!(n)))
         .collect();
-    let redis = redis_check(&state).await;
-    let status = match (draining, redis["status"] == "up") {
+    let (redis, database) = tokio::join!(redis_check(&state), database_check(&state));
+    let all_up = redis["status"] == "up" && database["status"] == "up";
+    let status = match (draining, all_up) {
         (true, _) => "draining",
         (false, true) => "ready",
         (false, false) => "degraded",
@@ -62,6 +85,7 @@ pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<V
         "checks": {
             "listeners": { "status": if draining { "down" } else { "up" } },
             "redis": redis,
+            "database": database,
         },
     });
     (code, Json(body))

@@ -2,6 +2,7 @@
 //! capabilities add their routes here (metrics, REST API, the bundled client).
 
 mod health;
+mod history;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -37,6 +38,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
+        .route("/api/users/{id}/connections", get(history::connections))
+        .route(
+            "/api/users/{id}/presence-history",
+            get(history::presence_history),
+        )
         .with_state(state)
 }
 

@@ -38,6 +38,7 @@ use crate::{
 };
 use crate::{
     state::{now_ms, presence::SocketRecord},
+    store::{ConnectionClosed, ConnectionOpened, writer::Record},
     throttle::{Refused, SocketThrottle},
 };
 use heartbeat::{Beat, Heartbeat};
@@ -63,6 +64,17 @@ enum End {
     ClientLeft,
     /// The connection went away under us (peer closed, reset, write failed).
     Gone(String),
+}
+
+impl End {
+    /// The `disconnect_reason` recorded in the connection log.
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Close(code, _) => code.as_str(),
+            End::ClientLeft => "client_disconnect",
+            End::Gone(_) => "connection_lost",
+        }
+    }
 }
 
 /// How long a session that is not shutting down waits for its last frames to be written.
@@ -130,7 +142,7 @@ async fn serve<R: FrameReader>(
         node: node.clone(),
         outbound,
     });
-    let registration = Registration::new(&ctx);
+    let mut registration = Registration::new(&ctx);
     crate::cluster::register(&node, &registration.record).await;
     let cfg = &node.config;
     ctx.outbound.send(encode_connected(&ConnectedInfo {
@@ -148,7 +160,9 @@ async fn serve<R: FrameReader>(
         },
     }));
     tracing::info!("connected");
-    live(&ctx, &mut reader).await
+    let end = live(&ctx, &mut reader).await;
+    registration.reason = end.reason();
+    end
 }
 
 /// Keeps the session registered — in the hub, and in shared state — for exactly as long as
@@ -156,6 +170,9 @@ async fn serve<R: FrameReader>(
 struct Registration {
     node: Arc<Node>,
     record: SocketRecord,
+    /// Why the session ended, for the connection log. Stays `server_error` if the session
+    /// unwinds from a panic.
+    reason: &'static str,
 }
 
 impl Registration {
@@ -168,10 +185,21 @@ impl Registration {
             outbound: ctx.outbound.clone(),
         };
         let record = crate::cluster::record(&ctx.node, &ctx.socket_id, &entry);
+        ctx.node.writer.record(Record::Opened(ConnectionOpened {
+            socket_id: record.socket_id.clone(),
+            user_id: record.user_id.clone(),
+            device_id: record.device_id.clone(),
+            transport: record.transport.clone(),
+            ip_address: ctx.peer.remote.ip().to_string(),
+            user_agent: ctx.peer.user_agent.clone(),
+            server_instance: record.instance_id.clone(),
+            connected_at_ms: record.connected_at_ms as i64,
+        }));
         ctx.node.hub.insert(ctx.socket_id.clone(), entry);
         Self {
             node: ctx.node.clone(),
             record,
+            reason: Code::ServerError.as_str(),
         }
     }
 }
@@ -181,6 +209,11 @@ impl Drop for Registration {
         // Local state goes now, synchronously; shared state in a tracked task, so graceful
         // shutdown waits for it and a panic cannot skip it.
         let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
+        self.node.writer.record(Record::Closed(ConnectionClosed {
+            socket_id: self.record.socket_id.clone(),
+            disconnected_at_ms: now_ms() as i64,
+            reason: self.reason.to_owned(),
+        }));
         let node = self.node.clone();
         let record = std::mem::take(&mut self.record);
         let teardown = async move {
@@ -442,7 +475,8 @@ mod tests {
         cfg.jwt.secret = "session-unit".into();
         cfg.ping_interval = Duration::from_secs(25);
         cfg.pong_timeout = Duration::from_secs(20);
-        Arc::new(Node::new(cfg, router).await.expect("node"))
+        let store = Arc::new(crate::store::testing::Fake::default());
+        Arc::new(Node::with_store(cfg, router, store).await.expect("node"))
     }
 
     fn token(node: &Node) -> String {

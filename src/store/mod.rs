@@ -8,6 +8,9 @@
 
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+pub mod testing;
+pub mod writer;
 
 /// A connection that was established (authenticated).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +94,12 @@ pub trait Store: Send + Sync + 'static {
     async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError>;
 
     /// Closes every still-open row of `instance` (it crashed). Returns how many were closed.
-    async fn close_instance(&self, instance: &str, at_ms: i64, reason: &str) -> Result<u64, StoreError>;
+    async fn close_instance(
+        &self,
+        instance: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError>;
 
     /// Inserts presence transitions, in one statement per batch.
     async fn insert_presence(&self, rows: &[PresenceLog]) -> Result<(), StoreError>;
@@ -103,7 +111,11 @@ pub trait Store: Send + Sync + 'static {
     async fn presence_history(&self, q: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError>;
 
     /// Deletes at most `batch` connection rows that ended before `before_ms`. Returns how many.
-    async fn delete_connections_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
+    async fn delete_connections_before(
+        &self,
+        before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
 
     /// Deletes at most `batch` presence rows older than `before_ms`. Returns how many.
     async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;

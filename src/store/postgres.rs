@@ -1,1 +1,237 @@
-//! PostgreSQL backend.
+//! PostgreSQL backend (`DATABASE_URL=postgres://…`). Times are `TIMESTAMPTZ` in the tables
+//! (so operators can query them naturally) and Unix milliseconds at the trait, converted in SQL.
+//! Batches are single statements over `UNNEST`ed arrays: one round trip per batch and no
+//! bind-parameter limit however large the batch.
+
+use std::time::Duration;
+
+use sqlx::{
+    PgPool, Row,
+    postgres::{PgPoolOptions, PgRow},
+};
+
+use super::{
+    ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
+    Store, StoreError,
+};
+
+/// PostgreSQL's timestamp range is wider than this; clamping keeps `to_timestamp` valid for
+/// open-ended queries (`from = -∞`, `to = +∞`).
+const MIN_MS: i64 = 0;
+const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// A lazily connecting pool: the server starts while PostgreSQL is down, and the writer's
+    /// retries find it when it comes back.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(url)?;
+        Ok(Self { pool })
+    }
+}
+
+const CONNECTION_COLUMNS: &str = "id, socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, \
+     (extract(epoch FROM connected_at) * 1000)::bigint AS connected_at, \
+     (extract(epoch FROM disconnected_at) * 1000)::bigint AS disconnected_at, disconnect_reason";
+
+fn connection_row(r: &PgRow) -> Result<ConnectionRow, sqlx::Error> {
+    Ok(ConnectionRow {
+        id: r.try_get("id")?,
+        opened: ConnectionOpened {
+            socket_id: r.try_get("socket_id")?,
+            user_id: r.try_get("user_id")?,
+            device_id: r.try_get("device_id")?,
+            transport: r.try_get("transport")?,
+            ip_address: r.try_get("ip_address")?,
+            user_agent: r.try_get("user_agent")?,
+            server_instance: r.try_get("server_instance")?,
+            connected_at_ms: r.try_get("connected_at")?,
+        },
+        disconnected_at_ms: r.try_get("disconnected_at")?,
+        disconnect_reason: r.try_get("disconnect_reason")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for PgStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/postgres")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_connections(&self, rows: &[ConnectionOpened]) -> Result<(), StoreError> {
+        let col = |f: fn(&ConnectionOpened) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let agents: Vec<Option<String>> = rows.iter().map(|r| r.user_agent.clone()).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.connected_at_ms).collect();
+        sqlx::query(
+            "INSERT INTO socket_connections \
+               (socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, connected_at) \
+             SELECT s, u, d, t, ip, ua, inst, to_timestamp(at / 1000.0) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::bigint[]) \
+               AS v(s, u, d, t, ip, ua, inst, at) \
+             ON CONFLICT (socket_id) DO NOTHING",
+        )
+        .bind(col(|r| r.socket_id.clone()))
+        .bind(col(|r| r.user_id.clone()))
+        .bind(col(|r| r.device_id.clone()))
+        .bind(col(|r| r.transport.clone()))
+        .bind(col(|r| r.ip_address.clone()))
+        .bind(agents)
+        .bind(col(|r| r.server_instance.clone()))
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.socket_id.as_str()).collect();
+        let at: Vec<i64> = rows.iter().map(|r| r.disconnected_at_ms).collect();
+        let reasons: Vec<&str> = rows.iter().map(|r| r.reason.as_str()).collect();
+        // DISTINCT ON keeps the first close of a socket if a batch holds two; the first wins,
+        // as it does across batches (`disconnected_at IS NULL`).
+        sqlx::query(
+            "UPDATE socket_connections AS c \
+             SET disconnected_at = to_timestamp(v.at / 1000.0), disconnect_reason = v.reason \
+             FROM (SELECT DISTINCT ON (s) s, at, reason FROM UNNEST($1::text[], $2::bigint[], $3::text[]) \
+                   WITH ORDINALITY AS x(s, at, reason, n) ORDER BY s, n) AS v \
+             WHERE c.socket_id = v.s AND c.disconnected_at IS NULL",
+        )
+        .bind(ids)
+        .bind(at)
+        .bind(reasons)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn close_instance(
+        &self,
+        instance: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE socket_connections SET disconnected_at = to_timestamp($1 / 1000.0), disconnect_reason = $2 \
+             WHERE server_instance = $3 AND disconnected_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(reason)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_presence(&self, rows: &[PresenceLog]) -> Result<(), StoreError> {
+        let col = |f: fn(&PresenceLog) -> &str| rows.iter().map(f).collect::<Vec<_>>();
+        let at: Vec<i64> = rows.iter().map(|r| r.at_ms).collect();
+        sqlx::query(
+            "INSERT INTO presence_logs (user_id, device_id, status, at) \
+             SELECT u, d, s, to_timestamp(at / 1000.0) \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) WITH ORDINALITY AS v(u, d, s, at, n) \
+             ORDER BY n",
+        )
+        .bind(col(|r| &r.user_id))
+        .bind(col(|r| &r.device_id))
+        .bind(col(|r| &r.status))
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn connections(&self, q: &HistoryQuery) -> Result<Vec<ConnectionRow>, StoreError> {
+        let sql = format!(
+            "SELECT {CONNECTION_COLUMNS} FROM socket_connections \
+             WHERE user_id = $1 AND connected_at >= to_timestamp($2 / 1000.0) AND connected_at < to_timestamp($3 / 1000.0) \
+               AND ($4::bigint IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(&q.user_id)
+            .bind(q.from_ms.clamp(MIN_MS, MAX_MS))
+            .bind(q.to_ms.clamp(MIN_MS, MAX_MS))
+            .bind(q.before_id)
+            .bind(i64::from(q.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(connection_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn presence_history(&self, q: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, device_id, status, (extract(epoch FROM at) * 1000)::bigint AS at \
+             FROM presence_logs \
+             WHERE user_id = $1 AND at >= to_timestamp($2 / 1000.0) AND at < to_timestamp($3 / 1000.0) \
+               AND ($4::bigint IS NULL OR id < $4) \
+             ORDER BY id DESC LIMIT $5",
+        )
+        .bind(&q.user_id)
+        .bind(q.from_ms.clamp(MIN_MS, MAX_MS))
+        .bind(q.to_ms.clamp(MIN_MS, MAX_MS))
+        .bind(q.before_id)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>(PresenceRow {
+                    id: r.try_get("id")?,
+                    log: PresenceLog {
+                        user_id: r.try_get("user_id")?,
+                        device_id: r.try_get("device_id")?,
+                        status: r.try_get("status")?,
+                        at_ms: r.try_get("at")?,
+                    },
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    async fn delete_connections_before(
+        &self,
+        before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM socket_connections WHERE id IN (SELECT id FROM socket_connections \
+             WHERE disconnected_at < to_timestamp($1 / 1000.0) LIMIT $2)",
+        )
+        .bind(before_ms.clamp(MIN_MS, MAX_MS))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM presence_logs WHERE id IN (SELECT id FROM presence_logs WHERE at < to_timestamp($1 / 1000.0) LIMIT $2)",
+        )
+        .bind(before_ms.clamp(MIN_MS, MAX_MS))
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

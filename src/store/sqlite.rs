@@ -1,1 +1,227 @@
-//! Embedded SQLite backend.
+//! Embedded SQLite backend: the default when `DATABASE_URL` is unset, so a laptop keeps
+//! history with no database server. One file, WAL journal (readers never block the writer),
+//! times as Unix milliseconds.
+
+use std::{path::Path, str::FromStr, time::Duration};
+
+use sqlx::{
+    QueryBuilder, Row, Sqlite, SqlitePool,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+};
+
+use super::{
+    ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
+    Store, StoreError,
+};
+
+/// Rows per multi-row INSERT: 8 parameters each stays far below SQLite's 32,766 limit.
+const CHUNK: usize = 1000;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub fn new(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Opens (creating if missing) the database file at `path`.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL with WAL loses at most the last transactions on power loss, never
+            // corrupts; FULL would fsync every batch.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        Ok(Self { pool })
+    }
+}
+
+fn connection_row(r: &SqliteRow) -> Result<ConnectionRow, sqlx::Error> {
+    Ok(ConnectionRow {
+        id: r.try_get("id")?,
+        opened: ConnectionOpened {
+            socket_id: r.try_get("socket_id")?,
+            user_id: r.try_get("user_id")?,
+            device_id: r.try_get("device_id")?,
+            transport: r.try_get("transport")?,
+            ip_address: r.try_get("ip_address")?,
+            user_agent: r.try_get("user_agent")?,
+            server_instance: r.try_get("server_instance")?,
+            connected_at_ms: r.try_get("connected_at")?,
+        },
+        disconnected_at_ms: r.try_get("disconnected_at")?,
+        disconnect_reason: r.try_get("disconnect_reason")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn insert_connections(&self, rows: &[ConnectionOpened]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO socket_connections (socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, connected_at) ",
+            );
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.socket_id)
+                    .push_bind(&r.user_id)
+                    .push_bind(&r.device_id)
+                    .push_bind(&r.transport)
+                    .push_bind(&r.ip_address)
+                    .push_bind(&r.user_agent)
+                    .push_bind(&r.server_instance)
+                    .push_bind(r.connected_at_ms);
+            });
+            q.push(" ON CONFLICT (socket_id) DO NOTHING");
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError> {
+        // One transaction, one prepared UPDATE per row: SQLite has no UPDATE … FROM VALUES
+        // join as convenient as PostgreSQL's, and in-process statements are cheap.
+        let mut tx = self.pool.begin().await?;
+        for r in rows {
+            sqlx::query(
+                "UPDATE socket_connections SET disconnected_at = ?, disconnect_reason = ? \
+                 WHERE socket_id = ? AND disconnected_at IS NULL",
+            )
+            .bind(r.disconnected_at_ms)
+            .bind(&r.reason)
+            .bind(&r.socket_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn close_instance(
+        &self,
+        instance: &str,
+        at_ms: i64,
+        reason: &str,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE socket_connections SET disconnected_at = ?, disconnect_reason = ? \
+             WHERE server_instance = ? AND disconnected_at IS NULL",
+        )
+        .bind(at_ms)
+        .bind(reason)
+        .bind(instance)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn insert_presence(&self, rows: &[PresenceLog]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> =
+                QueryBuilder::new("INSERT INTO presence_logs (user_id, device_id, status, at) ");
+            q.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.user_id)
+                    .push_bind(&r.device_id)
+                    .push_bind(&r.status)
+                    .push_bind(r.at_ms);
+            });
+            q.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
+    async fn connections(&self, q: &HistoryQuery) -> Result<Vec<ConnectionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT * FROM socket_connections \
+             WHERE user_id = ? AND connected_at >= ? AND connected_at < ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(&q.user_id)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.before_id)
+        .bind(q.before_id)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(connection_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn presence_history(&self, q: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, user_id, device_id, status, at FROM presence_logs \
+             WHERE user_id = ? AND at >= ? AND at < ? AND (? IS NULL OR id < ?) \
+             ORDER BY id DESC LIMIT ?",
+        )
+        .bind(&q.user_id)
+        .bind(q.from_ms)
+        .bind(q.to_ms)
+        .bind(q.before_id)
+        .bind(q.before_id)
+        .bind(i64::from(q.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok::<_, sqlx::Error>(PresenceRow {
+                    id: r.try_get("id")?,
+                    log: PresenceLog {
+                        user_id: r.try_get("user_id")?,
+                        device_id: r.try_get("device_id")?,
+                        status: r.try_get("status")?,
+                        at_ms: r.try_get("at")?,
+                    },
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    async fn delete_connections_before(
+        &self,
+        before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM socket_connections WHERE id IN (SELECT id FROM socket_connections \
+             WHERE disconnected_at IS NOT NULL AND disconnected_at < ? LIMIT ?)",
+        )
+        .bind(before_ms)
+        .bind(i64::from(batch))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM presence_logs WHERE id IN (SELECT id FROM presence_logs WHERE at < ? LIMIT ?)")
+            .bind(before_ms)
+            .bind(i64::from(batch))
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+}

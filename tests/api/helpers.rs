@@ -56,6 +56,11 @@ pub fn test_config() -> Config {
     c.jwt.secret = SECRET.into();
     c.shutdown_grace = Duration::from_secs(3);
     c.shutdown_reconnect_spread = Duration::from_millis(500);
+    // Each server gets its own embedded database file.
+    c.sqlite_path = std::env::temp_dir().join(format!(
+        "rtgate-test-{}.sqlite",
+        uuid::Uuid::new_v4().simple()
+    ));
     c
 }
 
@@ -179,15 +184,17 @@ impl Client {
         self.send_text(&frame.to_string()).await
     }
 
+    /// Sends one text frame. A send that fails because the server already closed is not an
+    /// error here: tests observe the close (and what preceded it) on the receiving side.
     pub async fn send_text(&mut self, text: &str) {
         match self {
-            Client::Ws(ws) => ws.send(Message::text(text)).await.unwrap(),
+            Client::Ws(ws) => {
+                let _ = ws.send(Message::text(text)).await;
+            }
             Client::Wt(wt) => {
-                wt.send
-                    .write_all(&(text.len() as u32).to_be_bytes())
-                    .await
-                    .unwrap();
-                wt.send.write_all(text.as_bytes()).await.unwrap();
+                let mut frame = (text.len() as u32).to_be_bytes().to_vec();
+                frame.extend_from_slice(text.as_bytes());
+                let _ = wt.send.write_all(&frame).await;
             }
         }
     }
@@ -429,4 +436,21 @@ impl Drop for ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// GET with `Authorization: Bearer <token>`; returns status and JSON body.
+pub async fn http_get_auth(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }

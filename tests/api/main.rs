@@ -7,9 +7,11 @@
 
 mod auth;
 mod cluster;
+mod db_util;
 mod docs;
 mod heartbeat;
 mod helpers;
+mod history;
 mod http;
 mod redis_util;
 mod relay;

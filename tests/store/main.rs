@@ -3,3 +3,5 @@
 //! `postgres://postgres@127.0.0.1:5432/test`), each test in a schema of its own. A missing
 //! PostgreSQL fails the Postgres cases; it never skips them.
 #![allow(clippy::unwrap_used, unreachable_pub)]
+
+mod suite;

@@ -1,0 +1,80 @@
+//! A store for unit tests: keeps what it is given in memory and fails while `down` is set.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::{
+    Mutex,
+    atomic::{AtomicBool, AtomicUsize, Ordering},
+};
+
+use super::{
+    ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
+    Store, StoreError,
+};
+
+/// A store that keeps what it is given and fails while `down` is set.
+#[derive(Default)]
+pub struct Fake {
+    pub down: AtomicBool,
+    pub calls: AtomicUsize,
+    pub opened: Mutex<Vec<String>>,
+    pub closed: Mutex<Vec<(String, String)>>,
+}
+
+fn err() -> StoreError {
+    StoreError::Database(sqlx::Error::PoolTimedOut)
+}
+
+#[async_trait::async_trait]
+impl Store for Fake {
+    async fn migrate(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(err())
+        } else {
+            Ok(())
+        }
+    }
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn insert_connections(&self, rows: &[ConnectionOpened]) -> Result<(), StoreError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if self.down.load(Ordering::SeqCst) {
+            return Err(err());
+        }
+        let mut o = self.opened.lock().unwrap();
+        for r in rows {
+            if !o.contains(&r.socket_id) {
+                o.push(r.socket_id.clone());
+            }
+        }
+        Ok(())
+    }
+    async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(err());
+        }
+        self.closed
+            .lock()
+            .unwrap()
+            .extend(rows.iter().map(|r| (r.socket_id.clone(), r.reason.clone())));
+        Ok(())
+    }
+    async fn close_instance(&self, _: &str, _: i64, _: &str) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn insert_presence(&self, _: &[PresenceLog]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn connections(&self, _: &HistoryQuery) -> Result<Vec<ConnectionRow>, StoreError> {
+        Ok(vec![])
+    }
+    async fn presence_history(&self, _: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError> {
+        Ok(vec![])
+    }
+    async fn delete_connections_before(&self, _: i64, _: u32) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn delete_presence_before(&self, _: i64, _: u32) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+}

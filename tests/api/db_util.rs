@@ -1,0 +1,143 @@
+//! Databases for history tests: a fresh SQLite file, or a fresh schema in the PostgreSQL at
+//! `DATABASE_TEST_URL`, and a TCP gate in front of PostgreSQL that a test can close and open
+//! to simulate an outage.
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use rtgate::store::{Store, postgres::PgStore, sqlite::SqliteStore};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub fn pg_url() -> String {
+    std::env::var("DATABASE_TEST_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn admin(sql: &str) {
+    let pool = sqlx::PgPool::connect(&pg_url())
+        .await
+        .expect("PostgreSQL at DATABASE_TEST_URL");
+    sqlx::query(sql).execute(&pool).await.unwrap();
+    pool.close().await;
+}
+
+/// Where a test's history lives, and how to configure a server (or process) for it.
+pub struct TestDb {
+    pub db: Db,
+    pub sqlite_path: std::path::PathBuf,
+    pub schema: String,
+}
+
+impl TestDb {
+    pub async fn new(db: Db) -> TestDb {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("rtgate_api_{id}");
+        if db == Db::Postgres {
+            admin(&format!("CREATE SCHEMA {schema}")).await;
+        }
+        TestDb {
+            db,
+            sqlite_path: std::env::temp_dir().join(format!("rtgate-api-{id}.sqlite")),
+            schema,
+        }
+    }
+
+    /// The `DATABASE_URL` for this schema through `addr` (the real server or a gate).
+    pub fn pg_url_via(&self, addr: Option<SocketAddr>) -> String {
+        let base = match addr {
+            Some(a) => format!("postgres://postgres@{a}/test"),
+            None => pg_url(),
+        };
+        format!("{base}?options=-c%20search_path%3D{}", self.schema)
+    }
+
+    pub fn apply(&self, c: &mut rtgate::config::Config) {
+        c.sqlite_path = self.sqlite_path.clone();
+        c.database_url = (self.db == Db::Postgres).then(|| self.pg_url_via(None));
+    }
+
+    /// Environment for a server process on this database.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let mut env = vec![("RTGATE_SQLITE_PATH", self.sqlite_path.display().to_string())];
+        if self.db == Db::Postgres {
+            env.push(("DATABASE_URL", self.pg_url_via(None)));
+        }
+        env
+    }
+
+    /// A store reading the same database, for assertions.
+    pub async fn store(&self) -> Box<dyn Store> {
+        match self.db {
+            Db::Sqlite => Box::new(SqliteStore::open(&self.sqlite_path).await.unwrap()),
+            Db::Postgres => Box::new(PgStore::connect(&self.pg_url_via(None)).await.unwrap()),
+        }
+    }
+
+    pub async fn cleanup(self) {
+        if self.db == Db::Postgres {
+            admin(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)).await;
+        }
+        let _ = std::fs::remove_file(&self.sqlite_path);
+    }
+}
+
+/// A TCP gate in front of PostgreSQL: closed, it refuses new connections and cuts open ones.
+pub struct Gate {
+    pub addr: SocketAddr,
+    open: Arc<AtomicBool>,
+    generation: Arc<std::sync::Mutex<CancellationToken>>,
+}
+
+impl Gate {
+    pub async fn start(target: SocketAddr, open: bool) -> Gate {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let gate = Gate {
+            addr,
+            open: Arc::new(AtomicBool::new(open)),
+            generation: Arc::new(std::sync::Mutex::new(CancellationToken::new())),
+        };
+        let (flag, generation) = (gate.open.clone(), gate.generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: connection refused in effect
+                }
+                let cut = generation.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = cut.cancelled() => {}
+                    }
+                });
+            }
+        });
+        gate
+    }
+
+    pub fn open(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+
+    pub fn close(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut g = self.generation.lock().unwrap();
+        g.cancel();
+        *g = CancellationToken::new();
+    }
+}
