@@ -65,10 +65,7 @@ pub enum AuthConfigError {
     #[error("--jwt-public-key is required for {0:?}")]
     MissingPublicKey(JwtAlgorithm),
     #[error("reading JWT public key {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("JWT key is not usable: {0}")]
     BadKey(jsonwebtoken::errors::Error),
 }
@@ -109,10 +106,7 @@ impl Authenticator {
                 DecodingKey::from_secret(cfg.secret.as_bytes()).map_err(AuthConfigError::BadKey)?
             }
             alg => {
-                let path = cfg
-                    .public_key
-                    .as_ref()
-                    .ok_or(AuthConfigError::MissingPublicKey(alg))?;
+                let path = cfg.public_key.as_ref().ok_or(AuthConfigError::MissingPublicKey(alg))?;
                 let pem = std::fs::read(path).map_err(|source| AuthConfigError::Read {
                     path: path.display().to_string(),
                     source,
@@ -152,6 +146,10 @@ impl Authenticator {
         if c.sub.is_empty() || c.sub.len() > 128 {
             return Err(AuthError::Invalid("`sub` must be 1 to 128 bytes"));
         }
+        // User ids reach logs, Redis keys and database rows: the text policy applies.
+        if c.sub.chars().any(char::is_control) {
+            return Err(AuthError::Invalid("`sub` must not contain control characters"));
+        }
         Ok(Identity {
             user_id: c.sub,
             device_id: c.device_id,
@@ -177,9 +175,7 @@ fn classify(kind: &ErrorKind) -> AuthError {
 }
 
 fn now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default()
 }
 
 /// Mints an HS256 token with the configured secret (and the configured `iss`/`aud`), for
@@ -251,9 +247,7 @@ mod tests {
         let ok = serde_json::json!({"sub": "a", "exp": exp_in(60)});
         assert_eq!(auth.verify(""), Err(AuthError::Missing));
         assert_eq!(
-            auth.verify(&sign(ok.clone(), Algorithm::HS256, "other"))
-                .unwrap_err()
-                .code(),
+            auth.verify(&sign(ok.clone(), Algorithm::HS256, "other")).unwrap_err().code(),
             Code::InvalidToken
         );
         assert_eq!(
@@ -269,23 +263,16 @@ mod tests {
         );
         let early = serde_json::json!({"sub": "a", "exp": exp_in(600), "nbf": exp_in(300)});
         assert_eq!(
-            auth.verify(&sign(early, Algorithm::HS256, "unit-test-secret"))
-                .unwrap_err()
-                .code(),
+            auth.verify(&sign(early, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(),
             Code::InvalidToken
         );
         let no_exp = serde_json::json!({"sub": "a"});
         assert_eq!(
-            auth.verify(&sign(no_exp, Algorithm::HS256, "unit-test-secret"))
-                .unwrap_err()
-                .code(),
+            auth.verify(&sign(no_exp, Algorithm::HS256, "unit-test-secret")).unwrap_err().code(),
             Code::InvalidToken
         );
         assert_eq!(auth.verify("a.b.c").unwrap_err().code(), Code::InvalidToken);
-        assert_eq!(
-            auth.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)),
-            Err(AuthError::TooLong)
-        );
+        assert_eq!(auth.verify(&"x".repeat(MAX_TOKEN_BYTES + 1)), Err(AuthError::TooLong));
     }
 
     #[test]
@@ -296,9 +283,7 @@ mod tests {
         let body = b64.encode(format!(r#"{{"sub":"a","exp":{}}}"#, exp_in(60)));
         let auth = Authenticator::from_config(&cfg()).unwrap();
         assert_eq!(
-            auth.verify(&format!("{header}.{body}."))
-                .unwrap_err()
-                .code(),
+            auth.verify(&format!("{header}.{body}.")).unwrap_err().code(),
             Code::InvalidToken
         );
     }
@@ -334,10 +319,7 @@ mod tests {
         c.audience = Some("chat".into());
         let auth = Authenticator::from_config(&c).unwrap();
         let good = serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "rtgate-tests", "aud": "chat"});
-        assert!(
-            auth.verify(&sign(good, Algorithm::HS256, "unit-test-secret"))
-                .is_ok()
-        );
+        assert!(auth.verify(&sign(good, Algorithm::HS256, "unit-test-secret")).is_ok());
         let bad_iss =
             serde_json::json!({"sub": "a", "exp": exp_in(60), "iss": "evil", "aud": "chat"});
         assert_eq!(

@@ -45,17 +45,9 @@ impl Certs {
     }
 
     fn new(identity: Identity, self_signed: bool) -> Result<Self, CertError> {
-        let leaf = identity
-            .certificate_chain()
-            .as_slice()
-            .first()
-            .ok_or(CertError::Empty)?;
+        let leaf = identity.certificate_chain().as_slice().first().ok_or(CertError::Empty)?;
         let sha256 = *leaf.hash().as_ref();
-        Ok(Self {
-            identity,
-            sha256,
-            self_signed,
-        })
+        Ok(Self { identity, sha256, self_signed })
     }
 
     pub fn sha256_hex(&self) -> String {
@@ -76,22 +68,10 @@ pub fn dev_identity() -> Result<Identity, CertError> {
 /// Writes a dev identity as `cert.pem` and `key.pem` into `dir`; returns its SHA-256 (hex).
 pub async fn write_dev_cert(dir: &Path) -> Result<String, CertError> {
     let certs = Certs::new(dev_identity()?, true)?;
-    tokio::fs::create_dir_all(dir)
-        .await
-        .map_err(|e| CertError::Load(e.to_string()))?;
+    tokio::fs::create_dir_all(dir).await.map_err(|e| CertError::Load(e.to_string()))?;
     let io = |e: std::io::Error| CertError::Load(e.to_string());
-    certs
-        .identity
-        .certificate_chain()
-        .store_pemfile(dir.join("cert.pem"))
-        .await
-        .map_err(io)?;
-    certs
-        .identity
-        .private_key()
-        .store_secret_pemfile(dir.join("key.pem"))
-        .await
-        .map_err(io)?;
+    certs.identity.certificate_chain().store_pemfile(dir.join("cert.pem")).await.map_err(io)?;
+    certs.identity.private_key().store_secret_pemfile(dir.join("key.pem")).await.map_err(io)?;
     Ok(certs.sha256_hex())
 }
 
@@ -103,9 +83,7 @@ mod tests {
     fn dev_cert_is_p256_and_hashable() {
         let certs = Certs::new(dev_identity().unwrap(), true).unwrap();
         assert_eq!(certs.sha256_hex().len(), 64);
-        let der = certs.identity.certificate_chain().as_slice()[0]
-            .der()
-            .to_vec();
+        let der = certs.identity.certificate_chain().as_slice()[0].der().to_vec();
         // id-ecPublicKey (1.2.840.10045.2.1) and prime256v1 (1.2.840.10045.3.1.7) OIDs.
         let has = |oid: &[u8]| der.windows(oid.len()).any(|w| w == oid);
         assert!(has(&[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01]));

@@ -161,6 +161,7 @@ pub async fn cleanup_once(node: &Node) {
     if let Some(limiter) = &node.backends.memory_limiter {
         limiter.retain_recent();
     }
+    node.admission.prune();
     retention(node).await;
 }
 
@@ -177,11 +178,7 @@ async fn retention(node: &Node) {
     let presence_cutoff = now - cfg.presence_retention.as_millis() as i64;
     let mut deleted = (0u64, 0u64);
     for _ in 0..MAX_RETENTION_BATCHES {
-        match node
-            .store
-            .delete_connections_before(conn_cutoff, batch)
-            .await
-        {
+        match node.store.delete_connections_before(conn_cutoff, batch).await {
             Ok(n) => {
                 deleted.0 += n;
                 if n < u64::from(batch) {
@@ -195,11 +192,7 @@ async fn retention(node: &Node) {
         }
     }
     for _ in 0..MAX_RETENTION_BATCHES {
-        match node
-            .store
-            .delete_presence_before(presence_cutoff, batch)
-            .await
-        {
+        match node.store.delete_presence_before(presence_cutoff, batch).await {
             Ok(n) => {
                 deleted.1 += n;
                 if n < u64::from(batch) {

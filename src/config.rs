@@ -56,6 +56,22 @@ pub struct Config {
     #[arg(long, env = "RTGATE_OUTBOUND_QUEUE_BYTES", default_value_t = 256 * 1024)]
     pub outbound_queue_bytes: usize,
 
+    /// Connections this instance holds at most; more are refused with `server_busy` (back off).
+    #[arg(long, env = "RTGATE_MAX_CONNECTIONS", default_value_t = 100_000)]
+    pub max_connections: usize,
+
+    /// Connections one user may have open across the cluster; more are refused with `too_many_connections`.
+    #[arg(long, env = "RTGATE_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
+    pub max_connections_per_user: usize,
+
+    /// New connections one IP address may open per `--connect-rate-window` (HTTP 429 past it).
+    #[arg(long, env = "RTGATE_CONNECT_RATE_PER_IP", default_value_t = 100)]
+    pub connect_rate_per_ip: u32,
+
+    /// Window of `--connect-rate-per-ip`.
+    #[arg(long, env = "RTGATE_CONNECT_RATE_WINDOW", default_value = "10s", value_parser = duration)]
+    pub connect_rate_window: Duration,
+
     /// Events a session may have waiting for their handler; more are refused with `overloaded`.
     #[arg(long, env = "RTGATE_MAX_PENDING_EVENTS", default_value_t = 64)]
     pub max_pending_events: usize,

@@ -110,22 +110,11 @@ impl Fanout {
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
     ) -> Self {
-        Self {
-            instance_id,
-            hub,
-            broker,
-            presence,
-        }
+        Self { instance_id, hub, broker, presence }
     }
 
     fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
-        encode(&Envelope {
-            kind,
-            origin: &self.instance_id,
-            target,
-            exclude,
-            frame,
-        })
+        encode(&Envelope { kind, origin: &self.instance_id, target, exclude, frame })
     }
 
     /// Delivers `frame` to every member of `room` in the cluster, except `exclude`.
@@ -137,9 +126,7 @@ impl Fanout {
     ) -> Result<usize, StateError> {
         let local = self.hub.deliver_room(room, &frame, exclude);
         let env = self.envelope(Kind::Room, room, exclude, frame);
-        self.broker
-            .publish(&Channel::Room(room.to_owned()), env)
-            .await?;
+        self.broker.publish(&Channel::Room(room.to_owned()), env).await?;
         Ok(local)
     }
 
@@ -159,9 +146,7 @@ impl Fanout {
         if !instances.is_empty() {
             let env = self.envelope(Kind::User, user, None, frame);
             for instance in instances {
-                self.broker
-                    .publish(&Channel::Instance(instance), env.clone())
-                    .await?;
+                self.broker.publish(&Channel::Instance(instance), env.clone()).await?;
             }
         }
         Ok(local)
@@ -179,9 +164,7 @@ impl Fanout {
             return Ok(());
         }
         let env = self.envelope(Kind::Socket, socket_id, None, frame);
-        self.broker
-            .publish(&Channel::Instance(owner_instance.to_owned()), env)
-            .await
+        self.broker.publish(&Channel::Instance(owner_instance.to_owned()), env).await
     }
 
     /// Delivers a presence update about `user` to every session watching them, cluster-wide.
@@ -229,14 +212,10 @@ impl Fanout {
     /// Subscribes the channels every instance needs, and every room with a local member
     /// (after an outage).
     pub async fn subscribe_base(&self) -> Result<(), StateError> {
-        self.broker
-            .subscribe(&Channel::Instance(self.instance_id.clone()))
-            .await?;
+        self.broker.subscribe(&Channel::Instance(self.instance_id.clone())).await?;
         self.broker.subscribe(&Channel::Presence).await?;
         for room in self.hub.rooms() {
-            self.broker
-                .subscribe(&Channel::Room(room.to_string()))
-                .await?;
+            self.broker.subscribe(&Channel::Room(room.to_string())).await?;
         }
         Ok(())
     }
@@ -295,13 +274,8 @@ mod tests {
             (Kind::Room, "rtg-1", "room/ä", Some("s1"))
         );
         assert_eq!(d.frame, frame);
-        let d2 = encode(&Envelope {
-            kind: Kind::User,
-            origin: "o",
-            target: "u",
-            exclude: None,
-            frame,
-        });
+        let d2 =
+            encode(&Envelope { kind: Kind::User, origin: "o", target: "u", exclude: None, frame });
         assert_eq!(decode(&d2).unwrap().exclude, None);
     }
 

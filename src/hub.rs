@@ -85,19 +85,10 @@ impl Hub {
 
     pub fn insert(&self, socket_id: Arc<str>, entry: SessionEntry) {
         let mut inner = self.lock();
+        inner.users.entry(entry.user_id.clone()).or_default().insert(socket_id.clone());
         inner
-            .users
-            .entry(entry.user_id.clone())
-            .or_default()
-            .insert(socket_id.clone());
-        inner.sessions.insert(
-            socket_id,
-            Session {
-                entry,
-                rooms: HashSet::new(),
-                watching: HashSet::new(),
-            },
-        );
+            .sessions
+            .insert(socket_id, Session { entry, rooms: HashSet::new(), watching: HashSet::new() });
     }
 
     /// Removes a session from everything; returns the rooms this instance no longer has any
@@ -125,10 +116,7 @@ impl Hub {
         max_rooms: usize,
     ) -> Result<Interest, HubError> {
         let mut inner = self.lock();
-        let session = inner
-            .sessions
-            .get_mut(socket_id)
-            .ok_or(HubError::UnknownSession)?;
+        let session = inner.sessions.get_mut(socket_id).ok_or(HubError::UnknownSession)?;
         if session.rooms.contains(room) {
             return Ok(Interest::Unchanged);
         }
@@ -139,11 +127,7 @@ impl Hub {
         session.rooms.insert(room.clone());
         let members = inner.rooms.entry(room).or_default();
         members.insert(socket_id.into());
-        Ok(if members.len() == 1 {
-            Interest::First
-        } else {
-            Interest::Unchanged
-        })
+        Ok(if members.len() == 1 { Interest::First } else { Interest::Unchanged })
     }
 
     pub fn leave(&self, socket_id: &str, room: &str) -> Interest {
@@ -164,25 +148,16 @@ impl Hub {
     /// Adds `users` to what `socket_id` watches, refusing the whole request past `max`.
     pub fn watch(&self, socket_id: &str, users: &[String], max: usize) -> Result<(), HubError> {
         let mut inner = self.lock();
-        let session = inner
-            .sessions
-            .get_mut(socket_id)
-            .ok_or(HubError::UnknownSession)?;
-        let new: Vec<&String> = users
-            .iter()
-            .filter(|u| !session.watching.contains(u.as_str()))
-            .collect();
+        let session = inner.sessions.get_mut(socket_id).ok_or(HubError::UnknownSession)?;
+        let new: Vec<&String> =
+            users.iter().filter(|u| !session.watching.contains(u.as_str())).collect();
         if session.watching.len() + new.len() > max {
             return Err(HubError::Limit(max));
         }
         let new: Vec<Arc<str>> = new.into_iter().map(|u| Arc::from(u.as_str())).collect();
         session.watching.extend(new.iter().cloned());
         for user in new {
-            inner
-                .watchers
-                .entry(user)
-                .or_default()
-                .insert(socket_id.into());
+            inner.watchers.entry(user).or_default().insert(socket_id.into());
         }
         Ok(())
     }
@@ -192,10 +167,8 @@ impl Hub {
         let Some(session) = inner.sessions.get_mut(socket_id) else {
             return;
         };
-        let removed: Vec<&String> = users
-            .iter()
-            .filter(|u| session.watching.remove(u.as_str()))
-            .collect();
+        let removed: Vec<&String> =
+            users.iter().filter(|u| session.watching.remove(u.as_str())).collect();
         for user in removed {
             remove_member(&mut inner.watchers, user, socket_id);
         }
@@ -207,11 +180,7 @@ impl Hub {
         let Some(members) = inner.rooms.get(room) else {
             return 0;
         };
-        Self::deliver(
-            &inner,
-            members.iter().map(|s| &**s).filter(|s| Some(*s) != exclude),
-            frame,
-        )
+        Self::deliver(&inner, members.iter().map(|s| &**s).filter(|s| Some(*s) != exclude), frame)
     }
 
     /// Queues `frame` to every local session of `user`.
@@ -253,17 +222,18 @@ impl Hub {
         self.len() == 0
     }
 
+    /// Sessions of `user` on this instance.
+    pub fn count_user(&self, user: &str) -> usize {
+        self.lock().users.get(user).map_or(0, HashSet::len)
+    }
+
     pub fn contains(&self, socket_id: &str) -> bool {
         self.lock().sessions.contains_key(socket_id)
     }
 
     /// Snapshot of every local session, for resynchronizing shared state after an outage.
     pub fn sessions(&self) -> Vec<(Arc<str>, SessionEntry)> {
-        self.lock()
-            .sessions
-            .iter()
-            .map(|(id, s)| (id.clone(), s.entry.clone()))
-            .collect()
+        self.lock().sessions.iter().map(|(id, s)| (id.clone(), s.entry.clone())).collect()
     }
 
     /// Rooms this instance has members in, for resubscribing after an outage.

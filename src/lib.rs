@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod chat;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;

@@ -66,26 +66,13 @@ fn main() -> ExitCode {
                 rtgate::telemetry::init(config.log_format, &config.log);
                 rtgate::server::serve(*config).await
             }
-            Command::Token {
-                sub,
-                ttl,
-                device,
-                admin,
-                jwt,
-            } => {
-                let roles = if admin {
-                    vec!["admin".to_owned()]
-                } else {
-                    vec![]
-                };
+            Command::Token { sub, ttl, device, admin, jwt } => {
+                let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
                 let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
                 println!("{token}");
                 Ok(())
             }
-            Command::Migrate {
-                database_url,
-                sqlite_path,
-            } => {
+            Command::Migrate { database_url, sqlite_path } => {
                 use rtgate::store::Store;
                 let store: Box<dyn Store> = match &database_url {
                     Some(url) => Box::new(rtgate::store::postgres::PgStore::connect(url).await?),

@@ -32,12 +32,7 @@ use crate::{
 };
 
 /// The shared-state backends `Node::new` picks, before they are wired together.
-type Picked = (
-    Arc<dyn PresenceStore>,
-    Arc<dyn Broker>,
-    Arc<dyn RateLimiter>,
-    Backends,
-);
+type Picked = (Arc<dyn PresenceStore>, Arc<dyn Broker>, Arc<dyn RateLimiter>, Backends);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -62,11 +57,7 @@ pub struct Backends {
 
 impl Backends {
     pub fn kind(&self) -> &'static str {
-        if self.redis.is_some() {
-            "redis"
-        } else {
-            "memory"
-        }
+        if self.redis.is_some() { "redis" } else { "memory" }
     }
 
     pub fn mark_degraded(&self, what: &str, err: &StateError) {
@@ -100,6 +91,8 @@ pub struct Node {
     pub writer: Writer,
     /// The writer task, awaited (bounded) at shutdown so buffered records are flushed.
     pub writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Admission control for new connections (global cap, per-IP connect rate).
+    pub admission: Admission,
     /// Cancelled once when the server starts shutting down; every session and accept loop
     /// selects on it.
     pub shutdown: CancellationToken,
@@ -123,17 +116,13 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let instance_id = config.instance_id();
         let auth = Authenticator::from_config(&config.jwt)?;
-        let quota = Quota {
-            limit: config.message_rate_limit,
-            window: config.message_rate_window,
-        };
+        let quota = Quota { limit: config.message_rate_limit, window: config.message_rate_window };
         let hub = Arc::new(Hub::default());
         let (presence, broker, limiter, backends): Picked = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(StateError::from)?;
-                let conn = redis::aio::ConnectionManager::new(client)
-                    .await
-                    .map_err(StateError::from)?;
+                let conn =
+                    redis::aio::ConnectionManager::new(client).await.map_err(StateError::from)?;
                 let prefix = config.redis_prefix.clone();
                 let broker = RedisBroker::connect(url, prefix.clone()).await?;
                 (
@@ -169,12 +158,8 @@ impl Node {
                 capacity: config.db_buffer,
             },
         );
-        let fanout = Arc::new(Fanout::new(
-            instance_id.clone(),
-            hub.clone(),
-            broker,
-            presence.clone(),
-        ));
+        let fanout =
+            Arc::new(Fanout::new(instance_id.clone(), hub.clone(), broker, presence.clone()));
         Ok(Node {
             throttle: Throttle::new(&config, limiter),
             instance_id,
@@ -187,6 +172,7 @@ impl Node {
             store,
             writer,
             writer_task: std::sync::Mutex::new(Some(writer_task)),
+            admission: Admission::new(&config),
             shutdown: CancellationToken::new(),
             sessions: TaskTracker::new(),
             config,
@@ -212,4 +198,62 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
         }
     }
     Ok(store)
+}
+
+/// Admission control: how many connections this instance holds, and how fast each IP may
+/// open new ones. Checked before a session is spent on a connection.
+pub struct Admission {
+    open: std::sync::atomic::AtomicUsize,
+    max: usize,
+    per_ip: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
+}
+
+/// Holds one slot of `--max-connections` while the connection lives.
+pub struct Slot<'a>(&'a Admission);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Admission {
+    fn new(config: &Config) -> Self {
+        let limit = std::num::NonZeroU32::new(config.connect_rate_per_ip)
+            .unwrap_or(std::num::NonZeroU32::MIN);
+        let period =
+            (config.connect_rate_window / limit.get()).max(std::time::Duration::from_nanos(1));
+        let quota = governor::Quota::with_period(period)
+            .unwrap_or_else(|| governor::Quota::per_second(limit))
+            .allow_burst(limit);
+        Self {
+            open: Default::default(),
+            max: config.max_connections,
+            per_ip: governor::RateLimiter::keyed(quota),
+        }
+    }
+
+    /// Whether `ip` may open another connection now (counts the attempt).
+    pub fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.per_ip.check_key(&ip).is_ok()
+    }
+
+    /// Takes a connection slot, or `None` when the instance is full.
+    pub fn slot(&self) -> Option<Slot<'_>> {
+        use std::sync::atomic::Ordering;
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self);
+        (before < self.max).then_some(slot)
+    }
+
+    /// Connections open now.
+    pub fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Forgets IPs whose budget is full again (called by the cleanup job).
+    pub fn prune(&self) {
+        self.per_ip.retain_recent();
+        self.per_ip.shrink_to_fit();
+    }
 }

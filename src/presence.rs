@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use validator::Validate;
 
 use crate::{
     cluster::bounded,
@@ -16,7 +17,7 @@ use crate::{
     protocol::encode_event,
     session::SessionCtx,
     state::presence::{Transition, UserPresence},
-    validate::{Dto, FieldError},
+    validate::{Dto, FieldError, identifier, validated},
 };
 
 /// Most user ids one request may name.
@@ -29,36 +30,24 @@ pub fn register(router: Router) -> Router {
         .on("presence:query", query)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserIds {
+    #[validate(
+        length(min = 1, max = 100, message = "must name 1 to 100 users"),
+        custom(function = "identifiers")
+    )]
     pub user_ids: Vec<String>,
+}
+
+/// Every id an identifier (the `length` rule above bounds how many).
+fn identifiers(ids: &[String]) -> Result<(), validator::ValidationError> {
+    ids.iter().try_for_each(|id| identifier(id))
 }
 
 impl Dto for UserIds {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        if self.user_ids.is_empty() || self.user_ids.len() > MAX_USERS_PER_REQUEST {
-            errors.push(FieldError {
-                path: "userIds".into(),
-                rule: "length".into(),
-                message: format!("must name 1 to {MAX_USERS_PER_REQUEST} users"),
-            });
-        }
-        for (i, id) in self.user_ids.iter().enumerate() {
-            if id.is_empty() || id.len() > 128 {
-                errors.push(FieldError {
-                    path: format!("userIds[{i}]"),
-                    rule: "length".into(),
-                    message: "must be 1 to 128 bytes".into(),
-                });
-            }
-        }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validated(self)
     }
 }
 
@@ -79,11 +68,7 @@ impl From<Vec<UserPresence>> for PresenceReply {
     fn from(users: Vec<UserPresence>) -> Self {
         let users = users
             .into_iter()
-            .map(|u| PresenceEntry {
-                user_id: u.user_id,
-                online: u.online,
-                devices: u.devices,
-            })
+            .map(|u| PresenceEntry { user_id: u.user_id, online: u.online, devices: u.devices })
             .collect();
         PresenceReply { users }
     }
@@ -102,15 +87,12 @@ async fn current(ctx: &SessionCtx, users: &[String]) -> Result<PresenceReply, Ev
 /// Starts pushing `presence:update` for these users; acks with their current presence.
 async fn subscribe(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, EventError> {
     let max = ctx.node.config.max_presence_subscriptions;
-    ctx.node
-        .hub
-        .watch(&ctx.socket_id, &dto.user_ids, max)
-        .map_err(|e| match e {
-            HubError::Limit(n) => EventError::LimitExceeded(format!(
-                "at most {n} presence subscriptions per connection"
-            )),
-            HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
-        })?;
+    ctx.node.hub.watch(&ctx.socket_id, &dto.user_ids, max).map_err(|e| match e {
+        HubError::Limit(n) => {
+            EventError::LimitExceeded(format!("at most {n} presence subscriptions per connection"))
+        }
+        HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
+    })?;
     current(&ctx, &dto.user_ids).await
 }
 

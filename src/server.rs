@@ -57,14 +57,7 @@ impl Server {
 
         let router = Router::with_builtins(&config);
         let node = Arc::new(Node::new(config, router).await?);
-        Ok(Server {
-            node,
-            certs,
-            http,
-            http_addr,
-            wt,
-            wt_addr,
-        })
+        Ok(Server { node, certs, http, http_addr, wt, wt_addr })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -95,13 +88,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
     /// `server_shutdown`, and waits up to the configured grace for them to close.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server {
-            node,
-            certs,
-            http,
-            wt,
-            ..
-        } = self;
+        let Server { node, certs, http, wt, .. } = self;
         let tls = node.config.tls_cert.is_some();
         // Shared state before listeners: the instance must be alive and subscribed before a
         // session registers, or a reaper elsewhere would take its sockets for a dead one's.
@@ -111,11 +98,8 @@ impl Server {
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
 
         let handle = axum_server::Handle::new();
-        let app = http::router(HttpState {
-            node: node.clone(),
-            certs,
-        })
-        .into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(HttpState { node: node.clone(), certs })
+            .into_make_service_with_connect_info::<SocketAddr>();
         let http_task = if tls {
             let (cert, key) = (node.config.tls_cert.clone(), node.config.tls_key.clone());
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
@@ -125,32 +109,20 @@ impl Server {
             .await
             .context("loading TLS cert/key for WSS")?;
             tokio::spawn(
-                axum_server::from_tcp_rustls(http, rustls)?
-                    .handle(handle.clone())
-                    .serve(app),
+                axum_server::from_tcp_rustls(http, rustls)?.handle(handle.clone()).serve(app),
             )
         } else {
-            tokio::spawn(
-                axum_server::from_tcp(http)?
-                    .handle(handle.clone())
-                    .serve(app),
-            )
+            tokio::spawn(axum_server::from_tcp(http)?.handle(handle.clone()).serve(app))
         };
         let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
 
         node.shutdown.cancelled().await;
-        tracing::info!(
-            sessions = node.hub.len(),
-            "shutting down: draining sessions"
-        );
+        tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
         // Stop accepting; upgraded WebSocket sessions are ours to drain, not hyper's.
         handle.graceful_shutdown(Some(Duration::from_millis(100)));
         node.sessions.close();
         let grace = node.config.shutdown_grace + Duration::from_millis(500);
-        if tokio::time::timeout(grace, node.sessions.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
             tracing::warn!(
                 left = node.hub.len(),
                 "shutdown grace elapsed with sessions still open"
@@ -162,9 +134,7 @@ impl Server {
         node.writer.close();
         let writer = node.writer_task.lock().ok().and_then(|mut t| t.take());
         let flushed = match writer {
-            Some(w) => tokio::time::timeout(node.config.shutdown_grace, w)
-                .await
-                .is_ok(),
+            Some(w) => tokio::time::timeout(node.config.shutdown_grace, w).await.is_ok(),
             None => true,
         };
         if !flushed {
@@ -238,25 +208,22 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
         request.not_found().await;
         return None;
     }
+    if !node.admission.ip_allowed(request.remote_address().ip()) {
+        request.too_many_requests().await;
+        return None;
+    }
     let peer = PeerInfo {
         kind: TransportKind::WebTransport,
         remote: request.remote_address(),
         user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
         origin: request.origin().map(|s| s.chars().take(256).collect()),
     };
-    let conn = tokio::time::timeout_at(deadline, request.accept())
-        .await
-        .ok()?
-        .ok()?;
+    let conn = tokio::time::timeout_at(deadline, request.accept()).await.ok()?.ok()?;
     // The session's frames ride on the first bidirectional stream the client opens.
     match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
-        Ok(Ok((send, recv))) => Some(WtTransport::new(
-            conn,
-            send,
-            recv,
-            peer,
-            node.config.max_frame_bytes,
-        )),
+        Ok(Ok((send, recv))) => {
+            Some(WtTransport::new(conn, send, recv, peer, node.config.max_frame_bytes))
+        }
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "WebTransport session closed before opening its stream");
             None
@@ -282,11 +249,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let server = Server::bind(config).await?;
-    let scheme = if server.node.config.tls_cert.is_some() {
-        "wss"
-    } else {
-        "ws"
-    };
+    let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
     println!(
         "rtgate {} listening\n  websocket     {scheme}://{}{}   (TCP {}; health at /health/ready)\n  webtransport  https://{}{WT_PATH}   (UDP {}; cert sha-256 {}{})",
         env!("CARGO_PKG_VERSION"),
@@ -296,11 +259,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         server.wt_addr,
         server.wt_addr.port(),
         server.certs.sha256_hex(),
-        if server.certs.self_signed {
-            ", self-signed: GET /cert-hash"
-        } else {
-            ""
-        },
+        if server.certs.self_signed { ", self-signed: GET /cert-hash" } else { "" },
     );
     // One machine-readable line for scripts and tests that start the binary on port 0.
     println!(

@@ -14,12 +14,7 @@ pub fn init(format: LogFormat, filter: &str) {
     let _ = match format {
         LogFormat::Human => registry.with(fmt::layer().with_target(false)).try_init(),
         LogFormat::Json => registry
-            .with(
-                fmt::layer()
-                    .json()
-                    .with_current_span(true)
-                    .with_span_list(false),
-            )
+            .with(fmt::layer().json().with_current_span(true).with_span_list(false))
             .try_init(),
     };
 }

@@ -72,15 +72,9 @@ impl Throttle {
             socket_quota: gcra_quota(cfg.event_rate_limit, cfg.event_rate_window),
             socket_limit: cfg.event_rate_limit,
             socket_window: cfg.event_rate_window,
-            flood_threshold: cfg
-                .rate_limit_flood_factor
-                .saturating_mul(cfg.event_rate_limit),
+            flood_threshold: cfg.rate_limit_flood_factor.saturating_mul(cfg.event_rate_limit),
             flood_window: cfg.rate_limit_flood_window,
-            message_events: cfg
-                .message_events
-                .iter()
-                .map(|e| e.trim().to_owned())
-                .collect(),
+            message_events: cfg.message_events.iter().map(|e| e.trim().to_owned()).collect(),
             user,
             on_error: cfg.rate_limit_on_redis_error,
         }

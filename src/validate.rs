@@ -1,5 +1,11 @@
 //! The validation stage: turns an event's raw JSON into its typed DTO and checks the DTO's
 //! rules, producing one `FieldError` per failing field. Handlers only ever see valid DTOs.
+//!
+//! DTOs are serde structs with `deny_unknown_fields` and `validator` rules; `validated` turns
+//! `validator`'s errors into wire `FieldError`s named as on the wire (camelCase). The text
+//! policy lives here too: text is stored and relayed as text, and rejected when it holds NUL or
+//! other control characters (newline and tab excepted). Invalid UTF-8 never gets this far: the
+//! JSON decoder refuses it.
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -25,17 +31,101 @@ pub trait Dto: DeserializeOwned + Send + 'static {
 /// Any JSON at all, passed through untouched (e.g. `sys:echo`).
 impl Dto for Box<RawValue> {}
 
+/// `content` … `conversation_id` → `conversationId`: field names as the wire spells them.
+fn camel(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn flatten(prefix: &str, errors: &validator::ValidationErrors, out: &mut Vec<FieldError>) {
+    use validator::ValidationErrorsKind::*;
+    let mut fields: Vec<_> = errors.errors().iter().collect();
+    fields.sort_by_key(|(name, _)| name.to_string());
+    for (name, kind) in fields {
+        let path =
+            if prefix.is_empty() { camel(name) } else { format!("{prefix}.{}", camel(name)) };
+        match kind {
+            Field(list) => out.extend(list.iter().map(|e| FieldError {
+                path: path.clone(),
+                rule: e.code.to_string(),
+                message: e.message.as_deref().map_or_else(|| e.code.to_string(), str::to_owned),
+            })),
+            Struct(inner) => flatten(&path, inner, out),
+            List(items) => {
+                for (i, inner) in items {
+                    flatten(&format!("{path}[{i}]"), inner, out);
+                }
+            }
+        }
+    }
+}
+
+/// Runs a `validator` derive and converts its errors: the usual body of `Dto::validate`.
+pub fn validated<T: validator::Validate>(dto: &T) -> Result<(), Vec<FieldError>> {
+    dto.validate().map_err(|e| {
+        let mut out = Vec::new();
+        flatten("", &e, &mut out);
+        out
+    })
+}
+
+fn rule(code: &'static str, message: &'static str) -> validator::ValidationError {
+    validator::ValidationError::new(code).with_message(message.into())
+}
+
+/// Text policy: no NUL or other control characters except newline and tab.
+pub fn plain_text(s: &str) -> Result<(), validator::ValidationError> {
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(rule(
+            "control_chars",
+            "control characters other than newline and tab are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+/// Non-empty after trimming whitespace.
+pub fn not_blank(s: &str) -> Result<(), validator::ValidationError> {
+    if s.trim().is_empty() {
+        return Err(rule("not_blank", "must not be empty or only whitespace"));
+    }
+    Ok(())
+}
+
+/// A UUID in its hyphenated form.
+pub fn uuid(s: &str) -> Result<(), validator::ValidationError> {
+    match uuid::Uuid::try_parse(s) {
+        Ok(_) if s.len() == 36 => Ok(()),
+        _ => Err(rule("uuid", "must be a UUID (8-4-4-4-12 hex digits)")),
+    }
+}
+
+/// An identifier (user id, room name): plain text, 1 to 128 bytes.
+pub fn identifier(s: &str) -> Result<(), validator::ValidationError> {
+    if s.is_empty() || s.len() > 128 {
+        return Err(rule("length", "must be 1 to 128 bytes"));
+    }
+    plain_text(s)
+}
+
 /// Parses and validates `raw` as `T`.
 pub fn parse<T: Dto>(raw: &RawValue) -> Result<T, Vec<FieldError>> {
     let mut de = serde_json::Deserializer::from_str(raw.get());
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
-        vec![FieldError {
-            path,
-            rule: "type".into(),
-            message: e.inner().to_string(),
-        }]
+        vec![FieldError { path, rule: "type".into(), message: e.inner().to_string() }]
     })?;
     value.validate()?;
     Ok(value)
@@ -71,15 +161,9 @@ mod tests {
     #[test]
     fn parses_then_applies_rules() {
         assert_eq!(parse::<Sample>(&raw(r#"{"name":"a"}"#)).unwrap().name, "a");
-        assert_eq!(
-            parse::<Sample>(&raw(r#"{"name":" "}"#)).unwrap_err()[0].rule,
-            "required"
-        );
+        assert_eq!(parse::<Sample>(&raw(r#"{"name":" "}"#)).unwrap_err()[0].rule, "required");
         let e = parse::<Sample>(&raw(r#"{"name":5}"#)).unwrap_err();
         assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("name", "type"));
-        assert_eq!(
-            parse::<Sample>(&raw(r#"{"name":"a","x":1}"#)).unwrap_err()[0].rule,
-            "type"
-        );
+        assert_eq!(parse::<Sample>(&raw(r#"{"name":"a","x":1}"#)).unwrap_err()[0].rule, "type");
     }
 }

@@ -19,8 +19,8 @@ CREATE TABLE socket_connections (
     CHECK ((disconnected_at IS NULL) = (disconnect_reason IS NULL))
 );
 
--- The history API: one user's rows, newest first, keyset-paged on id (time filters the scan).
-CREATE INDEX socket_connections_user_id ON socket_connections (user_id, id DESC);
+-- The history API: one user's rows newest first, keyset-paged on (connected_at, id).
+CREATE INDEX socket_connections_user_time ON socket_connections (user_id, connected_at DESC, id DESC);
 -- Closing a crashed instance's rows touches only its open ones.
 CREATE INDEX socket_connections_open_by_instance ON socket_connections (server_instance)
     WHERE disconnected_at IS NULL;
@@ -36,7 +36,7 @@ CREATE TABLE presence_logs (
     at        TIMESTAMPTZ NOT NULL
 );
 
--- The history API: one user's transitions, newest first, keyset-paged on id.
-CREATE INDEX presence_logs_user_id ON presence_logs (user_id, id DESC);
+-- The history API: one user's transitions newest first, keyset-paged on (at, id).
+CREATE INDEX presence_logs_user_time ON presence_logs (user_id, at DESC, id DESC);
 -- Retention deletes by age.
 CREATE INDEX presence_logs_at ON presence_logs (at);

@@ -31,11 +31,7 @@ pub enum EventError {
     #[error("payload failed validation")]
     Validation(Vec<FieldError>),
     #[error("rate limit exceeded")]
-    RateLimited {
-        limit: u32,
-        window_ms: u64,
-        reset_at_ms: u64,
-    },
+    RateLimited { limit: u32, window_ms: u64, reset_at_ms: u64 },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -76,11 +72,9 @@ impl EventError {
     pub fn details(&self) -> Option<serde_json::Value> {
         match self {
             EventError::Validation(errors) => Some(json!({ "errors": errors })),
-            EventError::RateLimited {
-                limit,
-                window_ms,
-                reset_at_ms,
-            } => Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms })),
+            EventError::RateLimited { limit, window_ms, reset_at_ms } => {
+                Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms }))
+            }
             _ => None,
         }
     }
@@ -150,9 +144,7 @@ impl Router {
     pub fn dispatch(&self, ctx: Arc<SessionCtx>, name: &str, data: Box<RawValue>) -> HandlerFuture {
         match self.routes.get(name) {
             Some(route) => route.call(ctx, data),
-            None => Box::pin(std::future::ready(Err(EventError::UnknownEvent(
-                name.to_owned(),
-            )))),
+            None => Box::pin(std::future::ready(Err(EventError::UnknownEvent(name.to_owned())))),
         }
     }
 

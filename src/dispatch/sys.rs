@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 use serde_json::{json, value::RawValue};
+use validator::Validate;
 
 use super::{EventError, Router};
 use crate::{
@@ -15,13 +16,11 @@ use crate::{
     hub::HubError,
     protocol::{MAX_EVENT_NAME_LEN, encode_event},
     session::SessionCtx,
-    validate::{Dto, FieldError},
+    validate::{Dto, FieldError, identifier, validated},
 };
 
 pub fn register(router: Router, dev_events: bool) -> Router {
-    let router = router
-        .on("sys:echo", echo)
-        .on("sys:volatile-echo", volatile_echo);
+    let router = router.on("sys:echo", echo).on("sys:volatile-echo", volatile_echo);
     if !dev_events {
         return router;
     }
@@ -41,50 +40,35 @@ async fn echo(_ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<Box<RawValue
 /// Sends the payload back as a volatile `sys:volatile-echo` event (a datagram on
 /// WebTransport, an ordinary frame on WebSocket), then acks with `null`.
 async fn volatile_echo(ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<(), EventError> {
-    ctx.outbound
-        .send_volatile(encode_event("sys:volatile-echo", &data));
+    ctx.outbound.send_volatile(encode_event("sys:volatile-echo", &data));
     Ok(())
 }
 
 fn field(path: &str, rule: &str, message: &str) -> FieldError {
-    FieldError {
-        path: path.into(),
-        rule: rule.into(),
-        message: message.into(),
-    }
+    FieldError { path: path.into(), rule: rule.into(), message: message.into() }
 }
 
-fn check_name(errors: &mut Vec<FieldError>, path: &str, value: &str, max: usize) {
-    if value.is_empty() || value.len() > max {
-        errors.push(field(path, "length", &format!("must be 1 to {max} bytes")));
-    }
-}
-
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
 struct Room {
+    #[validate(custom(function = "identifier"))]
     room: String,
 }
 
 impl Dto for Room {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        check_name(&mut errors, "room", &self.room, 128);
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        validated(self)
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Publish {
     #[serde(default)]
-    room: String,
+    room: Option<String>,
     #[serde(default)]
-    user_id: String,
+    user_id: Option<String>,
+    #[validate(custom(function = "event_name"))]
     event: String,
     data: Box<RawValue>,
     /// Also deliver to the publishing session (rooms only).
@@ -92,39 +76,41 @@ struct Publish {
     include_self: bool,
 }
 
+fn event_name(name: &str) -> Result<(), validator::ValidationError> {
+    if crate::protocol::valid_event_name(name) {
+        return Ok(());
+    }
+    Err(validator::ValidationError::new("event_name").with_message(
+        format!("must be 1 to {MAX_EVENT_NAME_LEN} characters of [A-Za-z0-9:._-]").into(),
+    ))
+}
+
 impl Dto for Publish {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = Vec::new();
-        check_name(&mut errors, "event", &self.event, MAX_EVENT_NAME_LEN);
-        match (self.room.is_empty(), self.user_id.is_empty()) {
-            (false, true) => check_name(&mut errors, "room", &self.room, 128),
-            (true, false) => check_name(&mut errors, "userId", &self.user_id, 128),
-            _ => errors.push(field(
-                "",
-                "one_of",
-                "exactly one of `room` and `userId` is required",
-            )),
+        let mut errors = validated(self).err().unwrap_or_default();
+        let target = match (&self.room, &self.user_id) {
+            (Some(room), None) => identifier(room).map_err(|e| ("room", e)),
+            (None, Some(user)) => identifier(user).map_err(|e| ("userId", e)),
+            _ => {
+                errors.push(field("", "one_of", "exactly one of `room` and `userId` is required"));
+                Ok(())
+            }
+        };
+        if let Err((path, e)) = target {
+            errors.push(field(path, &e.code, &e.message.unwrap_or_default()));
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors)
-        }
+        if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 }
 
 async fn room_join(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
     let max = ctx.node.config.max_rooms_per_socket;
-    ctx.node
-        .fanout
-        .join(&ctx.socket_id, &dto.room, max)
-        .await
-        .map_err(|e| match e {
-            HubError::Limit(n) => {
-                EventError::LimitExceeded(format!("at most {n} rooms per connection"))
-            }
-            HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
-        })
+    ctx.node.fanout.join(&ctx.socket_id, &dto.room, max).await.map_err(|e| match e {
+        HubError::Limit(n) => {
+            EventError::LimitExceeded(format!("at most {n} rooms per connection"))
+        }
+        HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
+    })
 }
 
 async fn room_leave(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
@@ -139,16 +125,12 @@ fn unavailable(ctx: &SessionCtx, e: crate::state::StateError) -> EventError {
 
 /// Publishes `{event, data}` to a room (`room`) and acks with the number of local deliveries.
 async fn room_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
-    if dto.room.is_empty() {
-        return Err(EventError::Validation(vec![field(
-            "room",
-            "required",
-            "`room` is required",
-        )]));
-    }
+    let Some(room) = dto.room.as_deref() else {
+        return Err(EventError::Validation(vec![field("room", "required", "`room` is required")]));
+    };
     let frame = encode_event(&dto.event, &dto.data);
     let exclude = (!dto.include_self).then_some(&*ctx.socket_id);
-    let local = bounded(ctx.node.fanout.to_room(&dto.room, frame, exclude))
+    let local = bounded(ctx.node.fanout.to_room(room, frame, exclude))
         .await
         .map_err(|e| unavailable(&ctx, e))?;
     Ok(json!({ "localDeliveries": local }))
@@ -156,16 +138,15 @@ async fn room_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::
 
 /// Publishes `{event, data}` to every session of `userId`, on every instance.
 async fn user_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
-    if dto.user_id.is_empty() {
+    let Some(user) = dto.user_id.as_deref() else {
         return Err(EventError::Validation(vec![field(
             "userId",
             "required",
             "`userId` is required",
         )]));
-    }
+    };
     let frame = encode_event(&dto.event, &dto.data);
-    let local = bounded(ctx.node.fanout.to_user(&dto.user_id, frame))
-        .await
-        .map_err(|e| unavailable(&ctx, e))?;
+    let local =
+        bounded(ctx.node.fanout.to_user(user, frame)).await.map_err(|e| unavailable(&ctx, e))?;
     Ok(json!({ "localDeliveries": local }))
 }

@@ -37,11 +37,7 @@ async fn redis_check(state: &HttpState) -> Value {
 
 async fn database_check(state: &HttpState) -> Value {
     let node = &state.node;
-    let backend = if node.config.database_url.is_some() {
-        "postgres"
-    } else {
-        "sqlite"
-    };
+    let backend = if node.config.database_url.is_some() { "postgres" } else { "sqlite" };
     let ping = tokio::time::timeout(Duration::from_millis(500), node.store.ping()).await;
     let (status, error) = match ping {
         Ok(Ok(())) => ("up", None),
@@ -73,11 +69,7 @@ pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<V
         (false, true) => "ready",
         (false, false) => "degraded",
     };
-    let code = if draining {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
+    let code = if draining { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
     let body = json!({
         "status": status,
         "instance": node.instance_id,

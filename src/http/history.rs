@@ -6,8 +6,8 @@
 //!
 //! Query: `from`, `to` (Unix milliseconds or RFC 3339; `[from, to)`, default everything),
 //! `limit` (1–500, default 50), `cursor` (from the previous page's `nextCursor`). Pages are
-//! newest first and use keyset pagination on the row id, so a page never repeats or skips rows
-//! when new ones arrive between requests.
+//! newest first and use keyset pagination on `(time, id)`, so a page never repeats or skips
+//! rows when new ones arrive between requests.
 
 use axum::{
     Json,
@@ -75,11 +75,7 @@ fn instant(raw: &str, name: &str) -> Result<i64, ApiError> {
     }
     OffsetDateTime::parse(raw, &Rfc3339)
         .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
-        .map_err(|_| {
-            bad_request(format!(
-                "`{name}` must be Unix milliseconds or an RFC 3339 time"
-            ))
-        })
+        .map_err(|_| bad_request(format!("`{name}` must be Unix milliseconds or an RFC 3339 time")))
 }
 
 fn rfc3339(ms: i64) -> Value {
@@ -104,17 +100,8 @@ fn query(
             "you may only read your own history".into(),
         ));
     }
-    let from_ms = p
-        .from
-        .as_deref()
-        .map(|f| instant(f, "from"))
-        .transpose()?
-        .unwrap_or(i64::MIN);
-    let to_ms =
-        p.to.as_deref()
-            .map(|t| instant(t, "to"))
-            .transpose()?
-            .unwrap_or(i64::MAX);
+    let from_ms = p.from.as_deref().map(|f| instant(f, "from")).transpose()?.unwrap_or(i64::MIN);
+    let to_ms = p.to.as_deref().map(|t| instant(t, "to")).transpose()?.unwrap_or(i64::MAX);
     let limit = p.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(bad_request(format!("`limit` must be 1 to {MAX_LIMIT}")));
@@ -122,25 +109,14 @@ fn query(
     let before_id = p
         .cursor
         .as_deref()
-        .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| bad_request("`cursor` is not one this API returned"))
-        })
+        .map(|c| c.parse::<i64>().map_err(|_| bad_request("`cursor` is not one this API returned")))
         .transpose()?;
-    Ok(HistoryQuery {
-        user_id,
-        from_ms,
-        to_ms,
-        before_id,
-        limit,
-    })
+    Ok(HistoryQuery { user_id, from_ms, to_ms, before_id, limit })
 }
 
 fn page(items: Vec<Value>, last_id: Option<i64>, limit: u32) -> Json<Value> {
     // A full page may have more behind it; the cursor is the last id seen.
-    let next = (items.len() == limit as usize)
-        .then(|| last_id.map(|id| id.to_string()))
-        .flatten();
+    let next = (items.len() == limit as usize).then(|| last_id.map(|id| id.to_string())).flatten();
     Json(json!({ "items": items, "nextCursor": next }))
 }
 
@@ -187,18 +163,9 @@ pub(super) async fn connections(
     Query(p): Query<Params>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(&state, &headers, user_id, p)?;
-    let rows = state
-        .node
-        .store
-        .connections(&q)
-        .await
-        .map_err(unavailable)?;
+    let rows = state.node.store.connections(&q).await.map_err(unavailable)?;
     let last = rows.last().map(|r| r.id);
-    Ok(page(
-        rows.iter().map(connection_json).collect(),
-        last,
-        q.limit,
-    ))
+    Ok(page(rows.iter().map(connection_json).collect(), last, q.limit))
 }
 
 pub(super) async fn presence_history(
@@ -208,16 +175,7 @@ pub(super) async fn presence_history(
     Query(p): Query<Params>,
 ) -> Result<Json<Value>, ApiError> {
     let q = query(&state, &headers, user_id, p)?;
-    let rows = state
-        .node
-        .store
-        .presence_history(&q)
-        .await
-        .map_err(unavailable)?;
+    let rows = state.node.store.presence_history(&q).await.map_err(unavailable)?;
     let last = rows.last().map(|r| r.id);
-    Ok(page(
-        rows.iter().map(presence_json).collect(),
-        last,
-        q.limit,
-    ))
+    Ok(page(rows.iter().map(presence_json).collect(), last, q.limit))
 }

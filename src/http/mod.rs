@@ -39,18 +39,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
         .route("/api/users/{id}/connections", get(history::connections))
-        .route(
-            "/api/users/{id}/presence-history",
-            get(history::presence_history),
-        )
+        .route("/api/users/{id}/presence-history", get(history::presence_history))
         .with_state(state)
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(|s| s.chars().take(256).collect())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
 }
 
 async fn websocket(
@@ -62,6 +56,11 @@ async fn websocket(
     let node = state.node;
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    // An abusive source is refused before an upgrade or a session is spent on it.
+    if !node.admission.ip_allowed(remote.ip()) {
+        return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address")
+            .into_response();
     }
     let peer = PeerInfo {
         kind: TransportKind::WebSocket,
@@ -80,8 +79,7 @@ async fn websocket(
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {
             let transport = WsTransport::new(socket, peer, max);
-            node.sessions
-                .track_future(session::run(node.clone(), transport))
+            node.sessions.track_future(session::run(node.clone(), transport))
         })
 }
 
@@ -96,11 +94,5 @@ async fn cert_hash(State(state): State<HttpState>) -> impl IntoResponse {
         "selfSigned": c.self_signed,
     }));
     // A dev page on another port or origin may need it; the hash is public information.
-    (
-        [
-            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        body,
-    )
+    ([(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"), (header::CACHE_CONTROL, "no-store")], body)
 }

@@ -51,10 +51,7 @@ pub struct DecodeError {
 
 impl DecodeError {
     fn new(id: Option<u64>, message: impl Into<String>) -> Self {
-        Self {
-            id,
-            message: message.into(),
-        }
+        Self { id, message: message.into() }
     }
 }
 
@@ -116,10 +113,7 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     let env: Envelope<'_> =
         serde_json::from_slice(bytes).map_err(|e| DecodeError::new(None, e.to_string()))?;
     if env.id.is_some_and(|id| id > MAX_ACK_ID) {
-        return Err(DecodeError::new(
-            None,
-            format!("`id` must be at most {MAX_ACK_ID}"),
-        ));
+        return Err(DecodeError::new(None, format!("`id` must be at most {MAX_ACK_ID}")));
     }
     match env.kind.as_ref() {
         "event" => {
@@ -128,21 +122,22 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
                 .event
                 .as_deref()
                 .ok_or_else(|| DecodeError::new(env.id, "missing field `event`"))?;
-            if name.is_empty() || name.len() > MAX_EVENT_NAME_LEN {
+            if !super::valid_event_name(name) {
                 return Err(DecodeError::new(
                     env.id,
-                    format!("`event` must be 1 to {MAX_EVENT_NAME_LEN} bytes"),
+                    format!(
+                        "`event` must be 1 to {MAX_EVENT_NAME_LEN} characters of [A-Za-z0-9:._-]"
+                    ),
                 ));
             }
             let data = match env.data {
-                Some(raw) => raw.to_owned(),
+                Some(raw) => match check_data(raw.get()) {
+                    Ok(()) => raw.to_owned(),
+                    Err(why) => return Err(DecodeError::new(env.id, format!("`data` {why}"))),
+                },
                 None => null_raw(),
             };
-            Ok(ClientFrame::Event(EventFrame {
-                name: name.to_owned(),
-                id: env.id,
-                data,
-            }))
+            Ok(ClientFrame::Event(EventFrame { name: name.to_owned(), id: env.id, data }))
         }
         "ping" => env.only(&[]).map(|()| ClientFrame::Ping),
         "pong" => env.only(&[]).map(|()| ClientFrame::Pong),
@@ -154,14 +149,61 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
                 device: env.device.map(Cow::into_owned),
             }))
         }
-        "disconnect" => env
-            .only(&["code", "reason"])
-            .map(|()| ClientFrame::Disconnect),
-        other => Err(DecodeError::new(
-            env.id,
-            format!("unknown frame type `{other}`"),
-        )),
+        "disconnect" => env.only(&["code", "reason"]).map(|()| ClientFrame::Disconnect),
+        other => Err(DecodeError::new(env.id, format!("unknown frame type `{other}`"))),
     }
+}
+
+/// Deepest nesting of arrays and objects accepted in `data`. serde_json skips raw values
+/// without its usual recursion limit, and deep nesting would make every later parser (the
+/// handler's, a client's) pay for it.
+pub(super) const MAX_DEPTH: usize = 64;
+
+/// Checks what serde_json's raw-value skipping does not: nesting depth (at most `MAX_DEPTH`)
+/// and numbers beyond the `f64` range, which JavaScript clients would read as `Infinity`.
+/// `json` is already known to be valid JSON. Linear, allocation-free.
+fn check_data(json: &str) -> Result<(), String> {
+    let bytes = json.as_bytes();
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("is nested deeper than {MAX_DEPTH} levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let end = bytes[i..]
+                    .iter()
+                    .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
+                    .map_or(bytes.len(), |n| i + n);
+                let finite = json[i..end].parse::<f64>().is_ok_and(f64::is_finite);
+                if !finite {
+                    return Err("holds a number beyond the 64-bit float range".into());
+                }
+                i = end;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }
 
 fn null_raw() -> Box<RawValue> {
@@ -204,9 +246,7 @@ pub struct LimitsInfo {
 fn encode<T: Serialize>(frame: &T) -> Bytes {
     // Serializing these plain structs into a Vec cannot fail (no maps with non-string keys,
     // no failing Serialize impls); an empty frame would be the visible symptom if it did.
-    serde_json::to_vec(frame)
-        .map(Bytes::from)
-        .unwrap_or_default()
+    serde_json::to_vec(frame).map(Bytes::from).unwrap_or_default()
 }
 
 pub fn encode_connected(info: &ConnectedInfo<'_>) -> Bytes {
@@ -218,11 +258,7 @@ pub fn encode_connected(info: &ConnectedInfo<'_>) -> Bytes {
         #[serde(flatten)]
         info: &'a ConnectedInfo<'a>,
     }
-    encode(&Connected {
-        kind: "connected",
-        v: super::PROTOCOL_VERSION,
-        info,
-    })
+    encode(&Connected { kind: "connected", v: super::PROTOCOL_VERSION, info })
 }
 
 pub fn encode_ack(id: u64, data: &RawValue) -> Bytes {
@@ -233,11 +269,7 @@ pub fn encode_ack(id: u64, data: &RawValue) -> Bytes {
         id: u64,
         data: &'a RawValue,
     }
-    encode(&Ack {
-        kind: "ack",
-        id,
-        data,
-    })
+    encode(&Ack { kind: "ack", id, data })
 }
 
 /// A server-pushed event (no ack).
@@ -249,11 +281,7 @@ pub fn encode_event(name: &str, data: &RawValue) -> Bytes {
         event: &'a str,
         data: &'a RawValue,
     }
-    encode(&Event {
-        kind: "event",
-        event: name,
-        data,
-    })
+    encode(&Event { kind: "event", event: name, data })
 }
 
 pub fn encode_error(
@@ -273,13 +301,7 @@ pub fn encode_error(
         #[serde(skip_serializing_if = "Option::is_none")]
         details: Option<&'a serde_json::Value>,
     }
-    encode(&Error {
-        kind: "error",
-        id,
-        code: code.as_str(),
-        message,
-        details,
-    })
+    encode(&Error { kind: "error", id, code: code.as_str(), message, details })
 }
 
 /// The last frame of a session that the server ends. `code` must be a closing code.
@@ -332,14 +354,8 @@ mod tests {
 
     #[test]
     fn decodes_control_frames() {
-        assert!(matches!(
-            decode_client_frame(br#"{"type":"ping"}"#),
-            Ok(ClientFrame::Ping)
-        ));
-        assert!(matches!(
-            decode_client_frame(br#"{"type":"pong"}"#),
-            Ok(ClientFrame::Pong)
-        ));
+        assert!(matches!(decode_client_frame(br#"{"type":"ping"}"#), Ok(ClientFrame::Ping)));
+        assert!(matches!(decode_client_frame(br#"{"type":"pong"}"#), Ok(ClientFrame::Pong)));
         let c = decode_client_frame(br#"{"type":"connect","v":1,"token":"t","device":"d"}"#);
         match c {
             Ok(ClientFrame::Connect(c)) => {
@@ -377,6 +393,24 @@ mod tests {
     }
 
     #[test]
+    fn deep_nesting_in_data_is_refused() {
+        let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let frame = format!(r#"{{"type":"event","event":"e","data":{ok}}}"#);
+        assert!(decode_client_frame(frame.as_bytes()).is_ok());
+        let numbers =
+            r#"{"type":"event","event":"e","data":[-1.5e3, 0, 1e308, 12345678901234567890]}"#;
+        assert!(decode_client_frame(numbers.as_bytes()).is_ok());
+        let huge = r#"{"type":"event","event":"e","data":{"n":1e999}}"#;
+        assert!(decode_client_frame(huge.as_bytes()).is_err());
+        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let frame = format!(r#"{{"type":"event","event":"e","data":{deep}}}"#);
+        assert!(decode_client_frame(frame.as_bytes()).is_err());
+        // Brackets inside strings do not count.
+        let text = format!(r#"{{"type":"event","event":"e","data":"{}\"["}}"#, "[".repeat(500));
+        assert!(decode_client_frame(text.as_bytes()).is_ok());
+    }
+
+    #[test]
     fn error_keeps_the_ack_id_when_it_was_readable() {
         let err = decode_client_frame(br#"{"type":"event","id":3}"#).err();
         assert_eq!(err.map(|e| e.id), Some(Some(3)));
@@ -385,10 +419,7 @@ mod tests {
     #[test]
     fn encodes_frames_as_json() {
         let raw = RawValue::from_string(r#"{"x":1}"#.into()).unwrap();
-        assert_eq!(
-            &encode_ack(5, &raw)[..],
-            br#"{"type":"ack","id":5,"data":{"x":1}}"#
-        );
+        assert_eq!(&encode_ack(5, &raw)[..], br#"{"type":"ack","id":5,"data":{"x":1}}"#);
         let d = encode_disconnect(Code::PingTimeout, "no pong", None);
         let v: serde_json::Value = serde_json::from_slice(&d).unwrap();
         assert_eq!(v["code"], 3001);

@@ -23,3 +23,10 @@ pub const MAX_ACK_ID: u64 = (1 << 53) - 1;
 
 /// Longest event name accepted; names are identifiers, not payloads.
 pub const MAX_EVENT_NAME_LEN: usize = 64;
+
+/// Event names are identifiers: 1 to `MAX_EVENT_NAME_LEN` bytes of `[A-Za-z0-9:._-]`.
+pub fn valid_event_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_EVENT_NAME_LEN
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b":._-".contains(&b))
+}

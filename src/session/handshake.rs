@@ -21,8 +21,7 @@ const MAX_DEVICE_ID: usize = 64;
 fn valid_device(d: &str) -> bool {
     !d.is_empty()
         && d.len() <= MAX_DEVICE_ID
-        && d.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
+        && d.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b))
 }
 
 pub(super) async fn run<R: FrameReader>(
@@ -36,7 +35,7 @@ pub(super) async fn run<R: FrameReader>(
         Err(e @ ReadError::TooLarge { .. }) => {
             return Err(Refused(Code::PayloadTooLarge, e.to_string()));
         }
-        Err(ReadError::NotText) => {
+        Err(ReadError::NotText | ReadError::InvalidUtf8) => {
             return Err(Refused(
                 Code::ProtocolError,
                 "the first frame must be a text `connect` frame".into(),
@@ -47,16 +46,10 @@ pub(super) async fn run<R: FrameReader>(
     let connect = match decode_client_frame(&bytes) {
         Ok(ClientFrame::Connect(c)) => c,
         Ok(_) => {
-            return Err(Refused(
-                Code::ProtocolError,
-                "the first frame must be `connect`".into(),
-            ));
+            return Err(Refused(Code::ProtocolError, "the first frame must be `connect`".into()));
         }
         Err(e) => {
-            return Err(Refused(
-                Code::ProtocolError,
-                format!("bad connect frame: {e}"),
-            ));
+            return Err(Refused(Code::ProtocolError, format!("bad connect frame: {e}")));
         }
     };
     if let Some(v) = connect.version.filter(|v| *v != PROTOCOL_VERSION) {
@@ -66,10 +59,7 @@ pub(super) async fn run<R: FrameReader>(
         ));
     }
     let token = connect.token.as_deref().unwrap_or_default();
-    let identity = node
-        .auth
-        .verify(token)
-        .map_err(|e| Refused(e.code(), e.to_string()))?;
+    let identity = node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?;
     // A device pinned by the token wins over the one the client names.
     let device = identity.device_id.clone().or(connect.device);
     if device.as_deref().is_some_and(|d| !valid_device(d)) {

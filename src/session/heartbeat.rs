@@ -28,12 +28,7 @@ pub struct Heartbeat {
 
 impl Heartbeat {
     pub fn new(now: Instant, interval: Duration, timeout: Duration) -> Self {
-        Self {
-            interval,
-            timeout,
-            next_ping: now + interval,
-            deadline: None,
-        }
+        Self { interval, timeout, next_ping: now + interval, deadline: None }
     }
 
     /// The next instant at which `poll` has something to do.

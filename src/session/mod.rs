@@ -93,12 +93,21 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
         device_id = tracing::field::Empty,
     );
     let (outbound, writer_task) = Outbound::spawn(writer, node.config.outbound_queue_bytes);
-    let end = serve(node.clone(), socket_id, peer, reader, outbound.clone())
-        .instrument(span.clone())
-        .await;
-    finish(&node, end, outbound, writer_task)
-        .instrument(span)
-        .await;
+    // Held for the whole session; dropping it frees the slot.
+    let slot = node.admission.slot();
+    let end = match &slot {
+        Some(_) => {
+            serve(node.clone(), socket_id, peer, reader, outbound.clone())
+                .instrument(span.clone())
+                .await
+        }
+        None => {
+            let msg = "server is at its connection limit; reconnect later";
+            outbound.send(encode_error(None, Code::ServerBusy, msg, None));
+            End::Close(Code::ServerBusy, msg.into())
+        }
+    };
+    finish(&node, end, outbound, writer_task).instrument(span).await;
 }
 
 async fn serve<R: FrameReader>(
@@ -114,10 +123,7 @@ async fn serve<R: FrameReader>(
     };
     let (identity, device) = match handshake {
         Err(_) => {
-            let msg = format!(
-                "no connect frame within {:?}",
-                node.config.handshake_timeout
-            );
+            let msg = format!("no connect frame within {:?}", node.config.handshake_timeout);
             outbound.send(encode_error(None, Code::HandshakeTimeout, &msg, None));
             return End::Close(Code::HandshakeTimeout, msg);
         }
@@ -128,6 +134,10 @@ async fn serve<R: FrameReader>(
         }
         Ok(Ok(accepted)) => accepted,
     };
+    if let Some(refused) = user_cap(&node, &identity.user_id).await {
+        outbound.send(encode_error(None, Code::TooManyConnections, &refused, None));
+        return End::Close(Code::TooManyConnections, refused);
+    }
     let device_id: Arc<str> = device.unwrap_or_else(|| socket_id.to_string()).into();
     let span = tracing::Span::current();
     span.record("user_id", identity.user_id.as_str());
@@ -155,14 +165,24 @@ async fn serve<R: FrameReader>(
             interval_ms: cfg.ping_interval.as_millis() as u64,
             timeout_ms: cfg.pong_timeout.as_millis() as u64,
         },
-        limits: LimitsInfo {
-            max_frame_bytes: cfg.max_frame_bytes,
-        },
+        limits: LimitsInfo { max_frame_bytes: cfg.max_frame_bytes },
     }));
     tracing::info!("connected");
     let end = live(&ctx, &mut reader).await;
     registration.reason = end.reason();
     end
+}
+
+/// The per-user connection cap, counted cluster-wide (locally when shared state is down).
+/// A soft limit: two connects racing on two instances may both pass.
+async fn user_cap(node: &Node, user: &str) -> Option<String> {
+    let max = node.config.max_connections_per_user;
+    let query = crate::cluster::bounded(node.presence.query(&[user.to_owned()])).await;
+    let open = match query {
+        Ok(p) => p.first().map_or(0, |p| p.sockets),
+        Err(_) => node.hub.count_user(user),
+    };
+    (open >= max).then(|| format!("at most {max} connections per user"))
 }
 
 /// Keeps the session registered — in the hub, and in shared state — for exactly as long as
@@ -196,11 +216,7 @@ impl Registration {
             connected_at_ms: record.connected_at_ms as i64,
         }));
         ctx.node.hub.insert(ctx.socket_id.clone(), entry);
-        Self {
-            node: ctx.node.clone(),
-            record,
-            reason: Code::ServerError.as_str(),
-        }
+        Self { node: ctx.node.clone(), record, reason: Code::ServerError.as_str() }
     }
 }
 
@@ -222,9 +238,7 @@ impl Drop for Registration {
             }
             crate::cluster::unregister(&node, &record).await;
         };
-        self.node
-            .sessions
-            .spawn(teardown.instrument(tracing::Span::current()));
+        self.node.sessions.spawn(teardown.instrument(tracing::Span::current()));
     }
 }
 
@@ -355,6 +369,11 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     ctx.outbound.send(encode_error(None, Code::PayloadTooLarge, &msg, None));
                     return End::Close(Code::PayloadTooLarge, msg);
                 }
+                Err(e @ ReadError::InvalidUtf8) => {
+                    let msg = e.to_string();
+                    ctx.outbound.send(encode_error(None, Code::BadFrame, &msg, None));
+                    return End::Close(Code::ProtocolError, msg);
+                }
                 Err(e @ ReadError::NotText) => {
                     ctx.outbound.send(encode_error(None, Code::BadFrame, &e.to_string(), None));
                 }
@@ -429,8 +448,11 @@ async fn finish(
     let mut grace = CLOSE_GRACE;
     match &end {
         End::Close(code, message) => {
-            let retry_after = (*code == Code::ServerShutdown).then(|| {
+            if *code == Code::ServerShutdown {
                 grace = node.config.shutdown_grace;
+            }
+            // Spread the reconnects of everyone told to back off at once.
+            let retry_after = matches!(code, Code::ServerShutdown | Code::ServerBusy).then(|| {
                 let spread = node.config.shutdown_reconnect_spread.as_millis() as u64;
                 rand::rng().random_range(0..=spread)
             });
@@ -480,14 +502,8 @@ mod tests {
     }
 
     fn token(node: &Node) -> String {
-        crate::auth::mint_dev_token(
-            &node.config.jwt,
-            "u1",
-            Duration::from_secs(3600),
-            None,
-            vec![],
-        )
-        .expect("token")
+        crate::auth::mint_dev_token(&node.config.jwt, "u1", Duration::from_secs(3600), None, vec![])
+            .expect("token")
     }
 
     async fn next(client: &mut ChannelClient) -> Value {
@@ -498,10 +514,7 @@ mod tests {
     }
 
     fn send(client: &ChannelClient, v: Value) {
-        client
-            .tx
-            .send(Ok(Bytes::from(v.to_string())))
-            .expect("session alive");
+        client.tx.send(Ok(Bytes::from(v.to_string()))).expect("session alive");
     }
 
     async fn connected(node: &Arc<Node>) -> (ChannelClient, tokio::task::JoinHandle<()>) {
@@ -525,10 +538,7 @@ mod tests {
             (Some("disconnect"), Some("ping_timeout"))
         );
         assert_eq!(t0.elapsed(), Duration::from_secs(45));
-        assert_eq!(
-            client.rx.recv().await,
-            Some(Written::Closed(3001, "ping_timeout".into()))
-        );
+        assert_eq!(client.rx.recv().await, Some(Written::Closed(3001, "ping_timeout".into())));
         task.await.expect("session ends");
         assert!(node.hub.is_empty());
     }
@@ -538,74 +548,44 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn slow_handler_does_not_block_heartbeat_and_order_is_kept() {
         let router = Router::new()
-            .on(
-                "sys:echo",
-                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                    Ok::<_, EventError>(d)
-                },
-            )
-            .on(
-                "test:slow",
-                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                    tokio::time::sleep(Duration::from_secs(120)).await;
-                    Ok::<_, EventError>("slow done")
-                },
-            );
+            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                Ok::<_, EventError>(d)
+            })
+            .on("test:slow", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Ok::<_, EventError>("slow done")
+            });
         let node = node(router).await;
         let (mut client, _task) = connected(&node).await;
-        send(
-            &client,
-            json!({"type": "event", "event": "test:slow", "id": 1}),
-        );
-        send(
-            &client,
-            json!({"type": "event", "event": "sys:echo", "id": 2, "data": "after"}),
-        );
+        send(&client, json!({"type": "event", "event": "test:slow", "id": 1}));
+        send(&client, json!({"type": "event", "event": "sys:echo", "id": 2, "data": "after"}));
         // Four heartbeats pass while the slow handler runs; answering them keeps the session.
         for _ in 0..4 {
             assert_eq!(next(&mut client).await["type"], "ping");
             send(&client, json!({"type": "pong"}));
         }
         let first = next(&mut client).await;
-        assert_eq!(
-            (first["id"].as_u64(), first["data"].as_str()),
-            (Some(1), Some("slow done"))
-        );
+        assert_eq!((first["id"].as_u64(), first["data"].as_str()), (Some(1), Some("slow done")));
         let second = next(&mut client).await;
-        assert_eq!(
-            (second["id"].as_u64(), second["data"].as_str()),
-            (Some(2), Some("after"))
-        );
+        assert_eq!((second["id"].as_u64(), second["data"].as_str()), (Some(2), Some("after")));
     }
 
     #[tokio::test(start_paused = true)]
     async fn too_many_pending_events_are_refused_with_overloaded() {
         let router = Router::new()
-            .on(
-                "sys:echo",
-                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                    Ok::<_, EventError>(d)
-                },
-            )
-            .on(
-                "test:block",
-                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                    std::future::pending::<()>().await;
-                    Ok::<_, EventError>(())
-                },
-            );
+            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                Ok::<_, EventError>(d)
+            })
+            .on("test:block", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                std::future::pending::<()>().await;
+                Ok::<_, EventError>(())
+            });
         let node = node(router).await;
         let max = node.config.max_pending_events as u64;
         let (mut client, _task) = connected(&node).await;
-        send(
-            &client,
-            json!({"type": "event", "event": "test:block", "id": 0}),
-        );
+        send(&client, json!({"type": "event", "event": "test:block", "id": 0}));
         for id in 1..=max + 1 {
-            send(
-                &client,
-                json!({"type": "event", "event": "sys:echo", "id": id}),
-            );
+            send(&client, json!({"type": "event", "event": "sys:echo", "id": id}));
         }
         let refused = next(&mut client).await;
         assert_eq!(
@@ -617,32 +597,20 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn panicking_handler_fails_its_event_and_the_session_stays() {
         let router = Router::new()
-            .on(
-                "test:panic",
-                |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                    if true {
-                        panic!("handler bug");
-                    }
-                    Ok::<_, EventError>(())
-                },
-            )
-            .on(
-                "sys:echo",
-                |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                    Ok::<_, EventError>(d)
-                },
-            );
+            .on("test:panic", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
+                if true {
+                    panic!("handler bug");
+                }
+                Ok::<_, EventError>(())
+            })
+            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
+                Ok::<_, EventError>(d)
+            });
         let node = node(router).await;
         let (mut client, _task) = connected(&node).await;
-        send(
-            &client,
-            json!({"type": "event", "event": "test:panic", "id": 1}),
-        );
+        send(&client, json!({"type": "event", "event": "test:panic", "id": 1}));
         assert_eq!(next(&mut client).await["code"], "internal_error");
-        send(
-            &client,
-            json!({"type": "event", "event": "sys:echo", "id": 2, "data": "alive"}),
-        );
+        send(&client, json!({"type": "event", "event": "sys:echo", "id": 2, "data": "alive"}));
         assert_eq!(next(&mut client).await["data"], "alive");
     }
 
@@ -651,17 +619,12 @@ mod tests {
         let router = Router::new().on(
             "test:fail",
             |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                Err::<(), _>(EventError::Internal(anyhow::anyhow!(
-                    "db password is hunter2"
-                )))
+                Err::<(), _>(EventError::Internal(anyhow::anyhow!("db password is hunter2")))
             },
         );
         let node = node(router).await;
         let (mut client, _task) = connected(&node).await;
-        send(
-            &client,
-            json!({"type": "event", "event": "test:fail", "id": 9}),
-        );
+        send(&client, json!({"type": "event", "event": "test:fail", "id": 9}));
         let e = next(&mut client).await;
         assert_eq!(
             (e["code"].as_str(), e["message"].as_str()),

@@ -185,14 +185,8 @@ mod tests {
         out.close(3000, "bye");
         task.await.unwrap();
         use channel::Written::*;
-        assert_eq!(
-            client.rx.recv().await,
-            Some(Frame(Bytes::from_static(b"a")))
-        );
-        assert_eq!(
-            client.rx.recv().await,
-            Some(Volatile(Bytes::from_static(b"b")))
-        );
+        assert_eq!(client.rx.recv().await, Some(Frame(Bytes::from_static(b"a"))));
+        assert_eq!(client.rx.recv().await, Some(Volatile(Bytes::from_static(b"b"))));
         assert_eq!(client.rx.recv().await, Some(Closed(3000, "bye".into())));
     }
 

@@ -60,7 +60,9 @@ pub struct PresenceRow {
 }
 
 /// What a history query asks for: rows of `user_id` with time in `[from_ms, to_ms)`, newest
-/// first, at most `limit`, and only rows with `id < before_id` when paging on.
+/// first (by time, then id), at most `limit`; when paging on, only rows that sort after the
+/// row `before_id` (keyset pagination on `(time, id)`: no row repeats or is skipped when new
+/// rows arrive, even rows that land late with an older time).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryQuery {
     pub user_id: String,

@@ -65,9 +65,7 @@ fn connection_row(r: &PgRow) -> Result<ConnectionRow, sqlx::Error> {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/postgres")
-            .run(&self.pool)
-            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&self.pool).await?;
         Ok(())
     }
 
@@ -162,8 +160,8 @@ impl Store for PgStore {
         let sql = format!(
             "SELECT {CONNECTION_COLUMNS} FROM socket_connections \
              WHERE user_id = $1 AND connected_at >= to_timestamp($2 / 1000.0) AND connected_at < to_timestamp($3 / 1000.0) \
-               AND ($4::bigint IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5"
+               AND ($4::bigint IS NULL OR (connected_at, id) < (SELECT connected_at, id FROM socket_connections WHERE id = $4)) \
+             ORDER BY connected_at DESC, id DESC LIMIT $5"
         );
         let rows = sqlx::query(&sql)
             .bind(&q.user_id)
@@ -181,8 +179,8 @@ impl Store for PgStore {
             "SELECT id, user_id, device_id, status, (extract(epoch FROM at) * 1000)::bigint AS at \
              FROM presence_logs \
              WHERE user_id = $1 AND at >= to_timestamp($2 / 1000.0) AND at < to_timestamp($3 / 1000.0) \
-               AND ($4::bigint IS NULL OR id < $4) \
-             ORDER BY id DESC LIMIT $5",
+               AND ($4::bigint IS NULL OR (at, id) < (SELECT at, id FROM presence_logs WHERE id = $4)) \
+             ORDER BY at DESC, id DESC LIMIT $5",
         )
         .bind(&q.user_id)
         .bind(q.from_ms.clamp(MIN_MS, MAX_MS))

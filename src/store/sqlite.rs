@@ -30,6 +30,9 @@ impl SqliteStore {
 
     /// Opens (creating if missing) the database file at `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
@@ -39,10 +42,7 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self { pool })
     }
 }
@@ -68,9 +68,7 @@ fn connection_row(r: &SqliteRow) -> Result<ConnectionRow, sqlx::Error> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
-            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&self.pool).await?;
         Ok(())
     }
 
@@ -155,8 +153,9 @@ impl Store for SqliteStore {
     async fn connections(&self, q: &HistoryQuery) -> Result<Vec<ConnectionRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT * FROM socket_connections \
-             WHERE user_id = ? AND connected_at >= ? AND connected_at < ? AND (? IS NULL OR id < ?) \
-             ORDER BY id DESC LIMIT ?",
+             WHERE user_id = ? AND connected_at >= ? AND connected_at < ? \
+               AND (? IS NULL OR (connected_at, id) < (SELECT connected_at, id FROM socket_connections WHERE id = ?)) \
+             ORDER BY connected_at DESC, id DESC LIMIT ?",
         )
         .bind(&q.user_id)
         .bind(q.from_ms)
@@ -172,8 +171,9 @@ impl Store for SqliteStore {
     async fn presence_history(&self, q: &HistoryQuery) -> Result<Vec<PresenceRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT id, user_id, device_id, status, at FROM presence_logs \
-             WHERE user_id = ? AND at >= ? AND at < ? AND (? IS NULL OR id < ?) \
-             ORDER BY id DESC LIMIT ?",
+             WHERE user_id = ? AND at >= ? AND at < ? \
+               AND (? IS NULL OR (at, id) < (SELECT at, id FROM presence_logs WHERE id = ?)) \
+             ORDER BY at DESC, id DESC LIMIT ?",
         )
         .bind(&q.user_id)
         .bind(q.from_ms)

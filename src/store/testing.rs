@@ -27,11 +27,7 @@ fn err() -> StoreError {
 #[async_trait::async_trait]
 impl Store for Fake {
     async fn migrate(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(err())
-        } else {
-            Ok(())
-        }
+        if self.down.load(Ordering::SeqCst) { Err(err()) } else { Ok(()) }
     }
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())

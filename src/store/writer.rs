@@ -96,11 +96,8 @@ impl Writer {
             over
         };
         if dropped > 0 {
-            let total = self
-                .inner
-                .dropped
-                .fetch_add(dropped as u64, Ordering::Relaxed)
-                + dropped as u64;
+            let total =
+                self.inner.dropped.fetch_add(dropped as u64, Ordering::Relaxed) + dropped as u64;
             // One warning per thousand drops keeps a long outage from flooding the log.
             if total == dropped as u64 || total % 1000 < dropped as u64 {
                 tracing::warn!(
@@ -222,9 +219,7 @@ async fn write(
         store.close_connections(&closed).await?;
     }
     for (instance, at_ms) in lost {
-        let n = store
-            .close_instance(&instance, at_ms, "instance_lost")
-            .await?;
+        let n = store.close_instance(&instance, at_ms, "instance_lost").await?;
         tracing::info!(instance = %instance, rows = n, "closed the connection rows of a lost instance");
     }
     Ok(())
@@ -249,11 +244,7 @@ mod tests {
     }
 
     fn cfg(capacity: usize) -> WriterConfig {
-        WriterConfig {
-            batch_size: 10,
-            flush_interval: Duration::from_millis(20),
-            capacity,
-        }
+        WriterConfig { batch_size: 10, flush_interval: Duration::from_millis(20), capacity }
     }
 
     async fn settle(w: &Writer) {
@@ -285,10 +276,7 @@ mod tests {
             *store.closed.lock().unwrap(),
             vec![("s3".to_owned(), "ping_timeout".to_owned())]
         );
-        assert!(
-            store.calls.load(Ordering::SeqCst) <= 3,
-            "25 records in batches of 10"
-        );
+        assert!(store.calls.load(Ordering::SeqCst) <= 3, "25 records in batches of 10");
     }
 
     #[tokio::test(start_paused = true)]

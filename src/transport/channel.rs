@@ -30,10 +30,7 @@ pub struct ChannelTransport {
 pub fn pair() -> (ChannelTransport, ChannelClient) {
     let (ctx, srx) = mpsc::unbounded_channel();
     let (stx, crx) = mpsc::unbounded_channel();
-    (
-        ChannelTransport { rx: srx, tx: stx },
-        ChannelClient { tx: ctx, rx: crx },
-    )
+    (ChannelTransport { rx: srx, tx: stx }, ChannelClient { tx: ctx, rx: crx })
 }
 
 impl Transport for ChannelTransport {
@@ -63,9 +60,7 @@ pub struct ChannelWriter(mpsc::UnboundedSender<Written>);
 
 impl ChannelWriter {
     fn put(&self, w: Written) -> Result<(), WriteError> {
-        self.0
-            .send(w)
-            .map_err(|_| WriteError("test client dropped".into()))
+        self.0.send(w).map_err(|_| WriteError("test client dropped".into()))
     }
 }
 

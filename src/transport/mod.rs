@@ -58,6 +58,9 @@ pub enum ReadError {
     /// A frame that is not text (a WebSocket binary message). The session may continue.
     #[error("binary frames are not accepted; send text")]
     NotText,
+    /// A WebSocket text message that is not valid UTF-8. The connection cannot continue.
+    #[error("a text message was not valid UTF-8")]
+    InvalidUtf8,
     /// The stream ended in the middle of a frame.
     #[error("stream ended inside a frame")]
     Truncated,

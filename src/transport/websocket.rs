@@ -23,11 +23,7 @@ pub struct WsTransport {
 impl WsTransport {
     /// `socket` must come from an upgrade configured with `max_message_size(max_frame)`.
     pub fn new(socket: WebSocket, peer: PeerInfo, max_frame: usize) -> Self {
-        Self {
-            socket,
-            peer,
-            max_frame,
-        }
+        Self { socket, peer, max_frame }
     }
 }
 
@@ -37,14 +33,7 @@ impl Transport for WsTransport {
 
     fn split(self) -> (PeerInfo, WsReader, WsWriter) {
         let (sink, stream) = self.socket.split();
-        (
-            self.peer,
-            WsReader {
-                stream,
-                max_frame: self.max_frame,
-            },
-            WsWriter { sink },
-        )
+        (self.peer, WsReader { stream, max_frame: self.max_frame }, WsWriter { sink })
     }
 }
 
@@ -77,7 +66,9 @@ fn classify(err: axum::Error, max: usize) -> ReadError {
         Some(Error::Capacity(CapacityError::MessageTooLong { size, .. })) => {
             ReadError::TooLarge { len: *size, max }
         }
-        Some(Error::Utf8(_)) => ReadError::Failed("invalid UTF-8 in a text message".into()),
+        // tungstenite does not continue a connection after a text message fails UTF-8
+        // validation, so this ends the session (with its own code) rather than one frame.
+        Some(Error::Utf8(_)) => ReadError::InvalidUtf8,
         _ => ReadError::Failed(inner.to_string()),
     }
 }
@@ -95,10 +86,7 @@ fn text(frame: Bytes) -> Result<Message, WriteError> {
 
 impl FrameWriter for WsWriter {
     async fn write_frame(&mut self, frame: Bytes) -> Result<(), WriteError> {
-        self.sink
-            .feed(text(frame)?)
-            .await
-            .map_err(|e| WriteError(e.to_string()))
+        self.sink.feed(text(frame)?).await.map_err(|e| WriteError(e.to_string()))
     }
 
     async fn write_volatile(&mut self, frame: Bytes) -> Result<(), WriteError> {
@@ -106,17 +94,11 @@ impl FrameWriter for WsWriter {
     }
 
     async fn flush(&mut self) -> Result<(), WriteError> {
-        self.sink
-            .flush()
-            .await
-            .map_err(|e| WriteError(e.to_string()))
+        self.sink.flush().await.map_err(|e| WriteError(e.to_string()))
     }
 
     async fn close(mut self, code: u16, reason: &str) {
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
+        let frame = CloseFrame { code, reason: reason.into() };
         // Errors here mean the peer is already gone, which is what closing wants anyway.
         let _ = self.sink.send(Message::Close(Some(frame))).await;
         let _ = self.sink.close().await;

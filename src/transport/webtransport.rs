@@ -29,13 +29,7 @@ impl WtTransport {
         peer: PeerInfo,
         max_frame: usize,
     ) -> Self {
-        Self {
-            conn,
-            send,
-            recv,
-            peer,
-            max_frame,
-        }
+        Self { conn, send, recv, peer, max_frame }
     }
 }
 
@@ -51,14 +45,7 @@ impl Transport for WtTransport {
             max_frame: self.max_frame,
             eof: false,
         };
-        (
-            self.peer,
-            reader,
-            WtWriter {
-                conn: self.conn,
-                send: self.send,
-            },
-        )
+        (self.peer, reader, WtWriter { conn: self.conn, send: self.send })
     }
 }
 
@@ -96,11 +83,7 @@ impl FrameReader for WtReader {
                 return Ok(Some(frame));
             }
             if self.eof {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ReadError::Truncated)
-                };
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
             }
             // Read no further than the current frame needs so `buf` stays within its bound.
             let want = match self.buf.len() {
@@ -138,14 +121,8 @@ pub struct WtWriter {
 impl FrameWriter for WtWriter {
     async fn write_frame(&mut self, frame: Bytes) -> Result<(), WriteError> {
         let len = u32::try_from(frame.len()).map_err(|_| WriteError("frame over 4 GiB".into()))?;
-        self.send
-            .write_all(&len.to_be_bytes())
-            .await
-            .map_err(|e| WriteError(e.to_string()))?;
-        self.send
-            .write_all(&frame)
-            .await
-            .map_err(|e| WriteError(e.to_string()))
+        self.send.write_all(&len.to_be_bytes()).await.map_err(|e| WriteError(e.to_string()))?;
+        self.send.write_all(&frame).await.map_err(|e| WriteError(e.to_string()))
     }
 
     async fn write_volatile(&mut self, frame: Bytes) -> Result<(), WriteError> {
@@ -169,8 +146,7 @@ impl FrameWriter for WtWriter {
         // `finish` resolves once the peer acknowledged everything on the stream, so the
         // `disconnect` frame written before this reaches the client ahead of the close.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.send.finish()).await;
-        self.conn
-            .close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
+        self.conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
     }
 }
 
@@ -181,10 +157,7 @@ mod tests {
     #[test]
     fn oversized_length_is_refused_from_the_prefix_alone() {
         let mut buf = BytesMut::from(&u32::MAX.to_be_bytes()[..]);
-        assert!(matches!(
-            take_frame(&mut buf, 1024),
-            Err(ReadError::TooLarge { .. })
-        ));
+        assert!(matches!(take_frame(&mut buf, 1024), Err(ReadError::TooLarge { .. })));
         assert!(buf.capacity() < 1024);
     }
 
@@ -194,15 +167,9 @@ mod tests {
         buf.extend_from_slice(&3u32.to_be_bytes());
         buf.extend_from_slice(b"abc");
         buf.extend_from_slice(&1u32.to_be_bytes());
-        assert_eq!(
-            take_frame(&mut buf, 10).unwrap().as_deref(),
-            Some(&b"abc"[..])
-        );
+        assert_eq!(take_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"abc"[..]));
         assert_eq!(take_frame(&mut buf, 10).unwrap(), None);
         buf.extend_from_slice(b"z");
-        assert_eq!(
-            take_frame(&mut buf, 10).unwrap().as_deref(),
-            Some(&b"z"[..])
-        );
+        assert_eq!(take_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"z"[..]));
     }
 }

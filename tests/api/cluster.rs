@@ -58,10 +58,7 @@ impl Cluster {
 /// The next frame that is an event named `name` (skipping pings and anything else).
 pub async fn next_event(c: &mut Client, name: &str) -> Value {
     loop {
-        let f = c
-            .recv()
-            .await
-            .unwrap_or_else(|| panic!("closed while waiting for {name}"));
+        let f = c.recv().await.unwrap_or_else(|| panic!("closed while waiting for {name}"));
         if f["type"] == "event" && f["event"] == name {
             return f["data"].clone();
         }
@@ -76,10 +73,7 @@ pub async fn no_event(c: &mut Client, name: &str, wait: Duration) {
             return;
         };
         let f = f.expect("connection closed");
-        assert!(
-            !(f["type"] == "event" && f["event"] == name),
-            "unexpected {name}: {f}"
-        );
+        assert!(!(f["type"] == "event" && f["event"] == name), "unexpected {name}: {f}");
     }
 }
 
@@ -90,30 +84,17 @@ pub async fn no_event(c: &mut Client, name: &str, wait: Duration) {
 async fn presence_is_cluster_wide_and_multi_device(#[case] backend: Backend) {
     let cluster = Cluster::start(backend, "presence", |_| {}).await;
     let (mut bob, _) = cluster.at(1).connect(Kind::Wt, "bob").await;
-    let ack = bob
-        .request(1, "presence:subscribe", json!({"userIds": ["alice"]}))
-        .await;
-    assert_eq!(
-        ack["data"]["users"][0],
-        json!({"userId": "alice", "online": false, "devices": 0})
-    );
+    let ack = bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+    assert_eq!(ack["data"]["users"][0], json!({"userId": "alice", "online": false, "devices": 0}));
 
     let (mut phone, _) = cluster.at(0).connect(Kind::Ws, "alice").await;
     let up = next_event(&mut bob, "presence:update").await;
-    assert_eq!(
-        (up["userId"].as_str(), up["status"].as_str()),
-        (Some("alice"), Some("online"))
-    );
+    assert_eq!((up["userId"].as_str(), up["status"].as_str()), (Some("alice"), Some("online")));
 
     // A second device on the other instance: still one user online, two devices, no update.
     let (mut laptop, _) = cluster.at(1).connect(Kind::Wt, "alice").await;
-    let q = bob
-        .request(2, "presence:query", json!({"userIds": ["alice"]}))
-        .await;
-    assert_eq!(
-        q["data"]["users"][0],
-        json!({"userId": "alice", "online": true, "devices": 2})
-    );
+    let q = bob.request(2, "presence:query", json!({"userIds": ["alice"]})).await;
+    assert_eq!(q["data"]["users"][0], json!({"userId": "alice", "online": true, "devices": 2}));
 
     phone.send(&json!({"type": "disconnect"})).await;
     no_event(&mut bob, "presence:update", Duration::from_millis(300)).await;
@@ -123,8 +104,7 @@ async fn presence_is_cluster_wide_and_multi_device(#[case] backend: Backend) {
     no_event(&mut bob, "presence:update", Duration::from_millis(300)).await;
 
     // Unsubscribed: no more updates.
-    bob.request(3, "presence:unsubscribe", json!({"userIds": ["alice"]}))
-        .await;
+    bob.request(3, "presence:unsubscribe", json!({"userIds": ["alice"]})).await;
     let _again = cluster.at(0).connect(Kind::Ws, "alice").await;
     no_event(&mut bob, "presence:update", Duration::from_millis(300)).await;
     cleanup(&cluster.prefix).await;
@@ -135,22 +115,14 @@ async fn presence_is_cluster_wide_and_multi_device(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[tokio::test]
 async fn presence_subscriptions_are_bounded_per_socket(#[case] backend: Backend) {
-    let cluster = Cluster::start(backend, "presence-bound", |c| {
-        c.max_presence_subscriptions = 3
-    })
-    .await;
+    let cluster =
+        Cluster::start(backend, "presence-bound", |c| c.max_presence_subscriptions = 3).await;
     let (mut c, _) = cluster.at(0).connect(Kind::Ws, "watcher").await;
-    let ok = c
-        .request(1, "presence:subscribe", json!({"userIds": ["a", "b", "c"]}))
-        .await;
+    let ok = c.request(1, "presence:subscribe", json!({"userIds": ["a", "b", "c"]})).await;
     assert_eq!(ok["type"], "ack");
-    let refused = c
-        .request(2, "presence:subscribe", json!({"userIds": ["d"]}))
-        .await;
+    let refused = c.request(2, "presence:subscribe", json!({"userIds": ["d"]})).await;
     assert_eq!(refused["code"], "limit_exceeded");
-    let invalid = c
-        .request(3, "presence:subscribe", json!({"userIds": []}))
-        .await;
+    let invalid = c.request(3, "presence:subscribe", json!({"userIds": []})).await;
     assert_eq!(invalid["code"], "validation_failed");
     assert_eq!(invalid["details"]["errors"][0]["path"], "userIds");
     cleanup(&cluster.prefix).await;
@@ -163,16 +135,9 @@ async fn presence_subscriptions_are_bounded_per_socket(#[case] backend: Backend)
 async fn room_fanout_reaches_members_on_every_instance(#[case] backend: Backend) {
     let cluster = Cluster::start(backend, "rooms", |_| {}).await;
     let mut members = Vec::new();
-    for (i, kind) in [Kind::Ws, Kind::Wt, Kind::Ws, Kind::Wt]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, kind) in [Kind::Ws, Kind::Wt, Kind::Ws, Kind::Wt].into_iter().enumerate() {
         let (mut c, _) = cluster.at(i).connect(kind, &format!("m{i}")).await;
-        assert_eq!(
-            c.request(1, "sys:room-join", json!({"room": "lobby"}))
-                .await["type"],
-            "ack"
-        );
+        assert_eq!(c.request(1, "sys:room-join", json!({"room": "lobby"})).await["type"], "ack");
         members.push(c);
     }
     let (mut outsider, _) = cluster.at(0).connect(Kind::Ws, "outsider").await;
@@ -186,15 +151,9 @@ async fn room_fanout_reaches_members_on_every_instance(#[case] backend: Backend)
     no_event(&mut outsider, "chat", Duration::from_millis(200)).await;
 
     // After leaving, a member on the other instance gets nothing.
-    members[1]
-        .request(3, "sys:room-leave", json!({"room": "lobby"}))
-        .await;
+    members[1].request(3, "sys:room-leave", json!({"room": "lobby"})).await;
     members[0]
-        .request(
-            4,
-            "sys:room-publish",
-            json!({"room": "lobby", "event": "chat", "data": 2}),
-        )
+        .request(4, "sys:room-publish", json!({"room": "lobby", "event": "chat", "data": 2}))
         .await;
     assert_eq!(next_event(&mut members[2], "chat").await, json!(2));
     no_event(&mut members[1], "chat", Duration::from_millis(200)).await;
@@ -250,23 +209,14 @@ async fn per_user_message_budget_is_shared_across_sockets_and_instances(#[case] 
     let e = &refused[0];
     assert_eq!(e["code"], "rate_limit_exceeded");
     assert_eq!(
-        (
-            e["details"]["limit"].as_u64(),
-            e["details"]["windowMs"].as_u64()
-        ),
+        (e["details"]["limit"].as_u64(), e["details"]["windowMs"].as_u64()),
         (Some(5), Some(60_000))
     );
     let now = rtgate::state::now_ms();
     let reset = e["details"]["resetAt"].as_u64().unwrap();
-    assert!(
-        reset > now && reset <= now + 12_000 + 1000,
-        "resetAt {reset} vs now {now}"
-    );
+    assert!(reset > now && reset <= now + 12_000 + 1000, "resetAt {reset} vs now {now}");
     // The connection stays, and other events are not messages.
-    assert_eq!(
-        a.request(99, "sys:volatile-echo", json!(null)).await["type"],
-        "ack"
-    );
+    assert_eq!(a.request(99, "sys:volatile-echo", json!(null)).await["type"], "ack");
     // Another user has their own budget.
     let (mut f, _) = cluster.at(0).connect(Kind::Ws, "frank").await;
     assert_eq!(f.request(1, "sys:echo", json!(1)).await["type"], "ack");
@@ -293,15 +243,8 @@ async fn per_socket_limit_refuses_then_flooding_disconnects(#[case] kind: Kind) 
     assert_eq!(refused["details"]["limit"], 10);
     // 3 × 10 refusals within the flood window end the session with its own code.
     for id in 11..45u64 {
-        c.send(&json!({"type": "event", "event": "sys:echo", "id": id}))
-            .await;
+        c.send(&json!({"type": "event", "event": "sys:echo", "id": id})).await;
     }
     let frames = expect_closed(&mut c, "rate_limit_flood", 3006, false).await;
-    assert!(
-        frames
-            .iter()
-            .filter(|f| f["code"] == "rate_limit_exceeded")
-            .count()
-            >= 29
-    );
+    assert!(frames.iter().filter(|f| f["code"] == "rate_limit_exceeded").count() >= 29);
 }

@@ -26,9 +26,7 @@ pub fn pg_url() -> String {
 }
 
 async fn admin(sql: &str) {
-    let pool = sqlx::PgPool::connect(&pg_url())
-        .await
-        .expect("PostgreSQL at DATABASE_TEST_URL");
+    let pool = sqlx::PgPool::connect(&pg_url()).await.expect("PostgreSQL at DATABASE_TEST_URL");
     sqlx::query(sql).execute(&pool).await.unwrap();
     pool.close().await;
 }

@@ -36,10 +36,7 @@ fn readme_documents_every_serve_flag_and_its_env_var() {
             .unwrap_or_else(|| panic!("README has no row for --{long}"));
         if let Some(env) = arg.get_env() {
             let env = env.to_string_lossy();
-            assert!(
-                row.contains(&format!("`{env}`")),
-                "README row for --{long} lacks {env}"
-            );
+            assert!(row.contains(&format!("`{env}`")), "README row for --{long} lacks {env}");
         }
     }
 }

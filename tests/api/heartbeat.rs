@@ -35,10 +35,7 @@ async fn client_that_answers_pings_stays_connected(#[case] kind: Kind) {
         c.send(&json!({"type": "pong"})).await;
     }
     assert!(pings >= 3, "{pings} pings");
-    assert_eq!(
-        c.request(1, "sys:echo", json!("alive")).await["data"],
-        "alive"
-    );
+    assert_eq!(c.request(1, "sys:echo", json!("alive")).await["data"], "alive");
 }
 
 #[rstest]
@@ -80,8 +77,7 @@ async fn vanished_peer_is_detected_by_the_heartbeat(#[case] kind: Kind) {
         Kind::Wt => (server.http, relay.addr),
     };
     let mut c = Client::open(kind, http, wt, server.cert).await;
-    c.send(&json!({"type": "connect", "token": server.token("ghost")}))
-        .await;
+    c.send(&json!({"type": "connect", "token": server.token("ghost")})).await;
     assert_eq!(c.recv().await.unwrap()["type"], "connected");
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(ready["sessions"].as_object().map(|m| m.len()), Some(1));

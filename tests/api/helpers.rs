@@ -56,11 +56,11 @@ pub fn test_config() -> Config {
     c.jwt.secret = SECRET.into();
     c.shutdown_grace = Duration::from_secs(3);
     c.shutdown_reconnect_spread = Duration::from_millis(500);
+    // Tests open many connections from 127.0.0.1; the per-IP limit has its own test.
+    c.connect_rate_per_ip = 100_000;
     // Each server gets its own embedded database file.
-    c.sqlite_path = std::env::temp_dir().join(format!(
-        "rtgate-test-{}.sqlite",
-        uuid::Uuid::new_v4().simple()
-    ));
+    c.sqlite_path =
+        std::env::temp_dir().join(format!("rtgate-test-{}.sqlite", uuid::Uuid::new_v4().simple()));
     c
 }
 
@@ -96,8 +96,7 @@ impl TestServer {
     /// Opens a connection and completes the handshake; returns the `connected` frame.
     pub async fn connect(&self, kind: Kind, user: &str) -> (Client, Value) {
         let mut c = self.open(kind).await;
-        c.send(&json!({"type": "connect", "v": 1, "token": self.token(user)}))
-            .await;
+        c.send(&json!({"type": "connect", "v": 1, "token": self.token(user)})).await;
         let connected = c.recv().await.expect("a frame after connect");
         assert_eq!(connected["type"], "connected", "{connected}");
         (c, connected)
@@ -140,6 +139,13 @@ pub struct WtClient {
     _endpoint: Endpoint<wtransport::endpoint::endpoint_side::Client>,
 }
 
+impl WtClient {
+    /// Finishes the client's send stream (EOF to the server).
+    pub async fn finish(&mut self) {
+        let _ = self.send.finish().await;
+    }
+}
+
 /// How the transport ended, as the client saw it.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Closed {
@@ -153,9 +159,8 @@ impl Client {
         match kind {
             Kind::Ws => {
                 let tcp: Box<dyn Io> = Box::new(TcpStream::connect(http).await.unwrap());
-                let (ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), tcp)
-                    .await
-                    .unwrap();
+                let (ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{http}/ws"), tcp).await.unwrap();
                 Client::Ws(Box::new(ws))
             }
             Kind::Wt => {
@@ -164,10 +169,7 @@ impl Client {
                     .with_server_certificate_hashes([Sha256Digest::new(cert)])
                     .build();
                 let endpoint = Endpoint::client(cfg).unwrap();
-                let conn = endpoint
-                    .connect(format!("https://{wt}{WT_PATH}"))
-                    .await
-                    .unwrap();
+                let conn = endpoint.connect(format!("https://{wt}{WT_PATH}")).await.unwrap();
                 let (send, recv) = conn.open_bi().await.unwrap().await.unwrap();
                 Client::Wt(Box::new(WtClient {
                     conn,
@@ -299,33 +301,23 @@ impl Client {
 
     /// WebTransport only: sends one frame as a datagram.
     pub fn send_datagram(&self, frame: &Value) {
-        let Client::Wt(wt) = self else {
-            panic!("datagrams are WebTransport only")
-        };
+        let Client::Wt(wt) = self else { panic!("datagrams are WebTransport only") };
         wt.conn.send_datagram(frame.to_string().as_bytes()).unwrap();
     }
 
     /// WebTransport only: the next datagram, as JSON.
     pub async fn recv_datagram(&self) -> Value {
-        let Client::Wt(wt) = self else {
-            panic!("datagrams are WebTransport only")
-        };
-        let d = tokio::time::timeout(RECV_TIMEOUT, wt.conn.receive_datagram())
-            .await
-            .unwrap()
-            .unwrap();
+        let Client::Wt(wt) = self else { panic!("datagrams are WebTransport only") };
+        let d =
+            tokio::time::timeout(RECV_TIMEOUT, wt.conn.receive_datagram()).await.unwrap().unwrap();
         serde_json::from_slice(&d.payload()).unwrap()
     }
 
     /// Sends `event` with an ack id and returns the `ack` or `error` carrying that id.
     pub async fn request(&mut self, id: u64, event: &str, data: Value) -> Value {
-        self.send(&json!({"type": "event", "event": event, "id": id, "data": data}))
-            .await;
+        self.send(&json!({"type": "event", "event": event, "id": id, "data": data})).await;
         loop {
-            let f = self
-                .recv()
-                .await
-                .expect("connection closed while waiting for ack");
+            let f = self.recv().await.expect("connection closed while waiting for ack");
             if f["id"] == id && (f["type"] == "ack" || f["type"] == "error") {
                 return f;
             }
@@ -343,9 +335,7 @@ pub async fn expect_closed(
 ) -> Vec<Value> {
     let (frames, closed) = c.until_closed().await;
     let frames: Vec<Value> = frames.into_iter().filter(|f| f["type"] != "ping").collect();
-    let disconnect = frames
-        .last()
-        .unwrap_or_else(|| panic!("no frames before close: {closed:?}"));
+    let disconnect = frames.last().unwrap_or_else(|| panic!("no frames before close: {closed:?}"));
     assert_eq!(disconnect["type"], "disconnect", "{frames:?}");
     assert_eq!(disconnect["reason"], reason, "{frames:?}");
     assert_eq!(disconnect["code"], code, "{frames:?}");
@@ -373,42 +363,28 @@ impl ServerProcess {
     pub async fn start(args: &[&str], env: &[(&str, String)]) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rtgate"));
-        cmd.args([
-            "serve",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--wt-addr",
-            "127.0.0.1:0",
-        ])
-        .args(args)
-        .env("RTGATE_JWT_SECRET", SECRET)
-        .env("RTGATE_LOG", "warn")
-        .stdout(std::process::Stdio::piped());
+        cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--wt-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RTGATE_JWT_SECRET", SECRET)
+            .env("RTGATE_LOG", "warn")
+            .stdout(std::process::Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let ready = tokio::task::spawn_blocking(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .find(|l| l.starts_with("READY "))
+            BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("READY "))
         })
         .await
         .unwrap()
         .expect("server printed READY");
         let field = |name: &str| -> String {
-            ready
-                .split(' ')
-                .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
-                .unwrap()
-                .to_owned()
+            ready.split(' ').find_map(|kv| kv.strip_prefix(&format!("{name}="))).unwrap().to_owned()
         };
         let hex = field("cert_sha256");
-        let cert: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap())
-            .collect();
+        let cert: Vec<u8> =
+            (0..32).map(|i| u8::from_str_radix(&hex[i * 2..i * 2 + 2], 16).unwrap()).collect();
         ServerProcess {
             child,
             http: field("http").parse().unwrap(),
@@ -442,9 +418,7 @@ impl Drop for ServerProcess {
 pub async fn http_get_auth(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();

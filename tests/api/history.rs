@@ -28,10 +28,7 @@ fn everything(user: &str) -> HistoryQuery {
 async fn closed_row(store: &dyn Store, user: &str) -> ConnectionRow {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let rows = store
-            .connections(&everything(user))
-            .await
-            .unwrap_or_default();
+        let rows = store.connections(&everything(user)).await.unwrap_or_default();
         if let Some(r) = rows.into_iter().find(|r| r.disconnect_reason.is_some()) {
             return r;
         }
@@ -41,19 +38,9 @@ async fn closed_row(store: &dyn Store, user: &str) -> ConnectionRow {
 }
 
 fn token(server: &TestServer, user: &str, admin: bool) -> String {
-    let roles = if admin {
-        vec!["admin".to_owned()]
-    } else {
-        vec![]
-    };
-    rtgate::auth::mint_dev_token(
-        &server.config.jwt,
-        user,
-        Duration::from_secs(600),
-        None,
-        roles,
-    )
-    .unwrap()
+    let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
+    rtgate::auth::mint_dev_token(&server.config.jwt, user, Duration::from_secs(600), None, roles)
+        .unwrap()
 }
 
 #[rstest]
@@ -97,9 +84,7 @@ async fn every_exit_path_closes_its_row_with_its_reason(#[case] db: Db) {
     });
     let (mut flooder, _) = server.connect(Kind::Ws, "flooder").await;
     for id in 0..20u64 {
-        flooder
-            .send(&json!({"type": "event", "event": "sys:echo", "id": id}))
-            .await;
+        flooder.send(&json!({"type": "event", "event": "sys:echo", "id": id})).await;
     }
     expect_closed(&mut flooder, "rate_limit_flood", 3006, false).await;
     expect_closed(&mut silent, "ping_timeout", 3001, false).await;
@@ -118,10 +103,7 @@ async fn every_exit_path_closes_its_row_with_its_reason(#[case] db: Db) {
     }
     let row = closed_row(store.as_ref(), "left").await;
     assert_eq!(
-        (
-            row.opened.transport.as_str(),
-            row.opened.ip_address.as_str()
-        ),
+        (row.opened.transport.as_str(), row.opened.ip_address.as_str()),
         ("websocket", "127.0.0.1")
     );
 
@@ -139,12 +121,7 @@ async fn every_exit_path_closes_its_row_with_its_reason(#[case] db: Db) {
 /// Waits for the open row of `user` to be written.
 async fn closed_or_open(store: &dyn Store, user: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
-    while store
-        .connections(&everything(user))
-        .await
-        .unwrap_or_default()
-        .is_empty()
-    {
+    while store.connections(&everything(user)).await.unwrap_or_default().is_empty() {
         assert!(Instant::now() < deadline, "no row for {user}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -164,9 +141,7 @@ async fn slow_consumer_row_is_closed_with_slow_consumer(#[case] db: Db) {
     })
     .await;
     let (mut victim, _) = server.connect(Kind::Ws, "victim").await;
-    victim
-        .request(1, "sys:room-join", json!({"room": "firehose"}))
-        .await;
+    victim.request(1, "sys:room-join", json!({"room": "firehose"})).await;
     let (mut publisher, _) = server.connect(Kind::Ws, "publisher").await;
     let blob = "x".repeat(60_000);
     // The victim reads nothing from here on; 300 × 60 KB overflows its queue and the socket.
@@ -243,19 +218,12 @@ async fn presence_history_has_one_row_per_cluster_transition(#[case] db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Newest first: offline (caused by the laptop, the last device), then online (the phone).
-    let statuses: Vec<&str> = items
-        .iter()
-        .map(|i| i["status"].as_str().unwrap())
-        .collect();
+    let statuses: Vec<&str> = items.iter().map(|i| i["status"].as_str().unwrap()).collect();
     assert_eq!(statuses, ["offline", "online"]);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (_, body) =
         http_get_auth(server.http, "/api/users/multi/presence-history", Some(&tok)).await;
-    assert_eq!(
-        body["items"].as_array().map(Vec::len),
-        Some(2),
-        "device flicker must not add rows"
-    );
+    assert_eq!(body["items"].as_array().map(Vec::len), Some(2), "device flicker must not add rows");
     tdb.cleanup().await;
 }
 
@@ -287,39 +255,21 @@ async fn history_api_authorization_and_paging(#[case] db: Db) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(http_get_auth(server.http, path, None).await.0, 401);
-    assert_eq!(
-        http_get_auth(server.http, path, Some("not-a-jwt")).await.0,
-        401
-    );
+    assert_eq!(http_get_auth(server.http, path, Some("not-a-jwt")).await.0, 401);
     let (status, body) =
         http_get_auth(server.http, path, Some(&token(&server, "mallory", false))).await;
     assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    assert_eq!(http_get_auth(server.http, path, Some(&token(&server, "root", true))).await.0, 200);
+    assert_eq!(http_get_auth(server.http, &format!("{path}?limit=0"), Some(&own)).await.0, 400);
     assert_eq!(
-        http_get_auth(server.http, path, Some(&token(&server, "root", true)))
-            .await
-            .0,
-        200
-    );
-    assert_eq!(
-        http_get_auth(server.http, &format!("{path}?limit=0"), Some(&own))
-            .await
-            .0,
-        400
-    );
-    assert_eq!(
-        http_get_auth(server.http, &format!("{path}?from=yesterday"), Some(&own))
-            .await
-            .0,
+        http_get_auth(server.http, &format!("{path}?from=yesterday"), Some(&own)).await.0,
         400
     );
 
     let mut seen = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..3 {
-        let q = cursor
-            .as_ref()
-            .map(|c| format!("&cursor={c}"))
-            .unwrap_or_default();
+        let q = cursor.as_ref().map(|c| format!("&cursor={c}")).unwrap_or_default();
         let (status, body) =
             http_get_auth(server.http, &format!("{path}?limit=2{q}"), Some(&own)).await;
         assert_eq!(status, 200);
@@ -335,12 +285,8 @@ async fn history_api_authorization_and_paging(#[case] db: Db) {
     assert_eq!(seen, sorted, "pages are newest first, disjoint");
     assert_eq!(seen.len(), 5);
     // A time range that excludes everything.
-    let (_, body) = http_get_auth(
-        server.http,
-        &format!("{path}?to=1970-01-02T00:00:00Z"),
-        Some(&own),
-    )
-    .await;
+    let (_, body) =
+        http_get_auth(server.http, &format!("{path}?to=1970-01-02T00:00:00Z"), Some(&own)).await;
     assert_eq!(body["items"].as_array().map(Vec::len), Some(0));
     tdb.cleanup().await;
 }
@@ -369,25 +315,13 @@ async fn retention_deletes_only_old_closed_rows(#[case] db: Db) {
     let (_open, _) = server.connect(Kind::Wt, "still-here").await;
     closed_row(store.as_ref(), "old").await;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !store
-        .connections(&everything("old"))
-        .await
-        .unwrap()
-        .is_empty()
-    {
+    while !store.connections(&everything("old")).await.unwrap().is_empty() {
         assert!(Instant::now() < deadline, "old rows were not deleted");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // The open connection's row survives however old it gets.
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        store
-            .connections(&everything("still-here"))
-            .await
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(store.connections(&everything("still-here")).await.unwrap().len(), 1);
     tdb.cleanup().await;
 }
 
@@ -406,22 +340,13 @@ async fn database_outage_buffers_rows_and_they_land_after() {
     .await;
     for i in 0..4 {
         let (mut c, _) = server.connect(Kind::Ws, &format!("buffered{i}")).await;
-        assert_eq!(
-            c.request(1, "sys:echo", json!("works")).await["data"],
-            "works"
-        );
+        assert_eq!(c.request(1, "sys:echo", json!("works")).await["data"], "works");
         c.send(&json!({"type": "disconnect"})).await;
         c.until_closed().await;
     }
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(ready["checks"]["database"]["status"], "down");
-    assert!(
-        ready["checks"]["database"]["writerQueued"]
-            .as_u64()
-            .unwrap()
-            >= 8,
-        "{ready}"
-    );
+    assert!(ready["checks"]["database"]["writerQueued"].as_u64().unwrap() >= 8, "{ready}");
     assert_eq!(ready["status"], "degraded");
 
     gate.open();
@@ -441,9 +366,7 @@ async fn database_outage_buffers_rows_and_they_land_after() {
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
-        server.get("/health/ready").await.1["checks"]["database"]["writerQueued"]
-            .as_u64()
-            .unwrap()
+        server.get("/health/ready").await.1["checks"]["database"]["writerQueued"].as_u64().unwrap()
             >= 4
     );
     gate.open();

@@ -21,19 +21,14 @@ async fn cert_hash_is_what_webtransport_serves() {
     assert_eq!(status, 200);
     assert_eq!(body["algorithm"], "sha-256");
     assert_eq!(body["selfSigned"], true);
-    let bytes: Vec<u8> = body["bytes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b.as_u64().unwrap() as u8)
-        .collect();
+    let bytes: Vec<u8> =
+        body["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
     let hash: [u8; 32] = bytes.try_into().unwrap();
     assert_eq!(hash, server.cert);
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     assert_eq!(body["hex"], hex);
     let mut c = Client::open(Kind::Wt, server.http, server.wt, hash).await;
-    c.send(&serde_json::json!({"type": "connect", "token": server.token("a")}))
-        .await;
+    c.send(&serde_json::json!({"type": "connect", "token": server.token("a")})).await;
     assert_eq!(c.recv().await.unwrap()["type"], "connected");
 }
 
@@ -45,11 +40,6 @@ async fn webtransport_on_another_path_is_refused() {
         .with_server_certificate_hashes([wtransport::tls::Sha256Digest::new(server.cert)])
         .build();
     let endpoint = wtransport::Endpoint::client(cfg).unwrap();
-    let result = endpoint
-        .connect(format!("https://{}/nope", server.wt))
-        .await;
-    assert!(
-        result.is_err(),
-        "a session on an unknown path must be refused"
-    );
+    let result = endpoint.connect(format!("https://{}/nope", server.wt)).await;
+    assert!(result.is_err(), "a session on an unknown path must be refused");
 }

@@ -19,11 +19,8 @@ pub fn unique_prefix(test: &str) -> String {
 pub async fn keys(url: &str, prefix: &str) -> Vec<String> {
     let client = redis::Client::open(url).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let mut keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
     keys.sort();
     keys
 }
@@ -34,11 +31,7 @@ pub async fn cleanup(prefix: &str) {
     if !found.is_empty() {
         let client = redis::Client::open(url).unwrap();
         let mut con = client.get_multiplexed_async_connection().await.unwrap();
-        let _: () = redis::cmd("DEL")
-            .arg(found)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let _: () = redis::cmd("DEL").arg(found).query_async(&mut con).await.unwrap();
     }
 }
 
@@ -50,11 +43,7 @@ pub struct PrivateRedis {
 
 impl PrivateRedis {
     pub async fn start() -> PrivateRedis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let mut r = PrivateRedis { port, child: None };
         r.restart().await;
         r
@@ -81,10 +70,7 @@ impl PrivateRedis {
             .expect("redis-server on PATH");
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

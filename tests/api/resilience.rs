@@ -26,27 +26,15 @@ async fn killed_instance_users_go_offline_within_ttl_plus_interval() {
     let survivor = spawn(fast).await;
     let victim = ServerProcess::start(
         &["--liveness-ttl", "900ms", "--cleanup-interval", "300ms"],
-        &[
-            ("REDIS_URL", redis_url()),
-            ("RTGATE_REDIS_PREFIX", prefix.clone()),
-        ],
+        &[("REDIS_URL", redis_url()), ("RTGATE_REDIS_PREFIX", prefix.clone())],
     )
     .await;
     let (mut watcher, _) = survivor.connect(Kind::Ws, "watcher").await;
-    watcher
-        .request(
-            1,
-            "presence:subscribe",
-            json!({"userIds": ["gone1", "gone2"]}),
-        )
-        .await;
+    watcher.request(1, "presence:subscribe", json!({"userIds": ["gone1", "gone2"]})).await;
     let _a = victim.connect(Kind::Ws, "gone1").await;
     let _b = victim.connect(Kind::Wt, "gone2").await;
     for _ in 0..2 {
-        assert_eq!(
-            next_event(&mut watcher, "presence:update").await["status"],
-            "online"
-        );
+        assert_eq!(next_event(&mut watcher, "presence:update").await["status"], "online");
     }
 
     let mut victim = victim;
@@ -62,22 +50,12 @@ async fn killed_instance_users_go_offline_within_ttl_plus_interval() {
     offline.sort();
     assert_eq!(offline, ["gone1", "gone2"]);
     let bound = TTL + CLEANUP + Duration::from_millis(1500);
-    assert!(
-        killed.elapsed() <= bound,
-        "took {:?} > {bound:?}",
-        killed.elapsed()
-    );
-    let q = watcher
-        .request(2, "presence:query", json!({"userIds": ["gone1"]}))
-        .await;
+    assert!(killed.elapsed() <= bound, "took {:?} > {bound:?}", killed.elapsed());
+    let q = watcher.request(2, "presence:query", json!({"userIds": ["gone1"]})).await;
     assert_eq!(q["data"]["users"][0]["online"], false);
     // Nothing of the dead instance is left in Redis: only the watcher's socket remains.
     let left = keys(&redis_url(), &prefix).await;
-    assert_eq!(
-        left.iter().filter(|k| k.contains(":sock:")).count(),
-        1,
-        "{left:?}"
-    );
+    assert_eq!(left.iter().filter(|k| k.contains(":sock:")).count(), 1, "{left:?}");
     assert!(!left.iter().any(|k| k.contains(":user:gone")), "{left:?}");
     cleanup(&prefix).await;
 }
@@ -94,31 +72,20 @@ async fn redis_outage_keeps_sessions_up_and_the_cluster_converges_after() {
     let (mut bob, _) = server.connect(Kind::Wt, "bob").await;
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(
-        (
-            ready["status"].as_str(),
-            ready["checks"]["redis"]["status"].as_str()
-        ),
+        (ready["status"].as_str(), ready["checks"]["redis"]["status"].as_str()),
         (Some("ready"), Some("up"))
     );
 
     redis.kill();
     // Sessions keep working for everything local.
-    assert_eq!(
-        alice.request(1, "sys:echo", json!("local")).await["data"],
-        "local"
-    );
+    assert_eq!(alice.request(1, "sys:echo", json!("local")).await["data"], "local");
     let (status, ready) = server.get("/health/ready").await;
     assert_eq!(status, 200);
     assert_eq!(
-        (
-            ready["status"].as_str(),
-            ready["checks"]["redis"]["status"].as_str()
-        ),
+        (ready["status"].as_str(), ready["checks"]["redis"]["status"].as_str()),
         (Some("degraded"), Some("down"))
     );
-    let q = bob
-        .request(2, "presence:query", json!({"userIds": ["alice"]}))
-        .await;
+    let q = bob.request(2, "presence:query", json!({"userIds": ["alice"]})).await;
     assert_eq!(q["code"], "unavailable");
     // A session that starts during the outage still connects.
     let (mut carol, _) = server.connect(Kind::Ws, "carol").await;
@@ -127,13 +94,8 @@ async fn redis_outage_keeps_sessions_up_and_the_cluster_converges_after() {
     redis.restart().await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let q = carol
-            .request(
-                3,
-                "presence:query",
-                json!({"userIds": ["alice", "bob", "carol"]}),
-            )
-            .await;
+        let q =
+            carol.request(3, "presence:query", json!({"userIds": ["alice", "bob", "carol"]})).await;
         let online: Vec<bool> = q["data"]["users"]
             .as_array()
             .map(|u| u.iter().map(|u| u["online"] == true).collect())
@@ -173,10 +135,8 @@ async fn keys_return_to_baseline_after_churn() {
         for i in 0..10 {
             let kind = if i % 2 == 0 { Kind::Ws } else { Kind::Wt };
             let (mut c, _) = server.connect(kind, &format!("churn{}", i % 4)).await;
-            c.request(1, "sys:room-join", json!({"room": format!("r{i}")}))
-                .await;
-            c.request(2, "presence:subscribe", json!({"userIds": ["x"]}))
-                .await;
+            c.request(1, "sys:room-join", json!({"room": format!("r{i}")})).await;
+            c.request(2, "presence:subscribe", json!({"userIds": ["x"]})).await;
             c.request(3, "sys:echo", json!(round)).await;
             clients.push(c);
         }

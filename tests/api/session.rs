@@ -18,15 +18,11 @@ async fn echo_is_acked_with_the_same_payload(#[case] kind: Kind) {
     assert_eq!(ack["data"], payload);
     // Acks carry the client's id back, in order, for many requests in flight.
     for id in 2..50u64 {
-        c.send(&json!({"type": "event", "event": "sys:echo", "id": id, "data": id}))
-            .await;
+        c.send(&json!({"type": "event", "event": "sys:echo", "id": id, "data": id})).await;
     }
     for id in 2..50u64 {
         let ack = c.recv().await.unwrap();
-        assert_eq!(
-            (ack["id"].as_u64(), ack["data"].as_u64()),
-            (Some(id), Some(id))
-        );
+        assert_eq!((ack["id"].as_u64(), ack["data"].as_u64()), (Some(id), Some(id)));
     }
 }
 
@@ -42,10 +38,7 @@ async fn unknown_event_is_an_error_and_the_session_stays(#[case] kind: Kind) {
         (err["type"].as_str(), err["code"].as_str()),
         (Some("error"), Some("unknown_event"))
     );
-    assert_eq!(
-        c.request(8, "sys:echo", json!("still here")).await["data"],
-        "still here"
-    );
+    assert_eq!(c.request(8, "sys:echo", json!("still here")).await["data"], "still here");
 }
 
 #[rstest]
@@ -71,8 +64,7 @@ async fn malformed_frames_get_bad_frame_and_the_session_stays(#[case] kind: Kind
         );
     }
     // A second connect on a live session is refused but does not end it.
-    c.send(&json!({"type": "connect", "token": server.token("alice")}))
-        .await;
+    c.send(&json!({"type": "connect", "token": server.token("alice")})).await;
     assert_eq!(c.recv().await.unwrap()["code"], "already_connected");
     assert_eq!(c.request(1, "sys:echo", json!(1)).await["type"], "ack");
 }

@@ -19,16 +19,10 @@ async fn shutdown_tells_every_session_on_both_transports() {
         let frames = expect_closed(c, "server_shutdown", 3000, false).await;
         let d = frames.last().unwrap();
         assert_eq!(d["reconnect"], true);
-        assert!(
-            d["retryAfterMs"].as_u64().is_some_and(|ms| ms <= spread),
-            "{d}"
-        );
+        assert!(d["retryAfterMs"].as_u64().is_some_and(|ms| ms <= spread), "{d}");
     }
     let result = tokio::time::timeout(Duration::from_secs(10), server.task).await;
-    assert!(
-        matches!(result, Ok(Ok(Ok(())))),
-        "server did not stop cleanly: {result:?}"
-    );
+    assert!(matches!(result, Ok(Ok(Ok(())))), "server did not stop cleanly: {result:?}");
 }
 
 /// The real binary, the real signal.
@@ -39,10 +33,8 @@ async fn sigterm_drains_sessions_and_exits_zero() {
     for kind in [Kind::Ws, Kind::Wt] {
         clients.push(server.connect(kind, "sig").await);
     }
-    let status = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
+    let status =
+        Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
     assert!(status.success());
     for c in &mut clients {
         expect_closed(c, "server_shutdown", 3000, false).await;

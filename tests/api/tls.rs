@@ -22,11 +22,7 @@ async fn configured_cert_serves_wss_and_webtransport() {
         .arg(&dir)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let server = spawn(|c| {
         c.tls_cert = Some(cert.clone());
@@ -47,25 +43,18 @@ async fn configured_cert_serves_wss_and_webtransport() {
         .with_no_client_auth();
     let tcp = tokio::net::TcpStream::connect(server.http).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(name, tcp).await.unwrap();
     let stream: Box<dyn Io> = Box::new(stream);
-    let (ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", stream)
-        .await
-        .unwrap();
+    let (ws, _) = tokio_tungstenite::client_async("wss://localhost/ws", stream).await.unwrap();
     let mut c = Client::Ws(Box::new(ws));
-    c.send(&json!({"type": "connect", "token": server.token("tls-user")}))
-        .await;
+    c.send(&json!({"type": "connect", "token": server.token("tls-user")})).await;
     assert_eq!(c.recv().await.unwrap()["userId"], "tls-user");
 
     // WebTransport on the same certificate: its hash is the configured leaf's.
     let leaf = wtransport::tls::Certificate::from_der(der.to_vec()).unwrap();
     assert_eq!(leaf.hash().as_ref(), &server.cert);
     let mut c = Client::open(Kind::Wt, server.http, server.wt, server.cert).await;
-    c.send(&json!({"type": "connect", "token": server.token("tls-user")}))
-        .await;
+    c.send(&json!({"type": "connect", "token": server.token("tls-user")})).await;
     assert_eq!(c.recv().await.unwrap()["type"], "connected");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -90,18 +79,10 @@ fn token_command_mints_a_token_the_server_accepts() {
     let token = String::from_utf8(out.stdout).unwrap();
     let mut cfg = crate::helpers::test_config();
     cfg.jwt.secret = SECRET.into();
-    let id = rtgate::auth::Authenticator::from_config(&cfg.jwt)
-        .unwrap()
-        .verify(token.trim())
-        .unwrap();
-    assert_eq!(
-        (id.user_id.as_str(), id.device_id.as_deref()),
-        ("dave", Some("tab-1"))
-    );
+    let id =
+        rtgate::auth::Authenticator::from_config(&cfg.jwt).unwrap().verify(token.trim()).unwrap();
+    assert_eq!((id.user_id.as_str(), id.device_id.as_deref()), ("dave", Some("tab-1")));
     let left = id.expires_at
-        - std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     assert!((290..=300).contains(&left), "{left}");
 }

@@ -44,8 +44,5 @@ async fn webtransport_datagram_frames_enter_the_same_pipeline() {
         &json!({"type": "event", "event": "sys:echo", "id": 42, "data": "via datagram"}),
     );
     let ack = c.recv().await.unwrap();
-    assert_eq!(
-        (ack["id"].as_u64(), ack["data"].as_str()),
-        (Some(42), Some("via datagram"))
-    );
+    assert_eq!((ack["id"].as_u64(), ack["data"].as_str()), (Some(42), Some("via datagram")));
 }

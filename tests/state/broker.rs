@@ -51,10 +51,7 @@ async fn assert_quiet(rx: &mut UnboundedReceiver<Message>) {
 }
 
 fn msg(channel: &Channel, payload: &'static [u8]) -> Message {
-    Message {
-        channel: channel.clone(),
-        payload: Bytes::from_static(payload),
-    }
+    Message { channel: channel.clone(), payload: Bytes::from_static(payload) }
 }
 
 #[rstest]
@@ -91,12 +88,8 @@ async fn unsubscribed_channel_receives_nothing(#[case] backend: Backend) {
     let watched = room("watched");
     b.subscribe(&watched).await.unwrap();
 
-    b.publish(&room("other"), Bytes::from_static(b"not for us"))
-        .await
-        .unwrap();
-    b.publish(&watched, Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    b.publish(&room("other"), Bytes::from_static(b"not for us")).await.unwrap();
+    b.publish(&watched, Bytes::from_static(b"marker")).await.unwrap();
 
     assert_eq!(recv(&mut rx).await, msg(&watched, b"marker"));
     assert_quiet(&mut rx).await;
@@ -115,20 +108,14 @@ async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
     b.subscribe(&leaving).await.unwrap();
     b.subscribe(&marker).await.unwrap();
 
-    b.publish(&leaving, Bytes::from_static(b"before"))
-        .await
-        .unwrap();
+    b.publish(&leaving, Bytes::from_static(b"before")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&leaving, b"before"));
 
     b.unsubscribe(&leaving).await.unwrap();
     // Idempotent: a second unsubscribe is a no-op, not an error.
     b.unsubscribe(&leaving).await.unwrap();
-    b.publish(&leaving, Bytes::from_static(b"after"))
-        .await
-        .unwrap();
-    b.publish(&marker, Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    b.publish(&leaving, Bytes::from_static(b"after")).await.unwrap();
+    b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
 
     assert_eq!(recv(&mut rx).await, msg(&marker, b"marker"));
     assert_quiet(&mut rx).await;
@@ -158,9 +145,7 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
     let marker = room("marker");
     b.subscribe(&marker).await.unwrap();
     b.publish(&ch, Bytes::from_static(b"gone")).await.unwrap();
-    b.publish(&marker, Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&marker, b"marker"));
     assert_quiet(&mut rx).await;
 }
@@ -178,41 +163,23 @@ async fn room_instance_and_presence_channels_are_distinct(#[case] backend: Backe
     let as_instance = Channel::Instance("x".into());
 
     b.subscribe(&as_room).await.unwrap();
-    b.publish(&as_instance, Bytes::from_static(b"instance"))
-        .await
-        .unwrap();
-    b.publish(&Channel::Presence, Bytes::from_static(b"presence"))
-        .await
-        .unwrap();
-    b.publish(&as_room, Bytes::from_static(b"room"))
-        .await
-        .unwrap();
+    b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
+    b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
+    b.publish(&as_room, Bytes::from_static(b"room")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&as_room, b"room"));
     assert_quiet(&mut rx).await;
 
     b.subscribe(&as_instance).await.unwrap();
     b.subscribe(&Channel::Presence).await.unwrap();
     b.unsubscribe(&as_room).await.unwrap();
-    b.publish(&as_room, Bytes::from_static(b"room"))
-        .await
-        .unwrap();
-    b.publish(&as_instance, Bytes::from_static(b"instance"))
-        .await
-        .unwrap();
-    b.publish(&Channel::Presence, Bytes::from_static(b"presence"))
-        .await
-        .unwrap();
+    b.publish(&as_room, Bytes::from_static(b"room")).await.unwrap();
+    b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
+    b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
 
     // Different channels may interleave on the way; compare as a set.
     let mut got = vec![recv(&mut rx).await, recv(&mut rx).await];
     got.sort_by(|a, b| a.payload.cmp(&b.payload));
-    assert_eq!(
-        got,
-        vec![
-            msg(&as_instance, b"instance"),
-            msg(&Channel::Presence, b"presence")
-        ]
-    );
+    assert_eq!(got, vec![msg(&as_instance, b"instance"), msg(&Channel::Presence, b"presence")]);
     assert_quiet(&mut rx).await;
 }
 
@@ -229,9 +196,7 @@ async fn one_channel_preserves_publish_order(#[case] backend: Backend) {
     b.subscribe(&ch).await.unwrap();
 
     for i in 0..COUNT {
-        b.publish(&ch, Bytes::copy_from_slice(&i.to_be_bytes()))
-            .await
-            .unwrap();
+        b.publish(&ch, Bytes::copy_from_slice(&i.to_be_bytes())).await.unwrap();
     }
     for i in 0..COUNT {
         let got = recv(&mut rx).await;
@@ -273,29 +238,20 @@ async fn redis_two_brokers_are_two_instances() {
     b.subscribe(&inst_b).await.unwrap();
     other_cluster.subscribe(&shared_room).await.unwrap();
 
-    a.publish(&shared_room, Bytes::from_static(b"to the room"))
-        .await
-        .unwrap();
-    a.publish(&inst_b, Bytes::from_static(b"to instance b"))
-        .await
-        .unwrap();
+    a.publish(&shared_room, Bytes::from_static(b"to the room")).await.unwrap();
+    a.publish(&inst_b, Bytes::from_static(b"to instance b")).await.unwrap();
     assert_eq!(recv(&mut rx_b).await, msg(&shared_room, b"to the room"));
     assert_eq!(recv(&mut rx_b).await, msg(&inst_b, b"to instance b"));
 
     // A publishes to itself too once it has local interest.
     a.subscribe(&shared_room).await.unwrap();
-    a.publish(&shared_room, Bytes::from_static(b"both"))
-        .await
-        .unwrap();
+    a.publish(&shared_room, Bytes::from_static(b"both")).await.unwrap();
     assert_eq!(recv(&mut rx_a).await, msg(&shared_room, b"both"));
     assert_eq!(recv(&mut rx_b).await, msg(&shared_room, b"both"));
 
     // Reaching the other cluster would have arrived before this marker.
     other_cluster.subscribe(&room("marker")).await.unwrap();
-    other_cluster
-        .publish(&room("marker"), Bytes::from_static(b"marker"))
-        .await
-        .unwrap();
+    other_cluster.publish(&room("marker"), Bytes::from_static(b"marker")).await.unwrap();
     assert_eq!(recv(&mut rx_other).await, msg(&room("marker"), b"marker"));
     assert_quiet(&mut rx_other).await;
     assert_quiet(&mut rx_a).await;
@@ -323,10 +279,7 @@ impl RedisProcess {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be on PATH");
-        let process = Self {
-            port,
-            child: Some(child),
-        };
+        let process = Self { port, child: Some(child) };
         process.wait_ready().await;
         process
     }
@@ -377,9 +330,7 @@ impl Drop for RedisProcess {
 async fn redis_resubscribes_after_restart(#[case] outage: Duration) {
     let port = RedisProcess::free_port();
     let mut server = RedisProcess::start(port).await;
-    let b = RedisBroker::connect(&server.url(), unique_prefix("broker-restart"))
-        .await
-        .unwrap();
+    let b = RedisBroker::connect(&server.url(), unique_prefix("broker-restart")).await.unwrap();
     let mut rx = b.take_receiver().unwrap();
     let ch = room("survivor");
     b.subscribe(&ch).await.unwrap();
@@ -396,10 +347,7 @@ async fn redis_resubscribes_after_restart(#[case] outage: Duration) {
 
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while let Err(e) = b.ping().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "broker did not reconnect: {e}"
-        );
+        assert!(tokio::time::Instant::now() < deadline, "broker did not reconnect: {e}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

@@ -66,10 +66,7 @@ fn socket(user: &str, device: &str, instance: &str) -> SocketRecord {
 
 fn assert_transition(got: Option<Transition>, user: &str, device: &str, status: Status) {
     let got = got.unwrap_or_else(|| panic!("expected {status:?} for {user}"));
-    assert_eq!(
-        (got.user_id.as_str(), got.device_id.as_str(), got.status),
-        (user, device, status)
-    );
+    assert_eq!((got.user_id.as_str(), got.device_id.as_str(), got.status), (user, device, status));
     assert!(got.at_ms > 0);
 }
 
@@ -92,30 +89,15 @@ async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Ba
     let phone = socket("alice", "phone", "i1");
     let laptop = socket("alice", "laptop", "i2");
 
-    assert_transition(
-        store.register(&phone).await.unwrap(),
-        "alice",
-        "phone",
-        Status::Online,
-    );
+    assert_transition(store.register(&phone).await.unwrap(), "alice", "phone", Status::Online);
     assert_eq!(store.register(&laptop).await.unwrap(), None);
     assert_eq!(store.unregister(&phone).await.unwrap(), None);
     assert!(presence_of(&*store, "alice").await.online);
-    assert_transition(
-        store.unregister(&laptop).await.unwrap(),
-        "alice",
-        "laptop",
-        Status::Offline,
-    );
+    assert_transition(store.unregister(&laptop).await.unwrap(), "alice", "laptop", Status::Offline);
     assert_eq!(store.unregister(&laptop).await.unwrap(), None);
     assert_eq!(
         presence_of(&*store, "alice").await,
-        UserPresence {
-            user_id: "alice".into(),
-            online: false,
-            devices: 0,
-            sockets: 0
-        }
+        UserPresence { user_id: "alice".into(), online: false, devices: 0, sockets: 0 }
     );
     finish(backend, &prefix).await;
 }
@@ -139,18 +121,9 @@ async fn query_counts_devices_and_sockets_in_the_order_asked(#[case] backend: Ba
 
     let asked = ["nobody", "bob", "alice"].map(String::from);
     let got = store.query(&asked).await.unwrap();
-    let summary: Vec<_> = got
-        .iter()
-        .map(|p| (p.user_id.as_str(), p.online, p.devices, p.sockets))
-        .collect();
-    assert_eq!(
-        summary,
-        [
-            ("nobody", false, 0, 0),
-            ("bob", true, 1, 1),
-            ("alice", true, 2, 3)
-        ]
-    );
+    let summary: Vec<_> =
+        got.iter().map(|p| (p.user_id.as_str(), p.online, p.devices, p.sockets)).collect();
+    assert_eq!(summary, [("nobody", false, 0, 0), ("bob", true, 1, 1), ("alice", true, 2, 3)]);
     assert!(store.query(&[]).await.unwrap().is_empty());
     finish(backend, &prefix).await;
 }
@@ -167,17 +140,11 @@ async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
     assert!(store.register(&s).await.unwrap().is_some());
     assert_eq!(store.register(&s).await.unwrap(), None);
     assert_eq!(presence_of(&*store, "alice").await.sockets, 1);
-    assert_eq!(
-        store.sockets_of_instance("i1").await.unwrap(),
-        std::slice::from_ref(&s.socket_id)
-    );
+    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), std::slice::from_ref(&s.socket_id));
 
     assert!(store.unregister(&s).await.unwrap().is_some());
     assert_eq!(store.unregister(&s).await.unwrap(), None);
-    assert_eq!(
-        store.unregister(&socket("carol", "x", "i1")).await.unwrap(),
-        None
-    );
+    assert_eq!(store.unregister(&socket("carol", "x", "i1")).await.unwrap(), None);
     assert!(!presence_of(&*store, "alice").await.online);
     assert!(store.sockets_of_instance("i1").await.unwrap().is_empty());
     finish(backend, &prefix).await;
@@ -246,10 +213,7 @@ async fn reconnect_racing_disconnect_leaves_the_user_online(#[case] backend: Bac
         // (Offline, then Online): the transitions always add up to "still online".
         let statuses = (gone.map(|t| t.status), back.map(|t| t.status));
         assert!(
-            matches!(
-                statuses,
-                (None, None) | (Some(Status::Offline), Some(Status::Online))
-            ),
+            matches!(statuses, (None, None) | (Some(Status::Offline), Some(Status::Online))),
             "round {round}: {statuses:?}"
         );
         let now = presence_of(&*i2, &user).await;
@@ -278,36 +242,17 @@ async fn sockets_are_indexed_by_user_and_by_instance(#[case] backend: Backend) {
         by_id(store.sockets_of_user("alice").await.unwrap()),
         by_id(vec![alice_phone.clone(), alice_laptop.clone()])
     );
-    assert_eq!(
-        store.sockets_of_user("bob").await.unwrap(),
-        std::slice::from_ref(&bob_phone)
-    );
+    assert_eq!(store.sockets_of_user("bob").await.unwrap(), std::slice::from_ref(&bob_phone));
     assert!(store.sockets_of_user("nobody").await.unwrap().is_empty());
-    let on_i1: BTreeSet<String> = store
-        .sockets_of_instance("i1")
-        .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(
-        on_i1,
-        BTreeSet::from([alice_phone.socket_id.clone(), bob_phone.socket_id.clone()])
-    );
-    assert_eq!(
-        store.sockets_of_instance("i2").await.unwrap(),
-        [alice_laptop.socket_id.clone()]
-    );
+    let on_i1: BTreeSet<String> =
+        store.sockets_of_instance("i1").await.unwrap().into_iter().collect();
+    assert_eq!(on_i1, BTreeSet::from([alice_phone.socket_id.clone(), bob_phone.socket_id.clone()]));
+    assert_eq!(store.sockets_of_instance("i2").await.unwrap(), [alice_laptop.socket_id.clone()]);
     assert!(store.sockets_of_instance("i3").await.unwrap().is_empty());
 
     store.unregister(&alice_phone).await.unwrap();
-    assert_eq!(
-        store.sockets_of_user("alice").await.unwrap(),
-        [alice_laptop]
-    );
-    assert_eq!(
-        store.sockets_of_instance("i1").await.unwrap(),
-        [bob_phone.socket_id]
-    );
+    assert_eq!(store.sockets_of_user("alice").await.unwrap(), [alice_laptop]);
+    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), [bob_phone.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -331,10 +276,7 @@ async fn heartbeats_keep_an_instance_from_being_reaped(#[case] backend: Backend)
 
     assert!(store.reap_dead_instances().await.unwrap().is_empty());
     assert!(presence_of(&*store, "alice").await.online);
-    assert_eq!(
-        store.sockets_of_instance("i1").await.unwrap(),
-        [s.socket_id]
-    );
+    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), [s.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -362,23 +304,15 @@ async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend
     assert_eq!(reaped.len(), 1, "{reaped:?}");
     let dead = &reaped[0];
     assert_eq!(dead.instance_id, "dead");
-    assert_eq!(
-        by_id(dead.sockets.clone()),
-        by_id(vec![alice_phone, alice_laptop, bob_dead])
-    );
+    assert_eq!(by_id(dead.sockets.clone()), by_id(vec![alice_phone, alice_laptop, bob_dead]));
     assert_eq!(dead.offline.len(), 1, "{:?}", dead.offline);
     assert_eq!(dead.offline[0].user_id, "alice");
     assert_eq!(dead.offline[0].status, Status::Offline);
     assert!(["phone", "laptop"].contains(&dead.offline[0].device_id.as_str()));
 
     let users = ["alice", "bob", "carol"].map(String::from);
-    let sockets: Vec<usize> = store
-        .query(&users)
-        .await
-        .unwrap()
-        .iter()
-        .map(|p| p.sockets)
-        .collect();
+    let sockets: Vec<usize> =
+        store.query(&users).await.unwrap().iter().map(|p| p.sockets).collect();
     assert_eq!(sockets, [0, 1, 1]);
     assert_eq!(store.sockets_of_user("bob").await.unwrap(), [bob_live]);
     assert!(store.sockets_of_instance("dead").await.unwrap().is_empty());
@@ -401,9 +335,7 @@ async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backen
         i1.heartbeat(instance, SHORT_TTL).await.unwrap();
         for n in 0..users_per_instance {
             let user = format!("{instance}-user{n}");
-            i1.register(&socket(&user, "phone", instance))
-                .await
-                .unwrap();
+            i1.register(&socket(&user, "phone", instance)).await.unwrap();
         }
     }
     tokio::time::sleep(PAST_SHORT_TTL).await;
@@ -419,10 +351,7 @@ async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backen
 
     let mut instances: Vec<&str> = reaped.iter().map(|r| r.instance_id.as_str()).collect();
     instances.sort();
-    assert_eq!(
-        instances, dead,
-        "each dead instance reported by exactly one reaper"
-    );
+    assert_eq!(instances, dead, "each dead instance reported by exactly one reaper");
     let offline: usize = reaped.iter().map(|r| r.offline.len()).sum();
     let sockets: usize = reaped.iter().map(|r| r.sockets.len()).sum();
     assert_eq!(offline, dead.len() * users_per_instance);
@@ -434,14 +363,9 @@ async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backen
 async fn redis_keys(prefix: &str) -> BTreeSet<String> {
     let client = redis::Client::open(common::redis_url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    keys.into_iter()
-        .map(|k| k.strip_prefix(prefix).unwrap().to_owned())
-        .collect()
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
+    keys.into_iter().map(|k| k.strip_prefix(prefix).unwrap().to_owned()).collect()
 }
 
 #[tokio::test]
@@ -459,10 +383,7 @@ async fn redis_keys_return_to_the_liveness_baseline() {
         let device = format!("device{}", n % 3);
         let live = socket(&user, &device, "live");
         store.register(&live).await.unwrap();
-        store
-            .register(&socket(&user, &device, "crashed"))
-            .await
-            .unwrap();
+        store.register(&socket(&user, &device, "crashed")).await.unwrap();
         clean.push(live);
     }
     assert!(redis_keys(&prefix).await.len() > baseline.len() + 40);

@@ -16,10 +16,7 @@ const SLACK_MS: u64 = 50;
 
 /// A quota whose interval (2 s) is far longer than any test runs, so nothing drains by
 /// accident.
-const SLOW: Quota = Quota {
-    limit: 5,
-    window: Duration::from_secs(10),
-};
+const SLOW: Quota = Quota { limit: 5, window: Duration::from_secs(10) };
 const SLOW_INTERVAL_MS: u64 = 2_000;
 
 async fn limiter(backend: Backend, prefix: &str, quota: Quota) -> Box<dyn RateLimiter> {
@@ -66,10 +63,7 @@ async fn admits_a_burst_of_limit_then_denies_until_one_interval(#[case] backend:
 
     let before = now_ms();
     for i in 0..SLOW.limit {
-        assert!(
-            rl.check("k").await.unwrap().allowed,
-            "check {i} of the burst"
-        );
+        assert!(rl.check("k").await.unwrap().allowed, "check {i} of the burst");
     }
     let denied = rl.check("k").await.unwrap();
     let after = now_ms();
@@ -141,10 +135,7 @@ async fn keys_have_independent_budgets(#[case] backend: Backend) {
     let b = rl.check("b").await.unwrap();
     assert!(b.allowed, "another key keeps its whole budget");
     assert_eq!(b.remaining, SLOW.limit - 1);
-    assert!(
-        !rl.check("a").await.unwrap().allowed,
-        "b's check gave a nothing"
-    );
+    assert!(!rl.check("a").await.unwrap().allowed, "b's check gave a nothing");
 
     finish(backend, &prefix).await;
 }
@@ -156,10 +147,7 @@ async fn keys_have_independent_budgets(#[case] backend: Backend) {
 async fn one_more_is_admitted_at_reset_at(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-drain");
     // Interval 100 ms.
-    let quota = Quota {
-        limit: 5,
-        window: Duration::from_millis(500),
-    };
+    let quota = Quota { limit: 5, window: Duration::from_millis(500) };
     let rl = limiter(backend, &prefix, quota).await;
 
     for _ in 0..quota.limit {
@@ -228,10 +216,7 @@ async fn instances_share_one_budget_under_concurrency(#[case] backend: Backend) 
             admitted += 1;
         }
     }
-    assert_eq!(
-        admitted, SLOW.limit,
-        "exactly one budget across both instances"
-    );
+    assert_eq!(admitted, SLOW.limit, "exactly one budget across both instances");
     assert!(!a.check("user-1").await.unwrap().allowed);
     assert!(!b.check("user-1").await.unwrap().allowed);
 
@@ -243,51 +228,31 @@ async fn instances_share_one_budget_under_concurrency(#[case] backend: Backend) 
 async fn redis_key_expires_when_the_budget_is_restored() {
     let prefix = common::unique_prefix("rl-hygiene");
     // Interval 60 ms.
-    let quota = Quota {
-        limit: 5,
-        window: Duration::from_millis(300),
-    };
+    let quota = Quota { limit: 5, window: Duration::from_millis(300) };
     let rl = limiter(Backend::Redis, &prefix, quota).await;
     let client = redis::Client::open(common::redis_url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
     let key = format!("{prefix}rl:test:k");
 
     assert!(rl.check("k").await.unwrap().allowed);
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
     assert_eq!(keys.as_slice(), [key.as_str()]);
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert!(
-        0 < pttl && pttl <= 60,
-        "one cell in use drains in 60 ms, pttl {pttl}"
-    );
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.unwrap();
+    assert!(0 < pttl && pttl <= 60, "one cell in use drains in 60 ms, pttl {pttl}");
 
     for _ in 1..quota.limit {
         assert!(rl.check("k").await.unwrap().allowed);
     }
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.unwrap();
     assert!(
         300 - SLACK_MS as i64 <= pttl && pttl <= 300,
         "a full burst drains in one window, pttl {pttl}"
     );
 
     tokio::time::sleep(Duration::from_millis(300 + 20)).await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}*"))
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
     assert!(keys.is_empty(), "left behind: {keys:?}");
     // And the expired key reads as a fresh budget.
     assert_eq!(rl.check("k").await.unwrap().remaining, quota.limit - 1);

@@ -4,4 +4,10 @@
 //! PostgreSQL fails the Postgres cases; it never skips them.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
-mod suite;
+mod backends;
+mod bulk;
+mod common;
+mod connections;
+mod history;
+mod retention;
+mod text;

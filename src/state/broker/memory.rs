@@ -23,19 +23,13 @@ impl MemoryBroker {
     /// Creates a broker with no subscriptions; messages queue until the receiver is taken.
     pub fn new() -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        Self {
-            subscribed: Mutex::new(HashSet::new()),
-            tx,
-            rx: Mutex::new(Some(rx)),
-        }
+        Self { subscribed: Mutex::new(HashSet::new()), tx, rx: Mutex::new(Some(rx)) }
     }
 
     fn subscriptions(&self) -> std::sync::MutexGuard<'_, HashSet<Channel>> {
         // The set stays consistent even if a holder panicked (every update is one insert or
         // remove), so a poisoned lock is safe to reuse.
-        self.subscribed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.subscribed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -51,10 +45,7 @@ impl Broker for MemoryBroker {
         if !self.subscriptions().contains(channel) {
             return Ok(());
         }
-        let message = Message {
-            channel: channel.clone(),
-            payload,
-        };
+        let message = Message { channel: channel.clone(), payload };
         // A dropped receiver means the fanout task is gone (shutdown); like pub/sub with no
         // listener, the message is simply not delivered.
         if self.tx.send(message).is_err() {
@@ -74,10 +65,7 @@ impl Broker for MemoryBroker {
     }
 
     fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Message>> {
-        self.rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     async fn ping(&self) -> Result<(), StateError> {

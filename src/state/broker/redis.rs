@@ -56,10 +56,7 @@ impl RedisBroker {
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StateError> {
         let prefix = prefix.into();
         let info = url.into_connection_info()?;
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(ProtocolVersion::RESP3);
+        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
         let subscriber_info = info.clone().set_redis_settings(resp3);
 
         let publisher =
@@ -69,9 +66,7 @@ impl RedisBroker {
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         let subscriber = ConnectionManager::new_with_config(
             Client::open(subscriber_info)?,
-            ConnectionManagerConfig::new()
-                .set_push_sender(push_tx)
-                .set_automatic_resubscription(),
+            ConnectionManagerConfig::new().set_push_sender(push_tx).set_automatic_resubscription(),
         )
         .await?;
 
@@ -134,10 +129,7 @@ impl Broker for RedisBroker {
     }
 
     fn take_receiver(&self) -> Option<mpsc::UnboundedReceiver<Message>> {
-        self.rx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take()
+        self.rx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
     }
 
     /// Pings both connections, so each one notices a loss and starts reconnecting (the
@@ -199,10 +191,7 @@ fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
         );
         return None;
     };
-    Some(Message {
-        channel,
-        payload: Bytes::from(payload),
-    })
+    Some(Message { channel, payload: Bytes::from(payload) })
 }
 
 fn channel_name(prefix: &str, channel: &Channel) -> String {
@@ -220,8 +209,7 @@ fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
     } else if let Some(room) = rest.strip_prefix(ROOM) {
         Some(Channel::Room(room.to_owned()))
     } else {
-        rest.strip_prefix(INSTANCE)
-            .map(|id| Channel::Instance(id.to_owned()))
+        rest.strip_prefix(INSTANCE).map(|id| Channel::Instance(id.to_owned()))
     }
 }
 
@@ -240,24 +228,11 @@ mod tests {
             Channel::Presence,
         ] {
             let name = channel_name(prefix, &channel);
-            assert_eq!(
-                parse_channel_name(prefix, name.as_bytes()),
-                Some(channel),
-                "{name}"
-            );
+            assert_eq!(parse_channel_name(prefix, name.as_bytes()), Some(channel), "{name}");
         }
-        assert_eq!(
-            channel_name(prefix, &Channel::Presence),
-            "rtgate:ch:presence"
-        );
-        assert_eq!(
-            channel_name(prefix, &Channel::Room("r".into())),
-            "rtgate:ch:room:r"
-        );
-        assert_eq!(
-            channel_name(prefix, &Channel::Instance("i".into())),
-            "rtgate:ch:inst:i"
-        );
+        assert_eq!(channel_name(prefix, &Channel::Presence), "rtgate:ch:presence");
+        assert_eq!(channel_name(prefix, &Channel::Room("r".into())), "rtgate:ch:room:r");
+        assert_eq!(channel_name(prefix, &Channel::Instance("i".into())), "rtgate:ch:inst:i");
     }
 
     #[test]
@@ -279,21 +254,12 @@ mod tests {
         let payload = vec![0u8, 0xff, 0xfe, b'x'];
         let message = decode_message(
             "p:",
-            vec![
-                Value::BulkString(b"p:ch:inst:7".to_vec()),
-                Value::BulkString(payload.clone()),
-            ],
+            vec![Value::BulkString(b"p:ch:inst:7".to_vec()), Value::BulkString(payload.clone())],
         );
         assert_eq!(
             message,
-            Some(Message {
-                channel: Channel::Instance("7".into()),
-                payload: Bytes::from(payload),
-            })
+            Some(Message { channel: Channel::Instance("7".into()), payload: Bytes::from(payload) })
         );
-        assert_eq!(
-            decode_message("p:", vec![Value::BulkString(b"p:ch:presence".to_vec())]),
-            None
-        );
+        assert_eq!(decode_message("p:", vec![Value::BulkString(b"p:ch:presence".to_vec())]), None);
     }
 }

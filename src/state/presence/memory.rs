@@ -40,9 +40,7 @@ impl MemoryPresence {
     fn maps(&self) -> MutexGuard<'_, Maps> {
         // Nothing under this lock can panic short of allocation failure, so poisoning cannot
         // hide a half-done update; keep serving rather than failing every later call.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -58,12 +56,9 @@ fn transition(socket: &SocketRecord, status: Status) -> Transition {
 impl Maps {
     fn register(&mut self, socket: &SocketRecord) -> bool {
         let devices = self.users.entry(socket.user_id.clone()).or_default();
-        let new = devices
-            .insert(socket.socket_id.clone(), socket.device_id.clone())
-            .is_none();
+        let new = devices.insert(socket.socket_id.clone(), socket.device_id.clone()).is_none();
         let first = new && devices.len() == 1;
-        self.sockets
-            .insert(socket.socket_id.clone(), socket.clone());
+        self.sockets.insert(socket.socket_id.clone(), socket.clone());
         self.instances
             .entry(socket.instance_id.clone())
             .or_default()
@@ -94,9 +89,7 @@ impl Maps {
     }
 
     fn is_dead(&self, instance_id: &str, now: Instant) -> bool {
-        self.alive_until
-            .get(instance_id)
-            .is_none_or(|until| *until <= now)
+        self.alive_until.get(instance_id).is_none_or(|until| *until <= now)
     }
 
     fn reap(&mut self, instance_id: &str) -> Reaped {
@@ -114,11 +107,7 @@ impl Maps {
             sockets.push(record);
         }
         sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
-        Reaped {
-            instance_id: instance_id.to_owned(),
-            sockets,
-            offline,
-        }
+        Reaped { instance_id: instance_id.to_owned(), sockets, offline }
     }
 }
 
@@ -172,21 +161,15 @@ impl PresenceStore for MemoryPresence {
 
     async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError> {
         let maps = self.maps();
-        let mut ids: Vec<String> = maps
-            .instances
-            .get(instance_id)
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect();
+        let mut ids: Vec<String> =
+            maps.instances.get(instance_id).into_iter().flatten().cloned().collect();
         ids.sort();
         Ok(ids)
     }
 
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
         let mut maps = self.maps();
-        maps.alive_until
-            .insert(instance_id.to_owned(), Instant::now() + ttl);
+        maps.alive_until.insert(instance_id.to_owned(), Instant::now() + ttl);
         maps.instances.entry(instance_id.to_owned()).or_default();
         Ok(())
     }
@@ -194,12 +177,8 @@ impl PresenceStore for MemoryPresence {
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError> {
         let mut maps = self.maps();
         let now = Instant::now();
-        let mut dead: Vec<String> = maps
-            .instances
-            .keys()
-            .filter(|id| maps.is_dead(id, now))
-            .cloned()
-            .collect();
+        let mut dead: Vec<String> =
+            maps.instances.keys().filter(|id| maps.is_dead(id, now)).cloned().collect();
         dead.sort();
         Ok(dead.iter().map(|id| maps.reap(id)).collect())
     }

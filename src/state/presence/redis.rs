@@ -91,11 +91,7 @@ return {forgotten, records, offline}
 ";
 
 /// What the reap script returns for one instance.
-type ReapReply = (
-    i64,
-    Vec<(String, String, String, String, String, u64)>,
-    Vec<(String, String)>,
-);
+type ReapReply = (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String)>);
 
 /// Presence shared by every instance through one Redis.
 pub struct RedisPresence {
@@ -108,9 +104,7 @@ pub struct RedisPresence {
 
 impl std::fmt::Debug for RedisPresence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisPresence")
-            .field("prefix", &self.prefix)
-            .finish_non_exhaustive()
+        f.debug_struct("RedisPresence").field("prefix", &self.prefix).finish_non_exhaustive()
     }
 }
 
@@ -163,18 +157,16 @@ impl RedisPresence {
         let at_ms = now_ms();
         let mut sockets: Vec<SocketRecord> = records
             .into_iter()
-            .map(
-                |(socket_id, user_id, device_id, transport, instance_id, connected_at_ms)| {
-                    SocketRecord {
-                        socket_id,
-                        user_id,
-                        device_id,
-                        transport,
-                        instance_id,
-                        connected_at_ms,
-                    }
-                },
-            )
+            .map(|(socket_id, user_id, device_id, transport, instance_id, connected_at_ms)| {
+                SocketRecord {
+                    socket_id,
+                    user_id,
+                    device_id,
+                    transport,
+                    instance_id,
+                    connected_at_ms,
+                }
+            })
             .collect();
         sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
         let offline = offline
@@ -186,11 +178,7 @@ impl RedisPresence {
                 at_ms,
             })
             .collect();
-        Ok(Some(Reaped {
-            instance_id: instance_id.to_owned(),
-            sockets,
-            offline,
-        }))
+        Ok(Some(Reaped { instance_id: instance_id.to_owned(), sockets, offline }))
     }
 }
 
@@ -320,10 +308,8 @@ impl PresenceStore for RedisPresence {
 
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
         let mut conn = self.conn.clone();
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(self.user_key(user_id))
-            .query_async(&mut conn)
-            .await?;
+        let reply: Value =
+            redis::cmd("HGETALL").arg(self.user_key(user_id)).query_async(&mut conn).await?;
         let devices: HashMap<String, String> = decode(reply, "sockets_of_user")?;
         let mut ids: Vec<String> = devices.into_keys().collect();
         if ids.is_empty() {

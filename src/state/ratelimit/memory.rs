@@ -43,13 +43,7 @@ impl MemoryRateLimiter {
         let store = SharedStore::default();
         let limiter: Governor =
             governor::RateLimiter::new(gov_quota, store.clone(), DefaultClock::default());
-        Self {
-            quota,
-            interval,
-            burst: burst.get(),
-            store,
-            limiter,
-        }
+        Self { quota, interval, burst: burst.get(), store, limiter }
     }
 
     /// Drops the keys whose state is indistinguishable from a fresh one (budget fully
@@ -66,9 +60,7 @@ impl MemoryRateLimiter {
         // Governor's clock is monotonic and has no epoch: pair one reading of it with one of
         // the wall clock, right after the decision, and express the result as an offset.
         let mono_now = self.limiter.clock().now();
-        let wall_now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let wall_now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         match outcome {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
@@ -158,10 +150,8 @@ mod tests {
 
     #[tokio::test]
     async fn retain_recent_drops_keys_whose_budget_is_restored() {
-        let limiter = MemoryRateLimiter::new(Quota {
-            limit: 2,
-            window: Duration::from_millis(100),
-        });
+        let limiter =
+            MemoryRateLimiter::new(Quota { limit: 2, window: Duration::from_millis(100) });
         limiter.check("a").await.unwrap();
         limiter.check("b").await.unwrap();
         limiter.retain_recent();
@@ -177,10 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn zero_limit_is_raised_to_one() {
-        let limiter = MemoryRateLimiter::new(Quota {
-            limit: 0,
-            window: Duration::from_secs(10),
-        });
+        let limiter = MemoryRateLimiter::new(Quota { limit: 0, window: Duration::from_secs(10) });
         assert!(limiter.check("k").await.unwrap().allowed);
         assert!(!limiter.check("k").await.unwrap().allowed);
     }

@@ -114,10 +114,7 @@ impl RateLimiter for RedisRateLimiter {
 
     async fn forget(&self, key: &str) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: Value = redis::cmd("DEL")
-            .arg(self.key(key))
-            .query_async(&mut conn)
-            .await?;
+        let _: Value = redis::cmd("DEL").arg(self.key(key)).query_async(&mut conn).await?;
         Ok(())
     }
 }
@@ -129,11 +126,7 @@ fn parse_decision(reply: Value) -> Result<Decision, StateError> {
     let Value::Array(items) = &reply else {
         return Err(bad("expected an array", &reply));
     };
-    let [
-        Value::Int(allowed),
-        Value::Int(remaining),
-        Value::Int(reset_at_ms),
-    ] = items.as_slice()
+    let [Value::Int(allowed), Value::Int(remaining), Value::Int(reset_at_ms)] = items.as_slice()
     else {
         return Err(bad("expected three integers", &reply));
     };
@@ -145,11 +138,7 @@ fn parse_decision(reply: Value) -> Result<Decision, StateError> {
     let remaining = u32::try_from(*remaining).map_err(|_| bad("remaining out of range", &reply))?;
     let reset_at_ms =
         u64::try_from(*reset_at_ms).map_err(|_| bad("reset_at out of range", &reply))?;
-    Ok(Decision {
-        allowed,
-        remaining,
-        reset_at_ms,
-    })
+    Ok(Decision { allowed, remaining, reset_at_ms })
 }
 
 #[cfg(test)]
@@ -161,11 +150,7 @@ mod tests {
         let reply = Value::Array(vec![Value::Int(1), Value::Int(4), Value::Int(1_700_000)]);
         assert_eq!(
             parse_decision(reply).unwrap(),
-            Decision {
-                allowed: true,
-                remaining: 4,
-                reset_at_ms: 1_700_000
-            }
+            Decision { allowed: true, remaining: 4, reset_at_ms: 1_700_000 }
         );
     }
 
@@ -176,11 +161,7 @@ mod tests {
             Value::Array(vec![Value::Int(1), Value::Int(4)]),
             Value::Array(vec![Value::Int(2), Value::Int(4), Value::Int(5)]),
             Value::Array(vec![Value::Int(1), Value::Int(-1), Value::Int(5)]),
-            Value::Array(vec![
-                Value::Int(1),
-                Value::BulkString(b"4".to_vec()),
-                Value::Int(5),
-            ]),
+            Value::Array(vec![Value::Int(1), Value::BulkString(b"4".to_vec()), Value::Int(5)]),
         ] {
             assert!(
                 matches!(parse_decision(reply), Err(StateError::Protocol(_))),
