@@ -176,40 +176,39 @@ async fn retention(node: &Node) {
     let batch = cfg.retention_batch.max(1);
     let conn_cutoff = now - cfg.connection_retention.as_millis() as i64;
     let presence_cutoff = now - cfg.presence_retention.as_millis() as i64;
-    let mut deleted = (0u64, 0u64);
+    let store = &node.store;
+    let connections =
+        drain("socket_connections", batch, || store.delete_connections_before(conn_cutoff, batch))
+            .await;
+    let presence =
+        drain("presence_logs", batch, || store.delete_presence_before(presence_cutoff, batch))
+            .await;
+    if connections + presence > 0 {
+        tracing::info!(connections, presence, "retention removed old history");
+    }
+}
+
+/// Repeats one bounded delete until it comes back short (or `MAX_RETENTION_BATCHES`, so one
+/// run stays short); returns how many rows went.
+async fn drain<F, Fut>(table: &str, batch: u32, delete: F) -> u64
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<u64, crate::store::StoreError>>,
+{
+    let mut total = 0;
     for _ in 0..MAX_RETENTION_BATCHES {
-        match node.store.delete_connections_before(conn_cutoff, batch).await {
+        match delete().await {
             Ok(n) => {
-                deleted.0 += n;
+                total += n;
                 if n < u64::from(batch) {
                     break;
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "retention of socket_connections failed");
+                tracing::warn!(error = %e, table, "retention failed");
                 break;
             }
         }
     }
-    for _ in 0..MAX_RETENTION_BATCHES {
-        match node.store.delete_presence_before(presence_cutoff, batch).await {
-            Ok(n) => {
-                deleted.1 += n;
-                if n < u64::from(batch) {
-                    break;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "retention of presence_logs failed");
-                break;
-            }
-        }
-    }
-    if deleted != (0, 0) {
-        tracing::info!(
-            connections = deleted.0,
-            presence = deleted.1,
-            "retention removed old history"
-        );
-    }
+    total
 }
