@@ -150,6 +150,10 @@ pub struct Config {
     #[arg(long, env = "RTGATE_DEV_EVENTS")]
     pub dev_events: bool,
 
+    /// Serves a raw WebSocket echo at /echo for conformance testing only.
+    #[arg(long, env = "RTGATE_WS_ECHO")]
+    pub ws_echo: bool,
+
     /// PostgreSQL for connection and presence history (`postgres://…`). Unset: the SQLite file below.
     #[arg(long, env = "DATABASE_URL")]
     pub database_url: Option<String>,

@@ -1,6 +1,8 @@
-//! HTTP surface (axum): the WebSocket endpoint, health, and the dev certificate hash. Later
-//! capabilities add their routes here (metrics, REST API, the bundled client).
+//! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history API
+//! and, behind `--ws-echo`, the conformance echo. Later capabilities add their routes here
+//! (metrics, the bundled client).
 
+mod echo;
 mod health;
 mod history;
 
@@ -33,14 +35,20 @@ pub struct HttpState {
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let router = Router::new()
         .route(WS_PATH, get(websocket))
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
         .route("/api/users/{id}/connections", get(history::connections))
-        .route("/api/users/{id}/presence-history", get(history::presence_history))
-        .with_state(state)
+        .route("/api/users/{id}/presence-history", get(history::presence_history));
+    // Not even routed unless asked for: the echo has no auth and a cap far above the frame cap.
+    let router = if state.node.config.ws_echo {
+        router.route(echo::ECHO_PATH, get(echo::echo))
+    } else {
+        router
+    };
+    router.with_state(state)
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {

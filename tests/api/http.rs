@@ -1,4 +1,5 @@
-//! HTTP endpoints: health and the certificate hash a browser needs for WebTransport.
+//! HTTP endpoints: health, the certificate hash a browser needs for WebTransport, and the
+//! conformance echo that only `--ws-echo` routes.
 
 use crate::helpers::{Client, Kind, spawn};
 
@@ -42,4 +43,33 @@ async fn webtransport_on_another_path_is_refused() {
     let endpoint = wtransport::Endpoint::client(cfg).unwrap();
     let result = endpoint.connect(format!("https://{}/nope", server.wt)).await;
     assert!(result.is_err(), "a session on an unknown path must be refused");
+}
+
+#[tokio::test]
+async fn echo_is_not_routed_without_the_flag() {
+    let server = spawn(|_| {}).await;
+    let (status, _) = server.get("/echo").await;
+    assert_eq!(status, 404);
+}
+
+/// The conformance echo returns data messages unchanged and completes the close handshake.
+#[tokio::test]
+async fn echo_returns_messages_and_answers_close() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, protocol::CloseFrame};
+
+    let server = spawn(|c| c.ws_echo = true).await;
+    let tcp = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    let (mut ws, _) =
+        tokio_tungstenite::client_async(format!("ws://{}/echo", server.http), tcp).await.unwrap();
+    // Larger than `--max-frame-bytes`: the echo has its own cap.
+    let big = vec![7u8; 200 * 1024];
+    for sent in [Message::text("héllo"), Message::binary(big)] {
+        ws.send(sent.clone()).await.unwrap();
+        assert_eq!(ws.next().await.unwrap().unwrap(), sent);
+    }
+    let close = CloseFrame { code: 1000.into(), reason: "bye".into() };
+    ws.send(Message::Close(Some(close.clone()))).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::Close(Some(close)));
+    assert!(ws.next().await.is_none(), "server closes after the handshake");
 }
