@@ -60,9 +60,11 @@ fn check_name(errors: &mut Vec<FieldError>, path: &str, value: &str, max: usize)
     }
 }
 
+/// The `sys:room-join` / `sys:room-leave` payload. Public (fields private) only so the
+/// `dto_parse` fuzz target can name it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Room {
+pub struct Room {
     room: String,
 }
 
@@ -78,9 +80,11 @@ impl Dto for Room {
     }
 }
 
+/// The `sys:room-publish` / `sys:user-publish` payload. Public (fields private) only so the
+/// `dto_parse` fuzz target can name it.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Publish {
+pub struct Publish {
     #[serde(default)]
     room: String,
     #[serde(default)]
