@@ -48,9 +48,11 @@ fn field(path: &str, rule: &str, message: &str) -> FieldError {
     FieldError { path: path.into(), rule: rule.into(), message: message.into() }
 }
 
+/// The `sys:room-join` / `sys:room-leave` payload. Public (fields private) only so the
+/// `dto_parse` fuzz target can name it.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-struct Room {
+pub struct Room {
     #[validate(custom(function = "identifier"))]
     room: String,
 }
@@ -61,9 +63,11 @@ impl Dto for Room {
     }
 }
 
+/// The `sys:room-publish` / `sys:user-publish` payload. Public (fields private) only so the
+/// `dto_parse` fuzz target can name it.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct Publish {
+pub struct Publish {
     #[serde(default)]
     room: Option<String>,
     #[serde(default)]

@@ -6,6 +6,8 @@
 
 mod codes;
 mod frame;
+#[cfg(test)]
+mod proptests;
 
 pub use codes::{Code, Reconnect};
 pub use frame::{

@@ -60,7 +60,11 @@ pub struct WtReader {
 }
 
 /// What `buf` holds: a whole frame, the need for more bytes, or an oversized announcement.
-fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
+///
+/// Public so the `wt_framing` fuzz target can drive the splitter directly; the reader is the
+/// only caller in the server. On `Ok(None)` the caller reads at most the missing bytes of the
+/// current frame, which keeps `buf` within `LENGTH_PREFIX + max`.
+pub fn take_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError> {
     if buf.len() < LENGTH_PREFIX {
         return Ok(None);
     }
@@ -152,6 +156,8 @@ impl FrameWriter for WtWriter {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     #[test]
@@ -171,5 +177,75 @@ mod tests {
         assert_eq!(take_frame(&mut buf, 10).unwrap(), None);
         buf.extend_from_slice(b"z");
         assert_eq!(take_frame(&mut buf, 10).unwrap().as_deref(), Some(&b"z"[..]));
+    }
+
+    /// Frames of at most `cap` bytes each, with the cap itself.
+    fn frames_under_cap() -> impl Strategy<Value = (usize, Vec<Vec<u8>>)> {
+        (0usize..=300).prop_flat_map(|cap| {
+            let frame = prop::collection::vec(any::<u8>(), 0..=cap);
+            (Just(cap), prop::collection::vec(frame, 0..16))
+        })
+    }
+
+    proptest! {
+        /// The stream is cut at arbitrary points (chunks may hold several frames or a few
+        /// bytes of one); the frames that come out are the frames that went in.
+        #[test]
+        fn frames_survive_any_chunking(
+            (cap, frames) in frames_under_cap(),
+            chunk_sizes in prop::collection::vec(1usize..=64, 1..16),
+        ) {
+            let mut stream = Vec::new();
+            for f in &frames {
+                stream.extend_from_slice(&u32::try_from(f.len()).unwrap().to_be_bytes());
+                stream.extend_from_slice(f);
+            }
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            let mut rest = &stream[..];
+            for &size in chunk_sizes.iter().cycle() {
+                if rest.is_empty() {
+                    break;
+                }
+                let (chunk, tail) = rest.split_at(size.min(rest.len()));
+                rest = tail;
+                buf.extend_from_slice(chunk);
+                while let Some(frame) = take_frame(&mut buf, cap).unwrap() {
+                    prop_assert!(frame.len() <= cap);
+                    out.push(frame.to_vec());
+                }
+            }
+            prop_assert_eq!(out, frames);
+            prop_assert!(buf.is_empty());
+        }
+
+        /// An announced length over the cap is refused as soon as the four prefix bytes are in,
+        /// however they arrive, and nothing is reserved for the announced body.
+        #[test]
+        fn oversized_prefix_is_refused_before_buffering(
+            cap in 0usize..=65_536,
+            // Just over the cap is where an off-by-one would hide; the rest of the range
+            // covers announcements up to 4 GiB.
+            excess in prop_oneof![1u64..=4, 1u64..=u64::from(u32::MAX)],
+            split in 0usize..=LENGTH_PREFIX,
+        ) {
+            let len = u32::try_from((cap as u64 + excess).min(u64::from(u32::MAX))).unwrap();
+            let prefix = len.to_be_bytes();
+            let mut buf = BytesMut::with_capacity(LENGTH_PREFIX);
+            buf.extend_from_slice(&prefix[..split]);
+            if split < LENGTH_PREFIX {
+                prop_assert_eq!(take_frame(&mut buf, cap).unwrap(), None);
+                buf.extend_from_slice(&prefix[split..]);
+            }
+            let capacity = buf.capacity();
+            match take_frame(&mut buf, cap) {
+                Err(ReadError::TooLarge { len: l, max }) => {
+                    prop_assert_eq!((l, max), (len as usize, cap));
+                }
+                other => prop_assert!(false, "expected TooLarge, got {other:?}"),
+            }
+            prop_assert_eq!(buf.len(), LENGTH_PREFIX);
+            prop_assert_eq!(buf.capacity(), capacity);
+        }
     }
 }
