@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, value::RawValue};
 
 use super::{
-    ClientFrame, Code, MAX_ACK_ID, MAX_EVENT_NAME_LEN, decode_client_frame, encode_ack,
-    encode_disconnect, encode_error, encode_event,
+    ClientFrame, Code, MAX_ACK_ID, decode_client_frame, encode_ack, encode_disconnect,
+    encode_error, encode_event,
 };
 
 /// Any JSON value, a few levels deep. Floats are finite because JSON has no NaN or infinity.
