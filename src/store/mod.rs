@@ -122,3 +122,48 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes at most `batch` presence rows older than `before_ms`. Returns how many.
     async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
 }
+
+/// Both backends select the same column names (times as Unix ms), so one mapper reads a row
+/// of either into `ConnectionRow`.
+fn connection_row<R: sqlx::Row>(r: &R) -> Result<ConnectionRow, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(ConnectionRow {
+        id: r.try_get("id")?,
+        opened: ConnectionOpened {
+            socket_id: r.try_get("socket_id")?,
+            user_id: r.try_get("user_id")?,
+            device_id: r.try_get("device_id")?,
+            transport: r.try_get("transport")?,
+            ip_address: r.try_get("ip_address")?,
+            user_agent: r.try_get("user_agent")?,
+            server_instance: r.try_get("server_instance")?,
+            connected_at_ms: r.try_get("connected_at")?,
+        },
+        disconnected_at_ms: r.try_get("disconnected_at")?,
+        disconnect_reason: r.try_get("disconnect_reason")?,
+    })
+}
+
+/// The `presence_logs` mapper shared by both backends (`at` as Unix ms).
+fn presence_row<R: sqlx::Row>(r: &R) -> Result<PresenceRow, sqlx::Error>
+where
+    for<'c> &'c str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(PresenceRow {
+        id: r.try_get("id")?,
+        log: PresenceLog {
+            user_id: r.try_get("user_id")?,
+            device_id: r.try_get("device_id")?,
+            status: r.try_get("status")?,
+            at_ms: r.try_get("at")?,
+        },
+    })
+}

@@ -5,14 +5,11 @@
 
 use std::time::Duration;
 
-use sqlx::{
-    PgPool, Row,
-    postgres::{PgPoolOptions, PgRow},
-};
+use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use super::{
     ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
-    Store, StoreError,
+    Store, StoreError, connection_row, presence_row,
 };
 
 /// PostgreSQL's timestamp range is wider than this; clamping keeps `to_timestamp` valid for
@@ -43,24 +40,6 @@ impl PgStore {
 const CONNECTION_COLUMNS: &str = "id, socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, \
      (extract(epoch FROM connected_at) * 1000)::bigint AS connected_at, \
      (extract(epoch FROM disconnected_at) * 1000)::bigint AS disconnected_at, disconnect_reason";
-
-fn connection_row(r: &PgRow) -> Result<ConnectionRow, sqlx::Error> {
-    Ok(ConnectionRow {
-        id: r.try_get("id")?,
-        opened: ConnectionOpened {
-            socket_id: r.try_get("socket_id")?,
-            user_id: r.try_get("user_id")?,
-            device_id: r.try_get("device_id")?,
-            transport: r.try_get("transport")?,
-            ip_address: r.try_get("ip_address")?,
-            user_agent: r.try_get("user_agent")?,
-            server_instance: r.try_get("server_instance")?,
-            connected_at_ms: r.try_get("connected_at")?,
-        },
-        disconnected_at_ms: r.try_get("disconnected_at")?,
-        disconnect_reason: r.try_get("disconnect_reason")?,
-    })
-}
 
 #[async_trait::async_trait]
 impl Store for PgStore {
@@ -189,21 +168,7 @@ impl Store for PgStore {
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok::<_, sqlx::Error>(PresenceRow {
-                    id: r.try_get("id")?,
-                    log: PresenceLog {
-                        user_id: r.try_get("user_id")?,
-                        device_id: r.try_get("device_id")?,
-                        status: r.try_get("status")?,
-                        at_ms: r.try_get("at")?,
-                    },
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        Ok(rows.iter().map(presence_row).collect::<Result<_, _>>()?)
     }
 
     async fn delete_connections_before(

@@ -5,15 +5,13 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    QueryBuilder, Row, Sqlite, SqlitePool,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-    },
+    QueryBuilder, Sqlite, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use super::{
     ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
-    Store, StoreError,
+    Store, StoreError, connection_row, presence_row,
 };
 
 /// Rows per multi-row INSERT: 8 parameters each stays far below SQLite's 32,766 limit.
@@ -45,24 +43,6 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
         Ok(Self { pool })
     }
-}
-
-fn connection_row(r: &SqliteRow) -> Result<ConnectionRow, sqlx::Error> {
-    Ok(ConnectionRow {
-        id: r.try_get("id")?,
-        opened: ConnectionOpened {
-            socket_id: r.try_get("socket_id")?,
-            user_id: r.try_get("user_id")?,
-            device_id: r.try_get("device_id")?,
-            transport: r.try_get("transport")?,
-            ip_address: r.try_get("ip_address")?,
-            user_agent: r.try_get("user_agent")?,
-            server_instance: r.try_get("server_instance")?,
-            connected_at_ms: r.try_get("connected_at")?,
-        },
-        disconnected_at_ms: r.try_get("disconnected_at")?,
-        disconnect_reason: r.try_get("disconnect_reason")?,
-    })
 }
 
 #[async_trait::async_trait]
@@ -183,21 +163,7 @@ impl Store for SqliteStore {
         .bind(i64::from(q.limit))
         .fetch_all(&self.pool)
         .await?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok::<_, sqlx::Error>(PresenceRow {
-                    id: r.try_get("id")?,
-                    log: PresenceLog {
-                        user_id: r.try_get("user_id")?,
-                        device_id: r.try_get("device_id")?,
-                        status: r.try_get("status")?,
-                        at_ms: r.try_get("at")?,
-                    },
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(rows)
+        Ok(rows.iter().map(presence_row).collect::<Result<_, _>>()?)
     }
 
     async fn delete_connections_before(
