@@ -50,6 +50,17 @@ async fn assert_quiet(rx: &mut UnboundedReceiver<Message>) {
     }
 }
 
+/// Publishes on `ch`, where nothing should be received, then proves it: a marker published
+/// after it on a subscribed channel arrives, and nothing else does.
+async fn assert_not_delivered(b: &dyn Broker, rx: &mut UnboundedReceiver<Message>, ch: &Channel) {
+    let marker = room("marker");
+    b.subscribe(&marker).await.unwrap();
+    b.publish(ch, Bytes::from_static(b"must not arrive")).await.unwrap();
+    b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
+    assert_eq!(recv(rx).await, msg(&marker, b"marker"));
+    assert_quiet(rx).await;
+}
+
 fn msg(channel: &Channel, payload: &'static [u8]) -> Message {
     Message { channel: channel.clone(), payload: Bytes::from_static(payload) }
 }
@@ -85,14 +96,7 @@ async fn unsubscribed_channel_receives_nothing(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-unsubscribed");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    let watched = room("watched");
-    b.subscribe(&watched).await.unwrap();
-
-    b.publish(&room("other"), Bytes::from_static(b"not for us")).await.unwrap();
-    b.publish(&watched, Bytes::from_static(b"marker")).await.unwrap();
-
-    assert_eq!(recv(&mut rx).await, msg(&watched, b"marker"));
-    assert_quiet(&mut rx).await;
+    assert_not_delivered(b.as_ref(), &mut rx, &room("other")).await;
 }
 
 #[rstest]
@@ -104,9 +108,7 @@ async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
     let leaving = room("leaving");
-    let marker = room("marker");
     b.subscribe(&leaving).await.unwrap();
-    b.subscribe(&marker).await.unwrap();
 
     b.publish(&leaving, Bytes::from_static(b"before")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&leaving, b"before"));
@@ -114,11 +116,7 @@ async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
     b.unsubscribe(&leaving).await.unwrap();
     // Idempotent: a second unsubscribe is a no-op, not an error.
     b.unsubscribe(&leaving).await.unwrap();
-    b.publish(&leaving, Bytes::from_static(b"after")).await.unwrap();
-    b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
-
-    assert_eq!(recv(&mut rx).await, msg(&marker, b"marker"));
-    assert_quiet(&mut rx).await;
+    assert_not_delivered(b.as_ref(), &mut rx, &leaving).await;
 }
 
 #[rstest]
@@ -142,12 +140,7 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
 
     // One unsubscribe undoes both subscribes: there is no reference counting.
     b.unsubscribe(&ch).await.unwrap();
-    let marker = room("marker");
-    b.subscribe(&marker).await.unwrap();
-    b.publish(&ch, Bytes::from_static(b"gone")).await.unwrap();
-    b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
-    assert_eq!(recv(&mut rx).await, msg(&marker, b"marker"));
-    assert_quiet(&mut rx).await;
+    assert_not_delivered(b.as_ref(), &mut rx, &ch).await;
 }
 
 #[rstest]
