@@ -1,0 +1,600 @@
+// rtgate browser client: one connection to an rtgate server over WebTransport (first choice) or
+// WebSocket (fallback), with the handshake, heartbeat, acknowledged requests, reconnection with
+// backoff and jitter, a bounded send queue, and restoration of presence subscriptions and chat
+// conversations after a reconnect. No dependencies; the wire contract is PROTOCOL.md.
+
+import { Backoff, DEFAULT_BACKOFF } from './backoff.js';
+import { Conversation } from './conversation.js';
+import { Emitter } from './emitter.js';
+import { Presence } from './presence.js';
+import {
+  RtgateError,
+  openWebSocket,
+  openWebTransport,
+  webTransportAvailable,
+} from './transports.js';
+
+export { Backoff, Conversation, Presence, RtgateError };
+
+export const PROTOCOL_VERSION = 1;
+
+const DEFAULTS = {
+  transport: 'auto',
+  certificateHash: 'auto',
+  wtPort: 4433,
+  wtOpenTimeout: 5000,
+  connectTimeout: 20000,
+  requestTimeout: 10000,
+  maxQueue: 100,
+  autoConnect: true,
+};
+
+const DEFAULT_RECONNECT = { ...DEFAULT_BACKOFF, maxAttempts: Infinity, stableAfter: 10000 };
+
+// The transport that last worked, per server, for the life of the page: a page whose network
+// blocks UDP pays the WebTransport timeout once, not on every reconnect.
+const remembered = new Map();
+
+/** Whether a close code allows reconnecting automatically (PROTOCOL.md, Codes). */
+export function isRetryable(code, disconnectFrame) {
+  if (disconnectFrame && disconnectFrame.reconnect === false) return false;
+  return !(code >= 3500 && code <= 3999);
+}
+
+function deriveUrls(opts) {
+  const base = opts.url ?? globalThis.location?.origin;
+  if (!base) throw new RtgateError('bad_option', 'option `url` is required outside a page');
+  const u = new URL(base);
+  const wsUrl = opts.wsUrl ?? `${u.protocol === 'https:' ? 'wss:' : 'ws:'}//${u.host}/ws`;
+  const wtUrl = opts.wtUrl ?? `https://${u.hostname}:${opts.wtPort}/wt`;
+  return { base: u.origin, wsUrl, wtUrl };
+}
+
+export class RtgateClient extends Emitter {
+  /** @param {import('./rtgate.js').ClientOptions} options */
+  constructor(options = {}) {
+    super();
+    this.options = { ...DEFAULTS, ...options };
+    this.options.reconnect = { ...DEFAULT_RECONNECT, ...(options.reconnect ?? {}) };
+    const { base, wsUrl, wtUrl } = deriveUrls(this.options);
+    this.url = base;
+    this.wsUrl = wsUrl;
+    this.wtUrl = wtUrl;
+    this._clock = options.clock ?? {
+      setTimeout: (fn, ms) => setTimeout(fn, ms),
+      clearTimeout: (t) => clearTimeout(t),
+    };
+    this._fetch = options.fetch ?? ((...a) => globalThis.fetch(...a));
+    this._openers = {
+      webtransport: options.transports?.webtransport ?? openWebTransport,
+      websocket: options.transports?.websocket ?? openWebSocket,
+    };
+    this._wtAvailable = options.transports?.webtransport ? () => true : webTransportAvailable;
+    this.backoff = new Backoff(this.options.reconnect, options.random ?? Math.random);
+
+    /** @type {'connecting'|'connected'|'reconnecting'|'disconnected'} */
+    this.state = 'disconnected';
+    /** The transport of the current connection, or null. */
+    this.transport = null;
+    /** The server's `connected` frame of the current connection, or null. */
+    this.session = null;
+    /** The last token `getToken` returned; the REST calls use it too. */
+    this.token = null;
+
+    this._conn = null;
+    this._attempt = 0; // increments per attempt; stale async steps compare against it
+    this._everConnected = false;
+    this._manual = false;
+    this._timers = { reconnect: null, connect: null, heartbeat: null, stable: null };
+    this._localClose = null;
+    this._lastDisconnect = null;
+    this._nextId = 1;
+    this._order = 0;
+    this._queue = []; // entries waiting for a connection, kept in call order
+    this._inflight = new Map(); // id -> entry, written and waiting for ack/error
+    this._serverEvents = new Emitter();
+    this._conversations = new Map();
+    this.presence = new Presence(this);
+
+    if (this.options.autoConnect) this.connect();
+  }
+
+  // ---- lifecycle -------------------------------------------------------------------------
+
+  /** Starts connecting (no-op when already connected or connecting). */
+  connect() {
+    if (this.state === 'connected' || this.state === 'connecting') return;
+    if (this.state === 'reconnecting' && this._timers.reconnect === null) return;
+    this._manual = false;
+    this._clear('reconnect');
+    this._setState(this._everConnected ? 'reconnecting' : 'connecting');
+    this._startAttempt();
+  }
+
+  /** Closes on purpose: sends `disconnect`, stops reconnecting. Queued sends stay queued. */
+  disconnect() {
+    this._manual = true;
+    this._attempt += 1;
+    for (const name of Object.keys(this._timers)) this._clear(name);
+    const conn = this._conn;
+    if (conn) {
+      conn.send({ type: 'disconnect' });
+      this._localClose = { code: 1000, reason: 'client_disconnect' };
+      conn.close(1000, 'client disconnect');
+    } else if (this.state !== 'disconnected') {
+      this._setState('disconnected');
+      this._emit('disconnect', 'client_disconnect', 1000);
+    }
+  }
+
+  close() {
+    this.disconnect();
+  }
+
+  get connected() {
+    return this.state === 'connected';
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit('state', state);
+  }
+
+  _clear(name) {
+    if (this._timers[name] !== null) {
+      this._clock.clearTimeout(this._timers[name]);
+      this._timers[name] = null;
+    }
+  }
+
+  _set(name, ms, fn) {
+    this._clear(name);
+    this._timers[name] = this._clock.setTimeout(() => {
+      this._timers[name] = null;
+      fn();
+    }, ms);
+  }
+
+  async _getToken() {
+    const { getToken, token } = this.options;
+    const value = getToken ? await getToken() : token;
+    if (typeof value !== 'string' || value === '') {
+      throw new RtgateError('auth_required', 'getToken() returned no token');
+    }
+    return value;
+  }
+
+  /** The order in which to try transports for this attempt. */
+  _plan() {
+    const forced = this.options.transport;
+    if (forced === 'webtransport' || forced === 'websocket') return [forced];
+    if (!this._wtAvailable()) return ['websocket'];
+    if (remembered.get(this.wtUrl) === 'websocket') return ['websocket'];
+    return ['webtransport', 'websocket'];
+  }
+
+  async _certificateHashes() {
+    const opt = this.options.certificateHash;
+    if (opt === 'none' || opt === null || opt === false) return undefined;
+    if (opt !== 'auto') return [{ algorithm: 'sha-256', value: new Uint8Array(opt) }];
+    // Dev mode: the server's self-signed certificate changes at every start, so ask each time.
+    try {
+      const res = await this._fetch(`${this.url}/cert-hash`, { cache: 'no-store' });
+      if (!res.ok) return undefined;
+      const body = await res.json();
+      if (!body.selfSigned || !Array.isArray(body.bytes)) return undefined;
+      return [{ algorithm: 'sha-256', value: new Uint8Array(body.bytes) }];
+    } catch {
+      return undefined; // A production certificate needs no hash.
+    }
+  }
+
+  /** Opens one transport, giving up after `ms` (the opener is aborted, a late result closed). */
+  _open(kind, ms, params) {
+    const abort = typeof AbortController === 'function' ? new AbortController() : null;
+    return new Promise((resolve, reject) => {
+      let done = false;
+      const timer = this._clock.setTimeout(() => {
+        if (done) return;
+        done = true;
+        abort?.abort();
+        reject(new RtgateError('transport_timeout', `${kind} did not open within ${ms} ms`));
+      }, ms);
+      Promise.resolve()
+        .then(() => this._openers[kind]({ ...params, signal: abort?.signal }))
+        .then(
+          (conn) => {
+            if (done) return conn.close(1000, 'too late');
+            done = true;
+            this._clock.clearTimeout(timer);
+            resolve(conn);
+          },
+          (err) => {
+            if (done) return;
+            done = true;
+            this._clock.clearTimeout(timer);
+            reject(err);
+          },
+        );
+    });
+  }
+
+  async _openTransport(attempt) {
+    const plan = this._plan();
+    let lastErr;
+    for (const kind of plan) {
+      if (attempt !== this._attempt) return null;
+      try {
+        let conn;
+        if (kind === 'webtransport') {
+          const certificateHashes = await this._certificateHashes();
+          if (attempt !== this._attempt) return null;
+          // Only a fallback candidate gets the short WT timeout; a forced WT gets the whole budget.
+          const ms = plan.length > 1 ? this.options.wtOpenTimeout : this.options.connectTimeout;
+          conn = await this._open(kind, ms, { url: this.wtUrl, certificateHashes });
+        } else {
+          conn = await this._open(kind, this.options.connectTimeout, { url: this.wsUrl });
+        }
+        if (plan.length > 1 || remembered.has(this.wtUrl)) remembered.set(this.wtUrl, kind);
+        return conn;
+      } catch (err) {
+        lastErr = err;
+        if (attempt === this._attempt) this._emit('error', err);
+        err.reported = true;
+      }
+    }
+    throw lastErr ?? new RtgateError('transport_unavailable', 'no transport');
+  }
+
+  async _startAttempt() {
+    const attempt = ++this._attempt;
+    this._lastDisconnect = null;
+    this._localClose = null;
+    // One deadline for the whole attempt: token, transport, handshake.
+    this._set('connect', this.options.connectTimeout, () => {
+      if (attempt !== this._attempt) return;
+      this._attemptFailed(new RtgateError('connect_timeout', 'connect timed out'), attempt);
+    });
+    let conn;
+    try {
+      const token = await this._getToken();
+      if (attempt !== this._attempt) return;
+      this.token = token;
+      conn = await this._openTransport(attempt);
+      if (!conn) return;
+      if (attempt !== this._attempt) {
+        conn.close(1000, 'superseded');
+        return;
+      }
+    } catch (err) {
+      if (attempt !== this._attempt) return;
+      this._attemptFailed(err, attempt);
+      return;
+    }
+    this._conn = conn;
+    conn.onframe = (frame) => this._onFrame(conn, frame);
+    conn.onclose = (info) => this._onClose(conn, info);
+    const hello = { type: 'connect', v: PROTOCOL_VERSION, token: this.token };
+    if (this.options.device) hello.device = this.options.device;
+    conn.send(hello);
+  }
+
+  /** An attempt that never reached `connected` (and left no close to handle). */
+  _attemptFailed(err, attempt) {
+    if (attempt !== this._attempt) return;
+    this._clear('connect');
+    // Transport errors were already reported one by one while trying each transport.
+    if (!err.reported) this._emit('error', err);
+    if (this._conn) {
+      const conn = this._conn;
+      this._localClose = { code: 1006, reason: err.code ?? 'connect_failed' };
+      conn.close(1000, 'connect timeout');
+      return; // _onClose schedules the retry
+    }
+    this._attempt += 1;
+    if (err.code === 'auth_required' && !this.options.getToken) {
+      this._stop('auth_required', 3500);
+      return;
+    }
+    this._scheduleReconnect();
+  }
+
+  _onConnected(conn, frame) {
+    this._clear('connect');
+    this.session = frame;
+    this.transport = conn.kind;
+    const isReconnect = this._everConnected;
+    const attempts = this.backoff.attempts;
+    this._everConnected = true;
+    this._setState('connected');
+    this._touch();
+    // Reset the backoff only once the connection proved stable, so a server that accepts and
+    // then drops at once still sees growing delays.
+    this._set('stable', this.options.reconnect.stableAfter, () => this.backoff.reset());
+    this._emit('connect', { transport: conn.kind, session: frame });
+    if (isReconnect) this._emit('reconnect', attempts);
+    // Restore server-side state first: the server handles events in order, so the rejoins are
+    // processed before anything flushed from the queue.
+    this.presence._restore();
+    for (const conv of this._conversations.values()) conv._restore();
+    this._flush();
+  }
+
+  _touch() {
+    const hb = this.session?.heartbeat;
+    if (!hb) return;
+    const ms = (hb.intervalMs ?? 25000) + (hb.timeoutMs ?? 20000);
+    const conn = this._conn;
+    this._set('heartbeat', ms, () => {
+      if (conn !== this._conn) return;
+      // The server went silent past its own ping schedule: the path is dead.
+      this._localClose = { code: 1006, reason: 'heartbeat_timeout' };
+      conn.close(1000, 'heartbeat timeout');
+    });
+  }
+
+  _onFrame(conn, frame) {
+    if (conn !== this._conn || frame === null || typeof frame !== 'object') return;
+    if (this.state === 'connected') this._touch();
+    switch (frame.type) {
+      case 'connected':
+        if (this.state !== 'connected') this._onConnected(conn, frame);
+        break;
+      case 'ping':
+        conn.send({ type: 'pong' });
+        break;
+      case 'ack': {
+        const entry = this._inflight.get(frame.id);
+        if (entry) {
+          this._inflight.delete(frame.id);
+          this._settle(entry, null, frame.data ?? null);
+        }
+        break;
+      }
+      case 'error':
+        this._onError(frame);
+        break;
+      case 'disconnect':
+        this._lastDisconnect = frame;
+        break;
+      case 'event':
+        this._onServerEvent(frame.event, frame.data);
+        break;
+      default:
+        break; // Unknown frame types are ignored (PROTOCOL.md, Versioning).
+    }
+  }
+
+  _onError(frame) {
+    const err = new RtgateError(frame.code, frame.message, frame.details);
+    const entry = frame.id !== undefined ? this._inflight.get(frame.id) : undefined;
+    if (frame.code === 'rate_limit_exceeded') {
+      this._emit('rate_limit_exceeded', { ...(frame.details ?? {}), event: entry?.event });
+    }
+    if (entry) {
+      this._inflight.delete(frame.id);
+      this._settle(entry, err);
+    } else {
+      this._emit('error', err);
+    }
+  }
+
+  _onServerEvent(name, data) {
+    if (typeof name !== 'string') return;
+    const convId = data && typeof data === 'object' ? data.conversationId : undefined;
+    if (convId !== undefined) this._conversations.get(convId)?._onEvent(name, data);
+    if (name === 'presence:update') this.presence._onUpdate(data);
+    this._serverEvents._emit(name, data);
+    this._emit('event', name, data);
+  }
+
+  _onClose(conn, info) {
+    if (conn !== this._conn) return;
+    this._conn = null;
+    this.transport = null;
+    const wasConnected = this.state === 'connected';
+    for (const name of ['heartbeat', 'stable', 'connect']) this._clear(name);
+    const frame = this._lastDisconnect;
+    const local = this._localClose;
+    const code = frame?.code ?? local?.code ?? info?.code ?? 1006;
+    const reason = frame?.reason ?? local?.reason ?? (info?.reason || 'transport_close');
+    this._requeueInflight();
+    this._attempt += 1;
+    if (this._manual) {
+      this._setState('disconnected');
+      this._emit('disconnect', 'client_disconnect', 1000);
+      return;
+    }
+    if (!isRetryable(code, frame)) {
+      this._stop(reason, code, wasConnected);
+      return;
+    }
+    if (wasConnected) this._emit('disconnect', reason, code);
+    this._scheduleReconnect(frame?.retryAfterMs);
+  }
+
+  /** Stops for good: a close the server says not to retry. */
+  _stop(reason, code) {
+    this._setState('disconnected');
+    this._emit('disconnect', reason, code);
+  }
+
+  _scheduleReconnect(retryAfterMs) {
+    const { maxAttempts } = this.options.reconnect;
+    if (this.backoff.attempts >= maxAttempts) {
+      this._setState('disconnected');
+      this._emit('reconnect_failed');
+      return;
+    }
+    let delay = this.backoff.next();
+    // `server_shutdown` / `server_busy`: the server already spread its clients with a random
+    // retryAfterMs; wait at least that, jittered further by the backoff step.
+    if (typeof retryAfterMs === 'number' && retryAfterMs > delay) delay = retryAfterMs;
+    this._setState('reconnecting');
+    this._emit('reconnect_attempt', this.backoff.attempts, delay);
+    this._set('reconnect', delay, () => {
+      if (this._manual) return;
+      this._startAttempt();
+    });
+  }
+
+  // ---- requests and the queue ----------------------------------------------------------
+
+  /**
+   * Sends an event and resolves with its ack `data`, or rejects with an RtgateError whose `code`
+   * is the server's. Issued while disconnected, it waits in the queue (bounded by `maxQueue`).
+   */
+  request(event, data, opts = {}) {
+    return new Promise((resolve, reject) => {
+      const entry = {
+        order: ++this._order,
+        event,
+        data,
+        ack: true,
+        retry: Boolean(opts.retry),
+        resolve,
+        reject,
+        timer: null,
+        id: null,
+      };
+      const timeout = opts.timeout ?? this.options.requestTimeout;
+      if (timeout > 0 && Number.isFinite(timeout)) {
+        entry.timer = this._clock.setTimeout(() => {
+          entry.timer = null;
+          this._forget(entry);
+          reject(new RtgateError('timeout', `no answer to ${event} within ${timeout} ms`));
+        }, timeout);
+      }
+      this._submit(entry);
+    });
+  }
+
+  /**
+   * Sends an event without asking for an ack. `volatile: true` sends it as a WebTransport
+   * datagram when possible and drops it (returns false) when not connected, instead of queueing.
+   */
+  emit(event, data, opts = {}) {
+    if (opts.volatile) {
+      if (!this._conn || this.state !== 'connected') return false;
+      const frame = { type: 'event', event };
+      if (data !== undefined) frame.data = data;
+      this._conn.sendVolatile(frame);
+      return true;
+    }
+    const entry = { order: ++this._order, event, data, ack: false, retry: false };
+    try {
+      this._submit(entry);
+    } catch (err) {
+      this._emit('error', err);
+      return false;
+    }
+    return true;
+  }
+
+  /** Listens to one server-pushed event; returns the function that removes the listener. */
+  onEvent(name, fn) {
+    return this._serverEvents.on(name, fn);
+  }
+
+  offEvent(name, fn) {
+    this._serverEvents.off(name, fn);
+  }
+
+  /** The chat helper for one conversation (one object per id). */
+  conversation(id) {
+    let conv = this._conversations.get(id);
+    if (!conv) this._conversations.set(id, (conv = new Conversation(this, id)));
+    return conv;
+  }
+
+  /** Number of sends waiting for a connection. */
+  get queued() {
+    return this._queue.length;
+  }
+
+  _submit(entry) {
+    if (this.state === 'connected' && this._conn) {
+      this._write(entry);
+      return;
+    }
+    if (this._queue.length >= this.options.maxQueue) {
+      const err = new RtgateError('queue_full', `send queue full (${this.options.maxQueue})`);
+      if (entry.ack) {
+        this._settle(entry, err);
+        return;
+      }
+      throw err;
+    }
+    this._queue.push(entry);
+  }
+
+  _write(entry) {
+    const frame = { type: 'event', event: entry.event };
+    if (entry.ack) {
+      entry.id = this._nextId++;
+      frame.id = entry.id;
+      this._inflight.set(entry.id, entry);
+    }
+    if (entry.data !== undefined) frame.data = entry.data;
+    this._conn.send(frame);
+  }
+
+  _flush() {
+    const pending = this._queue.sort((a, b) => a.order - b.order);
+    this._queue = [];
+    for (const entry of pending) {
+      if (!this._conn || this.state !== 'connected') {
+        this._queue.push(entry);
+        continue;
+      }
+      this._write(entry);
+    }
+  }
+
+  /**
+   * The connection ended with requests unanswered. Their outcome is unknown (PROTOCOL.md):
+   * retryable ones (chat sends, deduplicated by clientMessageId) go back to the queue in their
+   * original order; the others fail with `disconnected`.
+   */
+  _requeueInflight() {
+    const entries = [...this._inflight.values()];
+    this._inflight.clear();
+    for (const entry of entries) {
+      entry.id = null;
+      if (entry.retry) this._queue.push(entry);
+      else this._settle(entry, new RtgateError('disconnected', 'connection lost before the answer'));
+    }
+    this._queue.sort((a, b) => a.order - b.order);
+  }
+
+  _forget(entry) {
+    if (entry.id !== null) this._inflight.delete(entry.id);
+    const i = this._queue.indexOf(entry);
+    if (i >= 0) this._queue.splice(i, 1);
+  }
+
+  _settle(entry, err, value) {
+    if (entry.timer) this._clock.clearTimeout(entry.timer);
+    entry.timer = null;
+    if (err) entry.reject?.(err);
+    else entry.resolve?.(value);
+  }
+
+  /** A JSON GET against the server's REST API with the current token. */
+  async _getJson(path) {
+    const res = await this._fetch(`${this.url}${path}`, {
+      headers: { Authorization: `Bearer ${this.token}` },
+    });
+    const body = await res.json().catch(() => ({}));
+    if (!res.ok) throw new RtgateError(body.code ?? `http_${res.status}`, body.message, body);
+    return body;
+  }
+}
+
+/** Forgets the remembered transport choices (tests, or a page that changed networks). */
+export function forgetTransportChoice() {
+  remembered.clear();
+}
+
+export default RtgateClient;

@@ -1,0 +1,466 @@
+import assert from 'node:assert/strict';
+import { beforeEach, describe, test } from 'node:test';
+
+import { Backoff } from '../src/backoff.js';
+import { RtgateClient, forgetTransportChoice } from '../src/rtgate.js';
+import { FakeClock, HELLO, fakeTransport, settle } from './fakes.js';
+
+function setup(opts = {}, { wt = [], ws = [] } = {}) {
+  const clock = new FakeClock();
+  const wtT = fakeTransport('webtransport', wt);
+  const wsT = fakeTransport('websocket', ws);
+  const tokens = [];
+  const client = new RtgateClient({
+    url: 'http://127.0.0.1:3000',
+    certificateHash: 'none',
+    clock,
+    random: () => 0.5,
+    getToken: async () => {
+      tokens.push(tokens.length);
+      return `tok-${tokens.length}`;
+    },
+    transports: { webtransport: wtT.open, websocket: wsT.open },
+    autoConnect: false,
+    ...opts,
+  });
+  const seen = [];
+  for (const ev of ['connect', 'disconnect', 'reconnect', 'reconnect_attempt', 'reconnect_failed']) {
+    client.on(ev, (...args) => seen.push([ev, ...args]));
+  }
+  return { client, clock, wtT, wsT, tokens, seen };
+}
+
+/** Completes the handshake on the latest connection of `t`. */
+async function accept(t, hello = HELLO) {
+  await settle();
+  t.last.push(hello);
+  await settle();
+}
+
+beforeEach(() => forgetTransportChoice());
+
+describe('backoff', () => {
+  test('doubles from 1 s, stays within ±50 % jitter, and is capped at 10 s', () => {
+    for (const r of [0, 0.25, 0.5, 0.999999]) {
+      const b = new Backoff({}, () => r);
+      const delays = Array.from({ length: 10 }, () => b.next());
+      delays.forEach((d, i) => {
+        const base = Math.min(10000, 1000 * 2 ** i);
+        assert.ok(d >= base * 0.5 && d <= Math.min(10000, base * 1.5), `attempt ${i + 1}: ${d}`);
+        assert.ok(d > 0);
+      });
+      assert.ok(delays.slice(4).every((d) => d <= 10000));
+    }
+    const mid = new Backoff({}, () => 0.5);
+    assert.deepEqual(
+      Array.from({ length: 6 }, () => mid.next()),
+      [1000, 2000, 4000, 8000, 10000, 10000],
+    );
+  });
+
+  test('is configurable and resets', () => {
+    const b = new Backoff({ initialDelay: 100, multiplier: 3, maxDelay: 500, randomization: 0 });
+    assert.deepEqual([b.next(), b.next(), b.next()], [100, 300, 500]);
+    b.reset();
+    assert.equal(b.next(), 100);
+  });
+
+  test('never yields zero, even with zero initial delay and full randomization', () => {
+    const b = new Backoff({ initialDelay: 0, randomization: 1 }, () => 0);
+    assert.ok(b.next() >= 1);
+  });
+});
+
+describe('connecting', () => {
+  test('sends connect with token, device and v:1, then reports connected', async () => {
+    const { client, wtT, seen } = setup({ device: 'laptop-1' });
+    client.connect();
+    assert.equal(client.state, 'connecting');
+    await settle();
+    assert.deepEqual(wtT.last.sent[0], { type: 'connect', v: 1, token: 'tok-1', device: 'laptop-1' });
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(client.transport, 'webtransport');
+    assert.equal(seen[0][0], 'connect');
+  });
+
+  test('answers ping with pong', async () => {
+    const { client, wtT } = setup();
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'ping' });
+    assert.deepEqual(wtT.last.sent.at(-1), { type: 'pong' });
+  });
+
+  test('calls getToken before every connect', async () => {
+    const { client, clock, wtT, tokens } = setup();
+    client.connect();
+    await accept(wtT);
+    wtT.last.drop(1006);
+    await clock.advance(2000);
+    assert.equal(tokens.length, 2);
+    assert.equal(wtT.last.sent[0].token, 'tok-2');
+  });
+});
+
+describe('transport choice', () => {
+  test('falls back to WebSocket when WebTransport fails, and remembers it', async () => {
+    const { client, clock, wtT, wsT } = setup({}, { wt: ['fail'] });
+    const errors = [];
+    client.on('error', (e) => errors.push(e));
+    client.connect();
+    await accept(wsT);
+    assert.equal(client.transport, 'websocket');
+    assert.equal(errors.length, 1);
+    wsT.last.drop(1006);
+    await clock.advance(1500);
+    await accept(wsT);
+    assert.equal(wtT.calls, 1, 'WebTransport is not tried again on this page');
+    assert.equal(wsT.calls, 2);
+  });
+
+  test('falls back when WebTransport does not open within wtOpenTimeout', async () => {
+    const { client, clock, wtT, wsT } = setup({ wtOpenTimeout: 3000 }, { wt: ['hang'] });
+    client.connect();
+    await clock.advance(2999);
+    assert.equal(wsT.calls, 0);
+    await clock.advance(1);
+    await accept(wsT);
+    assert.equal(client.transport, 'websocket');
+    assert.equal(wtT.calls, 1);
+  });
+
+  test('uses WebSocket only when WebTransport is missing', async () => {
+    const clock = new FakeClock();
+    const wsT = fakeTransport('websocket');
+    const saved = globalThis.WebTransport;
+    delete globalThis.WebTransport;
+    try {
+      const client = new RtgateClient({
+        url: 'http://127.0.0.1:3000',
+        clock,
+        token: 't',
+        transports: { websocket: wsT.open },
+        autoConnect: false,
+      });
+      client.connect();
+      await accept(wsT);
+      assert.equal(client.transport, 'websocket');
+    } finally {
+      if (saved) globalThis.WebTransport = saved;
+    }
+  });
+
+  test('a forced transport is the only one tried', async () => {
+    const a = setup({ transport: 'websocket' });
+    a.client.connect();
+    await accept(a.wsT);
+    assert.equal(a.wtT.calls, 0);
+
+    forgetTransportChoice();
+    const b = setup({ transport: 'webtransport' }, { wt: ['fail'] });
+    b.client.connect();
+    await settle();
+    assert.equal(b.wsT.calls, 0);
+    assert.equal(b.client.state, 'reconnecting');
+  });
+
+  test('remembers WebTransport when it worked, keeping the fallback for a later failure', async () => {
+    const { client, clock, wtT, wsT } = setup();
+    client.connect();
+    await accept(wtT);
+    wtT.script[1] = 'fail';
+    wtT.last.drop(1006);
+    await clock.advance(1500);
+    await accept(wsT);
+    assert.equal(client.transport, 'websocket');
+  });
+});
+
+describe('reconnection', () => {
+  test('schedules attempts with growing, capped, jittered delays and never a zero delay', async () => {
+    const { client, clock, wtT, seen } = setup(
+      { transport: 'webtransport', random: () => 0.999 },
+      {},
+    );
+    wtT.fallback = 'fail';
+    client.connect();
+    await settle();
+    for (let i = 0; i < 7; i++) {
+      const [, , delay] = seen.filter((s) => s[0] === 'reconnect_attempt').at(-1);
+      await clock.advance(delay);
+    }
+    const attempts = seen.filter((s) => s[0] === 'reconnect_attempt');
+    assert.deepEqual(
+      attempts.map((a) => a[1]),
+      [1, 2, 3, 4, 5, 6, 7, 8],
+    );
+    attempts.forEach(([, n, delay]) => {
+      const base = Math.min(10000, 1000 * 2 ** (n - 1));
+      assert.ok(delay >= base * 0.5 && delay <= 10000, `attempt ${n}: ${delay}`);
+    });
+    assert.equal(attempts.at(-1)[2], 10000);
+    assert.equal(client.state, 'reconnecting');
+  });
+
+  test('does not reconnect after a close in the 3500-3999 range', async () => {
+    const { client, clock, wtT, seen } = setup();
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
+    wtT.last.drop(3501, 'invalid_token');
+    await clock.advance(60000);
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+    assert.equal(wtT.calls, 1);
+    assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 0);
+  });
+
+  test('does not reconnect on a terminal close code even without a disconnect frame', async () => {
+    const { client, clock, wsT } = setup({ transport: 'websocket' });
+    client.connect();
+    await accept(wsT);
+    wsT.last.drop(3503, 'unsupported_version');
+    await clock.advance(60000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wsT.calls, 1);
+  });
+
+  test('refused handshake with invalid_token stops', async () => {
+    const { client, clock, wtT, seen } = setup();
+    const errors = [];
+    client.on('error', (e) => errors.push(e.code));
+    client.connect();
+    await settle();
+    wtT.last.push({ type: 'error', code: 'invalid_token', message: 'bad' });
+    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
+    wtT.last.drop(3501);
+    await clock.advance(60000);
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(errors, ['invalid_token']);
+    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+  });
+
+  test('waits at least retryAfterMs after server_shutdown, then reconnects', async () => {
+    const { client, clock, wtT, seen } = setup();
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({
+      type: 'disconnect',
+      code: 3000,
+      reason: 'server_shutdown',
+      reconnect: true,
+      retryAfterMs: 4200,
+    });
+    wtT.last.drop(3000);
+    assert.deepEqual(seen.at(-2), ['disconnect', 'server_shutdown', 3000]);
+    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 1, 4200]);
+    await clock.advance(4199);
+    assert.equal(wtT.calls, 1);
+    await clock.advance(1);
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.deepEqual(seen.at(-1), ['reconnect', 1]);
+  });
+
+  test('resets the backoff only after a stable connection', async () => {
+    const { client, clock, wtT, seen } = setup({ reconnect: { stableAfter: 5000 } });
+    client.connect();
+    await accept(wtT);
+    wtT.last.drop();
+    await clock.advance(1000);
+    await accept(wtT);
+    wtT.last.drop(); // dropped right away: the backoff keeps growing
+    assert.deepEqual(seen.at(-1).slice(0, 2), ['reconnect_attempt', 2]);
+    await clock.advance(2000);
+    await accept(wtT);
+    await clock.advance(5000);
+    wtT.last.drop();
+    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 1, 1000]);
+  });
+
+  test('gives up after maxAttempts with reconnect_failed', async () => {
+    const { client, clock, wtT, seen } = setup({
+      transport: 'webtransport',
+      reconnect: { maxAttempts: 2 },
+    });
+    wtT.fallback = 'fail';
+    client.connect();
+    await clock.advance(60000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(seen.at(-1)[0], 'reconnect_failed');
+    assert.equal(wtT.calls, 3);
+  });
+
+  test('a handshake that never completes times out after connectTimeout', async () => {
+    const { client, clock, wtT } = setup({ connectTimeout: 20000 });
+    client.connect();
+    await clock.advance(19999);
+    assert.equal(client.state, 'connecting');
+    await clock.advance(1);
+    assert.equal(client.state, 'reconnecting');
+    assert.ok(wtT.conns[0].closed);
+  });
+
+  test('disconnect() stops for good', async () => {
+    const { client, clock, wtT, seen } = setup();
+    client.connect();
+    await accept(wtT);
+    client.disconnect();
+    assert.deepEqual(wtT.conns[0].sent.at(-1), { type: 'disconnect' });
+    await clock.advance(60000);
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(seen.at(-1), ['disconnect', 'client_disconnect', 1000]);
+    assert.equal(wtT.calls, 1);
+  });
+});
+
+describe('heartbeat', () => {
+  test('a server silent past interval + timeout is treated as dead', async () => {
+    const { client, clock, wtT, seen } = setup();
+    client.connect();
+    await accept(wtT, { ...HELLO, heartbeat: { intervalMs: 1000, timeoutMs: 500 } });
+    await clock.advance(1400);
+    wtT.last.push({ type: 'ping' }); // any frame proves the server alive
+    await clock.advance(1499);
+    assert.equal(client.state, 'connected');
+    await clock.advance(1);
+    assert.equal(client.state, 'reconnecting');
+    assert.deepEqual(
+      seen.find((s) => s[0] === 'disconnect'),
+      ['disconnect', 'heartbeat_timeout', 1006],
+    );
+    assert.ok(wtT.conns[0].closed);
+  });
+});
+
+describe('requests and the queue', () => {
+  test('request resolves with the ack and rejects with the server code', async () => {
+    const { client, wtT } = setup();
+    client.connect();
+    await accept(wtT);
+    const ok = client.request('sys:echo', { a: 1 });
+    const bad = client.request('no:such', null);
+    const [e1, e2] = wtT.last.events();
+    wtT.last.push({ type: 'ack', id: e1.id, data: { a: 1 } });
+    wtT.last.push({ type: 'error', id: e2.id, code: 'unknown_event', message: 'x' });
+    assert.deepEqual(await ok, { a: 1 });
+    await assert.rejects(bad, (e) => e.code === 'unknown_event' && e instanceof Error);
+  });
+
+  test('rate_limit_exceeded rejects and is reported with its details', async () => {
+    const { client, wtT } = setup();
+    const infos = [];
+    client.on('rate_limit_exceeded', (i) => infos.push(i));
+    client.connect();
+    await accept(wtT);
+    const p = client.request('message:send', {});
+    const details = { limit: 30, windowMs: 60000, resetAt: 1 };
+    wtT.last.push({ type: 'error', id: wtT.last.events()[0].id, code: 'rate_limit_exceeded', details });
+    await assert.rejects(p, (e) => e.code === 'rate_limit_exceeded' && e.details.limit === 30);
+    assert.deepEqual(infos, [{ ...details, event: 'message:send' }]);
+  });
+
+  test('request times out on the client', async () => {
+    const { client, clock, wtT } = setup();
+    client.connect();
+    await accept(wtT);
+    const p = client.request('sys:echo', 1, { timeout: 500 });
+    const rejected = assert.rejects(p, (e) => e.code === 'timeout');
+    await clock.advance(499);
+    assert.equal(client._inflight.size, 1);
+    await clock.advance(1);
+    await rejected;
+    assert.equal(client._inflight.size, 0);
+  });
+
+  test('sends issued while disconnected are flushed in order after connecting', async () => {
+    const { client, wtT } = setup();
+    const a = client.request('sys:echo', 1);
+    client.emit('x:fire', 2);
+    const c = client.request('sys:echo', 3);
+    assert.equal(client.queued, 3);
+    client.connect();
+    await accept(wtT);
+    const ev = wtT.last.events();
+    assert.deepEqual(
+      ev.map((f) => [f.event, f.data]),
+      [
+        ['sys:echo', 1],
+        ['x:fire', 2],
+        ['sys:echo', 3],
+      ],
+    );
+    assert.equal(ev[1].id, undefined);
+    wtT.last.push({ type: 'ack', id: ev[0].id, data: 1 });
+    wtT.last.push({ type: 'ack', id: ev[2].id, data: 3 });
+    assert.deepEqual([await a, await c], [1, 3]);
+  });
+
+  test('a retryable send lost with the connection is resent before later sends, same payload', async () => {
+    const { client, clock, wtT } = setup();
+    client.connect();
+    await accept(wtT);
+    const first = client.request('message:send', { clientMessageId: 'm1' }, { retry: true, timeout: 0 });
+    const plain = client.request('sys:echo', 'x');
+    wtT.last.drop();
+    await assert.rejects(plain, (e) => e.code === 'disconnected');
+    const second = client.request('message:send', { clientMessageId: 'm2' }, { retry: true, timeout: 0 });
+    await clock.advance(1000);
+    await accept(wtT);
+    const ev = wtT.last.events('message:send');
+    assert.deepEqual(
+      ev.map((f) => f.data.clientMessageId),
+      ['m1', 'm2'],
+    );
+    wtT.last.push({ type: 'ack', id: ev[0].id, data: { seq: 1, duplicate: true } });
+    wtT.last.push({ type: 'ack', id: ev[1].id, data: { seq: 2, duplicate: false } });
+    assert.equal((await first).seq, 1);
+    assert.equal((await second).seq, 2);
+  });
+
+  test('the queue is bounded', async () => {
+    const { client } = setup({ maxQueue: 2 });
+    client.request('a', 1).catch(() => {});
+    client.request('b', 2).catch(() => {});
+    await assert.rejects(client.request('c', 3), (e) => e.code === 'queue_full');
+    assert.equal(client.queued, 2);
+  });
+
+  test('volatile emits use datagrams and are dropped while offline', async () => {
+    const { client, wtT } = setup();
+    assert.equal(client.emit('typing', { t: 1 }, { volatile: true }), false);
+    client.connect();
+    await accept(wtT);
+    assert.equal(client.emit('typing', { t: 2 }, { volatile: true }), true);
+    assert.deepEqual(wtT.last.volatile, [{ type: 'event', event: 'typing', data: { t: 2 } }]);
+  });
+});
+
+describe('presence', () => {
+  test('subscriptions are restored after a reconnect', async () => {
+    const { client, clock, wtT } = setup();
+    const updates = [];
+    client.on('presence', (p) => updates.push(p));
+    client.connect();
+    await accept(wtT);
+    const sub = client.presence.subscribe(['bob']);
+    const [s1] = wtT.last.events('presence:subscribe');
+    wtT.last.push({ type: 'ack', id: s1.id, data: { users: [{ userId: 'bob', online: false, devices: 0 }] } });
+    await sub;
+    wtT.last.push({ type: 'event', event: 'presence:update', data: { userId: 'bob', status: 'online' } });
+    assert.equal(client.presence.get('bob').online, true);
+    wtT.last.drop();
+    await clock.advance(1000);
+    await accept(wtT);
+    const [s2] = wtT.last.events('presence:subscribe');
+    assert.deepEqual(s2.data, { userIds: ['bob'] });
+    wtT.last.push({ type: 'ack', id: s2.id, data: { users: [{ userId: 'bob', online: false, devices: 0 }] } });
+    await settle();
+    assert.equal(client.presence.get('bob').online, false);
+    assert.deepEqual(
+      updates.map((u) => u.online),
+      [false, true, false],
+    );
+  });
+});
