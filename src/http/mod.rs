@@ -1,7 +1,8 @@
-//! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history API
-//! and, behind `--ws-echo`, the conformance echo. Later capabilities add their routes here
-//! (metrics, the bundled client).
+//! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history API,
+//! the bundled browser client and demo page and, behind `--ws-echo`, the conformance echo. Later
+//! capabilities add their routes here (metrics).
 
+mod assets;
 mod echo;
 mod health;
 mod history;
@@ -42,6 +43,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/cert-hash", get(cert_hash))
         .route("/api/users/{id}/connections", get(history::connections))
         .route("/api/users/{id}/presence-history", get(history::presence_history));
+    let router = assets::routes(router);
     // Not even routed unless asked for: the echo has no auth and a cap far above the frame cap.
     let router = if state.node.config.ws_echo {
         router.route(echo::ECHO_PATH, get(echo::echo))

@@ -5,6 +5,7 @@
 //! Set `TEST_LOG=1` to see the server's logs.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod assets;
 mod auth;
 mod cluster;
 mod db_util;

@@ -1,0 +1,133 @@
+// Runs the real rtgate binary and a headless Chromium for the browser tests.
+//
+// The binary is RTGATE_BIN or ../target/debug/rtgate (scripts/test builds it first). Chromium is
+// Debian's /usr/bin/chromium (CHROMIUM_PATH overrides), driven through playwright-core.
+
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const BIN = process.env.RTGATE_BIN ?? resolve(here, '../../target/debug/rtgate');
+const SECRET = 'client-js-e2e-secret-0123456789abcdef';
+
+/** The environment minus shared services: each test server is alone, in memory and SQLite. */
+function serverEnv() {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'DATABASE_URL' || k.startsWith('RTGATE_')) delete env[k];
+  return env;
+}
+
+export function token(sub, ...extra) {
+  return execFileSync(BIN, ['token', '--sub', sub, '--ttl', '1h', '--jwt-secret', SECRET, ...extra], {
+    encoding: 'utf8',
+  }).trim();
+}
+
+/**
+ * A server process on loopback. `start()` can be called again after `stop()` and reuses the same
+ * ports and database file, like a restarted deployment.
+ */
+export class Server {
+  constructor(args = []) {
+    this.args = args;
+    this.dir = mkdtempSync(join(tmpdir(), 'rtgate-e2e-'));
+    this.http = '127.0.0.1:0';
+    this.wt = '127.0.0.1:0';
+    this.proc = null;
+    this.logs = [];
+  }
+
+  async start() {
+    const proc = spawn(
+      BIN,
+      [
+        'serve',
+        '--http-addr', this.http,
+        '--wt-addr', this.wt,
+        '--sqlite-path', join(this.dir, 'rtgate.sqlite'),
+        '--jwt-secret', SECRET,
+        '--log', 'warn',
+        ...this.args,
+      ],
+      { stdio: ['ignore', 'pipe', 'pipe'], env: serverEnv() },
+    );
+    this.proc = proc;
+    proc.stderr.on('data', (d) => this.logs.push(String(d)));
+    const ready = await new Promise((resolveReady, reject) => {
+      const lines = createInterface({ input: proc.stdout });
+      const timer = setTimeout(() => reject(new Error(`no READY line\n${this.logs.join('')}`)), 30000);
+      lines.on('line', (line) => {
+        if (!line.startsWith('READY ')) return;
+        clearTimeout(timer);
+        resolveReady(line);
+      });
+      proc.on('exit', (code) => {
+        clearTimeout(timer);
+        reject(new Error(`rtgate exited with ${code}\n${this.logs.join('')}`));
+      });
+    });
+    const field = (name) => ready.split(' ').find((kv) => kv.startsWith(`${name}=`)).slice(name.length + 1);
+    this.http = field('http');
+    this.wt = field('wt');
+    this.certHex = field('cert_sha256');
+  }
+
+  get origin() {
+    return `http://${this.http}`;
+  }
+
+  get wtPort() {
+    return Number(this.wt.split(':').pop());
+  }
+
+  /** SIGTERM, as a deployment restart does; resolves when the process has exited. */
+  async stop() {
+    const proc = this.proc;
+    if (!proc || proc.exitCode !== null) return;
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGTERM');
+    await exited;
+    this.proc = null;
+  }
+
+  async dispose() {
+    if (this.proc && this.proc.exitCode === null) {
+      const exited = new Promise((r) => this.proc.once('exit', r));
+      this.proc.kill('SIGKILL');
+      await exited;
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+    headless: true,
+    // --no-sandbox: the tests run as root in CI. QUIC stays enabled: WebTransport needs it.
+    args: ['--no-sandbox'],
+  });
+}
+
+/** Opens the demo page, signs in with `tok`, and clicks Connect. */
+export async function openDemo(browser, server, tok, { query = '', initScript } = {}) {
+  const context = await browser.newContext();
+  if (initScript) await context.addInitScript(initScript);
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
+  await page.goto(`${server.origin}/?wtPort=${server.wtPort}${query}`);
+  await page.fill('#token', tok);
+  await page.click('#connect');
+  return { page, context, errors };
+}
+
+export async function waitState(page, state, timeout = 20000) {
+  await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
+}

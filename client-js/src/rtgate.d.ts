@@ -1,0 +1,259 @@
+// Type declarations for the rtgate browser client (src/rtgate.js and the modules it re-exports).
+// The wire contract behind them is PROTOCOL.md in the rtgate repository.
+
+export declare const PROTOCOL_VERSION: 1;
+
+export type TransportKind = 'webtransport' | 'websocket';
+export type ConnectionState = 'connecting' | 'connected' | 'reconnecting' | 'disconnected';
+
+/** An Error carrying the server's machine-readable code (or a client-side one, see README). */
+export declare class RtgateError extends Error {
+  constructor(code: string, message?: string, details?: unknown);
+  readonly name: 'RtgateError';
+  /** e.g. `unknown_event`, `validation_failed`, `rate_limit_exceeded`, `timeout`, `disconnected`, `queue_full`. */
+  readonly code: string;
+  readonly details?: any;
+}
+
+export interface ReconnectOptions {
+  /** First delay, ms. Default 1000. */
+  initialDelay?: number;
+  /** Growth factor per attempt. Default 2. */
+  multiplier?: number;
+  /** Largest delay, ms. Default 10000. */
+  maxDelay?: number;
+  /** Each delay is spread uniformly over ±this fraction. Default 0.5. */
+  randomization?: number;
+  /** Attempts before giving up with `reconnect_failed`. Default Infinity. */
+  maxAttempts?: number;
+  /** Connected this long (ms) counts as stable and resets the backoff. Default 10000. */
+  stableAfter?: number;
+}
+
+export interface CertificateHash {
+  algorithm: 'sha-256';
+  value: Uint8Array;
+}
+
+/** A connection as the transports hand it to the client; for custom transports and tests. */
+export interface TransportConnection {
+  readonly kind: TransportKind;
+  send(frame: object): void;
+  sendVolatile(frame: object): void;
+  close(code?: number, reason?: string): void;
+  onframe: (frame: any) => void;
+  onclose: (info: { code: number; reason: string }) => void;
+}
+
+export type TransportOpener = (params: {
+  url: string;
+  certificateHashes?: CertificateHash[];
+  signal?: AbortSignal;
+}) => Promise<TransportConnection>;
+
+export interface Clock {
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+export interface ClientOptions {
+  /** The server's HTTP origin, e.g. `http://127.0.0.1:3000`. Default: the page's origin. */
+  url?: string;
+  /** WebSocket URL. Default: `ws(s)://<url host>/ws`. */
+  wsUrl?: string;
+  /** WebTransport URL. Default: `https://<url hostname>:<wtPort>/wt`. */
+  wtUrl?: string;
+  /** WebTransport UDP port used for the default `wtUrl`. Default 4433. */
+  wtPort?: number;
+  /** Called before every connect and reconnect; return a fresh JWT. */
+  getToken?: () => string | Promise<string>;
+  /** A fixed token, when `getToken` is not given. */
+  token?: string;
+  /** Device id sent in `connect` (1–64 chars of `[A-Za-z0-9._:-]`). */
+  device?: string;
+  /** `auto` (default): WebTransport when available, else or on failure WebSocket. */
+  transport?: 'auto' | TransportKind;
+  /**
+   * `auto` (default): fetch `<url>/cert-hash` and pass it as `serverCertificateHashes` when the
+   * server uses its self-signed dev certificate; `none`: never; or the SHA-256 bytes themselves.
+   */
+  certificateHash?: 'auto' | 'none' | ArrayLike<number>;
+  /** How long WebTransport gets to open before falling back to WebSocket, ms. Default 5000. */
+  wtOpenTimeout?: number;
+  /** Whole connect attempt (token, transport, handshake), ms. Default 20000. */
+  connectTimeout?: number;
+  /** Default `request` timeout, ms (0 = none). Default 10000. */
+  requestTimeout?: number;
+  /** Sends kept while disconnected. Default 100. */
+  maxQueue?: number;
+  /** Connect from the constructor. Default true. */
+  autoConnect?: boolean;
+  reconnect?: ReconnectOptions;
+  /** Test seams. */
+  transports?: Partial<Record<TransportKind, TransportOpener>>;
+  clock?: Clock;
+  random?: () => number;
+  fetch?: typeof fetch;
+}
+
+/** The server's `connected` frame. */
+export interface SessionInfo {
+  type: 'connected';
+  v: number;
+  sessionId: string;
+  userId: string;
+  deviceId: string;
+  instanceId: string;
+  expiresAt: number;
+  heartbeat: { intervalMs: number; timeoutMs: number };
+  limits: { maxFrameBytes: number };
+}
+
+export interface RateLimitInfo {
+  limit?: number;
+  windowMs?: number;
+  resetAt?: number;
+  /** The event that was refused, when it was a request. */
+  event?: string;
+}
+
+export interface PresenceStatus {
+  userId: string;
+  online: boolean;
+  devices?: number;
+  deviceId?: string;
+  at?: number;
+}
+
+export interface ClientEvents {
+  state: (state: ConnectionState) => void;
+  /** Every time a connection is established (first and after reconnects). */
+  connect: (info: { transport: TransportKind; session: SessionInfo }) => void;
+  /** A connection ended; `reason` is the server's snake_case code name or a client one. */
+  disconnect: (reason: string, code: number) => void;
+  reconnect_attempt: (attempt: number, delayMs: number) => void;
+  /** A reconnect succeeded after `attempts` attempts. */
+  reconnect: (attempts: number) => void;
+  reconnect_failed: () => void;
+  error: (err: RtgateError | Error) => void;
+  rate_limit_exceeded: (info: RateLimitInfo) => void;
+  presence: (status: PresenceStatus) => void;
+  /** Every server-pushed event. */
+  event: (name: string, data: any) => void;
+}
+
+export interface RequestOptions {
+  /** ms; 0 = none. Default: the client's `requestTimeout`. */
+  timeout?: number;
+  /** Keep it queued and resend it after a reconnect when its answer was lost (idempotent events). */
+  retry?: boolean;
+}
+
+declare class Emitter<E extends { [K in keyof E]: (...args: any[]) => void }> {
+  on<K extends keyof E>(event: K, fn: E[K]): () => void;
+  once<K extends keyof E>(event: K, fn: E[K]): () => void;
+  off<K extends keyof E>(event: K, fn?: E[K]): void;
+}
+
+export declare class RtgateClient extends Emitter<ClientEvents> {
+  constructor(options?: ClientOptions);
+  readonly options: Required<Omit<ClientOptions, 'transports' | 'clock' | 'random' | 'fetch'>>;
+  readonly url: string;
+  readonly wsUrl: string;
+  readonly wtUrl: string;
+  readonly state: ConnectionState;
+  readonly connected: boolean;
+  /** The transport of the current connection, or null. */
+  readonly transport: TransportKind | null;
+  /** The current connection's `connected` frame, or null. */
+  readonly session: SessionInfo | null;
+  /** The last token from `getToken`. */
+  readonly token: string | null;
+  /** Sends waiting for a connection. */
+  readonly queued: number;
+  readonly presence: Presence;
+  readonly backoff: Backoff;
+  connect(): void;
+  disconnect(): void;
+  close(): void;
+  /** Resolves with the ack's `data`; rejects with an RtgateError. */
+  request<T = any>(event: string, data?: unknown, opts?: RequestOptions): Promise<T>;
+  /** Fire and forget. Returns false when dropped (volatile while offline, or queue full). */
+  emit(event: string, data?: unknown, opts?: { volatile?: boolean }): boolean;
+  /** Listens to one server-pushed event; returns the unsubscribe function. */
+  onEvent(name: string, fn: (data: any) => void): () => void;
+  offEvent(name: string, fn?: (data: any) => void): void;
+  conversation(id: string): Conversation;
+}
+
+export default RtgateClient;
+
+export declare function isRetryable(code: number, disconnectFrame?: { reconnect?: boolean } | null): boolean;
+export declare function forgetTransportChoice(): void;
+
+export declare class Backoff {
+  constructor(opts?: Omit<ReconnectOptions, 'maxAttempts' | 'stableAfter'>, random?: () => number);
+  readonly attempts: number;
+  base(attempt: number): number;
+  next(): number;
+  reset(): void;
+}
+
+export declare class Presence {
+  readonly watched: Set<string>;
+  readonly status: Map<string, PresenceStatus>;
+  /** Watches users (kept across reconnects); resolves with their current presence. */
+  subscribe(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  unsubscribe(userIds: string[]): Promise<void>;
+  query(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  get(userId: string): PresenceStatus | undefined;
+}
+
+export interface ChatMessage {
+  id: string;
+  conversationId: string;
+  seq: number;
+  senderId: string;
+  content: string;
+  replyToId: string | null;
+  clientMessageId: string | null;
+  createdAt: number;
+}
+
+export interface JoinAck {
+  conversationId: string;
+  lastSeq: number;
+  recovered: number;
+  hasMore: boolean;
+}
+
+export interface SendAck {
+  id: string;
+  seq: number;
+  createdAt: number;
+  duplicate: boolean;
+}
+
+export interface ConversationEvents {
+  /** Each message once, in seq order, including those recovered after a reconnect. */
+  message: (msg: ChatMessage) => void;
+  typing: (t: { conversationId: string; userId: string; isTyping: boolean }) => void;
+  joined: (ack: JoinAck) => void;
+  join_error: (err: RtgateError) => void;
+  removed: (data: { conversationId: string }) => void;
+}
+
+export declare class Conversation extends Emitter<ConversationEvents> {
+  readonly id: string;
+  /** The highest seq delivered through `message`. */
+  readonly lastSeq: number | null;
+  readonly joined: boolean;
+  join(): Promise<JoinAck>;
+  leave(): Promise<void>;
+  send(
+    content: string,
+    opts?: { replyToId?: string; clientMessageId?: string; timeout?: number },
+  ): Promise<SendAck>;
+  typing(isTyping?: boolean): boolean;
+  history(opts?: { beforeSeq?: number; limit?: number }): Promise<{ messages: ChatMessage[]; hasMore: boolean }>;
+}
