@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the local services the test suite talks to are installed and answering:
-# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`).
-# Safe to run repeatedly; installs with apt-get only what is missing.
+# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`);
+# and the browser client's tools: Node, Debian's Chromium and client-js' dev dependencies.
+# Safe to run repeatedly; installs with apt-get (and `npm ci`) only what is missing.
 set -euo pipefail
 
 log() { printf '[services] %s\n' "$*"; }
@@ -46,6 +47,20 @@ ensure_postgres() {
   fi
 }
 
+ensure_client_tools() {
+  command -v node >/dev/null 2>&1 || { log "installing node"; apt_install nodejs npm; }
+  [ -x /usr/bin/chromium ] || { log "installing chromium"; apt_install chromium; }
+  local dir
+  dir="$(cd "$(dirname "$0")/../client-js" && pwd)"
+  # `npm ci` when node_modules is missing or older than the lock file.
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    log "npm ci in client-js"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}
+
 ensure_redis
 ensure_postgres
 log "redis and postgresql are up"
+ensure_client_tools
+log "node, chromium and client-js dependencies are ready"

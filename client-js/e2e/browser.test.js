@@ -139,3 +139,25 @@ describe('reconnection', () => {
     await context.close();
   });
 });
+
+describe('rendering', () => {
+  let server;
+  before(async () => {
+    server = new Server();
+    await server.start();
+  });
+  after(async () => server.dispose());
+
+  test('a hostile user id is shown as text and runs nothing', async () => {
+    // The JWT `sub` comes back in `connected.userId` and the page shows it.
+    const payload = '<img src=x onerror="window.__xss=1">';
+    const { page, context, errors } = await openDemo(browser, server, token(payload));
+    await waitState(page, 'connected');
+    assert.equal(await page.textContent('#user'), `as ${payload}`);
+    assert.equal(await page.locator('header img').count(), 0);
+    await page.waitForTimeout(300);
+    assert.equal(await page.evaluate(() => window.__xss), undefined);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+});

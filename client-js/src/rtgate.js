@@ -393,6 +393,7 @@ export class RtgateClient extends Emitter {
     if (conn !== this._conn) return;
     this._conn = null;
     this.transport = null;
+    this.session = null;
     const wasConnected = this.state === 'connected';
     for (const name of ['heartbeat', 'stable', 'connect']) this._clear(name);
     const frame = this._lastDisconnect;
