@@ -139,7 +139,7 @@ function renderTyping() {
 
 async function join(id) {
   const client = demo.client;
-  if (!client || !id) return;
+  if (!client || !id || demo.conversation?.id === id) return;
   demo.conversation?.leave().catch(() => {});
   $('messages').replaceChildren();
   typingUsers.clear();

@@ -95,7 +95,9 @@ export class Conversation extends Emitter {
     if (this._joining) return this._joining;
     const data = { conversationId: this.id };
     if (this.lastSeq !== null) data.sinceSeq = this.lastSeq;
-    this._joining = this.client.request('conversation:join', data);
+    // Joining is idempotent: a join whose answer is lost with the connection stays queued and is
+    // sent again (once: the rejoin after the reconnect reuses this same request).
+    this._joining = this.client.request('conversation:join', data, { retry: true, timeout: 0 });
     try {
       const ack = await this._joining;
       if (this.lastSeq === null) {

@@ -190,3 +190,18 @@ describe('conversation', () => {
     );
   });
 });
+
+test('a join whose answer was lost is sent once more after the reconnect, not twice', async () => {
+  const { client, clock, wt } = await connected();
+  const conv = client.conversation(CONV);
+  const joined = conv.join();
+  wt.last.drop();
+  await clock.advance(1000);
+  wt.last.push(HELLO);
+  await settle();
+  const joins = wt.last.events('conversation:join');
+  assert.equal(joins.length, 1);
+  wt.last.push({ type: 'ack', id: joins[0].id, data: { conversationId: CONV, lastSeq: 7, recovered: 0, hasMore: false } });
+  assert.equal((await joined).lastSeq, 7);
+  assert.equal(conv.lastSeq, 7);
+});
