@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod auth;
+mod chat;
 mod cluster;
 mod db_util;
 mod docs;
