@@ -146,6 +146,16 @@ pub struct Config {
     #[arg(long, env = "RTGATE_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
     pub max_rooms_per_socket: usize,
 
+    /// Most missed messages `conversation:join` sends on its own (the newest); a client that
+    /// missed more reads the rest over REST.
+    #[arg(long, env = "RTGATE_CHAT_RECOVERY_LIMIT", default_value_t = 100)]
+    pub chat_recovery_limit: u32,
+
+    /// How long an instance waits for a missing message seq to arrive before reading it from
+    /// the database.
+    #[arg(long, env = "RTGATE_CHAT_GAP_TIMEOUT", default_value = "250ms", value_parser = duration)]
+    pub chat_gap_timeout: Duration,
+
     /// Enables the `sys:room-*` and `sys:user-publish` events (open rooms, for tests and benchmarks only).
     #[arg(long, env = "RTGATE_DEV_EVENTS")]
     pub dev_events: bool,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
+    chat::feed::Feed,
     hub::{Hub, Interest},
     state::{
         StateError,
@@ -31,6 +32,12 @@ enum Kind {
     User = 2,
     Socket = 3,
     Watchers = 4,
+    /// A chat message: the frame is prefixed with its seq (i64, big-endian).
+    Chat = 5,
+    /// A member removed from a conversation: `exclude` names the user.
+    ChatKick = 6,
+    /// A volatile chat event (typing): `exclude` names the sending socket.
+    ChatVolatile = 7,
 }
 
 impl Kind {
@@ -40,6 +47,9 @@ impl Kind {
             2 => Kind::User,
             3 => Kind::Socket,
             4 => Kind::Watchers,
+            5 => Kind::Chat,
+            6 => Kind::ChatKick,
+            7 => Kind::ChatVolatile,
             _ => return None,
         })
     }
@@ -96,9 +106,16 @@ fn decode(payload: &Bytes) -> Option<Envelope<'_>> {
     })
 }
 
+/// Splits a chat envelope's body into its seq and frame.
+fn split_seq(body: &Bytes) -> Option<(i64, Bytes)> {
+    let seq = i64::from_be_bytes(body.get(..8)?.try_into().ok()?);
+    Some((seq, body.slice(8..)))
+}
+
 pub struct Fanout {
     instance_id: String,
     hub: Arc<Hub>,
+    feed: Arc<Feed>,
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
 }
@@ -107,10 +124,11 @@ impl Fanout {
     pub fn new(
         instance_id: String,
         hub: Arc<Hub>,
+        feed: Arc<Feed>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
     ) -> Self {
-        Self { instance_id, hub, broker, presence }
+        Self { instance_id, hub, feed, broker, presence }
     }
 
     fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
@@ -175,6 +193,69 @@ impl Fanout {
         Ok(local)
     }
 
+    /// Delivers chat message `seq` of `conversation` to its joined sessions cluster-wide, in
+    /// seq order on every instance (the feed reorders and fills gaps).
+    pub async fn to_conversation(
+        &self,
+        conversation: &str,
+        seq: i64,
+        frame: Bytes,
+    ) -> Result<(), StateError> {
+        self.feed.receive(conversation, seq, frame.clone());
+        let mut body = BytesMut::with_capacity(8 + frame.len());
+        body.put_i64(seq);
+        body.put_slice(&frame);
+        let env = self.envelope(Kind::Chat, conversation, None, body.freeze());
+        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+    }
+
+    /// Removes `user`'s sessions from `conversation` everywhere, sending each `frame`.
+    pub async fn kick_from_conversation(
+        &self,
+        conversation: &str,
+        user: &str,
+        frame: Bytes,
+    ) -> Result<(), StateError> {
+        if self.feed.kick(conversation, user, &frame) {
+            self.release_conversation(conversation).await;
+        }
+        let env = self.envelope(Kind::ChatKick, conversation, Some(user), frame);
+        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+    }
+
+    /// A volatile event to `conversation`'s joined sessions except `socket_id`.
+    pub async fn typing(
+        &self,
+        conversation: &str,
+        socket_id: &str,
+        frame: Bytes,
+    ) -> Result<(), StateError> {
+        self.feed.volatile(conversation, Some(socket_id), &frame);
+        let env = self.envelope(Kind::ChatVolatile, conversation, Some(socket_id), frame);
+        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+    }
+
+    /// Subscribes this instance to `conversation` (its first local member joined).
+    pub async fn watch_conversation(&self, conversation: &str) {
+        let channel = Channel::Conversation(conversation.to_owned());
+        if let Err(e) = crate::cluster::bounded(self.broker.subscribe(&channel)).await {
+            // The resync after the outage resubscribes and reads what was missed.
+            tracing::warn!(conversation, error = %e, "subscribing a conversation channel failed");
+        }
+    }
+
+    /// Unsubscribes `conversation` (its last local member left) — and subscribes again if a
+    /// member joined while the unsubscribe was in flight.
+    pub async fn release_conversation(&self, conversation: &str) {
+        let channel = Channel::Conversation(conversation.to_owned());
+        if let Err(e) = crate::cluster::bounded(self.broker.unsubscribe(&channel)).await {
+            tracing::warn!(conversation, error = %e, "unsubscribing a conversation channel failed");
+        }
+        if self.feed.has(conversation) {
+            self.watch_conversation(conversation).await;
+        }
+    }
+
     /// Joins `socket_id` to `room`, subscribing this instance to the room's channel when it
     /// is the first local member.
     pub async fn join(
@@ -217,6 +298,11 @@ impl Fanout {
         for room in self.hub.rooms() {
             self.broker.subscribe(&Channel::Room(room.to_string())).await?;
         }
+        for conversation in self.feed.conversations() {
+            self.broker.subscribe(&Channel::Conversation(conversation.to_string())).await?;
+        }
+        // Whatever was published while this instance was not listening is in the store.
+        self.feed.catch_up_all();
         Ok(())
     }
 
@@ -226,7 +312,7 @@ impl Fanout {
     }
 
     /// Delivers one message from the broker to local recipients.
-    pub fn deliver(&self, msg: &Message) {
+    pub fn deliver(self: &Arc<Self>, msg: &Message) {
         let Some(env) = decode(&msg.payload) else {
             tracing::debug!(channel = ?msg.channel, "ignoring a malformed fanout envelope");
             return;
@@ -239,6 +325,21 @@ impl Fanout {
             Kind::User => self.hub.deliver_user(env.target, &env.frame),
             Kind::Socket => self.hub.deliver_socket(env.target, &env.frame),
             Kind::Watchers => self.hub.deliver_watchers(env.target, &env.frame),
+            Kind::Chat => {
+                let Some((seq, frame)) = split_seq(&env.frame) else { return };
+                self.feed.receive(env.target, seq, frame);
+                0
+            }
+            Kind::ChatKick => {
+                let user = env.exclude.unwrap_or_default();
+                if self.feed.kick(env.target, user, &env.frame) {
+                    let fanout = self.clone();
+                    let conversation = env.target.to_owned();
+                    tokio::spawn(async move { fanout.release_conversation(&conversation).await });
+                }
+                0
+            }
+            Kind::ChatVolatile => self.feed.volatile(env.target, env.exclude, &env.frame),
         };
     }
 

@@ -12,6 +12,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{AuthConfigError, Authenticator},
+    chat::feed::Feed,
     config::Config,
     dispatch::Router,
     fanout::Fanout,
@@ -24,6 +25,7 @@ use crate::{
     },
     store::{
         Store, StoreError,
+        chat::ChatStore,
         postgres::PgStore,
         sqlite::SqliteStore,
         writer::{Writer, WriterConfig},
@@ -88,6 +90,11 @@ pub struct Node {
     /// Connection and presence history (PostgreSQL or SQLite). Sessions never call it; they
     /// go through `writer`.
     pub store: Arc<dyn Store>,
+    /// Conversations and messages. Chat handlers and the chat REST API call it directly
+    /// (bounded by a timeout): a message is acknowledged only once it is stored.
+    pub chat_store: Arc<dyn ChatStore>,
+    /// Local sessions' joined conversations and ordered message delivery.
+    pub chat: Arc<Feed>,
     pub writer: Writer,
     /// The writer task, awaited (bounded) at shutdown so buffered records are flushed.
     pub writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -104,16 +111,17 @@ impl Node {
     /// Builds a node serving the events of `router`, on Redis when `config.redis_url` is set
     /// and in memory otherwise.
     pub async fn new(config: Config, router: Router) -> Result<Node, NodeError> {
-        let store = open_store(&config).await?;
-        Self::with_store(config, router, store).await
+        let stores = open_store(&config).await?;
+        Self::with_store(config, router, stores).await
     }
 
-    /// As `new`, with the history store given (tests use this to avoid a database).
+    /// As `new`, with the stores given (tests use this to avoid a database server).
     pub async fn with_store(
         config: Config,
         router: Router,
-        store: Arc<dyn Store>,
+        stores: Stores,
     ) -> Result<Node, NodeError> {
+        let Stores { history: store, chat: chat_store } = stores;
         let instance_id = config.instance_id();
         let auth = Authenticator::from_config(&config.jwt)?;
         let quota = Quota { limit: config.message_rate_limit, window: config.message_rate_window };
@@ -158,8 +166,14 @@ impl Node {
                 capacity: config.db_buffer,
             },
         );
-        let fanout =
-            Arc::new(Fanout::new(instance_id.clone(), hub.clone(), broker, presence.clone()));
+        let chat = Arc::new(Feed::new(chat_store.clone(), config.chat_gap_timeout));
+        let fanout = Arc::new(Fanout::new(
+            instance_id.clone(),
+            hub.clone(),
+            chat.clone(),
+            broker,
+            presence.clone(),
+        ));
         Ok(Node {
             throttle: Throttle::new(&config, limiter),
             instance_id,
@@ -170,6 +184,8 @@ impl Node {
             fanout,
             backends,
             store,
+            chat_store,
+            chat,
             writer,
             writer_task: std::sync::Mutex::new(Some(writer_task)),
             admission: Admission::new(&config),
@@ -180,14 +196,27 @@ impl Node {
     }
 }
 
+/// The two faces of the one database: history (written through the batched writer) and chat.
+pub struct Stores {
+    pub history: Arc<dyn Store>,
+    pub chat: Arc<dyn ChatStore>,
+}
+
+impl Stores {
+    pub fn of<S: Store + ChatStore>(store: Arc<S>) -> Self {
+        Stores { history: store.clone(), chat: store }
+    }
+}
+
 /// PostgreSQL when `DATABASE_URL` is set, the SQLite file otherwise. Migrations are tried
 /// here; a database that is down at start does not stop the server (the writer migrates
 /// before its first write and keeps records until then).
-pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = match &config.database_url {
-        Some(url) => Arc::new(PgStore::connect(url).await?),
-        None => Arc::new(SqliteStore::open(&config.sqlite_path).await?),
+pub async fn open_store(config: &Config) -> Result<Stores, StoreError> {
+    let stores = match &config.database_url {
+        Some(url) => Stores::of(Arc::new(PgStore::connect(url).await?)),
+        None => Stores::of(Arc::new(SqliteStore::open(&config.sqlite_path).await?)),
     };
+    let store = &stores.history;
     match tokio::time::timeout(std::time::Duration::from_secs(5), store.migrate()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
@@ -197,7 +226,7 @@ pub async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
             tracing::warn!("database did not answer at start; history is buffered until it answers")
         }
     }
-    Ok(store)
+    Ok(stores)
 }
 
 /// Admission control: how many connections this instance holds, and how fast each IP may

@@ -5,6 +5,15 @@ use validator::Validate;
 
 use crate::validate::{Dto, FieldError, not_blank, plain_text, uuid, validated};
 
+/// A client message id: the sender's idempotency key for `message:send`.
+pub fn client_message_key(s: &str) -> Result<(), validator::ValidationError> {
+    if crate::protocol::valid_event_name(s) {
+        return Ok(());
+    }
+    Err(validator::ValidationError::new("client_message_id")
+        .with_message("must be 1 to 64 characters of [A-Za-z0-9:._-]".into()))
+}
+
 /// Most characters (Unicode scalar values, not bytes) in a message.
 pub const MAX_CONTENT_CHARS: u64 = 5000;
 
@@ -22,9 +31,58 @@ pub struct SendMessageDto {
     pub conversation_id: String,
     #[validate(custom(function = "uuid"))]
     pub reply_to_id: Option<String>,
+    /// Set by the client so a retried send (after a lost ack) is not stored twice.
+    #[validate(custom(function = "client_message_key"))]
+    pub client_message_id: Option<String>,
 }
 
 impl Dto for SendMessageDto {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        validated(self)
+    }
+}
+
+/// `conversation:join`.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct JoinDto {
+    #[validate(custom(function = "uuid"))]
+    pub conversation_id: String,
+    /// The last seq this client has seen; missed messages after it are sent before new ones.
+    #[validate(range(min = 0, message = "must be 0 or more"))]
+    pub since_seq: Option<i64>,
+}
+
+impl Dto for JoinDto {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        validated(self)
+    }
+}
+
+/// `conversation:leave`.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LeaveDto {
+    #[validate(custom(function = "uuid"))]
+    pub conversation_id: String,
+}
+
+impl Dto for LeaveDto {
+    fn validate(&self) -> Result<(), Vec<FieldError>> {
+        validated(self)
+    }
+}
+
+/// `typing`.
+#[derive(Debug, Deserialize, Validate)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct TypingDto {
+    #[validate(custom(function = "uuid"))]
+    pub conversation_id: String,
+    pub is_typing: bool,
+}
+
+impl Dto for TypingDto {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         validated(self)
     }
@@ -78,6 +136,29 @@ mod tests {
                 ("replyToId".to_owned(), "uuid".to_owned()),
             ]
         );
+    }
+
+    #[test]
+    fn client_message_ids_are_short_tokens() {
+        let ok =
+            format!(r#"{{"content":"x","conversationId":"{CONV}","clientMessageId":"c-1.a:b_2"}}"#);
+        assert_eq!(check(&ok).unwrap().client_message_id.as_deref(), Some("c-1.a:b_2"));
+        let long = "a".repeat(65);
+        for bad in ["", "has space", long.as_str()] {
+            let json =
+                format!(r#"{{"content":"x","conversationId":"{CONV}","clientMessageId":"{bad}"}}"#);
+            assert_eq!(rules(&json), [("clientMessageId".into(), "client_message_id".into())]);
+        }
+    }
+
+    #[test]
+    fn join_takes_an_optional_non_negative_since_seq() {
+        let parse = |json: &str| parse::<JoinDto>(&RawValue::from_string(json.into()).unwrap());
+        let j = parse(&format!(r#"{{"conversationId":"{CONV}","sinceSeq":7}}"#)).unwrap();
+        assert_eq!(j.since_seq, Some(7));
+        assert!(parse(&format!(r#"{{"conversationId":"{CONV}"}}"#)).unwrap().since_seq.is_none());
+        let e = parse(&format!(r#"{{"conversationId":"{CONV}","sinceSeq":-1}}"#)).unwrap_err();
+        assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("sinceSeq", "range"));
     }
 
     #[test]

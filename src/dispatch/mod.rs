@@ -122,7 +122,8 @@ impl Router {
 
     /// The router with every built-in handler registered.
     pub fn with_builtins(config: &crate::config::Config) -> Self {
-        crate::presence::register(sys::register(Self::new(), config.dev_events))
+        let router = crate::presence::register(sys::register(Self::new(), config.dev_events));
+        crate::chat::events::register(router)
     }
 
     /// Registers `handler` for `name`. Panics on a duplicate name: that is a programming

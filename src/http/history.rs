@@ -29,7 +29,7 @@ const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 500;
 
 /// An API error: status plus the same `code`/`message` shape as protocol errors.
-pub(super) struct ApiError(StatusCode, &'static str, String);
+pub(super) struct ApiError(pub StatusCode, pub &'static str, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -37,7 +37,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn bad_request(msg: impl Into<String>) -> ApiError {
+pub(super) fn bad_request(msg: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, "bad_request", msg.into())
 }
 

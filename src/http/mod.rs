@@ -1,8 +1,9 @@
-//! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history API,
-//! the bundled browser client and demo page and, behind `--ws-echo`, the conformance echo. Later
-//! capabilities add their routes here (metrics).
+//! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history and
+//! chat APIs, the bundled browser client and demo page and, behind `--ws-echo`, the conformance
+//! echo. Later capabilities add their routes here (metrics).
 
 mod assets;
+mod chat;
 mod echo;
 mod health;
 mod history;
@@ -14,7 +15,7 @@ use axum::{
     extract::{ConnectInfo, State, ws::WebSocketUpgrade},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{delete, get, post},
 };
 use base64::Engine;
 use serde_json::json;
@@ -42,7 +43,12 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
         .route("/api/users/{id}/connections", get(history::connections))
-        .route("/api/users/{id}/presence-history", get(history::presence_history));
+        .route("/api/users/{id}/presence-history", get(history::presence_history))
+        .route("/api/conversations", get(chat::list).post(chat::create))
+        .route("/api/conversations/{id}", get(chat::show))
+        .route("/api/conversations/{id}/members", post(chat::add_member))
+        .route("/api/conversations/{id}/members/{user}", delete(chat::remove_member))
+        .route("/api/conversations/{id}/messages", get(chat::messages));
     let router = assets::routes(router);
     // Not even routed unless asked for: the echo has no auth and a cap far above the frame cap.
     let router = if state.node.config.ws_echo {

@@ -225,6 +225,7 @@ impl Drop for Registration {
         // Local state goes now, synchronously; shared state in a tracked task, so graceful
         // shutdown waits for it and a panic cannot skip it.
         let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
+        let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
         self.node.writer.record(Record::Closed(ConnectionClosed {
             socket_id: self.record.socket_id.clone(),
             disconnected_at_ms: now_ms() as i64,
@@ -235,6 +236,9 @@ impl Drop for Registration {
         let teardown = async move {
             for room in emptied_rooms {
                 node.fanout.unsubscribe_room(&room).await;
+            }
+            for conversation in emptied_conversations {
+                node.fanout.release_conversation(&conversation).await;
             }
             crate::cluster::unregister(&node, &record).await;
         };
@@ -497,8 +501,15 @@ mod tests {
         cfg.jwt.secret = "session-unit".into();
         cfg.ping_interval = Duration::from_secs(25);
         cfg.pong_timeout = Duration::from_secs(20);
-        let store = Arc::new(crate::store::testing::Fake::default());
-        Arc::new(Node::with_store(cfg, router, store).await.expect("node"))
+        // These tests send no chat events; a lazy in-memory SQLite never opens.
+        let chat = sqlx::sqlite::SqlitePoolOptions::new()
+            .connect_lazy("sqlite::memory:")
+            .expect("lazy pool");
+        let stores = crate::node::Stores {
+            history: Arc::new(crate::store::testing::Fake::default()),
+            chat: Arc::new(crate::store::sqlite::SqliteStore::new(chat)),
+        };
+        Arc::new(Node::with_store(cfg, router, stores).await.expect("node"))
     }
 
     fn token(node: &Node) -> String {

@@ -6,6 +6,7 @@
 //! and survives database outages within a bounded buffer. Reads serve the history API.
 //! Every timestamp crossing this trait is Unix milliseconds (`i64`).
 
+pub mod chat;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]

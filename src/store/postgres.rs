@@ -9,7 +9,9 @@ use sqlx::{PgPool, postgres::PgPoolOptions};
 
 use super::{
     ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
-    Store, StoreError, connection_row, presence_row,
+    Store, StoreError,
+    chat::{Dialect, Sql, chat_store_via_sql},
+    connection_row, presence_row,
 };
 
 /// PostgreSQL's timestamp range is wider than this; clamping keeps `to_timestamp` valid for
@@ -19,11 +21,19 @@ const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 
 pub struct PgStore {
     pool: PgPool,
+    chat: Sql<sqlx::Postgres>,
 }
+
+const DIALECT: Dialect = Dialect {
+    to_time: |p| format!("to_timestamp({p} / 1000.0)"),
+    to_ms: |c| format!("(extract(epoch FROM {c}) * 1000)::bigint"),
+};
+
+chat_store_via_sql!(PgStore);
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+        Self { chat: Sql { pool: pool.clone(), dialect: DIALECT }, pool }
     }
 
     /// A lazily connecting pool: the server starts while PostgreSQL is down, and the writer's
@@ -33,7 +43,7 @@ impl PgStore {
             .max_connections(8)
             .acquire_timeout(Duration::from_secs(2))
             .connect_lazy(url)?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 }
 

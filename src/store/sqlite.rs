@@ -11,7 +11,9 @@ use sqlx::{
 
 use super::{
     ConnectionClosed, ConnectionOpened, ConnectionRow, HistoryQuery, PresenceLog, PresenceRow,
-    Store, StoreError, connection_row, presence_row,
+    Store, StoreError,
+    chat::{Dialect, Sql, chat_store_via_sql},
+    connection_row, presence_row,
 };
 
 /// Rows per multi-row INSERT: 8 parameters each stays far below SQLite's 32,766 limit.
@@ -19,11 +21,17 @@ const CHUNK: usize = 1000;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    chat: Sql<Sqlite>,
 }
+
+/// Times are stored as Unix milliseconds already.
+const DIALECT: Dialect = Dialect { to_time: |p| p.to_owned(), to_ms: |c| c.to_owned() };
+
+chat_store_via_sql!(SqliteStore);
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self { chat: Sql { pool: pool.clone(), dialect: DIALECT }, pool }
     }
 
     /// Opens (creating if missing) the database file at `path`.
@@ -41,7 +49,7 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
-        Ok(Self { pool })
+        Ok(Self::new(pool))
     }
 }
 

@@ -407,10 +407,30 @@ impl Drop for ServerProcess {
 
 /// GET with `Authorization: Bearer <token>`; returns status and JSON body.
 pub async fn http_get_auth(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, Value) {
+    http_request(addr, "GET", path, token, None).await
+}
+
+/// An HTTP/1.1 request with an optional bearer token and JSON body; returns status and JSON
+/// body (`Null` when the body is empty or not JSON).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&Value>,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = TcpStream::connect(addr).await.unwrap();
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let content = if body.is_empty() {
+        String::new()
+    } else {
+        format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len())
+    };
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{content}Connection: close\r\n\r\n{body}"
+    );
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();

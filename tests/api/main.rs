@@ -7,6 +7,7 @@
 
 mod assets;
 mod auth;
+mod chat;
 mod cluster;
 mod db_util;
 mod docs;

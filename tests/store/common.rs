@@ -6,9 +6,12 @@ use std::str::FromStr;
 
 use rtgate::store::postgres::PgStore;
 use rtgate::store::sqlite::SqliteStore;
-use rtgate::store::{ConnectionClosed, ConnectionOpened, HistoryQuery, PresenceLog, Store};
+use rtgate::store::{
+    ConnectionClosed, ConnectionOpened, HistoryQuery, PresenceLog, Store, chat::ChatStore,
+};
 use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use std::sync::Arc;
 
 /// Which backend a parametrized case runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +29,21 @@ pub fn pg_url() -> String {
 /// A migrated store nothing else sees: SQLite in a fresh temporary directory, PostgreSQL in a
 /// fresh schema (every connection of the pool has it as its `search_path`, so the migrations'
 /// unqualified tables, and sqlx's own bookkeeping table, land there).
-pub async fn store(backend: Backend) -> (Box<dyn Store>, Guard) {
+pub async fn store(backend: Backend) -> (Arc<dyn Both>, Guard) {
+    open(backend).await
+}
+
+/// The chat face of a fresh store (see `store`).
+pub async fn chat_store(backend: Backend) -> (Arc<dyn ChatStore>, Guard) {
+    let (both, guard) = open(backend).await;
+    (both, guard)
+}
+
+/// Both traits of one backend (history and chat share the database).
+pub trait Both: Store + ChatStore {}
+impl<T: Store + ChatStore> Both for T {}
+
+async fn open(backend: Backend) -> (Arc<dyn Both>, Guard) {
     match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir()
@@ -34,7 +51,7 @@ pub async fn store(backend: Backend) -> (Box<dyn Store>, Guard) {
             let guard = Guard { left: Left::Sqlite { dir: dir.clone() } };
             let store = SqliteStore::open(&dir.join("history.sqlite")).await.unwrap();
             store.migrate().await.unwrap();
-            (Box::new(store), guard)
+            (Arc::new(store), guard)
         }
         Backend::Postgres => {
             let url = pg_url();
@@ -50,7 +67,7 @@ pub async fn store(backend: Backend) -> (Box<dyn Store>, Guard) {
             let store = PgStore::new(pool.clone());
             let guard = guard.with_pool(pool);
             store.migrate().await.unwrap();
-            (Box::new(store), guard)
+            (Arc::new(store), guard)
         }
     }
 }

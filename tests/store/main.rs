@@ -6,6 +6,7 @@
 
 mod backends;
 mod bulk;
+mod chat;
 mod common;
 mod connections;
 mod history;

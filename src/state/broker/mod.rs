@@ -23,6 +23,8 @@ pub enum Channel {
     Instance(String),
     /// Presence transitions, which every instance receives.
     Presence,
+    /// A chat conversation's messages, removals and typing; subscribed like a room.
+    Conversation(String),
 }
 
 /// One message received from a subscribed channel.

@@ -5,6 +5,7 @@
 //! - `{prefix}ch:room:{name}`: [`Channel::Room`]
 //! - `{prefix}ch:inst:{id}`: [`Channel::Instance`]
 //! - `{prefix}ch:presence`: [`Channel::Presence`]
+//! - `{prefix}ch:conv:{id}`: [`Channel::Conversation`]
 //!
 //! # Why a dedicated RESP3 subscriber connection
 //! Publishing runs on an ordinary connection manager. Subscriptions live on a second one,
@@ -36,6 +37,7 @@ use crate::state::StateError;
 const ROOM: &str = "ch:room:";
 const INSTANCE: &str = "ch:inst:";
 const PRESENCE: &str = "ch:presence";
+const CONVERSATION: &str = "ch:conv:";
 
 /// Broker over Redis pub/sub, shared by every instance using the same Redis and prefix.
 #[derive(Debug)]
@@ -199,6 +201,7 @@ fn channel_name(prefix: &str, channel: &Channel) -> String {
         Channel::Room(name) => format!("{prefix}{ROOM}{name}"),
         Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
         Channel::Presence => format!("{prefix}{PRESENCE}"),
+        Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
     }
 }
 
@@ -208,6 +211,8 @@ fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
         Some(Channel::Presence)
     } else if let Some(room) = rest.strip_prefix(ROOM) {
         Some(Channel::Room(room.to_owned()))
+    } else if let Some(id) = rest.strip_prefix(CONVERSATION) {
+        Some(Channel::Conversation(id.to_owned()))
     } else {
         rest.strip_prefix(INSTANCE).map(|id| Channel::Instance(id.to_owned()))
     }
@@ -226,6 +231,7 @@ mod tests {
             Channel::Room(String::new()),
             Channel::Instance("inst-1".into()),
             Channel::Presence,
+            Channel::Conversation("0b7e4a8e-6a55-4f6e-9d1c-3a6f2b1c9e10".into()),
         ] {
             let name = channel_name(prefix, &channel);
             assert_eq!(parse_channel_name(prefix, name.as_bytes()), Some(channel), "{name}");
