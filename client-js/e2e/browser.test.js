@@ -1,22 +1,13 @@
 // The client in a real browser (headless Chromium) against the real rtgate binary: WebTransport
 // with the dev certificate hash, the WebSocket fallback, reconnecting across a server restart,
 // terminal refusals, and text rendering of hostile strings.
-//
-// Screenshots of the demo in each state go to client-js/docs/ with UPDATE_SCREENSHOTS=1, to a
-// temporary directory otherwise.
+// Screenshots of the demo in each state go to SHOTS (see harness.js).
 
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 
-import { Server, launchBrowser, openDemo, token, waitState } from './harness.js';
-
-const shots = process.env.UPDATE_SCREENSHOTS
-  ? resolve(dirname(fileURLToPath(import.meta.url)), '../docs')
-  : mkdtempSync(join(tmpdir(), 'rtgate-shots-'));
+import { SHOTS as shots, Server, launchBrowser, openDemo, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {

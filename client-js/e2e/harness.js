@@ -4,7 +4,7 @@
 // Debian's /usr/bin/chromium (CHROMIUM_PATH overrides), driven through playwright-core.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -14,6 +14,15 @@ import { chromium } from 'playwright-core';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.RTGATE_BIN ?? resolve(here, '../../target/debug/rtgate');
+/**
+ * Where screenshots of the demo go: client-js/docs/ with UPDATE_SCREENSHOTS=1 (they are checked
+ * in), a temporary directory otherwise.
+ */
+export const SHOTS = process.env.UPDATE_SCREENSHOTS
+  ? resolve(here, '../docs')
+  : mkdtempSync(join(tmpdir(), 'rtgate-shots-'));
+mkdirSync(SHOTS, { recursive: true });
+
 const SECRET = 'client-js-e2e-secret-0123456789abcdef';
 
 /** The environment minus shared services: each test server is alone, in memory and SQLite. */
