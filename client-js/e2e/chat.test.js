@@ -63,9 +63,10 @@ describe('chat', () => {
     await page.waitForFunction(() => document.querySelectorAll('#messages li').length === 1);
     await bob.context.close();
 
-    // Alice's next attempt comes late enough for bob to talk while she is away.
+    // Alice's first attempt comes 8 s after the drop: time for the restart and for bob to talk
+    // while she is away (asserted below, so a slow machine fails loudly instead of testing less).
     await page.evaluate(() => {
-      window.rtgateDemo.client.backoff.opts.initialDelay = 8000;
+      Object.assign(window.rtgateDemo.client.backoff.opts, { initialDelay: 8000, randomization: 0 });
     });
     await server.stop();
     await waitState(page, 'reconnecting');
