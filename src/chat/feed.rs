@@ -30,6 +30,8 @@ use crate::{
 
 /// Messages per store read when filling a gap.
 const FILL_PAGE: u32 = 200;
+/// Most out-of-order messages one conversation holds while waiting for a gap to close.
+const MAX_PENDING: usize = 10_000;
 /// Longest wait between retries of a failed gap fill.
 const MAX_FILL_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -292,7 +294,11 @@ impl Feed {
             return;
         }
         conv.known = conv.known.max(seq);
-        conv.pending.insert(seq, frame);
+        // Past the cap only `known` moves: the fill reads everything up to it from the
+        // store, so a long outage costs store reads, not memory.
+        if conv.pending.len() < MAX_PENDING {
+            conv.pending.insert(seq, frame);
+        }
         conv.drain();
         self.arm(conv_id, &mut inner);
     }
