@@ -1,4 +1,4 @@
-//! Durable history: connection and presence logs (and, later, chat) in PostgreSQL
+//! Durable history: connection and presence logs (and chat, in `chat`) in PostgreSQL
 //! (`DATABASE_URL=postgres://…`) or an embedded SQLite file (the default), behind one `Store`
 //! trait with one test suite run against both (`tests/store/`).
 //!

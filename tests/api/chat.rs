@@ -755,3 +755,30 @@ async fn random_drops_and_reconnects_end_with_every_acked_message_once(#[case] b
     }
     finish(cluster, db).await;
 }
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn an_added_member_is_told_and_can_join_at_once(#[case] backend: Backend) {
+    let (cluster, db) = chat_cluster(backend, "chat_added", |_| {}).await;
+    let (a, b) = (Addr::from(cluster.at(0)), Addr::from(cluster.at(1)));
+    let mut carol = Member::connect(b, Kind::Wt, "carol").await;
+    let conv = create(a, "alice", &["bob"]).await;
+    let mut alice = Member::connect(a, Kind::Ws, "alice").await;
+    ok(&alice.send(&conv, "before carol", None).await);
+
+    let add = Some(json!({"userId": "carol"}));
+    assert_eq!(
+        api(a, "POST", &format!("/api/conversations/{conv}/members"), "alice", add).await.0,
+        204
+    );
+    let added = crate::cluster::next_event(carol.c.as_mut().unwrap(), "conversation:added").await;
+    assert_eq!(added["conversation"]["id"], conv.as_str(), "{added}");
+    assert_eq!(added["conversation"]["role"], "member");
+    // Joining from 0 brings the history she was added to.
+    ok(&carol.join(&conv).await);
+    carol.wait_for(&conv, 1).await;
+    assert_eq!(carol.seen[&conv][0].1, "before carol");
+    finish(cluster, db).await;
+}
