@@ -1,10 +1,11 @@
 //! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history API
-//! and, behind `--ws-echo`, the conformance echo. Later capabilities add their routes here
-//! (metrics, the bundled client).
+//! Prometheus metrics and, behind `--ws-echo`, the conformance echo. Later capabilities add
+//! their routes here (the bundled client).
 
 mod echo;
 mod health;
 mod history;
+mod metrics;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -40,6 +41,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/users/{id}/connections", get(history::connections))
         .route("/api/users/{id}/presence-history", get(history::presence_history));
     // Not even routed unless asked for: the echo has no auth and a cap far above the frame cap.

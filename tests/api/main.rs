@@ -15,6 +15,7 @@ mod history;
 mod hostile;
 mod http;
 mod limits;
+mod metrics;
 mod redis_util;
 mod relay;
 mod resilience;
