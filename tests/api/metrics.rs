@@ -118,7 +118,15 @@ fn transport(kind: Kind) -> &'static str {
 #[tokio::test]
 async fn every_documented_series_is_exposed_with_its_type() {
     let server = spawn(|_| {}).await;
-    let s = scrape(&server).await;
+    // Series with per-value labels (events, disconnect reasons) appear once first counted.
+    let (mut c, _) = server.connect(Kind::Ws, "metrics-types").await;
+    assert_eq!(c.request(1, "sys:echo", json!(1)).await["type"], "ack");
+    c.send(&json!({"type": "disconnect"})).await;
+    let _ = c.until_closed().await;
+    let s = eventually(&server, "a disconnect counted", |s| {
+        s.find("rtgate_disconnects_total", &[("reason", "client_disconnect")]).is_some()
+    })
+    .await;
     assert!(s.content_type.starts_with("text/plain; version=0.0.4"), "{}", s.content_type);
     for name in names::ALL {
         assert!(s.text.contains(&format!("# HELP {name} ")), "{name} has no HELP line");
