@@ -23,6 +23,7 @@ use crate::{
         broker::{Broker, Channel, Message},
         presence::PresenceStore,
     },
+    telemetry::metrics::{self, FanoutKind, Origin},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +144,9 @@ impl Fanout {
         exclude: Option<&str>,
     ) -> Result<usize, StateError> {
         let local = self.hub.deliver_room(room, &frame, exclude);
+        metrics::fanout_delivered(Origin::Local, local);
         let env = self.envelope(Kind::Room, room, exclude, frame);
+        metrics::fanout_published(FanoutKind::Room);
         self.broker.publish(&Channel::Room(room.to_owned()), env).await?;
         Ok(local)
     }
@@ -151,6 +154,7 @@ impl Fanout {
     /// Delivers `frame` to every session of `user`, on every instance.
     pub async fn to_user(&self, user: &str, frame: Bytes) -> Result<usize, StateError> {
         let local = self.hub.deliver_user(user, &frame);
+        metrics::fanout_delivered(Origin::Local, local);
         let mut instances: Vec<String> = self
             .presence
             .sockets_of_user(user)
@@ -164,6 +168,7 @@ impl Fanout {
         if !instances.is_empty() {
             let env = self.envelope(Kind::User, user, None, frame);
             for instance in instances {
+                metrics::fanout_published(FanoutKind::User);
                 self.broker.publish(&Channel::Instance(instance), env.clone()).await?;
             }
         }
@@ -178,17 +183,20 @@ impl Fanout {
         frame: Bytes,
     ) -> Result<(), StateError> {
         if owner_instance == self.instance_id {
-            self.hub.deliver_socket(socket_id, &frame);
+            metrics::fanout_delivered(Origin::Local, self.hub.deliver_socket(socket_id, &frame));
             return Ok(());
         }
         let env = self.envelope(Kind::Socket, socket_id, None, frame);
+        metrics::fanout_published(FanoutKind::Socket);
         self.broker.publish(&Channel::Instance(owner_instance.to_owned()), env).await
     }
 
     /// Delivers a presence update about `user` to every session watching them, cluster-wide.
     pub async fn to_watchers(&self, user: &str, frame: Bytes) -> Result<usize, StateError> {
         let local = self.hub.deliver_watchers(user, &frame);
+        metrics::fanout_delivered(Origin::Local, local);
         let env = self.envelope(Kind::Watchers, user, None, frame);
+        metrics::fanout_published(FanoutKind::Watchers);
         self.broker.publish(&Channel::Presence, env).await?;
         Ok(local)
     }
@@ -206,6 +214,7 @@ impl Fanout {
         body.put_i64(seq);
         body.put_slice(&frame);
         let env = self.envelope(Kind::Chat, conversation, None, body.freeze());
+        metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
     }
 
@@ -220,6 +229,7 @@ impl Fanout {
             self.release_conversation(conversation).await;
         }
         let env = self.envelope(Kind::ChatKick, conversation, Some(user), frame);
+        metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
     }
 
@@ -232,6 +242,7 @@ impl Fanout {
     ) -> Result<(), StateError> {
         self.feed.volatile(conversation, Some(socket_id), &frame);
         let env = self.envelope(Kind::ChatVolatile, conversation, Some(socket_id), frame);
+        metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
     }
 
@@ -320,7 +331,7 @@ impl Fanout {
         if env.origin == self.instance_id {
             return; // Already delivered locally when published.
         }
-        match env.kind {
+        let delivered = match env.kind {
             Kind::Room => self.hub.deliver_room(env.target, &env.frame, env.exclude),
             Kind::User => self.hub.deliver_user(env.target, &env.frame),
             Kind::Socket => self.hub.deliver_socket(env.target, &env.frame),
@@ -341,6 +352,7 @@ impl Fanout {
             }
             Kind::ChatVolatile => self.feed.volatile(env.target, env.exclude, &env.frame),
         };
+        metrics::fanout_delivered(Origin::Remote, delivered);
     }
 
     /// Runs until the broker's receiver closes: delivers every incoming message.

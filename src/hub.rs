@@ -241,6 +241,16 @@ impl Hub {
         self.lock().rooms.keys().cloned().collect()
     }
 
+    /// Bytes queued to every local session and to the fullest one, sampled for metrics (one
+    /// pass under the lock per scrape, rather than a shared counter touched per frame).
+    pub fn outbound_bytes(&self) -> (usize, usize) {
+        self.lock()
+            .sessions
+            .values()
+            .map(|s| s.entry.outbound.queued_bytes())
+            .fold((0, 0), |(sum, max), q| (sum + q, max.max(q)))
+    }
+
     /// Sessions per transport, for health and metrics.
     pub fn count_by_transport(&self) -> HashMap<TransportKind, usize> {
         let mut counts = HashMap::new();

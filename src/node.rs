@@ -22,6 +22,7 @@ use crate::{
         broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
+        timed::Timed,
     },
     store::{
         Store, StoreError,
@@ -30,6 +31,7 @@ use crate::{
         sqlite::SqliteStore,
         writer::{Writer, WriterConfig},
     },
+    telemetry::metrics::EventMetrics,
     throttle::Throttle,
 };
 
@@ -82,6 +84,8 @@ pub struct Node {
     pub instance_id: String,
     pub auth: Authenticator,
     pub router: Router,
+    /// Per-event counters for the router's names (unknown names share one label).
+    pub events: EventMetrics,
     pub throttle: Throttle,
     pub hub: Arc<Hub>,
     pub presence: Arc<dyn PresenceStore>,
@@ -134,9 +138,10 @@ impl Node {
                 let prefix = config.redis_prefix.clone();
                 let broker = RedisBroker::connect(url, prefix.clone()).await?;
                 (
-                    Arc::new(RedisPresence::new(conn.clone(), prefix.clone())),
-                    Arc::new(broker),
-                    Arc::new(RedisRateLimiter::new(conn.clone(), prefix, "user", quota)),
+                    // Timed: every Redis call feeds the latency histogram.
+                    Arc::new(Timed(RedisPresence::new(conn.clone(), prefix.clone()))),
+                    Arc::new(Timed(broker)),
+                    Arc::new(Timed(RedisRateLimiter::new(conn.clone(), prefix, "user", quota))),
                     Backends {
                         redis: Some(conn),
                         memory_limiter: None,
@@ -175,6 +180,7 @@ impl Node {
             presence.clone(),
         ));
         Ok(Node {
+            events: EventMetrics::new(router.names()),
             throttle: Throttle::new(&config, limiter),
             instance_id,
             auth,

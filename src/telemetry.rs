@@ -1,6 +1,8 @@
 //! The tracing subscriber, built once at start-up. Session fields (`socket_id`, `user_id`,
 //! `device_id`, `transport`, `remote`) live on the session span, so every line inside a session
-//! carries them without repeating them at call sites.
+//! carries them without repeating them at call sites. `metrics` owns the Prometheus series.
+
+pub mod metrics;
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 

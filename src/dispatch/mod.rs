@@ -152,4 +152,9 @@ impl Router {
     pub fn contains(&self, name: &str) -> bool {
         self.routes.contains_key(name)
     }
+
+    /// Every registered event name (the metrics' closed set of `event` labels).
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.routes.keys().copied()
+    }
 }

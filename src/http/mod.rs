@@ -1,12 +1,13 @@
 //! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history and
-//! chat APIs, the bundled browser client and demo page and, behind `--ws-echo`, the conformance
-//! echo. Later capabilities add their routes here (metrics).
+//! chat APIs, Prometheus metrics, the bundled browser client and demo page and, behind
+//! `--ws-echo`, the conformance echo.
 
 mod assets;
 mod chat;
 mod echo;
 mod health;
 mod history;
+mod metrics;
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -42,6 +43,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/live", get(health::live))
         .route("/health/ready", get(health::ready))
         .route("/cert-hash", get(cert_hash))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/users/{id}/connections", get(history::connections))
         .route("/api/users/{id}/presence-history", get(history::presence_history))
         .route("/api/conversations", get(chat::list).post(chat::create))

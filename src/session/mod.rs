@@ -39,7 +39,9 @@ use crate::{
 use crate::{
     state::{now_ms, presence::SocketRecord},
     store::{ConnectionClosed, ConnectionOpened, writer::Record},
+    telemetry::metrics::{self, Invalid, RateScope},
     throttle::{Refused, SocketThrottle},
+    transport::TransportKind,
 };
 use heartbeat::{Beat, Heartbeat};
 use outbound::{Dead, Outbound};
@@ -190,6 +192,7 @@ async fn user_cap(node: &Node, user: &str) -> Option<String> {
 struct Registration {
     node: Arc<Node>,
     record: SocketRecord,
+    kind: TransportKind,
     /// Why the session ended, for the connection log. Stays `server_error` if the session
     /// unwinds from a panic.
     reason: &'static str,
@@ -216,7 +219,13 @@ impl Registration {
             connected_at_ms: record.connected_at_ms as i64,
         }));
         ctx.node.hub.insert(ctx.socket_id.clone(), entry);
-        Self { node: ctx.node.clone(), record, reason: Code::ServerError.as_str() }
+        metrics::connected(ctx.peer.kind);
+        Self {
+            node: ctx.node.clone(),
+            record,
+            kind: ctx.peer.kind,
+            reason: Code::ServerError.as_str(),
+        }
     }
 }
 
@@ -226,6 +235,7 @@ impl Drop for Registration {
         // shutdown waits for it and a panic cannot skip it.
         let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
         let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
+        metrics::disconnected(self.kind, self.reason);
         self.node.writer.record(Record::Closed(ConnectionClosed {
             socket_id: self.record.socket_id.clone(),
             disconnected_at_ms: now_ms() as i64,
@@ -278,6 +288,18 @@ fn start(ctx: &Arc<SessionCtx>, ev: EventFrame) -> InFlight {
 }
 
 fn reply(ctx: &SessionCtx, done: InFlight, result: Result<Reply, EventError>) {
+    let events = &ctx.node.events;
+    match &result {
+        Ok(_) => events.record(&done.name, None),
+        Err(err) => {
+            events.record(&done.name, Some(err.code()));
+            match err {
+                EventError::Validation(_) => metrics::invalid(Invalid::Payload),
+                EventError::RateLimited { .. } => metrics::rate_limited(RateScope::User),
+                _ => {}
+            }
+        }
+    }
     match result {
         Ok(data) => {
             if let Some(id) = done.id {
@@ -335,7 +357,10 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
             }
             _ = ctx.outbound.dead() => {
                 return match ctx.outbound.why() {
-                    Some(Dead::SlowConsumer) => End::Close(Code::SlowConsumer, "outbound queue overflowed".into()),
+                    Some(Dead::SlowConsumer) => {
+                        metrics::slow_consumer();
+                        End::Close(Code::SlowConsumer, "outbound queue overflowed".into())
+                    }
                     Some(Dead::WriteFailed(e)) => End::Gone(e),
                     None => End::Gone("outbound closed".into()),
                 };
@@ -344,6 +369,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
             _ = &mut beat => {
                 match hb.poll(Instant::now()) {
                     Beat::TimedOut => {
+                        metrics::ping_timeout();
                         let msg = format!("no pong within {:?}", cfg.pong_timeout);
                         return End::Close(Code::PingTimeout, msg);
                     }
@@ -398,13 +424,17 @@ fn on_frame(
     let out = &ctx.outbound;
     match decode_client_frame(bytes) {
         Ok(ClientFrame::Event(ev)) => {
+            let events = &ctx.node.events;
             if let Err(refused) = ctx.node.throttle.admit_event(throttle) {
+                metrics::rate_limited(RateScope::Socket);
                 match refused {
                     Refused::Flood => {
+                        events.record(&ev.name, Some(Code::RateLimitFlood));
                         let msg = "kept sending far past the rate limit".to_owned();
                         return Some(End::Close(Code::RateLimitFlood, msg));
                     }
                     Refused::Limited(err) => {
+                        events.record(&ev.name, Some(err.code()));
                         tracing::debug!(event = %ev.name, "event refused by the per-socket rate limit");
                         let details = err.details();
                         out.send(encode_error(
@@ -416,6 +446,7 @@ fn on_frame(
                     }
                 }
             } else if pending.len() >= ctx.node.config.max_pending_events {
+                events.record(&ev.name, Some(Code::Overloaded));
                 let msg = "too many events waiting; slow down";
                 out.send(encode_error(ev.id, Code::Overloaded, msg, None));
             } else {
@@ -436,6 +467,7 @@ fn on_frame(
         }
         Ok(ClientFrame::Disconnect) => return Some(End::ClientLeft),
         Err(e) => {
+            metrics::invalid(Invalid::Frame);
             out.send(encode_error(e.id, Code::BadFrame, &e.message, None));
         }
     }

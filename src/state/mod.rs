@@ -7,6 +7,7 @@
 //!   the reaping of crashed instances.
 //! - `ratelimit`: GCRA rate limiters keyed by socket or user.
 //! - `broker`: publish/subscribe of already-encoded bytes between instances.
+//! - `timed`: a decorator that times every call of a Redis backend for the metrics.
 //!
 //! Redis keys all live under one configurable prefix; every key has a TTL or is removed on
 //! teardown (or by the reaper when its instance died).
@@ -14,6 +15,7 @@
 pub mod broker;
 pub mod presence;
 pub mod ratelimit;
+pub mod timed;
 
 /// Failure of a shared-state backend. Only Redis backends fail; callers decide per use
 /// whether to fail open (sessions keep working locally) or closed.

@@ -98,6 +98,7 @@ impl Writer {
         if dropped > 0 {
             let total =
                 self.inner.dropped.fetch_add(dropped as u64, Ordering::Relaxed) + dropped as u64;
+            crate::telemetry::metrics::writer_dropped(dropped as u64);
             // One warning per thousand drops keeps a long outage from flooding the log.
             if total == dropped as u64 || total % 1000 < dropped as u64 {
                 tracing::warn!(
@@ -228,7 +229,7 @@ async fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testing::Fake;
+    use crate::{store::testing::Fake, telemetry::metrics::names};
 
     fn opened(i: usize) -> Record {
         Record::Opened(ConnectionOpened {
@@ -302,10 +303,14 @@ mod tests {
         let store = Arc::new(Fake::default());
         store.down.store(true, Ordering::SeqCst);
         let (w, _task) = Writer::spawn(store.clone(), cfg(20));
+        let counted = || crate::telemetry::metrics::current(names::WRITER_DROPPED, &[]);
+        let before = counted();
         for i in 0..30 {
             w.record(opened(i));
         }
         assert_eq!((w.queued(), w.dropped()), (20, 10));
+        // The metric is process-wide (other tests may drop too): at least ours moved it.
+        assert!(counted() >= before + 10.0);
         store.down.store(false, Ordering::SeqCst);
         settle(&w).await;
         let expected: Vec<String> = (10..30).map(|i| format!("s{i}")).collect();

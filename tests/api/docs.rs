@@ -1,5 +1,6 @@
 //! The docs stay true to the code: every protocol code has its row in PROTOCOL.md, and every
-//! `serve` flag (with its environment variable) is in the README's configuration table.
+//! `serve` flag (with its environment variable) is in the README's configuration table, and
+//! every metrics series in its Metrics table.
 
 use clap::Args;
 use rtgate::{config::Config, protocol::Code};
@@ -38,5 +39,16 @@ fn readme_documents_every_serve_flag_and_its_env_var() {
             let env = env.to_string_lossy();
             assert!(row.contains(&format!("`{env}`")), "README row for --{long} lacks {env}");
         }
+    }
+}
+
+#[test]
+fn readme_documents_every_metrics_series() {
+    let doc = read("README.md");
+    for name in rtgate::telemetry::metrics::names::ALL {
+        assert!(
+            doc.lines().any(|l| l.starts_with(&format!("| `{name}` |"))),
+            "README's Metrics table has no row for {name}"
+        );
     }
 }

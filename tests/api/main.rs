@@ -17,6 +17,7 @@ mod history;
 mod hostile;
 mod http;
 mod limits;
+mod metrics;
 mod redis_util;
 mod relay;
 mod resilience;
