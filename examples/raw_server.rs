@@ -1,0 +1,326 @@
+//! The raw baseline for the benchmarks: the same transport libraries rtgate uses (axum's
+//! WebSocket, wtransport) and the same frames (`connect`, `sys:echo`, `sys:room-join`,
+//! `sys:room-publish`, `ping`), with none of rtgate's pipeline: no JWT check, no throttle,
+//! no validation, no registry or presence, no history, no byte budget. What rtgate costs on
+//! top of this is what `scripts/bench` reports as the rtgate/raw ratio.
+//!
+//! ```sh
+//! cargo run --release --example raw_server -- --http-addr 127.0.0.1:3200 --wt-addr 127.0.0.1:4533
+//! ```
+//!
+//! Prints `READY http=… wt=… cert_sha256=…` like `rtgate serve`; `GET /cert-hash` answers the
+//! WebTransport certificate hash like rtgate.
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use anyhow::{Context, Result};
+use axum::{
+    Json, Router,
+    extract::{
+        State,
+        ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade},
+    },
+    response::Response,
+    routing::get,
+};
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::mpsc;
+use wtransport::{Endpoint, Identity, ServerConfig, endpoint::IncomingSession};
+
+type Tx = mpsc::UnboundedSender<Utf8Bytes>;
+
+/// Rooms: name → member id → its outgoing queue.
+#[derive(Default)]
+struct Hub {
+    rooms: Mutex<HashMap<String, HashMap<u64, Tx>>>,
+    next_id: AtomicU64,
+}
+
+#[derive(Clone)]
+struct App {
+    hub: Arc<Hub>,
+    cert_hex: Arc<str>,
+}
+
+/// The incoming frame, borrowed from the text.
+#[derive(Deserialize)]
+struct In<'a> {
+    #[serde(rename = "type")]
+    ty: &'a str,
+    #[serde(default)]
+    event: Option<&'a str>,
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct RoomData<'a> {
+    room: &'a str,
+}
+
+#[derive(Deserialize)]
+struct PublishData<'a> {
+    room: &'a str,
+    event: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default, rename = "includeSelf")]
+    include_self: bool,
+}
+
+/// One connection's state, shared by both transports.
+struct Peer {
+    id: u64,
+    tx: Tx,
+    rooms: HashSet<String>,
+    hub: Arc<Hub>,
+}
+
+impl Peer {
+    fn new(hub: Arc<Hub>, tx: Tx) -> Self {
+        let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
+        Self { id, tx, rooms: HashSet::new(), hub }
+    }
+
+    /// Handles one frame; `false` ends the connection.
+    fn handle(&mut self, text: &str) -> bool {
+        let Ok(frame) = serde_json::from_str::<In>(text) else {
+            return self
+                .send(r#"{"type":"error","code":"bad_frame","message":"bad frame"}"#.into());
+        };
+        match frame.ty {
+            "connect" => {
+                self.send(format!(r#"{{"type":"connected","v":1,"sessionId":"raw-{}"}}"#, self.id))
+            }
+            "ping" => self.send(r#"{"type":"pong"}"#.into()),
+            "pong" => true,
+            "disconnect" => false,
+            "event" => {
+                let reply = self.event(frame.event.unwrap_or(""), frame.data);
+                match frame.id {
+                    Some(id) => self.send(format!(r#"{{"type":"ack","id":{id},"data":{reply}}}"#)),
+                    None => true,
+                }
+            }
+            _ => self.send(r#"{"type":"error","code":"bad_frame","message":"bad frame"}"#.into()),
+        }
+    }
+
+    /// Runs an event; returns the ack's `data` as JSON text.
+    fn event(&mut self, name: &str, data: Option<&RawValue>) -> String {
+        let raw = data.map_or("null", RawValue::get);
+        match name {
+            "sys:echo" => raw.to_owned(),
+            "sys:room-join" => {
+                if let Ok(d) = serde_json::from_str::<RoomData>(raw) {
+                    let mut rooms = lock(&self.hub.rooms);
+                    rooms.entry(d.room.to_owned()).or_default().insert(self.id, self.tx.clone());
+                    self.rooms.insert(d.room.to_owned());
+                }
+                "null".into()
+            }
+            "sys:room-publish" => {
+                let Ok(d) = serde_json::from_str::<PublishData>(raw) else { return "null".into() };
+                // Encoded once, shared by every recipient.
+                let frame = Utf8Bytes::from(format!(
+                    r#"{{"type":"event","event":{},"data":{}}}"#,
+                    serde_json::Value::from(d.event),
+                    d.data.get()
+                ));
+                let mut n = 0u64;
+                if let Some(members) = lock(&self.hub.rooms).get(d.room) {
+                    for (id, tx) in members {
+                        if (*id != self.id || d.include_self) && tx.send(frame.clone()).is_ok() {
+                            n += 1;
+                        }
+                    }
+                }
+                format!(r#"{{"localDeliveries":{n}}}"#)
+            }
+            _ => "null".into(),
+        }
+    }
+
+    fn send(&self, text: String) -> bool {
+        self.tx.send(text.into()).is_ok()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let mut rooms = lock(&self.hub.rooms);
+        for room in &self.rooms {
+            if let Some(members) = rooms.get_mut(room) {
+                members.remove(&self.id);
+                if members.is_empty() {
+                    rooms.remove(room);
+                }
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn ws_upgrade(State(app): State<App>, upgrade: WebSocketUpgrade) -> Response {
+    // The same buffer sizes rtgate sets on its upgrade.
+    upgrade
+        .max_message_size(64 * 1024)
+        .max_frame_size(64 * 1024)
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .on_upgrade(move |socket| ws_session(app.hub, socket))
+}
+
+async fn ws_session(hub: Arc<Hub>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Utf8Bytes>();
+    // The writer: everything queued so far goes out with one flush.
+    let writer = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            if sink.feed(Message::Text(first)).await.is_err() {
+                return;
+            }
+            while let Ok(more) = rx.try_recv() {
+                if sink.feed(Message::Text(more)).await.is_err() {
+                    return;
+                }
+            }
+            if sink.flush().await.is_err() {
+                return;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut peer = Peer::new(hub, tx);
+    while let Some(Ok(msg)) = stream.next().await {
+        match msg {
+            Message::Text(t) => {
+                if !peer.handle(t.as_str()) {
+                    break;
+                }
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    drop(peer);
+    let _ = writer.await;
+}
+
+async fn wt_accept(hub: Arc<Hub>, endpoint: Endpoint<wtransport::endpoint::endpoint_side::Server>) {
+    loop {
+        let incoming = endpoint.accept().await;
+        tokio::spawn(wt_session(hub.clone(), incoming));
+    }
+}
+
+async fn wt_session(hub: Arc<Hub>, incoming: IncomingSession) {
+    let Ok(request) = incoming.await else { return };
+    let Ok(conn) = request.accept().await else { return };
+    let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Utf8Bytes>();
+    let writer = tokio::spawn(async move {
+        let mut buf = Vec::new();
+        while let Some(first) = rx.recv().await {
+            buf.clear();
+            for frame in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+                buf.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+                buf.extend_from_slice(frame.as_bytes());
+            }
+            if send.write_all(&buf).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish().await;
+    });
+    let mut peer = Peer::new(hub, tx);
+    let mut buf: Vec<u8> = Vec::with_capacity(256);
+    let mut chunk = [0u8; 4096];
+    'read: while let Ok(Some(n)) = recv.read(&mut chunk).await {
+        buf.extend_from_slice(&chunk[..n]);
+        let mut at = 0;
+        while buf.len() >= at + 4 {
+            let len = u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]) as usize;
+            if len > 64 * 1024 {
+                break 'read;
+            }
+            if buf.len() < at + 4 + len {
+                break;
+            }
+            let Ok(text) = std::str::from_utf8(&buf[at + 4..at + 4 + len]) else { break 'read };
+            if !peer.handle(text) {
+                break 'read;
+            }
+            at += 4 + len;
+        }
+        buf.drain(..at);
+    }
+    drop(peer);
+    let _ = writer.await;
+    conn.close(0u32.into(), b"");
+}
+
+fn arg(args: &[String], name: &str, default: &str) -> String {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let http_addr: SocketAddr = arg(&args, "--http-addr", "127.0.0.1:3200").parse()?;
+    let wt_addr: SocketAddr = arg(&args, "--wt-addr", "127.0.0.1:4533").parse()?;
+    let identity = Identity::self_signed(["localhost", "127.0.0.1", "::1"])
+        .context("self-signed certificate")?;
+    let cert_hex: String = identity
+        .certificate_chain()
+        .as_slice()
+        .first()
+        .context("empty certificate chain")?
+        .hash()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let config = ServerConfig::builder()
+        .with_bind_address(wt_addr)
+        .with_identity(identity)
+        .keep_alive_interval(None)
+        .build();
+    let endpoint = Endpoint::server(config).context("binding UDP")?;
+    let wt_local = endpoint.local_addr()?;
+    let hub = Arc::new(Hub::default());
+    let app = App { hub: hub.clone(), cert_hex: cert_hex.clone().into() };
+    let router = Router::new()
+        .route("/ws", get(ws_upgrade))
+        .route(
+            "/cert-hash",
+            get(|State(app): State<App>| async move {
+                Json(serde_json::json!({"algorithm": "sha-256", "hex": &*app.cert_hex}))
+            }),
+        )
+        .with_state(app);
+    // The same HTTP server rtgate runs (axum-server over a std listener).
+    let listener = std::net::TcpListener::bind(http_addr).context("binding TCP")?;
+    listener.set_nonblocking(true)?;
+    println!("READY http={} wt={} cert_sha256={cert_hex}", listener.local_addr()?, wt_local);
+    tokio::spawn(wt_accept(hub, endpoint));
+    axum_server::from_tcp(listener)?.serve(router.into_make_service()).await?;
+    Ok(())
+}
