@@ -208,11 +208,7 @@ async fn ws_session(hub: Arc<Hub>, socket: WebSocket) {
     let mut peer = Peer::new(hub, tx);
     while let Some(Ok(msg)) = stream.next().await {
         match msg {
-            Message::Text(t) => {
-                if !peer.handle(t.as_str()) {
-                    break;
-                }
-            }
+            Message::Text(t) if !peer.handle(t.as_str()) => break,
             Message::Close(_) => break,
             _ => {}
         }

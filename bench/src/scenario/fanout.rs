@@ -196,10 +196,10 @@ fn receive(
                             let now_us = shared.epoch.elapsed().as_micros() as u64;
                             seen += 1;
                             pending += 1;
-                            if seen % every == 0 {
-                                if let Some(t) = frames::sent_at_us(&f) {
-                                    local.push(now_us.saturating_sub(t));
-                                }
+                            if seen.is_multiple_of(every)
+                                && let Some(t) = frames::sent_at_us(&f)
+                            {
+                                local.push(now_us.saturating_sub(t));
                             }
                             shared.last_delivery_us.fetch_max(now_us, Ordering::Relaxed);
                             // Counted in batches so receivers do not all hammer one atomic.

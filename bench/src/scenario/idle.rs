@@ -52,7 +52,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .set("open_s", (opened.elapsed.as_secs_f64() * 100.0).round() / 100.0)
         .set("rss_before", before)
         .set("rss_after", after)
-        .set("bytes_per_conn", if held > 0 { after.saturating_sub(before) / held } else { 0 });
+        .set("bytes_per_conn", after.saturating_sub(before).checked_div(held).unwrap_or(0));
     super::failures(&mut r, opened.failures, &opened.errors);
     let dropped = pool::release(&stop, opened.items).await;
     r.set("dropped_by_server", dropped);

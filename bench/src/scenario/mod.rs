@@ -18,10 +18,10 @@ impl ServerCpu {
     }
 
     pub fn finish(self, report: &mut Report) {
-        if let Some((pid, before)) = self.0 {
-            if let Some(after) = pool::cpu_secs(pid) {
-                report.set("server_cpu_s", ((after - before) * 100.0).round() / 100.0);
-            }
+        if let Some((pid, before)) = self.0
+            && let Some(after) = pool::cpu_secs(pid)
+        {
+            report.set("server_cpu_s", ((after - before) * 100.0).round() / 100.0);
         }
     }
 }
