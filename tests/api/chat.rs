@@ -253,8 +253,9 @@ async fn chat_cluster(
 }
 
 async fn finish(cluster: Cluster, db: TestDb) {
-    cleanup(&cluster.prefix).await;
-    drop(cluster);
+    let prefix = cluster.prefix.clone();
+    cluster.stop().await;
+    cleanup(&prefix).await;
     db.cleanup().await;
 }
 

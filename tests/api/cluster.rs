@@ -53,6 +53,15 @@ impl Cluster {
     pub fn at(&self, i: usize) -> &TestServer {
         &self.servers[i % self.servers.len()]
     }
+
+    /// Shuts every instance down and waits for it (its history writer flushes on the way), so
+    /// nothing writes into the test's database after this returns.
+    pub async fn stop(self) {
+        for server in self.servers {
+            server.shutdown.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(10), server.task).await;
+        }
+    }
 }
 
 /// The next frame that is an event named `name` (skipping pings and anything else).

@@ -27,7 +27,20 @@ pub fn pg_url() -> String {
 
 async fn admin(sql: &str) {
     let pool = sqlx::PgPool::connect(&pg_url()).await.expect("PostgreSQL at DATABASE_TEST_URL");
-    sqlx::query(sql).execute(&pool).await.unwrap();
+    // A server still shutting down may be writing into the schema being dropped; PostgreSQL
+    // then picks one side of the lock cycle as a deadlock victim. Retry rather than fail.
+    let mut attempt = 0;
+    loop {
+        match sqlx::query(sql).execute(&pool).await {
+            Ok(_) => break,
+            Err(e) if attempt < 5 => {
+                attempt += 1;
+                eprintln!("retrying `{sql}` after: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => panic!("`{sql}` failed: {e}"),
+        }
+    }
     pool.close().await;
 }
 
