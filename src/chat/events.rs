@@ -5,13 +5,13 @@
 //! against the local feed for typing: a session is in the feed only after a checked join, and
 //! a removal takes it out.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, sync::Arc};
 
 use serde::Serialize;
 use serde_json::json;
 
 use super::{
-    canonical,
+    bounded_store, canonical,
     dto::{JoinDto, LeaveDto, SendMessageDto, TypingDto},
     feed::Finish,
     message_frame,
@@ -29,10 +29,6 @@ use crate::{
     validate::FieldError,
 };
 
-/// Longest a chat event waits for the database before failing with `unavailable`: the
-/// session handles its events one at a time, so a hung database must not hang it.
-pub const DB_TIMEOUT: Duration = Duration::from_secs(5);
-
 /// Store reads a join repeats when another join's read raced it (see `Finish::Stale`).
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -45,14 +41,9 @@ pub fn register(router: Router) -> Router {
 }
 
 async fn db<T>(fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, EventError> {
-    match tokio::time::timeout(DB_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "chat storage failed");
-            Err(EventError::Unavailable("chat storage is unavailable".into()))
-        }
-        Err(_) => Err(EventError::Unavailable("chat storage did not answer".into())),
-    }
+    bounded_store(fut)
+        .await
+        .ok_or_else(|| EventError::Unavailable("chat storage is unavailable".into()))
 }
 
 fn not_member() -> EventError {

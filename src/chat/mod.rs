@@ -13,10 +13,36 @@ pub mod dto;
 pub mod events;
 pub mod feed;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::{protocol::encode_event, store::chat::Message};
+use crate::{
+    protocol::encode_event,
+    store::{StoreError, chat::Message},
+};
+
+/// Longest a chat call (realtime event or REST) waits for the database before failing with
+/// `unavailable`: a session handles its events one at a time, so a hung database must not hang
+/// it.
+pub const DB_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs a chat store call under `DB_TIMEOUT`, logging a failure once here. `None` means the
+/// database failed or did not answer; each caller maps it to its own `unavailable`.
+pub async fn bounded_store<T>(fut: impl Future<Output = Result<T, StoreError>>) -> Option<T> {
+    match tokio::time::timeout(DB_TIMEOUT, fut).await {
+        Ok(Ok(v)) => Some(v),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "chat storage failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(timeout = ?DB_TIMEOUT, "chat storage did not answer");
+            None
+        }
+    }
+}
 
 /// The `message:new` frame of `message`, encoded once and shared by every recipient.
 pub fn message_frame(message: &Message) -> Bytes {

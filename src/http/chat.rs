@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     auth::Identity,
-    chat::{canonical, events::DB_TIMEOUT, removed_frame},
+    chat::{bounded_store, canonical, removed_frame},
     cluster::bounded,
     protocol::encode_event,
     state::now_ms,
@@ -45,21 +45,13 @@ fn not_found() -> ApiError {
 }
 
 async fn db<T>(fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, ApiError> {
-    let unavailable = || {
+    bounded_store(fut).await.ok_or_else(|| {
         ApiError(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             "the chat database is unavailable".into(),
         )
-    };
-    match tokio::time::timeout(DB_TIMEOUT, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "chat API query failed");
-            Err(unavailable())
-        }
-        Err(_) => Err(unavailable()),
-    }
+    })
 }
 
 fn conversation_id(raw: &str) -> Result<String, ApiError> {

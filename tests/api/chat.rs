@@ -207,14 +207,14 @@ impl Member {
 
     /// Reads until this member has seen `seq` in `conv`.
     async fn wait_for(&mut self, conv: &str, seq: i64) {
+        self.read_until(&format!("seq {seq} in {conv}"), |m| m.last(conv) >= seq).await;
+    }
+
+    /// Reads (absorbing every frame) until `done` holds, for at most 15 s.
+    async fn read_until(&mut self, what: &str, done: impl Fn(&Member) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        while self.last(conv) < seq {
-            assert!(
-                Instant::now() < deadline,
-                "{} stuck at {} of {seq}",
-                self.user,
-                self.last(conv)
-            );
+        while !done(self) {
+            assert!(Instant::now() < deadline, "{} never got {what}", self.user);
             let f = self.c.as_mut().unwrap().recv().await.expect("closed while waiting");
             self.absorb(f);
         }
@@ -538,12 +538,7 @@ async fn a_removed_member_stops_receiving_on_every_instance(#[case] backend: Bac
     let (status, _) =
         api(a, "DELETE", &format!("/api/conversations/{conv}/members/bob"), "alice", None).await;
     assert_eq!(status, 204);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while bob.removed.is_empty() {
-        assert!(Instant::now() < deadline, "no conversation:removed");
-        let f = bob.c.as_mut().unwrap().recv().await.unwrap();
-        bob.absorb(f);
-    }
+    bob.read_until("conversation:removed", |m| !m.removed.is_empty()).await;
     assert_eq!(bob.removed, std::slice::from_ref(&conv));
     ok(&alice.send(&conv, "after", None).await);
     no_event(bob.c.as_mut().unwrap(), "message:new", Duration::from_millis(300)).await;
@@ -573,12 +568,7 @@ async fn typing_reaches_the_other_joined_members_and_is_never_stored(#[case] kin
         // Volatile: a datagram on WebTransport.
         Kind::Wt => bob.c.as_ref().unwrap().recv_datagram().await,
         Kind::Ws => {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while bob.typing.is_empty() {
-                assert!(Instant::now() < deadline, "no typing event");
-                let f = bob.c.as_mut().unwrap().recv().await.unwrap();
-                bob.absorb(f);
-            }
+            bob.read_until("typing", |m| !m.typing.is_empty()).await;
             json!({"type": "event", "event": "typing", "data": bob.typing[0]})
         }
     };
