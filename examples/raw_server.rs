@@ -296,7 +296,8 @@ async fn main() -> Result<()> {
         .collect();
     let config = ServerConfig::builder()
         .with_bind_address(wt_addr)
-        .with_identity(identity)
+        // The same QUIC transport settings.
+        .with_custom_transport(identity, rtgate::server::wt_transport_config())
         .keep_alive_interval(None)
         .build();
     let endpoint = Endpoint::server(config).context("binding UDP")?;
@@ -313,8 +314,8 @@ async fn main() -> Result<()> {
         )
         .with_state(app);
     // The same HTTP server rtgate runs (axum-server over a std listener).
-    let listener = std::net::TcpListener::bind(http_addr).context("binding TCP")?;
-    listener.set_nonblocking(true)?;
+    // With the same accept backlog.
+    let listener = rtgate::server::listen_tcp(http_addr).context("binding TCP")?;
     println!("READY http={} wt={} cert_sha256={cert_hex}", listener.local_addr()?, wt_local);
     tokio::spawn(wt_accept(hub, endpoint));
     axum_server::from_tcp(listener)?.serve(router.into_make_service()).await?;

@@ -46,9 +46,8 @@ impl Server {
 
         let certs = Arc::new(Certs::from_config(&config).await?);
 
-        let http = std::net::TcpListener::bind(config.http_addr)
+        let http = listen_tcp(config.http_addr)
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
-        http.set_nonblocking(true)?;
         let http_addr = http.local_addr()?;
 
         let wt = Endpoint::server(wt_config(&config, &certs)?)
@@ -152,6 +151,38 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel queues before `accept`. std's listener asks for 128: in a
+/// reconnect storm the queue overflows, and every dropped SYN costs that client a one-second
+/// retransmit. The kernel caps this at `net.core.somaxconn`.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A non-blocking TCP listener on `addr` with `LISTEN_BACKLOG`.
+pub fn listen_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    // As std does: a restarted server can rebind while old connections sit in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)?.into_std()
+}
+
+/// Streams a WebTransport client may have open at once, per direction. A session needs one
+/// bidirectional stream for its frames plus the HTTP/3 request stream, and three
+/// unidirectional ones (HTTP/3 control and the two QPACK streams). quinn's default of 100 each
+/// costs every connection state for 200 streams it never opens.
+pub const WT_MAX_STREAMS: u32 = 8;
+
+/// The QUIC transport settings of the WebTransport endpoint.
+pub fn wt_transport_config() -> wtransport::quinn::TransportConfig {
+    let mut transport = wtransport::quinn::TransportConfig::default();
+    transport
+        .max_concurrent_bidi_streams(WT_MAX_STREAMS.into())
+        .max_concurrent_uni_streams(WT_MAX_STREAMS.into());
+    transport
+}
+
 fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
     let builder = ServerConfig::builder();
     let builder = match config.wt_addr {
@@ -166,7 +197,7 @@ fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
     // a session stuck before or outside it.
     let idle = config.ping_interval + config.pong_timeout + Duration::from_secs(10);
     Ok(builder
-        .with_identity(certs.identity.clone_identity())
+        .with_custom_transport(certs.identity.clone_identity(), wt_transport_config())
         .keep_alive_interval(None)
         .max_idle_timeout(Some(idle))
         .context("QUIC idle timeout out of range")?

@@ -121,14 +121,25 @@ pub fn identifier(s: &str) -> Result<(), validator::ValidationError> {
 
 /// Parses and validates `raw` as `T`.
 pub fn parse<T: Dto>(raw: &RawValue) -> Result<T, Vec<FieldError>> {
-    let mut de = serde_json::Deserializer::from_str(raw.get());
-    let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        vec![FieldError { path, rule: "type".into(), message: e.inner().to_string() }]
-    })?;
+    // Path tracking costs on every field and only a failure needs the path: parse plainly,
+    // and parse a failed payload again with tracking to say where it failed.
+    let value: T = match serde_json::from_str(raw.get()) {
+        Ok(value) => value,
+        Err(plain) => return Err(vec![type_error::<T>(raw, plain)]),
+    };
     value.validate()?;
     Ok(value)
+}
+
+fn type_error<T: Dto>(raw: &RawValue, plain: serde_json::Error) -> FieldError {
+    let mut de = serde_json::Deserializer::from_str(raw.get());
+    let (path, message) = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Err(e) => (e.path().to_string(), e.inner().to_string()),
+        // Both parsers read the same input the same way; this arm only keeps the function total.
+        Ok(_) => (".".to_owned(), plain.to_string()),
+    };
+    let path = if path == "." { String::new() } else { path };
+    FieldError { path, rule: "type".into(), message }
 }
 
 #[cfg(test)]

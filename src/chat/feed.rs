@@ -477,7 +477,8 @@ mod tests {
         async fn member(&self, socket: &str, since: Option<i64>) -> ChannelClient {
             let (transport, client) = channel::pair();
             let (_, _, writer) = transport.split();
-            let (outbound, _task) = Outbound::spawn(writer, 1 << 20);
+            let (outbound, _task) =
+                Outbound::spawn(writer, 1 << 20, &tokio_util::sync::CancellationToken::new());
             let (socket, user): (Arc<str>, Arc<str>) = (socket.into(), "bob".into());
             self.feed.begin_join(&socket, &user, &outbound, &self.conv, 10).unwrap();
             let recovery =
@@ -551,7 +552,8 @@ mod tests {
         // flight", and his read (taken after 2 was committed) also contains it.
         let (transport, mut bob) = channel::pair();
         let (_, _, writer) = transport.split();
-        let (outbound, _task) = Outbound::spawn(writer, 1 << 20);
+        let (outbound, _task) =
+            Outbound::spawn(writer, 1 << 20, &tokio_util::sync::CancellationToken::new());
         let (socket, user): (Arc<str>, Arc<str>) = ("s-bob".into(), "bob".into());
         assert!(!f.feed.begin_join(&socket, &user, &outbound, &f.conv, 10).unwrap());
         let m2 = f.send("b").await;

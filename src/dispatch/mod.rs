@@ -8,7 +8,7 @@
 
 pub mod sys;
 
-use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc};
+use std::{any::Any, collections::HashMap, future::Future, pin::Pin, sync::Arc};
 
 use serde::Serialize;
 use serde_json::{json, value::RawValue};
@@ -101,12 +101,20 @@ where
             }
         };
         let fut = (self.0.0)(ctx, dto);
-        Box::pin(async move {
-            let reply = fut.await?;
-            let raw = serde_json::value::to_raw_value(&reply).map_err(anyhow::Error::from)?;
-            Ok(Some(raw))
-        })
+        Box::pin(async move { serialize(fut.await?) })
     }
+}
+
+/// A handler's reply as raw JSON. A reply that already is raw JSON (echoes, relays) is
+/// passed through instead of being serialized into a copy of itself.
+fn serialize<R: Serialize + 'static>(reply: R) -> Result<Reply, EventError> {
+    let mut slot = Some(reply);
+    if let Some(raw) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Box<RawValue>>>() {
+        return Ok(raw.take());
+    }
+    // `Some(reply)` serializes exactly as `reply`.
+    let raw = serde_json::value::to_raw_value(&slot).map_err(anyhow::Error::from)?;
+    Ok(Some(raw))
 }
 
 /// Event name → handler. Built once at start-up, shared read-only by every session.

@@ -92,7 +92,9 @@ async fn websocket(
         .max_message_size(max)
         .max_frame_size(max)
         // Small buffers: an idle connection should cost kilobytes, not tungstenite's 128 KiB
-        // default; they grow on demand for large frames.
+        // default; they grow on demand for large frames. Not smaller: a frame over the cap
+        // is refused from its header, and whatever of it was not yet read when the socket
+        // closes makes the kernel answer with a reset that can overtake our close frame.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| {

@@ -164,22 +164,30 @@ pub(super) const MAX_DEPTH: usize = 64;
 /// `json` is already known to be valid JSON. Linear, allocation-free.
 fn check_data(json: &str) -> Result<(), String> {
     let bytes = json.as_bytes();
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    let mut depth = 0usize;
     let mut i = 0;
     while i < bytes.len() {
-        let b = bytes[i];
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
+        match bytes[i] {
+            b'"' => {
+                // Jump from one quote or backslash to the next instead of walking a state
+                // machine byte by byte: payloads are mostly string content.
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &bytes[i..]) {
+                        Some(n) if bytes[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n + 1;
+                            break;
+                        }
+                        // Unreachable for valid JSON; ends the scan either way.
+                        None => return Ok(()),
+                    }
+                    if i >= bytes.len() {
+                        return Ok(());
+                    }
+                }
+                continue;
             }
-            i += 1;
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'[' | b'{' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
@@ -192,8 +200,11 @@ fn check_data(json: &str) -> Result<(), String> {
                     .iter()
                     .position(|c| !matches!(c, b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9'))
                     .map_or(bytes.len(), |n| i + n);
-                let finite = json[i..end].parse::<f64>().is_ok_and(f64::is_finite);
-                if !finite {
+                let number = &json[i..end];
+                // Without an exponent, a number needs over 308 digits to leave the f64
+                // range; only the rare rest pays for a float parse.
+                let surely_finite = number.len() <= 300 && !number.contains(['e', 'E']);
+                if !surely_finite && !number.parse::<f64>().is_ok_and(f64::is_finite) {
                     return Err("holds a number beyond the 64-bit float range".into());
                 }
                 i = end;
@@ -261,27 +272,41 @@ pub fn encode_connected(info: &ConnectedInfo<'_>) -> Bytes {
     encode(&Connected { kind: "connected", v: super::PROTOCOL_VERSION, info })
 }
 
+/// `{"type":"ack","id":…,"data":…}`, written directly: acks and events are the frames sent
+/// per message, and serde's raw-value path costs several times the copy.
 pub fn encode_ack(id: u64, data: &RawValue) -> Bytes {
-    #[derive(Serialize)]
-    struct Ack<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        id: u64,
-        data: &'a RawValue,
-    }
-    encode(&Ack { kind: "ack", id, data })
+    let data = data.get();
+    let mut out = String::with_capacity(40 + data.len());
+    out.push_str(r#"{"type":"ack","id":"#);
+    out.push_str(itoa::Buffer::new().format(id));
+    out.push_str(r#","data":"#);
+    out.push_str(data);
+    out.push('}');
+    Bytes::from(out)
 }
 
 /// A server-pushed event (no ack).
 pub fn encode_event(name: &str, data: &RawValue) -> Bytes {
-    #[derive(Serialize)]
-    struct Event<'a> {
-        #[serde(rename = "type")]
-        kind: &'static str,
-        event: &'a str,
-        data: &'a RawValue,
+    // Names that need no JSON escaping (every name a client may send, and ours) are copied;
+    // any other goes through serde.
+    if !super::valid_event_name(name) {
+        #[derive(Serialize)]
+        struct Event<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            event: &'a str,
+            data: &'a RawValue,
+        }
+        return encode(&Event { kind: "event", event: name, data });
     }
-    encode(&Event { kind: "event", event: name, data })
+    let data = data.get();
+    let mut out = String::with_capacity(36 + name.len() + data.len());
+    out.push_str(r#"{"type":"event","event":""#);
+    out.push_str(name);
+    out.push_str(r#"","data":"#);
+    out.push_str(data);
+    out.push('}');
+    Bytes::from(out)
 }
 
 pub fn encode_error(
@@ -395,6 +420,7 @@ mod tests {
     #[test]
     fn deep_nesting_in_data_is_refused() {
         let ok = format!("{}1{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
         let frame = format!(r#"{{"type":"event","event":"e","data":{ok}}}"#);
         assert!(decode_client_frame(frame.as_bytes()).is_ok());
         let numbers =
@@ -402,7 +428,12 @@ mod tests {
         assert!(decode_client_frame(numbers.as_bytes()).is_ok());
         let huge = r#"{"type":"event","event":"e","data":{"n":1e999}}"#;
         assert!(decode_client_frame(huge.as_bytes()).is_err());
-        let deep = format!("{}1{}", "[".repeat(MAX_DEPTH + 1), "]".repeat(MAX_DEPTH + 1));
+        let digits = format!(r#"{{"type":"event","event":"e","data":[{}]}}"#, "9".repeat(400));
+        assert!(decode_client_frame(digits.as_bytes()).is_err());
+        // An escaped backslash ends right before the closing quote; the brackets after the
+        // string count again.
+        let after = format!(r#"{{"type":"event","event":"e","data":["\\",{deep}]}}"#);
+        assert!(decode_client_frame(after.as_bytes()).is_err());
         let frame = format!(r#"{{"type":"event","event":"e","data":{deep}}}"#);
         assert!(decode_client_frame(frame.as_bytes()).is_err());
         // Brackets inside strings do not count.
@@ -425,6 +456,14 @@ mod tests {
         assert_eq!(v["code"], 3001);
         assert_eq!(v["reason"], "ping_timeout");
         assert_eq!(v["reconnect"], true);
+        assert_eq!(
+            &encode_event("a:b", &raw)[..],
+            br#"{"type":"event","event":"a:b","data":{"x":1}}"#
+        );
+        // A name that needs escaping takes the serde path and stays valid JSON.
+        let odd: serde_json::Value =
+            serde_json::from_slice(&encode_event("q\"uote", &raw)).unwrap();
+        assert_eq!(odd["event"], "q\"uote");
         let e = encode_error(Some(2), Code::UnknownEvent, "no such event", None);
         assert_eq!(
             &e[..],

@@ -21,7 +21,7 @@ use futures_util::FutureExt;
 
 use bytes::Bytes;
 use rand::Rng;
-use tokio::time::{Instant, sleep, sleep_until, timeout};
+use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
@@ -94,7 +94,9 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
         user_id = tracing::field::Empty,
         device_id = tracing::field::Empty,
     );
-    let (outbound, writer_task) = Outbound::spawn(writer, node.config.outbound_queue_bytes);
+    let (outbound, writer_task) =
+        Outbound::spawn(writer, node.config.outbound_queue_bytes, &node.shutdown);
+    let kind = peer.kind;
     // Held for the whole session; dropping it frees the slot.
     let slot = node.admission.slot();
     let end = match &slot {
@@ -106,6 +108,7 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
         None => {
             let msg = "server is at its connection limit; reconnect later";
             outbound.send(encode_error(None, Code::ServerBusy, msg, None));
+            metrics::refused(kind, Code::ServerBusy.as_str());
             End::Close(Code::ServerBusy, msg.into())
         }
     };
@@ -119,26 +122,52 @@ async fn serve<R: FrameReader>(
     mut reader: R,
     outbound: Outbound,
 ) -> End {
+    // Admission runs boxed: its futures (the handshake deadline, shared-state calls) are done
+    // once the session is live, but inline they would size every session's task, for the
+    // whole life of the connection, by the largest of them.
+    let kind = peer.kind;
+    let admitted = Box::pin(admit(&node, socket_id, peer, &mut reader, outbound)).await;
+    let (ctx, mut registration) = match admitted {
+        Ok(admitted) => admitted,
+        Err(end) => {
+            metrics::refused(kind, end.reason());
+            return end;
+        }
+    };
+    let end = live(&ctx, &mut reader).await;
+    registration.reason = end.reason();
+    end
+}
+
+/// Handshake → per-user cap → register → `connected`. `Err` is how the session ends before
+/// it went live.
+async fn admit<R: FrameReader>(
+    node: &Arc<Node>,
+    socket_id: Arc<str>,
+    peer: PeerInfo,
+    reader: &mut R,
+    outbound: Outbound,
+) -> Result<(Arc<SessionCtx>, Registration), End> {
     let handshake = tokio::select! {
-        r = timeout(node.config.handshake_timeout, handshake::run(&node, &mut reader)) => r,
-        _ = node.shutdown.cancelled() => return End::Close(Code::ServerShutdown, "server is shutting down".into()),
+        r = timeout(node.config.handshake_timeout, handshake::run(node, reader)) => r,
+        _ = node.shutdown.cancelled() => return Err(End::Close(Code::ServerShutdown, "server is shutting down".into())),
     };
     let (identity, device) = match handshake {
         Err(_) => {
             let msg = format!("no connect frame within {:?}", node.config.handshake_timeout);
             outbound.send(encode_error(None, Code::HandshakeTimeout, &msg, None));
-            return End::Close(Code::HandshakeTimeout, msg);
+            return Err(End::Close(Code::HandshakeTimeout, msg));
         }
-        Ok(Err(handshake::Refusal::Gone(why))) => return End::Gone(why),
+        Ok(Err(handshake::Refusal::Gone(why))) => return Err(End::Gone(why)),
         Ok(Err(handshake::Refusal::Refused(code, msg))) => {
             outbound.send(encode_error(None, code, &msg, None));
-            return End::Close(code, msg);
+            return Err(End::Close(code, msg));
         }
         Ok(Ok(accepted)) => accepted,
     };
-    if let Some(refused) = user_cap(&node, &identity.user_id).await {
+    if let Some(refused) = user_cap(node, &identity.user_id).await {
         outbound.send(encode_error(None, Code::TooManyConnections, &refused, None));
-        return End::Close(Code::TooManyConnections, refused);
+        return Err(End::Close(Code::TooManyConnections, refused));
     }
     let device_id: Arc<str> = device.unwrap_or_else(|| socket_id.to_string()).into();
     let span = tracing::Span::current();
@@ -154,8 +183,8 @@ async fn serve<R: FrameReader>(
         node: node.clone(),
         outbound,
     });
-    let mut registration = Registration::new(&ctx);
-    crate::cluster::register(&node, &registration.record).await;
+    let registration = Registration::new(&ctx);
+    crate::cluster::register(node, &registration.record).await;
     let cfg = &node.config;
     ctx.outbound.send(encode_connected(&ConnectedInfo {
         session_id: &ctx.socket_id,
@@ -170,9 +199,7 @@ async fn serve<R: FrameReader>(
         limits: LimitsInfo { max_frame_bytes: cfg.max_frame_bytes },
     }));
     tracing::info!("connected");
-    let end = live(&ctx, &mut reader).await;
-    registration.reason = end.reason();
-    end
+    Ok((ctx, registration))
 }
 
 /// The per-user connection cap, counted cluster-wide (locally when shared state is down).
@@ -280,10 +307,6 @@ fn start(ctx: &Arc<SessionCtx>, ev: EventFrame) -> InFlight {
         } else {
             node.router.dispatch(ctx.clone(), &name, data)
         };
-    // A panicking handler fails its event, not the session (nor the connection).
-    let fut = Box::pin(AssertUnwindSafe(fut).catch_unwind().map(|r| {
-        r.unwrap_or_else(|_| Err(EventError::Internal(anyhow::anyhow!("handler panicked"))))
-    }));
     InFlight { id, name, fut }
 }
 
@@ -339,9 +362,16 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     let node = &ctx.node;
     let cfg = &node.config;
     let mut hb = Heartbeat::new(Instant::now(), cfg.ping_interval, cfg.pong_timeout);
-    let beat = sleep_until(hb.next_wakeup());
-    let expiry = sleep(ctx.identity.remaining(cfg.jwt.leeway));
-    tokio::pin!(beat, expiry);
+    // The heartbeat and the token expiry share one timer: every `select!` iteration polls
+    // each of its timers, and this loop runs twice per message.
+    let expires_at = Instant::now() + ctx.identity.remaining(cfg.jwt.leeway);
+    let wakeup = |hb: &Heartbeat| hb.next_wakeup().min(expires_at);
+    let timer = sleep_until(wakeup(&hb));
+    // One future for "stop now" (shutdown, or the outbound side died), created once: a fresh
+    // `cancelled()` registers with the token's waiter list and unregisters on drop, which
+    // cost more per message than the echo handler itself.
+    let stop = ctx.outbound.dead();
+    tokio::pin!(timer, stop);
     let mut pending: VecDeque<EventFrame> = VecDeque::new();
     let mut current: Option<InFlight> = None;
     let mut throttle = node.throttle.socket();
@@ -352,10 +382,26 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
         }
         tokio::select! {
             biased;
-            _ = node.shutdown.cancelled() => {
-                return End::Close(Code::ServerShutdown, "server is shutting down".into());
+            // First, so that a handler that finished on its first poll (most do) is answered
+            // without polling every other branch again. A ready handler cannot starve the
+            // rest: the next event only starts in the next iteration.
+            result = async {
+                match current.as_mut() {
+                    // A panicking handler fails its event, not the session (nor the connection).
+                    Some(c) => AssertUnwindSafe(&mut c.fut).catch_unwind().await.unwrap_or_else(|_| {
+                        Err(EventError::Internal(anyhow::anyhow!("handler panicked")))
+                    }),
+                    None => std::future::pending().await,
+                }
+            }, if current.is_some() => {
+                if let Some(done) = current.take() {
+                    reply(ctx, done, result);
+                }
             }
-            _ = ctx.outbound.dead() => {
+            _ = &mut stop => {
+                if node.shutdown.is_cancelled() {
+                    return End::Close(Code::ServerShutdown, "server is shutting down".into());
+                }
                 return match ctx.outbound.why() {
                     Some(Dead::SlowConsumer) => {
                         metrics::slow_consumer();
@@ -365,9 +411,12 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     None => End::Gone("outbound closed".into()),
                 };
             }
-            _ = &mut expiry => return End::Close(Code::TokenExpired, "token expired".into()),
-            _ = &mut beat => {
-                match hb.poll(Instant::now()) {
+            _ = &mut timer => {
+                let now = Instant::now();
+                if now >= expires_at {
+                    return End::Close(Code::TokenExpired, "token expired".into());
+                }
+                match hb.poll(now) {
                     Beat::TimedOut => {
                         metrics::ping_timeout();
                         let msg = format!("no pong within {:?}", cfg.pong_timeout);
@@ -376,23 +425,20 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     Beat::Ping => { ctx.outbound.send(PING_FRAME.clone()); }
                     Beat::Idle => {}
                 }
-                beat.as_mut().reset(hb.next_wakeup());
-            }
-            result = async {
-                match current.as_mut() {
-                    Some(c) => (&mut c.fut).await,
-                    None => std::future::pending().await,
-                }
-            }, if current.is_some() => {
-                if let Some(done) = current.take() {
-                    reply(ctx, done, result);
-                }
+                timer.as_mut().reset(wakeup(&hb));
             }
             frame = reader.read_frame() => match frame {
-                Ok(Some(bytes)) => match on_frame(ctx, &bytes, &mut pending, &mut hb, &mut throttle) {
-                    Some(end) => return end,
-                    None => beat.as_mut().reset(hb.next_wakeup()),
-                },
+                Ok(Some(bytes)) => {
+                    if let Some(end) = on_frame(ctx, &bytes, &mut pending, &mut hb, &mut throttle) {
+                        return end;
+                    }
+                    // Only a pong moves the wakeup; re-arming the timer on every frame would
+                    // take the timer wheel's lock once per message.
+                    let next = wakeup(&hb);
+                    if next != timer.deadline() {
+                        timer.as_mut().reset(next);
+                    }
+                }
                 Ok(None) => return End::Gone("peer closed".into()),
                 Err(e @ ReadError::TooLarge { .. }) => {
                     let msg = e.to_string();

@@ -37,6 +37,7 @@ pub mod names {
     pub const CONNECTIONS: &str = "rtgate_connections";
     pub const CONNECTS: &str = "rtgate_connects_total";
     pub const DISCONNECTS: &str = "rtgate_disconnects_total";
+    pub const REFUSALS: &str = "rtgate_handshake_refusals_total";
     pub const EVENTS: &str = "rtgate_events_total";
     pub const RATE_LIMITED: &str = "rtgate_rate_limited_total";
     pub const VALIDATION_ERRORS: &str = "rtgate_validation_errors_total";
@@ -58,6 +59,7 @@ pub mod names {
         CONNECTIONS,
         CONNECTS,
         DISCONNECTS,
+        REFUSALS,
         EVENTS,
         RATE_LIMITED,
         VALIDATION_ERRORS,
@@ -266,6 +268,10 @@ fn describe() {
     describe_gauge!(CONNECTIONS, "Open authenticated sessions, by transport");
     describe_counter!(CONNECTS, "Sessions that completed the handshake, by transport");
     describe_counter!(DISCONNECTS, "Sessions that ended, by disconnect reason");
+    describe_counter!(
+        REFUSALS,
+        "Connections that ended before the session went live, by transport and reason"
+    );
     describe_counter!(EVENTS, "Client events, by event name and outcome (ok or error code)");
     describe_counter!(RATE_LIMITED, "Events refused by a rate limit, by scope (socket, user)");
     describe_counter!(VALIDATION_ERRORS, "Frames or event payloads that failed validation");
@@ -355,6 +361,12 @@ pub fn connected(kind: TransportKind) {
 pub fn disconnected(kind: TransportKind, reason: &'static str) {
     series().connections[transport_index(kind)].decrement(1.0);
     counter!(names::DISCONNECTS, "reason" => reason).increment(1);
+}
+
+/// A connection ended before its session went live: refused (a protocol code such as
+/// `invalid_token`, `handshake_timeout`, `server_busy`) or gone (`connection_lost`).
+pub fn refused(kind: TransportKind, reason: &'static str) {
+    counter!(names::REFUSALS, "transport" => kind.as_str(), "reason" => reason).increment(1);
 }
 
 pub fn rate_limited(scope: RateScope) {

@@ -200,6 +200,27 @@ async fn a_session_moves_its_counters(#[case] kind: Kind) {
     assert!(!after.text.contains(minted), "an unknown event name became a label");
 }
 
+/// Connections that never go live are counted by why, per transport.
+#[rstest]
+#[case::websocket(Kind::Ws)]
+#[case::webtransport(Kind::Wt)]
+#[tokio::test]
+async fn refused_handshakes_are_counted_by_reason(#[case] kind: Kind) {
+    let server = spawn(|_| {}).await;
+    let t = transport(kind);
+    let bad_token = [("transport", t), ("reason", "invalid_token")];
+    let before = scrape(&server).await;
+    let mut c = server.open(kind).await;
+    c.send(&json!({"type": "connect", "v": 1, "token": "not-a-jwt"})).await;
+    expect_closed(&mut c, "invalid_token", 3501, true).await;
+    // Series are process-wide and other tests run alongside, so only growth is asserted.
+    eventually(&server, "refusal counted", |s| {
+        s.get("rtgate_handshake_refusals_total", &bad_token)
+            >= before.get("rtgate_handshake_refusals_total", &bad_token) + 1.0
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn rate_limited_events_are_counted_by_scope_and_event() {
     let server = spawn(|c| {
