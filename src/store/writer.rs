@@ -87,9 +87,11 @@ impl Writer {
 
     /// Queues a record. Never blocks and never fails; past capacity the oldest record goes.
     pub fn record(&self, record: Record) {
-        let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
         let dropped = {
             let mut q = self.inner.lock();
+            // Numbered under the lock: the queue must stay in sequence order, since a finished
+            // batch pops every head entry up to its last number.
+            let seq = self.inner.next_seq.fetch_add(1, Ordering::Relaxed);
             q.push_back((seq, record));
             let over = q.len().saturating_sub(self.inner.capacity);
             q.drain(..over);
@@ -315,6 +317,26 @@ mod tests {
         settle(&w).await;
         let expected: Vec<String> = (10..30).map(|i| format!("s{i}")).collect();
         assert_eq!(*store.opened.lock().unwrap(), expected);
+    }
+
+    /// A finished batch pops every head entry up to its last sequence number, so the queue
+    /// must hold them in sequence order whichever threads record at once; out of order, a
+    /// record queued behind a later one was popped unwritten (an open row that never closed).
+    #[tokio::test]
+    async fn records_from_many_threads_queue_in_sequence_order() {
+        let store = Arc::new(Fake::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (w, _task) = Writer::spawn(store, cfg(1_000_000));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = w.clone();
+                s.spawn(move || (0..20_000).for_each(|i| w.record(opened(t * 20_000 + i))));
+            }
+        });
+        let q = w.inner.lock();
+        assert_eq!(q.len(), 80_000);
+        let behind = q.iter().zip(q.iter().skip(1)).filter(|(a, b)| a.0 >= b.0).count();
+        assert_eq!(behind, 0, "{behind} records queued behind a later sequence number");
     }
 
     #[tokio::test(start_paused = true)]

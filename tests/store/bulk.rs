@@ -49,3 +49,38 @@ async fn batch_past_the_parameter_limit_is_split(#[case] backend: Backend) {
     insert_close_and_count(store.as_ref(), 17_000).await;
     guard.cleanup().await;
 }
+
+/// Writer batches come in every size, and each size is different SQL to SQLite's multi-row
+/// inserts. Kept in sqlx's statement cache they held a compiled statement per size on every
+/// pooled connection, the memory the soak saw the server grow by; they must not be cached.
+#[tokio::test]
+async fn sqlite_batches_of_every_size_stay_out_of_the_statement_cache() {
+    use sqlx::Connection;
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    let dir =
+        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let options =
+        SqliteConnectOptions::new().filename(dir.join("history.sqlite")).create_if_missing(true);
+    // One connection, so every batch goes through the cache inspected below.
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(options).await.unwrap();
+    let store = rtgate::store::sqlite::SqliteStore::new(pool.clone());
+    store.migrate().await.unwrap();
+    let cached = || async { pool.acquire().await.unwrap().cached_statements_size() };
+
+    let before = cached().await;
+    for n in 1..=40 {
+        let conns: Vec<_> =
+            (0..n).map(|i| opened(&format!("s{n}-{i}"), "u1", "i1", T0 + i as i64)).collect();
+        let logs: Vec<_> =
+            (0..n).map(|i| presence("u1", "phone", "online", T0 + i as i64)).collect();
+        store.insert_connections(&conns).await.unwrap();
+        store.insert_presence(&logs).await.unwrap();
+    }
+    let after = cached().await;
+    assert!(after <= before + 2, "{before} statements cached before 80 batches, {after} after");
+
+    pool.close().await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
