@@ -59,8 +59,15 @@ ensure_client_tools() {
   fi
 }
 
+# The memory soak reads the history database and /metrics from the shell.
+ensure_soak_tools() {
+  command -v sqlite3 >/dev/null 2>&1 || { log "installing sqlite3"; apt_install sqlite3; }
+  command -v curl >/dev/null 2>&1 || { log "installing curl"; apt_install curl; }
+}
+
 ensure_redis
 ensure_postgres
+ensure_soak_tools
 log "redis and postgresql are up"
 ensure_client_tools
 log "node, chromium and client-js dependencies are ready"

@@ -52,6 +52,11 @@ impl SqliteStore {
         Self { chat: Sql { pool: pool.clone(), dialect: DIALECT }, pool }
     }
 
+    /// Open connections in the pool (all of them, soon after `open`).
+    pub fn connections(&self) -> u32 {
+        self.pool.size()
+    }
+
     /// Opens (creating if missing) the database file at `path`.
     pub async fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -67,8 +72,17 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             .pragma("cache_size", format!("-{CACHE_KIB}"));
-        let pool =
-            SqlitePoolOptions::new().max_connections(POOL_SIZE).connect_with(options).await?;
+        // All connections open at start and are never recycled: a file database has no
+        // server-side reason to reconnect, and a connection opened or replaced mid-run brings a
+        // fresh page cache and statement cache, a step in RSS that the memory soak would read
+        // as a leak (and an operator too).
+        let pool = SqlitePoolOptions::new()
+            .max_connections(POOL_SIZE)
+            .min_connections(POOL_SIZE)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
         Ok(Self::new(pool))
     }
 }

@@ -172,6 +172,7 @@ async fn run(store: Arc<dyn Store>, cfg: WriterConfig, inner: Arc<Inner>) {
                     while q.front().is_some_and(|(seq, _)| *seq <= last) {
                         q.pop_front();
                     }
+                    release_backlog(&mut q, cfg.batch_size);
                 }
                 if !inner.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!("database writes resumed");
@@ -188,6 +189,17 @@ async fn run(store: Arc<dyn Store>, cfg: WriterConfig, inner: Arc<Inner>) {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+}
+
+/// After a backlog (a database outage, a burst) has drained, gives its buffer back. A
+/// `VecDeque` keeps its largest capacity forever: an outage that queued 100k records would
+/// otherwise hold their slots (about 200 bytes each) for the life of the process. Shrinks only
+/// when far larger than a batch needs, so steady load never reallocates.
+fn release_backlog(q: &mut VecDeque<(u64, Record)>, batch_size: usize) {
+    let keep = batch_size.saturating_mul(2).max(64);
+    if q.capacity() > keep.saturating_mul(4) && q.len() <= keep {
+        q.shrink_to(keep);
     }
 }
 
@@ -337,6 +349,31 @@ mod tests {
         assert_eq!(q.len(), 80_000);
         let behind = q.iter().zip(q.iter().skip(1)).filter(|(a, b)| a.0 >= b.0).count();
         assert_eq!(behind, 0, "{behind} records queued behind a later sequence number");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drained_backlog_gives_its_buffer_back() {
+        let store = Arc::new(Fake::default());
+        store.down.store(true, Ordering::SeqCst);
+        let (w, _task) = Writer::spawn(store.clone(), cfg(100_000));
+        for i in 0..5_000 {
+            w.record(opened(i));
+        }
+        assert!(w.inner.lock().capacity() >= 5_000);
+        store.down.store(false, Ordering::SeqCst);
+        settle(&w).await;
+        assert_eq!(store.opened.lock().unwrap().len(), 5_000);
+        let cap = w.inner.lock().capacity();
+        assert!(cap <= 4 * 64, "the drained queue still holds {cap} slots");
+    }
+
+    #[test]
+    fn steady_load_keeps_its_buffer() {
+        let mut q: VecDeque<(u64, Record)> = VecDeque::with_capacity(200);
+        q.extend((0..150).map(|i| (i as u64, opened(i))));
+        let cap = q.capacity();
+        release_backlog(&mut q, 100);
+        assert_eq!(q.capacity(), cap, "a queue within a few batches must not reallocate");
     }
 
     #[tokio::test(start_paused = true)]

@@ -27,6 +27,27 @@ async fn sqlite_open_creates_missing_directories_and_uses_wal() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// The SQLite pool opens every connection at start and keeps them: one opened or replaced
+/// mid-run brings fresh caches, a step in RSS that reads as a leak.
+#[tokio::test]
+async fn sqlite_pool_opens_all_connections_at_start() {
+    let root =
+        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    let store = SqliteStore::open(&root.join("history.sqlite")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while store.connections() < 4 {
+        assert!(Instant::now() < deadline, "pool holds {} connections", store.connections());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    store.migrate().await.unwrap();
+    for _ in 0..20 {
+        store.ping().await.unwrap();
+    }
+    assert_eq!(store.connections(), 4);
+    drop(store);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 #[tokio::test]
 async fn postgres_connect_is_lazy_and_fails_only_when_used() {
     // Nothing listens on port 1: construction must still succeed, so the server starts during
