@@ -5,7 +5,7 @@
 use std::{path::Path, str::FromStr, time::Duration};
 
 use sqlx::{
-    QueryBuilder, Sqlite, SqlitePool,
+    Connection, QueryBuilder, Sqlite, SqliteConnection, SqlitePool,
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -65,13 +65,13 @@ impl SqliteStore {
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             // NORMAL with WAL loses at most the last transactions on power loss, never
             // corrupts; FULL would fsync every batch.
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true)
             .pragma("cache_size", format!("-{CACHE_KIB}"));
+        switch_to_wal(&options).await?;
         // All connections open at start and are never recycled: a file database has no
         // server-side reason to reconnect, and a connection opened or replaced mid-run brings a
         // fresh page cache and statement cache, a step in RSS that the memory soak would read
@@ -85,6 +85,37 @@ impl SqliteStore {
             .await?;
         Ok(Self::new(pool))
     }
+}
+
+/// WAL is a property of the file, and switching a file to it takes an exclusive lock that
+/// SQLite's busy timeout does not wait for. So one connection switches it, retrying while
+/// another process (a second instance on the same file) holds the file, and the pool's
+/// connections then open in the mode the file already has instead of each racing to set it.
+async fn switch_to_wal(options: &SqliteConnectOptions) -> Result<(), StoreError> {
+    let wal = options.clone().journal_mode(SqliteJournalMode::Wal);
+    let mut attempt = 0;
+    loop {
+        match SqliteConnection::connect_with(&wal).await {
+            Ok(conn) => {
+                conn.close().await?;
+                return Ok(());
+            }
+            Err(e) if is_busy(&e) && attempt < 50 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(20 * attempt.min(10))).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// SQLITE_BUSY or one of its extended codes (the low byte is the primary code).
+fn is_busy(e: &sqlx::Error) -> bool {
+    let code = match e {
+        sqlx::Error::Database(db) => db.code(),
+        _ => None,
+    };
+    code.and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5)
 }
 
 #[async_trait::async_trait]

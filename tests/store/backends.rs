@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use rtgate::store::postgres::PgStore;
 use rtgate::store::sqlite::SqliteStore;
-use rtgate::store::{Store, StoreError};
+use rtgate::store::{ConnectionOpened, Store, StoreError};
 use sqlx::{Connection, SqliteConnection};
 
 #[tokio::test]
@@ -45,6 +45,56 @@ async fn sqlite_pool_opens_all_connections_at_start() {
     }
     assert_eq!(store.connections(), 4);
     drop(store);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Instances sharing one file (a cluster on one machine, the api tests) open it at once,
+/// while another already writes.
+/// Switching a file to WAL takes a lock SQLite's busy timeout does not wait for: every
+/// opener must still succeed, and the file end up in WAL.
+#[tokio::test]
+async fn sqlite_instances_opening_one_file_at_once_all_succeed() {
+    let root =
+        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    let path = root.join("history.sqlite");
+    // One instance is already writing, as in a rolling start.
+    let first = SqliteStore::open(&path).await.unwrap();
+    first.migrate().await.unwrap();
+    let writing = tokio::spawn(async move {
+        for i in 0..200 {
+            let row = ConnectionOpened {
+                socket_id: format!("s{i}"),
+                user_id: "u".into(),
+                device_id: "d".into(),
+                transport: "websocket".into(),
+                ip_address: "127.0.0.1".into(),
+                user_agent: None,
+                server_instance: "i".into(),
+                connected_at_ms: i,
+            };
+            first.insert_connections(&[row]).await.unwrap();
+        }
+    });
+    let opens = (0..6).map(|_| {
+        let path = path.clone();
+        tokio::spawn(async move { SqliteStore::open(&path).await })
+    });
+    let stores: Vec<SqliteStore> = futures_util::future::join_all(opens)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    writing.await.unwrap();
+    for store in &stores {
+        store.migrate().await.unwrap();
+        store.ping().await.unwrap();
+    }
+    let mut raw = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let (mode,): (String,) =
+        sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut raw).await.unwrap();
+    assert_eq!(mode, "wal");
+    raw.close().await.unwrap();
+    drop(stores);
     std::fs::remove_dir_all(&root).unwrap();
 }
 
