@@ -1,28 +1,41 @@
 //! What only one backend has: SQLite's file setup, PostgreSQL's lazy pool.
 
-use std::time::{Duration, Instant};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use rtgate::store::postgres::PgStore;
 use rtgate::store::sqlite::SqliteStore;
-use rtgate::store::{ConnectionOpened, Store, StoreError};
+use rtgate::store::{Store, StoreError};
 use sqlx::{Connection, SqliteConnection};
+
+use crate::common::opened;
+
+/// A fresh directory under the system temp dir; each test removes its own.
+fn temp_root() -> PathBuf {
+    std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// The file's journal mode, read over a connection of its own.
+async fn journal_mode(path: &Path) -> String {
+    let mut raw = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
+    let (mode,): (String,) =
+        sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut raw).await.unwrap();
+    raw.close().await.unwrap();
+    mode
+}
 
 #[tokio::test]
 async fn sqlite_open_creates_missing_directories_and_uses_wal() {
-    let root =
-        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    let root = temp_root();
     let path = root.join("nested").join("history.sqlite");
     let store = SqliteStore::open(&path).await.unwrap();
     store.migrate().await.unwrap();
     store.ping().await.unwrap();
     assert!(path.is_file());
 
-    let url = format!("sqlite://{}", path.display());
-    let mut raw = SqliteConnection::connect(&url).await.unwrap();
-    let (mode,): (String,) =
-        sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut raw).await.unwrap();
-    assert_eq!(mode, "wal");
-    raw.close().await.unwrap();
+    assert_eq!(journal_mode(&path).await, "wal");
     drop(store);
     std::fs::remove_dir_all(&root).unwrap();
 }
@@ -31,8 +44,7 @@ async fn sqlite_open_creates_missing_directories_and_uses_wal() {
 /// mid-run brings fresh caches, a step in RSS that reads as a leak.
 #[tokio::test]
 async fn sqlite_pool_opens_all_connections_at_start() {
-    let root =
-        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    let root = temp_root();
     let store = SqliteStore::open(&root.join("history.sqlite")).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while store.connections() < 4 {
@@ -54,24 +66,14 @@ async fn sqlite_pool_opens_all_connections_at_start() {
 /// opener must still succeed, and the file end up in WAL.
 #[tokio::test]
 async fn sqlite_instances_opening_one_file_at_once_all_succeed() {
-    let root =
-        std::env::temp_dir().join(format!("rtgate-store-test-{}", uuid::Uuid::new_v4().simple()));
+    let root = temp_root();
     let path = root.join("history.sqlite");
     // One instance is already writing, as in a rolling start.
     let first = SqliteStore::open(&path).await.unwrap();
     first.migrate().await.unwrap();
     let writing = tokio::spawn(async move {
         for i in 0..200 {
-            let row = ConnectionOpened {
-                socket_id: format!("s{i}"),
-                user_id: "u".into(),
-                device_id: "d".into(),
-                transport: "websocket".into(),
-                ip_address: "127.0.0.1".into(),
-                user_agent: None,
-                server_instance: "i".into(),
-                connected_at_ms: i,
-            };
+            let row = opened(&format!("s{i}"), "u", "i", i);
             first.insert_connections(&[row]).await.unwrap();
         }
     });
@@ -89,11 +91,7 @@ async fn sqlite_instances_opening_one_file_at_once_all_succeed() {
         store.migrate().await.unwrap();
         store.ping().await.unwrap();
     }
-    let mut raw = SqliteConnection::connect(&format!("sqlite://{}", path.display())).await.unwrap();
-    let (mode,): (String,) =
-        sqlx::query_as("PRAGMA journal_mode").fetch_one(&mut raw).await.unwrap();
-    assert_eq!(mode, "wal");
-    raw.close().await.unwrap();
+    assert_eq!(journal_mode(&path).await, "wal");
     drop(stores);
     std::fs::remove_dir_all(&root).unwrap();
 }
