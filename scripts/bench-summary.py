@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Turns scripts/bench's results.tsv (loadgen, backend, JSON line) into markdown tables with
-rtgate/raw and rtgate/Socket.IO ratios and the issue's targets marked met / not met."""
+rtgate/raw and rtgate/Socket.IO ratios (Socket.IO through both load generators) and the
+issue's targets marked met / not met."""
 import json
 import sys
 
@@ -67,6 +68,22 @@ for scenario, metrics in RUST:
                 print(f"| {scenario} | {t} | {b} | {m} | {fmt(a)} | {fmt(r)} | {ratio(a, r)} | "
                       f"{fmt((rt or {}).get('server_cpu_s'))} | {fmt((raw or {}).get('server_cpu_s'))} |")
 
+rust_sio = [o for o in rows if o["loadgen"] == "rust" and o.get("target") == "socketio"]
+if rust_sio:
+    print("\n## rtgate vs Socket.IO 4.8 (rtgate-bench for both, `--protocol socketio`; WebSocket)\n")
+    print("| scenario | backend | metric | rtgate | Socket.IO | rtgate/Socket.IO | server CPU s rtgate / Socket.IO |")
+    print("|---|---|---|---|---|---|---|")
+    for scenario, metrics in RUST:
+        for b in backends:
+            rt = find("rust", "rtgate", scenario, b, "ws") or {}
+            sio = find("rust", "socketio", scenario, b, "ws") or {}
+            if not sio:
+                continue
+            cpu = " / ".join(fmt(x.get("server_cpu_s")) for x in (rt, sio))
+            for m in metrics:
+                print(f"| {scenario} | {b} | {m} | {fmt(rt.get(m))} | {fmt(sio.get(m))} | "
+                      f"{ratio(rt.get(m), sio.get(m))} | {cpu} |")
+
 NODE = [
     ("connect", ["connects_per_s"]),
     ("echo_closed_loop", ["msgs_per_s", "p50_ms", "p99_ms"]),
@@ -124,6 +141,11 @@ f_raw = find("rust", "raw", "fanout", "embedded", "ws")
 a, r = get(f_rt, "deliveries_per_s"), get(f_raw, "deliveries_per_s")
 check("fanout ≥ 80 % of raw broadcast rate", None if not (a and r) else a >= 0.8 * r,
       f"{fmt(a)} vs {fmt(r)} deliveries/s = {ratio(a, r)} ({fmt(get(f_rt, 'receivers'))} receivers)")
+r_sio = find("rust", "socketio", "fanout", "embedded", "ws")
+a, s = get(f_rt, "deliveries_per_s"), get(r_sio, "deliveries_per_s")
+if s:
+    check("fanout ≥ 5× Socket.IO (same Rust loadgen)", None if not (a and s) else a >= 5 * s,
+          f"{fmt(a)} vs {fmt(s)} deliveries/s = {ratio(a, s)}× ({fmt(get(f_rt, 'receivers'))} receivers)")
 n_rt, n_sio = find("node", "rtgate", "fanout", "embedded"), find("node", "socketio", "fanout", "embedded")
 a, s = get(n_rt, "deliveries_per_s"), get(n_sio, "deliveries_per_s")
 check("fanout ≥ 5× Socket.IO (same Node loadgen)", None if not (a and s) else a >= 5 * s,

@@ -81,7 +81,7 @@ impl Target {
         Ok(Self {
             transport,
             ws_addr,
-            ws_path: "/ws".into(),
+            ws_path: frames::ws_path().into(),
             wt_url,
             source_ips: Arc::new(source_ips),
             endpoints: Arc::new(endpoints),
@@ -113,14 +113,19 @@ impl Target {
     pub async fn connect(&self, token: &str) -> Result<Conn> {
         let mut conn = self.open().await?;
         conn.tx.send(&frames::connect(token)).await?;
-        let first = tokio::time::timeout(STEP_TIMEOUT, conn.rx.recv())
-            .await
-            .context("no answer to connect")??
-            .context("closed during the handshake")?;
-        if frames::kind(&first) != Kind::Connected {
-            bail!("handshake refused: {}", String::from_utf8_lossy(&first));
+        loop {
+            let frame = tokio::time::timeout(STEP_TIMEOUT, conn.rx.recv())
+                .await
+                .context("no answer to connect")??
+                .context("closed during the handshake")?;
+            match frames::kind(&frame) {
+                Kind::Connected => return Ok(conn),
+                // Socket.IO's Engine.IO `open` packet comes first; a ping may too.
+                Kind::Other => continue,
+                Kind::Ping => conn.tx.send(frames::pong()).await?,
+                _ => bail!("handshake refused: {}", String::from_utf8_lossy(&frame)),
+            }
         }
-        Ok(conn)
     }
 }
 
@@ -163,7 +168,7 @@ pub struct Conn {
 impl Conn {
     /// Ends the connection politely: the protocol's `disconnect`, then the transport close.
     pub async fn close(mut self) {
-        let _ = self.tx.send(frames::DISCONNECT).await;
+        let _ = self.tx.send(frames::disconnect()).await;
         match (&mut self.tx, self.wt.take()) {
             (Tx::Ws(sink), _) => {
                 let _ = tokio::time::timeout(Duration::from_secs(2), sink.close()).await;

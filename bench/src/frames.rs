@@ -2,32 +2,141 @@
 //! Classification looks at the leading `"type"` first (both rtgate and the raw baseline write
 //! it first) and falls back to a JSON parse, so the generator spends little CPU per frame on a
 //! machine it shares with the server.
+//!
+//! With `--protocol socketio` the same scenarios speak Socket.IO 4 (Engine.IO 4 over
+//! WebSocket) to the Socket.IO peer in `anchors/socketio-bench` (its `echo`, `room:join`,
+//! `room:publish` → `msg` events): one load generator for all three servers, so a ratio
+//! against Socket.IO is not bounded by a slower client. The protocol is chosen once per
+//! process, before the first frame.
+
+use std::sync::OnceLock;
 
 use serde_json::json;
 
-pub const DISCONNECT: &str = r#"{"type":"disconnect"}"#;
-pub const PONG: &str = r#"{"type":"pong"}"#;
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// rtgate's JSON frames (also spoken by the raw baseline).
+    Rtgate,
+    /// Socket.IO 4 over a WebSocket-only Engine.IO 4 connection.
+    Socketio,
+}
+
+static PROTOCOL: OnceLock<Protocol> = OnceLock::new();
+
+/// Sets the protocol for the whole run; the first call wins.
+pub fn set_protocol(p: Protocol) {
+    let _ = PROTOCOL.set(p);
+}
+
+pub fn protocol() -> Protocol {
+    *PROTOCOL.get().unwrap_or(&Protocol::Rtgate)
+}
+
 /// The event name fanout publishes and receivers count.
 pub const FANOUT_EVENT: &str = "bench";
 
-pub fn connect(token: &str) -> String {
-    json!({"type": "connect", "v": 1, "token": token}).to_string()
+impl Protocol {
+    /// The WebSocket path to upgrade on.
+    pub fn ws_path(self) -> &'static str {
+        match self {
+            Protocol::Rtgate => "/ws",
+            Protocol::Socketio => "/socket.io/?EIO=4&transport=websocket",
+        }
+    }
+
+    pub fn disconnect(self) -> &'static str {
+        match self {
+            Protocol::Rtgate => r#"{"type":"disconnect"}"#,
+            Protocol::Socketio => "41",
+        }
+    }
+
+    /// The answer to a server ping.
+    pub fn pong(self) -> &'static str {
+        match self {
+            Protocol::Rtgate => r#"{"type":"pong"}"#,
+            Protocol::Socketio => "3",
+        }
+    }
+
+    pub fn connect(self, token: &str) -> String {
+        match self {
+            Protocol::Rtgate => json!({"type": "connect", "v": 1, "token": token}).to_string(),
+            Protocol::Socketio => format!("40{}", json!({ "token": token })),
+        }
+    }
+
+    /// An acked echo whose payload is a string of `payload` bytes.
+    pub fn echo(self, id: u64, payload: &str) -> String {
+        match self {
+            Protocol::Rtgate => {
+                format!(r#"{{"type":"event","event":"sys:echo","id":{id},"data":"{payload}"}}"#)
+            }
+            Protocol::Socketio => format!(r#"42{id}["echo","{payload}"]"#),
+        }
+    }
+
+    pub fn room_join(self, id: u64, room: &str) -> String {
+        match self {
+            Protocol::Rtgate => {
+                json!({"type": "event", "event": "sys:room-join", "id": id, "data": {"room": room}})
+                    .to_string()
+            }
+            Protocol::Socketio => format!("42{id}{}", json!(["room:join", room])),
+        }
+    }
+
+    /// A room publish carrying its send time (µs since the run's epoch) and padding.
+    pub fn publish(self, id: u64, room: &str, t_us: u64, pad: &str) -> String {
+        match self {
+            Protocol::Rtgate => format!(
+                r#"{{"type":"event","event":"sys:room-publish","id":{id},"data":{{"room":"{room}","event":"{FANOUT_EVENT}","data":{{"t":{t_us},"b":"{pad}"}}}}}}"#
+            ),
+            Protocol::Socketio => format!(
+                r#"42{id}["room:publish",{{"room":"{room}","payload":{{"t":{t_us},"b":"{pad}"}}}}]"#
+            ),
+        }
+    }
+
+    pub fn kind(self, frame: &[u8]) -> Kind {
+        match self {
+            Protocol::Rtgate => rtgate_kind(frame),
+            Protocol::Socketio => sio_kind(frame),
+        }
+    }
 }
 
-/// An acked `sys:echo` whose payload is a string of `payload` bytes.
+pub fn ws_path() -> &'static str {
+    protocol().ws_path()
+}
+
+pub fn disconnect() -> &'static str {
+    protocol().disconnect()
+}
+
+pub fn pong() -> &'static str {
+    protocol().pong()
+}
+
+pub fn connect(token: &str) -> String {
+    protocol().connect(token)
+}
+
 pub fn echo(id: u64, payload: &str) -> String {
-    format!(r#"{{"type":"event","event":"sys:echo","id":{id},"data":"{payload}"}}"#)
+    protocol().echo(id, payload)
 }
 
 pub fn room_join(id: u64, room: &str) -> String {
-    json!({"type": "event", "event": "sys:room-join", "id": id, "data": {"room": room}}).to_string()
+    protocol().room_join(id, room)
 }
 
-/// A `sys:room-publish` carrying its send time (µs since the run's epoch) and padding.
 pub fn publish(id: u64, room: &str, t_us: u64, pad: &str) -> String {
-    format!(
-        r#"{{"type":"event","event":"sys:room-publish","id":{id},"data":{{"room":"{room}","event":"{FANOUT_EVENT}","data":{{"t":{t_us},"b":"{pad}"}}}}}}"#
-    )
+    protocol().publish(id, room, t_us, pad)
+}
+
+pub fn kind(frame: &[u8]) -> Kind {
+    protocol().kind(frame)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +150,7 @@ pub enum Kind {
     Other,
 }
 
-pub fn kind(frame: &[u8]) -> Kind {
+fn rtgate_kind(frame: &[u8]) -> Kind {
     const P: &[u8] = br#"{"type":""#;
     if let Some(rest) = frame.strip_prefix(P) {
         for (name, k) in [
@@ -65,6 +174,20 @@ pub fn kind(frame: &[u8]) -> Kind {
         Some("connected") => Kind::Connected,
         Some("error") => Kind::Error,
         Some("disconnect") => Kind::Disconnect,
+        _ => Kind::Other,
+    }
+}
+
+/// Engine.IO packet type, then Socket.IO packet type: `2` ping, `0…` open, `40` connected,
+/// `41` disconnect, `42…` event, `43…` ack, `44…` connect error.
+fn sio_kind(frame: &[u8]) -> Kind {
+    match frame {
+        b"2" => Kind::Ping,
+        [b'4', b'0', ..] => Kind::Connected,
+        [b'4', b'1', ..] => Kind::Disconnect,
+        [b'4', b'2', ..] => Kind::Event,
+        [b'4', b'3', ..] => Kind::Ack,
+        [b'4', b'4', ..] => Kind::Error,
         _ => Kind::Other,
     }
 }
@@ -94,6 +217,29 @@ mod tests {
             format!(r#"{{"type":"event","event":"{FANOUT_EVENT}","data":{{"t":1234,"b":"xx"}}}}"#);
         assert_eq!(sent_at_us(f.as_bytes()), Some(1234));
         assert_eq!(sent_at_us(b"{}"), None);
+    }
+
+    #[test]
+    fn socketio_frames_and_packet_types() {
+        let p = Protocol::Socketio;
+        assert_eq!(p.connect("t"), r#"40{"token":"t"}"#);
+        assert_eq!(p.echo(7, "abc"), r#"427["echo","abc"]"#);
+        assert_eq!(p.room_join(1, "r"), r#"421["room:join","r"]"#);
+        let publish = p.publish(2, "r", 5, "pp");
+        let body: serde_json::Value = serde_json::from_str(&publish[3..]).expect("JSON array");
+        assert_eq!(body, json!(["room:publish", {"room": "r", "payload": {"t": 5, "b": "pp"}}]));
+        for (frame, kind) in [
+            (&b"2"[..], Kind::Ping),
+            (br#"0{"sid":"x","pingInterval":25000}"#, Kind::Other),
+            (br#"40{"sid":"x"}"#, Kind::Connected),
+            (br#"44{"message":"unauthorized"}"#, Kind::Error),
+            (br#"437["abc"]"#, Kind::Ack),
+            (br#"42["msg",{"t":1,"b":""}]"#, Kind::Event),
+            (b"41", Kind::Disconnect),
+        ] {
+            assert_eq!(p.kind(frame), kind, "{}", String::from_utf8_lossy(frame));
+        }
+        assert_eq!(sent_at_us(br#"42["msg",{"t":99,"b":""}]"#), Some(99));
     }
 
     #[test]

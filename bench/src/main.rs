@@ -1,5 +1,6 @@
 //! `rtgate-bench`: a load generator for rtgate (and for the raw baseline server in
-//! `examples/raw_server.rs`, which speaks the same frames) over WebSocket or WebTransport.
+//! `examples/raw_server.rs`, which speaks the same frames) over WebSocket or WebTransport, and
+//! for the Socket.IO peer (`--protocol socketio`).
 //! Every scenario is bounded in count and time and prints one JSON summary line on stdout and
 //! a table on stderr. See BENCHMARKS.md for how the numbers are taken.
 
@@ -37,6 +38,10 @@ pub struct Common {
     pub target: String,
     #[arg(long, global = true, value_enum, default_value = "ws")]
     pub transport: Transport,
+    /// The protocol spoken: rtgate's frames (rtgate and the raw baseline) or Socket.IO 4 (the
+    /// Socket.IO peer in anchors/socketio-bench; WebSocket only).
+    #[arg(long, global = true, value_enum, default_value = "rtgate")]
+    pub protocol: frames::Protocol,
     /// TCP address of the server's HTTP/WebSocket listener.
     #[arg(long, global = true, default_value = "127.0.0.1:3000")]
     pub http: SocketAddr,
@@ -115,6 +120,10 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     raise_nofile();
     let c = &cli.common;
+    if c.protocol == frames::Protocol::Socketio && c.transport != Transport::Ws {
+        anyhow::bail!("--protocol socketio runs over WebSocket only");
+    }
+    frames::set_protocol(c.protocol);
     let cert = match (&c.cert_hash, c.transport) {
         (Some(hex), _) => Some(client::parse_hex32(hex)?),
         (None, Transport::Wt) => Some(client::fetch_cert_hash(c.http).await?),

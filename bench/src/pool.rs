@@ -133,7 +133,7 @@ pub fn hold(mut conn: Conn, mut stop: watch::Receiver<bool>) -> JoinHandle<bool>
                 }
                 frame = conn.rx.recv() => match frame {
                     Ok(Some(f)) if frames::kind(&f) == Kind::Ping => {
-                        if conn.tx.send(frames::PONG).await.is_err() {
+                        if conn.tx.send(frames::pong()).await.is_err() {
                             return false;
                         }
                     }

@@ -16,6 +16,7 @@ impl Report {
         let mut fields = Map::new();
         fields.insert("scenario".into(), json!(scenario));
         fields.insert("target".into(), json!(target));
+        fields.insert("protocol".into(), json!(crate::frames::protocol()));
         fields.insert("transport".into(), json!(transport));
         Self { fields }
     }

@@ -178,7 +178,7 @@ async fn closed_loop(
                 }
             }
             Kind::Ping => {
-                let _ = conn.tx.send(frames::PONG).await;
+                let _ = conn.tx.send(frames::pong()).await;
             }
             _ => {}
         }
@@ -227,7 +227,7 @@ async fn fixed_rate(
                             progress.add(1);
                         }
                     }
-                    Kind::Ping => { let _ = conn.tx.send(frames::PONG).await; }
+                    Kind::Ping => { let _ = conn.tx.send(frames::pong()).await; }
                     _ => {}
                 },
                 _ => break,

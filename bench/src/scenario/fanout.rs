@@ -88,7 +88,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
                     .context("closed before joining")?;
                 match frames::kind(&f) {
                     Kind::Ack => return Ok::<_, anyhow::Error>((i, conn)),
-                    Kind::Ping => conn.tx.send(frames::PONG).await?,
+                    Kind::Ping => conn.tx.send(frames::pong()).await?,
                     Kind::Error => bail!("room-join refused: {}", String::from_utf8_lossy(&f)),
                     _ => {}
                 }
@@ -208,7 +208,7 @@ fn receive(
                             }
                         }
                         Kind::Ping => {
-                            let _ = conn.tx.send(frames::PONG).await;
+                            let _ = conn.tx.send(frames::pong()).await;
                         }
                         _ => {}
                     },
@@ -266,7 +266,7 @@ async fn publish(
                     errors += 1;
                 }
                 Kind::Ping => {
-                    let _ = conn.tx.send(frames::PONG).await;
+                    let _ = conn.tx.send(frames::pong()).await;
                 }
                 _ => {}
             },
