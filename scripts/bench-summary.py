@@ -68,6 +68,16 @@ for scenario, metrics in RUST:
                 print(f"| {scenario} | {t} | {b} | {m} | {fmt(a)} | {fmt(r)} | {ratio(a, r)} | "
                       f"{fmt((rt or {}).get('server_cpu_s'))} | {fmt((raw or {}).get('server_cpu_s'))} |")
 
+def vs_socketio_rows(scenario, backend, metrics, servers):
+    """Rows of a table whose servers end with Socket.IO: each server's value, rtgate (the
+    first) over Socket.IO (the last), and each server's CPU seconds."""
+    cpu = " / ".join(fmt(x.get("server_cpu_s")) for x in servers)
+    for m in metrics:
+        values = " | ".join(fmt(x.get(m)) for x in servers)
+        print(f"| {scenario} | {backend} | {m} | {values} | "
+              f"{ratio(servers[0].get(m), servers[-1].get(m))} | {cpu} |")
+
+
 rust_sio = [o for o in rows if o["loadgen"] == "rust" and o.get("target") == "socketio"]
 if rust_sio:
     print("\n## rtgate vs Socket.IO 4.8 (rtgate-bench for both, `--protocol socketio`; WebSocket)\n")
@@ -77,12 +87,8 @@ if rust_sio:
         for b in backends:
             rt = find("rust", "rtgate", scenario, b, "ws") or {}
             sio = find("rust", "socketio", scenario, b, "ws") or {}
-            if not sio:
-                continue
-            cpu = " / ".join(fmt(x.get("server_cpu_s")) for x in (rt, sio))
-            for m in metrics:
-                print(f"| {scenario} | {b} | {m} | {fmt(rt.get(m))} | {fmt(sio.get(m))} | "
-                      f"{ratio(rt.get(m), sio.get(m))} | {cpu} |")
+            if sio:
+                vs_socketio_rows(scenario, b, metrics, (rt, sio))
 
 NODE = [
     ("connect", ["connects_per_s"]),
@@ -100,12 +106,8 @@ if nb:
             rt = find("node", "rtgate", scenario, b) or {}
             raw = find("node", "raw", scenario, "embedded") or {}
             sio = find("node", "socketio", scenario, b) or {}
-            if not (rt or sio):
-                continue
-            cpu = " / ".join(fmt(x.get("server_cpu_s")) for x in (rt, raw, sio))
-            for m in metrics:
-                print(f"| {scenario} | {b} | {m} | {fmt(rt.get(m))} | {fmt(raw.get(m))} | {fmt(sio.get(m))} | "
-                      f"{ratio(rt.get(m), sio.get(m))} | {cpu} |")
+            if rt or sio:
+                vs_socketio_rows(scenario, b, metrics, (rt, raw, sio))
 
 
 def check(name, ok, detail):
