@@ -29,9 +29,9 @@ struct Session {
 }
 
 /// The members of one room (or one user's sessions, or one user's watchers), each with its
-/// outbound queue: a broadcast walks this map alone, with no second lookup per recipient.
-/// Looking up each of 10,000 socket ids per publish held the 10k-receiver fanout at 0.84 of
-/// the raw baseline; without it, 0.92 (BENCHMARKS.md, fanout A/B).
+/// outbound queue: a broadcast walks this map alone, with no second lookup per recipient
+/// (a lookup per socket id held the 10k-receiver fanout at 0.79 of the raw baseline:
+/// BENCHMARKS.md, fanout A/B).
 type Members = HashMap<Arc<str>, Outbound>;
 
 #[derive(Default)]
@@ -279,21 +279,28 @@ mod tests {
     use super::*;
     use crate::transport::{Transport, channel};
 
+    /// A session of `user` over an in-process channel: its entry, the client end and the
+    /// writer task.
+    fn session(user: &str) -> (SessionEntry, channel::ChannelClient, tokio::task::JoinHandle<()>) {
+        let (t, client) = channel::pair();
+        let (_, _, writer) = t.split();
+        let (outbound, task) = Outbound::spawn(writer, 1 << 20, &CancellationToken::new());
+        let entry = SessionEntry {
+            user_id: user.into(),
+            device_id: "d".into(),
+            transport: TransportKind::Channel,
+            connected_at_ms: 0,
+            outbound,
+        };
+        (entry, client, task)
+    }
+
     /// A hub with sessions `s0..` (user `u{i % 2}`), each with a client end to read.
     fn hub(n: usize) -> (Hub, Vec<channel::ChannelClient>) {
         let hub = Hub::default();
         let clients = (0..n)
             .map(|i| {
-                let (t, client) = channel::pair();
-                let (_, _, writer) = t.split();
-                let (outbound, _task) = Outbound::spawn(writer, 1 << 20, &CancellationToken::new());
-                let entry = SessionEntry {
-                    user_id: format!("u{}", i % 2).into(),
-                    device_id: "d".into(),
-                    transport: TransportKind::Channel,
-                    connected_at_ms: 0,
-                    outbound,
-                };
+                let (entry, client, _task) = session(&format!("u{}", i % 2));
                 hub.insert(format!("s{i}").into(), entry);
                 client
             })
@@ -369,16 +376,7 @@ mod tests {
     #[tokio::test]
     async fn removing_a_session_releases_its_writer() {
         let hub = Hub::default();
-        let (t, _client) = channel::pair();
-        let (_, _, writer) = t.split();
-        let (outbound, task) = Outbound::spawn(writer, 1 << 20, &CancellationToken::new());
-        let entry = SessionEntry {
-            user_id: "u".into(),
-            device_id: "d".into(),
-            transport: TransportKind::Channel,
-            connected_at_ms: 0,
-            outbound,
-        };
+        let (entry, _client, task) = session("u");
         hub.insert("s".into(), entry);
         hub.join("s", "r", 10).unwrap();
         hub.watch("s", &["v".into()], 5).unwrap();
