@@ -89,6 +89,9 @@ struct Claims {
 pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
+    /// The same leeway `Validation` applies in whole seconds, kept exact for the expiry
+    /// check `verify` makes itself.
+    leeway: Duration,
 }
 
 fn algorithm(a: JwtAlgorithm) -> Algorithm {
@@ -122,15 +125,22 @@ impl Authenticator {
         let mut validation = Validation::new(algorithm(cfg.algorithm));
         validation.leeway = cfg.leeway.as_secs();
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured issuer or audience is required, not merely checked when present:
+        // `Validation` skips the comparison for a token that lacks the claim.
+        let mut required = vec!["exp", "sub"];
         match &cfg.audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &cfg.issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
-        Ok(Self { key, validation })
+        validation.set_required_spec_claims(&required);
+        Ok(Self { key, validation, leeway: cfg.leeway })
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
@@ -143,6 +153,13 @@ impl Authenticator {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| classify(e.kind()))?;
         let c = data.claims;
+        // `Validation` compares `exp` in whole seconds, so for up to a second after a session
+        // was ended for `token_expired` (at `exp` + leeway, exactly) the same token would be
+        // accepted again, only to be ended at once. One rule for both: a token is expired
+        // from `exp` + leeway on.
+        if (Duration::from_secs(c.exp) + self.leeway) <= now() {
+            return Err(AuthError::Expired);
+        }
         if c.sub.is_empty() || c.sub.len() > 128 {
             return Err(AuthError::Invalid("`sub` must be 1 to 128 bytes"));
         }
@@ -310,6 +327,78 @@ mod tests {
             "unit-test-secret",
         );
         assert!(auth.verify(&t).is_ok());
+    }
+
+    /// Every combination of a configured issuer and audience with a token's claims: each
+    /// configured claim is required and must match; unconfigured ones are ignored.
+    #[test]
+    fn configured_issuer_and_audience_are_required() {
+        #[derive(Clone, Copy, Debug)]
+        enum Claim {
+            Missing,
+            Wrong,
+            Right,
+            /// `aud` as an array holding the right value among others.
+            RightInArray,
+        }
+        use Claim::*;
+        let value = |c: Claim, right: &str| match c {
+            Missing => None,
+            Wrong => Some(serde_json::json!("someone-else")),
+            Right => Some(serde_json::json!(right)),
+            RightInArray => Some(serde_json::json!(["other", right])),
+        };
+        for (iss_configured, aud_configured) in [(true, true), (true, false), (false, true)] {
+            let mut c = cfg();
+            c.issuer = iss_configured.then(|| "issuer-a".to_owned());
+            c.audience = aud_configured.then(|| "aud-a".to_owned());
+            let auth = Authenticator::from_config(&c).unwrap();
+            for iss in [Missing, Wrong, Right] {
+                for aud in [Missing, Wrong, Right, RightInArray] {
+                    let mut claims = serde_json::json!({"sub": "a", "exp": exp_in(60)});
+                    if let Some(v) = value(iss, "issuer-a") {
+                        claims["iss"] = v;
+                    }
+                    if let Some(v) = value(aud, "aud-a") {
+                        claims["aud"] = v;
+                    }
+                    let iss_ok = !iss_configured || matches!(iss, Right);
+                    let aud_ok = !aud_configured || matches!(aud, Right | RightInArray);
+                    let result = auth.verify(&sign(claims, Algorithm::HS256, "unit-test-secret"));
+                    let label = format!(
+                        "iss configured {iss_configured}, aud configured {aud_configured}, \
+                         token iss {iss:?}, aud {aud:?}: {result:?}"
+                    );
+                    if iss_ok && aud_ok {
+                        assert!(result.is_ok(), "{label}");
+                    } else {
+                        assert_eq!(
+                            result.map_err(|e| e.code()).err(),
+                            Some(Code::InvalidToken),
+                            "{label}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session ends at `exp` + leeway exactly; a reconnect with the same token a moment
+    /// later is refused, not accepted and then ended at once.
+    #[test]
+    fn a_token_is_expired_from_exp_plus_leeway_on_to_the_millisecond() {
+        let mut c = cfg();
+        c.leeway = Duration::from_secs(5);
+        let auth = Authenticator::from_config(&c).unwrap();
+        let now = now();
+        // exp + leeway is the start of the current second: passed by a fraction of a second,
+        // which a comparison in whole seconds does not see.
+        let exp = now.as_secs() - 5;
+        let claims = serde_json::json!({"sub": "a", "exp": exp});
+        let token = sign(claims, Algorithm::HS256, "unit-test-secret");
+        assert_eq!(auth.verify(&token), Err(AuthError::Expired));
+        let claims = serde_json::json!({"sub": "a", "exp": exp + 2});
+        assert!(auth.verify(&sign(claims, Algorithm::HS256, "unit-test-secret")).is_ok());
     }
 
     #[test]

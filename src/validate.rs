@@ -6,6 +6,11 @@
 //! policy lives here too: text is stored and relayed as text, and rejected when it holds NUL or
 //! other control characters (newline and tab excepted). Invalid UTF-8 never gets this far: the
 //! JSON decoder refuses it.
+//!
+//! A payload that is a struct must be a JSON object: serde's derived struct deserializers also
+//! accept an array and fill the fields by position, so `parse` refuses anything but an object
+//! before serde sees it (`Dto::OBJECT`). A DTO field that is itself a struct would need the
+//! same check (deserialize it through `Box<RawValue>` and `is_object`); no DTO has one today.
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -22,6 +27,10 @@ pub struct FieldError {
 
 /// An event payload: deserializable, then checked by its own rules.
 pub trait Dto: DeserializeOwned + Send + 'static {
+    /// Whether the payload must be a JSON object (every struct DTO). Only pass-through
+    /// payloads that take any JSON say `false`.
+    const OBJECT: bool = true;
+
     /// Rules beyond the type (lengths, formats). The default accepts everything.
     fn validate(&self) -> Result<(), Vec<FieldError>> {
         Ok(())
@@ -29,7 +38,14 @@ pub trait Dto: DeserializeOwned + Send + 'static {
 }
 
 /// Any JSON at all, passed through untouched (e.g. `sys:echo`).
-impl Dto for Box<RawValue> {}
+impl Dto for Box<RawValue> {
+    const OBJECT: bool = false;
+}
+
+/// Whether `json` (known to be JSON) is an object: its first non-whitespace byte is `{`.
+pub fn is_object(json: &[u8]) -> bool {
+    json.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
 
 /// `content` … `conversation_id` → `conversationId`: field names as the wire spells them.
 fn camel(name: &str) -> String {
@@ -121,6 +137,13 @@ pub fn identifier(s: &str) -> Result<(), validator::ValidationError> {
 
 /// Parses and validates `raw` as `T`.
 pub fn parse<T: Dto>(raw: &RawValue) -> Result<T, Vec<FieldError>> {
+    if T::OBJECT && !is_object(raw.get().as_bytes()) {
+        return Err(vec![FieldError {
+            path: String::new(),
+            rule: "type".into(),
+            message: "must be a JSON object".into(),
+        }]);
+    }
     // Path tracking costs on every field and only a failure needs the path: parse plainly,
     // and parse a failed payload again with tracking to say where it failed.
     let value: T = match serde_json::from_str(raw.get()) {
@@ -176,5 +199,21 @@ mod tests {
         let e = parse::<Sample>(&raw(r#"{"name":5}"#)).unwrap_err();
         assert_eq!((e[0].path.as_str(), e[0].rule.as_str()), ("name", "type"));
         assert_eq!(parse::<Sample>(&raw(r#"{"name":"a","x":1}"#)).unwrap_err()[0].rule, "type");
+    }
+
+    /// A derived struct deserializer would take `["a"]` as `{"name":"a"}`.
+    #[test]
+    fn a_struct_payload_must_be_an_object() {
+        for not_object in [r#"["a"]"#, "null", r#""a""#, "1", " [\"a\"]"] {
+            let e = parse::<Sample>(&raw(not_object)).unwrap_err();
+            assert_eq!(
+                (e[0].path.as_str(), e[0].rule.as_str(), e[0].message.as_str()),
+                ("", "type", "must be a JSON object"),
+                "{not_object}"
+            );
+        }
+        assert!(parse::<Sample>(&raw(" \n{\"name\":\"a\"}")).is_ok());
+        // Pass-through payloads take any JSON.
+        assert!(parse::<Box<RawValue>>(&raw(r#"["a"]"#)).is_ok());
     }
 }

@@ -9,7 +9,7 @@ use axum::{
     Json,
     extract::{
         Path, Query, State,
-        rejection::{JsonRejection, QueryRejection},
+        rejection::QueryRejection,
     },
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use super::{
     HttpState,
+    body::{BodyRejection, JsonObject},
     history::{ApiError, bad_request, bearer},
 };
 use crate::{
@@ -86,10 +87,10 @@ pub(super) struct CreateBody {
 pub(super) async fn create(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    body: Result<Json<CreateBody>, JsonRejection>,
+    body: Result<JsonObject<CreateBody>, BodyRejection>,
 ) -> Result<Response, ApiError> {
     let caller = bearer(&state, &headers)?;
-    let Json(body) = body.map_err(|e| bad_request(e.body_text()))?;
+    let JsonObject(body) = body.map_err(|e| bad_request(e.0))?;
     if body.title.as_ref().is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS) {
         return Err(bad_request(format!("`title` must be at most {MAX_TITLE_CHARS} characters")));
     }
@@ -179,11 +180,11 @@ pub(super) async fn add_member(
     State(state): State<HttpState>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Json<AddBody>, JsonRejection>,
+    body: Result<JsonObject<AddBody>, BodyRejection>,
 ) -> Result<StatusCode, ApiError> {
     let caller = bearer(&state, &headers)?;
     let id = conversation_id(&id)?;
-    let Json(body) = body.map_err(|e| bad_request(e.body_text()))?;
+    let JsonObject(body) = body.map_err(|e| bad_request(e.0))?;
     let user = user_id(&body.user_id, "userId")?;
     let conversation = membership(&state, &caller, &id).await?;
     if conversation.role != Role::Owner {

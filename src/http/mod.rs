@@ -3,6 +3,7 @@
 //! `--ws-echo`, the conformance echo.
 
 mod assets;
+mod body;
 mod chat;
 mod echo;
 mod health;

@@ -5,15 +5,16 @@
 //! `PROTOCOL.md` at the repository root is the human-readable authority for what is here.
 
 mod codes;
-mod frame;
+mod decode;
+mod encode;
 #[cfg(test)]
 mod proptests;
 
 pub use codes::{Code, Reconnect};
-pub use frame::{
-    ClientFrame, ConnectFrame, ConnectedInfo, DecodeError, EventFrame, HeartbeatInfo, LimitsInfo,
-    PING_FRAME, PONG_FRAME, decode_client_frame, encode_ack, encode_connected, encode_disconnect,
-    encode_error, encode_event,
+pub use decode::{ClientFrame, ConnectFrame, DecodeError, EventFrame, decode_client_frame};
+pub use encode::{
+    ConnectedInfo, HeartbeatInfo, LimitsInfo, PING_FRAME, PONG_FRAME, encode_ack, encode_connected,
+    encode_disconnect, encode_error, encode_event,
 };
 
 /// Version of the protocol spoken by this server. A client states the version it speaks in

@@ -70,7 +70,9 @@ async fn bad_tokens_are_refused_with_their_codes(
         "bad_base64",
         "oversized",
         "wrong_issuer",
-        "wrong_audience"
+        "wrong_audience",
+        "missing_issuer",
+        "missing_audience"
     )]
     case: &str,
 ) {
@@ -119,6 +121,14 @@ async fn bad_tokens_are_refused_with_their_codes(
             SECRET,
             json!({"sub": "a", "exp": exp, "iss": "rtgate-tests", "aud": "other"}),
         )),
+        "missing_issuer" => {
+            Some(hs(Algorithm::HS256, SECRET, json!({"sub": "a", "exp": exp, "aud": "rtgate"})))
+        }
+        "missing_audience" => Some(hs(
+            Algorithm::HS256,
+            SECRET,
+            json!({"sub": "a", "exp": exp, "iss": "rtgate-tests"}),
+        )),
         _ => unreachable!(),
     };
     let (reason, code) = match case {
@@ -150,6 +160,25 @@ async fn token_expiring_mid_session_ends_it_with_reconnect_advice(#[case] kind: 
     let frames = expect_closed(&mut c, "token_expired", 3002, false).await;
     assert_eq!(frames.last().unwrap()["reconnect"], true);
     assert!(started.elapsed() <= Duration::from_secs(4), "took {:?}", started.elapsed());
+}
+
+/// The same token right after the session it opened was ended for expiry is refused at the
+/// handshake, not accepted and then ended milliseconds later.
+#[rstest]
+#[case::websocket(Kind::Ws)]
+#[case::webtransport(Kind::Wt)]
+#[tokio::test]
+async fn an_expired_token_is_not_accepted_again_on_reconnect(#[case] kind: Kind) {
+    let server = spawn(|c| c.jwt.leeway = Duration::ZERO).await;
+    let token = server.token_for("alice", Duration::from_secs(1));
+    let mut c = server.open(kind).await;
+    c.send(&json!({"type": "connect", "token": token})).await;
+    assert_eq!(c.recv().await.unwrap()["type"], "connected");
+    expect_closed(&mut c, "token_expired", 3002, false).await;
+    let mut again = server.open(kind).await;
+    again.send(&json!({"type": "connect", "token": token})).await;
+    let frames = expect_closed(&mut again, "token_expired", 3002, true).await;
+    assert!(!frames.iter().any(|f| f["type"] == "connected"), "{frames:?}");
 }
 
 #[rstest]

@@ -307,6 +307,13 @@ async fn rest_api_membership_and_authorization(#[case] backend: Backend) {
     let (status, body) =
         api(a, "POST", "/api/conversations", "alice", Some(json!({"members": [""]}))).await;
     assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    // A body is an object: an array would fill the fields by position.
+    let positional = Some(json!(["a title", ["bob"]]));
+    let (status, body) = api(a, "POST", "/api/conversations", "alice", positional).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
+    let (status, body) =
+        api(a, "POST", &format!("{path}/members"), "alice", Some(json!(["dave"]))).await;
+    assert_eq!((status, body["code"].as_str()), (400, Some("bad_request")), "{body}");
     let (status, _) = api(a, "GET", &format!("{path}/messages?limit=0"), "alice", None).await;
     assert_eq!(status, 400);
     finish(cluster, db).await;

@@ -85,6 +85,11 @@ fn cases() -> Vec<Case> {
         t("type_not_string", r#"{"type":5}"#, bad),
         t("unknown_type", r#"{"type":"warp"}"#, bad),
         t("duplicate_type", r#"{"type":"ping","type":"pong"}"#, bad),
+        // Arrays are not frames, however their items line up with an envelope's fields.
+        t("array_event", r#"["event","sys:echo",{"a":1},5]"#, bad),
+        t("array_ping", r#"["ping"]"#, bad),
+        t("array_disconnect", r#"["disconnect"]"#, bad),
+        t("array_connect", r#"["connect",null,null,null,"x"]"#, bad),
         t("unknown_field", r#"{"type":"event","event":"sys:echo","extra":1}"#, bad),
         t(
             "proto_key_envelope",
@@ -103,6 +108,8 @@ fn cases() -> Vec<Case> {
         t("event_control_char", event("sys:\u{0}echo", json!(null)), bad),
         t("event_spaces", event("sys echo", json!(null)), bad),
         t("id_string", r#"{"type":"event","event":"sys:echo","id":"1"}"#, bad),
+        t("id_null", r#"{"type":"event","event":"sys:echo","id":null}"#, bad),
+        t("event_null", r#"{"type":"event","event":null,"id":1}"#, bad),
         t("id_negative", r#"{"type":"event","event":"sys:echo","id":-1}"#, bad),
         t("id_fraction", r#"{"type":"event","event":"sys:echo","id":1.5}"#, bad),
         t("id_over_2_53", r#"{"type":"event","event":"sys:echo","id":9007199254740992}"#, bad),
@@ -150,6 +157,9 @@ fn cases() -> Vec<Case> {
             invalid,
         ),
         t("dto_not_object", event("presence:subscribe", json!([1, 2])), invalid),
+        // Positionally an array would fill `userIds`; a payload object is an object.
+        t("dto_positional_array", event("presence:query", json!([["alice"]])), invalid),
+        t("dto_null", event("presence:query", json!(null)), invalid),
         t(
             "dto_deep_nesting",
             format!(
@@ -228,6 +238,13 @@ fn cases() -> Vec<Case> {
             Closes("invalid_token", 3501),
         ),
         pre("token_missing", r#"{"type":"connect"}"#, Closes("auth_required", 3500)),
+        pre("token_null", r#"{"type":"connect","token":null}"#, Closes("protocol_error", 3502)),
+        pre("array_connect_first", r#"["connect"]"#, Closes("protocol_error", 3502)),
+        pre(
+            "connect_unknown_field",
+            r#"{"type":"connect","token":"x","user":"admin"}"#,
+            Closes("protocol_error", 3502),
+        ),
         Case {
             name: "ws_binary_before_connect",
             when: When::BeforeConnect,
@@ -323,6 +340,20 @@ async fn run_case(server: &TestServer, kind: Kind, case: &Case) {
             let frames = crate::helpers::expect_closed(&mut c, "protocol_error", 3502, false).await;
             assert_eq!(frames[frames.len() - 2]["code"], "bad_frame", "{label}: {frames:?}");
         }
+    }
+}
+
+/// `["connect",null,null,null,<valid token>]` lines up with a derived envelope's fields by
+/// position; it must not open a session.
+#[tokio::test]
+async fn an_array_with_a_valid_token_is_not_a_connect_frame() {
+    let server = spawn(|_| {}).await;
+    for kind in [Kind::Ws, Kind::Wt] {
+        let mut c = server.open(kind).await;
+        let frame = json!(["connect", null, null, null, server.token("arr")]);
+        c.send_text(&frame.to_string()).await;
+        let frames = crate::helpers::expect_closed(&mut c, "protocol_error", 3502, true).await;
+        assert!(frames[0]["message"].as_str().unwrap_or("").contains("JSON object"), "{frames:?}");
     }
 }
 
