@@ -19,8 +19,7 @@ use crate::{
     store::{PresenceLog, writer::Record},
 };
 
-/// Upper bound on one shared-state call made on behalf of a session.
-pub const STATE_TIMEOUT: Duration = Duration::from_secs(2);
+pub use crate::state::STATE_TIMEOUT;
 
 /// Runs a shared-state call under `STATE_TIMEOUT`.
 pub async fn bounded<T>(fut: impl Future<Output = Result<T, StateError>>) -> Result<T, StateError> {
@@ -35,7 +34,7 @@ pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecor
         user_id: entry.user_id.to_string(),
         device_id: entry.device_id.to_string(),
         transport: entry.transport.as_str().to_owned(),
-        instance_id: node.instance_id.clone(),
+        instance_id: node.incarnation.clone(),
         connected_at_ms: entry.connected_at_ms,
     }
 }
@@ -74,7 +73,7 @@ pub async fn unregister(node: &Node, rec: &SocketRecord) {
 pub async fn join(node: &Node) {
     let ttl = node.config.liveness_ttl;
     let joined = async {
-        bounded(node.presence.heartbeat(&node.instance_id, ttl)).await?;
+        bounded(node.presence.heartbeat(&node.incarnation, ttl)).await?;
         bounded(node.fanout.subscribe_base()).await
     };
     if let Err(e) = joined.await {
@@ -82,14 +81,19 @@ pub async fn join(node: &Node) {
     }
 }
 
-/// Refreshes this instance's liveness every third of its TTL, and resynchronizes after an
-/// outage. Runs until shutdown.
+/// How often the liveness loop probes while shared state is down: calls fail at once until a
+/// probe sees Redis answer, so this bounds how long sessions run without it after it is back.
+const DOWN_PROBE_PERIOD: Duration = Duration::from_secs(1);
+
+/// Refreshes this instance's liveness every third of its TTL (and probes every
+/// `DOWN_PROBE_PERIOD` while shared state is down), and resynchronizes after an outage. Runs
+/// until shutdown.
 pub async fn liveness_loop(node: Arc<Node>) {
     let ttl = node.config.liveness_ttl;
     let period = (ttl / 3).max(Duration::from_millis(50));
     loop {
         let alive = async {
-            bounded(node.presence.heartbeat(&node.instance_id, ttl)).await?;
+            bounded(node.presence.heartbeat(&node.incarnation, ttl)).await?;
             bounded(node.fanout.ping()).await
         };
         match alive.await {
@@ -102,10 +106,33 @@ pub async fn liveness_loop(node: Arc<Node>) {
             Ok(()) => {}
             Err(e) => node.backends.mark_degraded("liveness", &e),
         }
+        let wait = if node.backends.is_degraded() { period.min(DOWN_PROBE_PERIOD) } else { period };
         tokio::select! {
-            _ = tokio::time::sleep(period) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = node.shutdown.cancelled() => return,
         }
+    }
+}
+
+/// The last step of a graceful exit, once every session has unregistered: forgets this
+/// incarnation in shared state at once (its liveness marker and its entry among the known
+/// instances), instead of leaving both for another instance's reaper. Sockets still
+/// registered (an unregister that failed) are removed and their users' transitions announced.
+pub async fn leave(node: &Node) {
+    match bounded(node.presence.leave(&node.incarnation)).await {
+        Ok(Some(r)) => {
+            if !r.sockets.is_empty() {
+                tracing::warn!(
+                    sockets = r.sockets.len(),
+                    "removed sockets left registered at exit"
+                );
+            }
+            for t in &r.offline {
+                transition(node, t).await;
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
     }
 }
 
@@ -119,7 +146,7 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
     for (id, entry) in &local {
         register(node, &record(node, id, entry)).await;
     }
-    for stale in bounded(node.presence.sockets_of_instance(&node.instance_id)).await? {
+    for stale in bounded(node.presence.sockets_of_instance(&node.incarnation)).await? {
         if live.contains(stale.as_str()) {
             continue;
         }

@@ -172,6 +172,12 @@ pub struct Config {
     #[arg(long, env = "RTGATE_SQLITE_PATH", default_value = "rtgate.sqlite")]
     pub sqlite_path: PathBuf,
 
+    /// Start with `REDIS_URL` but no `DATABASE_URL`. Instances then share presence and
+    /// fanout but each keeps chat and history in its own SQLite file, so a user sees other
+    /// conversations depending on the instance; refused unless set.
+    #[arg(long, env = "RTGATE_ALLOW_LOCAL_DATABASE")]
+    pub allow_local_database: bool,
+
     /// Records the database writer puts in one batch.
     #[arg(long, env = "RTGATE_DB_BATCH_SIZE", default_value_t = 500)]
     pub db_batch_size: usize,
@@ -196,7 +202,9 @@ pub struct Config {
     #[arg(long, env = "RTGATE_RETENTION_BATCH", default_value_t = 1000)]
     pub retention_batch: u32,
 
-    /// Name of this instance in logs and shared state (default: random `rtg-xxxxxxxx`).
+    /// Name of this instance in logs, `connected.instanceId` and `/health/ready` (default:
+    /// random `rtg-xxxxxxxx`); 1–64 characters of `[A-Za-z0-9._:-]`. Each start is a new
+    /// incarnation `<id>#<run>` in shared state, so a pinned id may be reused after a crash.
     #[arg(long, env = "RTGATE_INSTANCE_ID")]
     pub instance_id: Option<String>,
 
@@ -264,7 +272,42 @@ struct DefaultsOnly {
     config: Config,
 }
 
+/// A configuration that cannot start a server.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "REDIS_URL is set but DATABASE_URL is not: each instance would keep chat and history in \
+         its own SQLite file ({path}), so users would see different conversations depending on \
+         the instance. Set DATABASE_URL to one PostgreSQL for every instance, or pass \
+         --allow-local-database (RTGATE_ALLOW_LOCAL_DATABASE=true) if that is what you want"
+    )]
+    SplitHistory { path: String },
+    #[error("--instance-id must be 1 to 64 characters of [A-Za-z0-9._:-], not {0:?}")]
+    InstanceId(String),
+}
+
 impl Config {
+    /// Refuses configurations that would start but misbehave (checked by `Server::bind`).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.split_history() && !self.allow_local_database {
+            return Err(ConfigError::SplitHistory { path: self.sqlite_path.display().to_string() });
+        }
+        if let Some(id) = &self.instance_id {
+            let ok = !id.is_empty()
+                && id.len() <= 64
+                && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b));
+            if !ok {
+                return Err(ConfigError::InstanceId(id.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether instances share state through Redis while each keeps its own SQLite history.
+    pub fn split_history(&self) -> bool {
+        self.redis_url.is_some() && self.database_url.is_none()
+    }
+
     /// The defaults (plus whatever `RTGATE_*` variables are set), as `serve` with no flags.
     pub fn from_env() -> Result<Self, clap::Error> {
         DefaultsOnly::try_parse_from(["rtgate"]).map(|d| d.config)

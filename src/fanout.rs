@@ -32,6 +32,7 @@ enum Kind {
     Room = 1,
     User = 2,
     Socket = 3,
+    /// A presence update: the frame is prefixed with its version (u64, big-endian).
     Watchers = 4,
     /// A chat message: the frame is prefixed with its seq (i64, big-endian).
     Chat = 5,
@@ -107,10 +108,20 @@ fn decode(payload: &Bytes) -> Option<Envelope<'_>> {
     })
 }
 
-/// Splits a chat envelope's body into its seq and frame.
+/// Splits a chat envelope's body into its seq (or a presence version, whose bits are read back
+/// with `as u64`) and frame.
 fn split_seq(body: &Bytes) -> Option<(i64, Bytes)> {
     let seq = i64::from_be_bytes(body.get(..8)?.try_into().ok()?);
     Some((seq, body.slice(8..)))
+}
+
+/// `n` (8 bytes, big-endian) then `frame`: a chat seq or a presence version in front of the
+/// frame it orders.
+fn prefixed(n: [u8; 8], frame: &Bytes) -> Bytes {
+    let mut body = BytesMut::with_capacity(8 + frame.len());
+    body.put_slice(&n);
+    body.put_slice(frame);
+    body.freeze()
 }
 
 pub struct Fanout {
@@ -192,10 +203,16 @@ impl Fanout {
     }
 
     /// Delivers a presence update about `user` to every session watching them, cluster-wide.
-    pub async fn to_watchers(&self, user: &str, frame: Bytes) -> Result<usize, StateError> {
-        let local = self.hub.deliver_watchers(user, &frame);
+    pub async fn to_watchers(
+        &self,
+        user: &str,
+        version: u64,
+        frame: Bytes,
+    ) -> Result<usize, StateError> {
+        let local = self.hub.deliver_watchers(user, version, &frame);
         metrics::fanout_delivered(Origin::Local, local);
-        let env = self.envelope(Kind::Watchers, user, None, frame);
+        let env =
+            self.envelope(Kind::Watchers, user, None, prefixed(version.to_be_bytes(), &frame));
         metrics::fanout_published(FanoutKind::Watchers);
         self.broker.publish(&Channel::Presence, env).await?;
         Ok(local)
@@ -209,11 +226,9 @@ impl Fanout {
         seq: i64,
         frame: Bytes,
     ) -> Result<(), StateError> {
-        self.feed.receive(conversation, seq, frame.clone());
-        let mut body = BytesMut::with_capacity(8 + frame.len());
-        body.put_i64(seq);
-        body.put_slice(&frame);
-        let env = self.envelope(Kind::Chat, conversation, None, body.freeze());
+        let body = prefixed(seq.to_be_bytes(), &frame);
+        self.feed.receive(conversation, seq, frame);
+        let env = self.envelope(Kind::Chat, conversation, None, body);
         metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
     }
@@ -335,7 +350,10 @@ impl Fanout {
             Kind::Room => self.hub.deliver_room(env.target, &env.frame, env.exclude),
             Kind::User => self.hub.deliver_user(env.target, &env.frame),
             Kind::Socket => self.hub.deliver_socket(env.target, &env.frame),
-            Kind::Watchers => self.hub.deliver_watchers(env.target, &env.frame),
+            Kind::Watchers => {
+                let Some((version, frame)) = split_seq(&env.frame) else { return };
+                self.hub.deliver_watchers(env.target, version as u64, &frame)
+            }
             Kind::Chat => {
                 let Some((seq, frame)) = split_seq(&env.frame) else { return };
                 self.feed.receive(env.target, seq, frame);

@@ -42,7 +42,15 @@ struct Inner {
     /// user → local sessions of that user.
     users: HashMap<Arc<str>, Members>,
     /// user → local sessions watching that user's presence.
-    watchers: HashMap<Arc<str>, Members>,
+    watchers: HashMap<Arc<str>, Watchers>,
+}
+
+/// The local watchers of one user, and the version of the last presence update delivered to
+/// them: an update at or below it is older than what they were told, and is dropped.
+#[derive(Default)]
+struct Watchers {
+    members: Members,
+    delivered: u64,
 }
 
 /// What changed in this instance's room interest, so the caller can (un)subscribe the
@@ -68,6 +76,17 @@ pub enum HubError {
 pub struct Hub {
     // A plain mutex: every critical section is a few map operations, never an await.
     inner: Mutex<Inner>,
+}
+
+/// Removes `socket_id` from `user`'s watchers, forgetting the user when none is left.
+fn unwatch_one(map: &mut HashMap<Arc<str>, Watchers>, user: &str, socket_id: &str) {
+    let Some(watchers) = map.get_mut(user) else {
+        return;
+    };
+    watchers.members.remove(socket_id);
+    if watchers.members.is_empty() {
+        map.remove(user);
+    }
 }
 
 /// Removes `member` from `map[key]`; true when that emptied (and removed) the key.
@@ -111,7 +130,7 @@ impl Hub {
         };
         remove_member(&mut inner.users, &session.entry.user_id, socket_id);
         for user in &session.watching {
-            remove_member(&mut inner.watchers, user, socket_id);
+            unwatch_one(&mut inner.watchers, user, socket_id);
         }
         session
             .rooms
@@ -170,7 +189,12 @@ impl Hub {
         session.watching.extend(new.iter().cloned());
         let outbound = session.entry.outbound.clone();
         for user in new {
-            inner.watchers.entry(user).or_default().insert(socket_id.into(), outbound.clone());
+            inner
+                .watchers
+                .entry(user)
+                .or_default()
+                .members
+                .insert(socket_id.into(), outbound.clone());
         }
         Ok(())
     }
@@ -183,7 +207,7 @@ impl Hub {
         let removed: Vec<&String> =
             users.iter().filter(|u| session.watching.remove(u.as_str())).collect();
         for user in removed {
-            remove_member(&mut inner.watchers, user, socket_id);
+            unwatch_one(&mut inner.watchers, user, socket_id);
         }
     }
 
@@ -211,13 +235,18 @@ impl Hub {
         Self::deliver(inner.sessions.get(socket_id).map(|s| &s.entry.outbound), frame)
     }
 
-    /// Queues `frame` to every local session watching `user`.
-    pub fn deliver_watchers(&self, user: &str, frame: &Bytes) -> usize {
-        let inner = self.lock();
-        let Some(watchers) = inner.watchers.get(user) else {
+    /// Queues `frame`, the presence update of `user` with `version`, to every local session
+    /// watching `user`, unless an update with a higher version was delivered already.
+    pub fn deliver_watchers(&self, user: &str, version: u64, frame: &Bytes) -> usize {
+        let mut inner = self.lock();
+        let Some(watchers) = inner.watchers.get_mut(user) else {
             return 0;
         };
-        Self::deliver(watchers.values(), frame)
+        if version <= watchers.delivered {
+            return 0;
+        }
+        watchers.delivered = version;
+        Self::deliver(watchers.members.values(), frame)
     }
 
     fn deliver<'a>(recipients: impl IntoIterator<Item = &'a Outbound>, frame: &Bytes) -> usize {
@@ -326,6 +355,26 @@ mod tests {
         Bytes::from_static(b"f")
     }
 
+    /// Increasing presence versions, as the store hands them out.
+    fn next_version() -> u64 {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// `online` (v2) delivered from this instance, then `offline` (v1) arriving late from
+    /// another: the late, older one is dropped, so the last word watchers get is the truth.
+    #[tokio::test]
+    async fn an_older_presence_update_is_dropped_after_a_newer_one() {
+        let (hub, mut clients) = hub(2);
+        hub.watch("s0", &["u1".into()], 5).unwrap();
+        assert_eq!(hub.deliver_watchers("u1", 20, &frame()), 1);
+        assert_eq!(hub.deliver_watchers("u1", 10, &frame()), 0);
+        assert_eq!(hub.deliver_watchers("u1", 20, &frame()), 0);
+        assert_eq!(receivers(&mut clients).await, vec![0]);
+        assert_eq!(hub.deliver_watchers("u1", 21, &frame()), 1);
+        assert_eq!(receivers(&mut clients).await, vec![0]);
+    }
+
     #[tokio::test]
     async fn a_room_delivers_to_its_members_but_the_excluded_one() {
         let (hub, mut clients) = hub(4);
@@ -347,10 +396,10 @@ mod tests {
         assert_eq!(receivers(&mut clients).await, vec![1, 3]);
         hub.watch("s0", &["u1".into()], 5).unwrap();
         hub.watch("s2", &["u1".into()], 5).unwrap();
-        assert_eq!(hub.deliver_watchers("u1", &frame()), 2);
+        assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 2);
         assert_eq!(receivers(&mut clients).await, vec![0, 2]);
         hub.unwatch("s0", &["u1".into()]);
-        assert_eq!(hub.deliver_watchers("u1", &frame()), 1);
+        assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 1);
         assert_eq!(hub.deliver_socket("s3", &frame()), 1);
         assert_eq!(receivers(&mut clients).await, vec![2, 3]);
     }
@@ -364,7 +413,7 @@ mod tests {
         hub.watch("s0", &["u1".into()], 5).unwrap();
         assert_eq!(hub.remove("s0"), vec![Arc::<str>::from("solo")]);
         assert_eq!(hub.deliver_room("shared", &frame(), None), 1);
-        assert_eq!(hub.deliver_watchers("u1", &frame()), 0);
+        assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 0);
         assert_eq!(hub.deliver_user("u0", &frame()), 0);
         assert_eq!(hub.deliver_socket("s0", &frame()), 0);
         assert_eq!(receivers(&mut clients).await, vec![1]);

@@ -3,10 +3,7 @@
 //! chosen once here), the hub of local sessions with its fanout, and the shutdown signal and
 //! task tracker that make graceful shutdown wait for every session.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicBool, Ordering},
-};
+use std::sync::Arc;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -20,9 +17,9 @@ use crate::{
     state::{
         StateError,
         broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
+        guard::{Guarded, Health},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
-        timed::Timed,
     },
     store::{
         Store, StoreError,
@@ -54,9 +51,9 @@ pub struct Backends {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// In-memory per-user limiter, pruned by the cleanup job.
     pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
-    /// Set when a shared-state call failed; the liveness loop resynchronizes this instance's
-    /// sessions once the backend answers again, then clears it.
-    degraded: AtomicBool,
+    /// Down when a shared-state call found Redis unreachable: guarded calls then fail at once,
+    /// and the liveness loop resynchronizes this instance's sessions once Redis answers again.
+    pub health: Arc<Health>,
 }
 
 impl Backends {
@@ -64,24 +61,33 @@ impl Backends {
         if self.redis.is_some() { "redis" } else { "memory" }
     }
 
+    /// Marks the backends degraded after `err`, when it says Redis is unreachable (a guarded
+    /// call already did; this covers calls bounded from outside, like a fanout of several).
     pub fn mark_degraded(&self, what: &str, err: &StateError) {
-        if !self.degraded.swap(true, Ordering::AcqRel) {
-            tracing::warn!(error = %err, during = what, "shared state unreachable; sessions continue locally");
+        if err.is_outage() {
+            self.health.mark_down(what, err);
         }
     }
 
     pub fn is_degraded(&self) -> bool {
-        self.degraded.load(Ordering::Acquire)
+        self.health.is_down()
     }
 
     pub(crate) fn clear_degraded(&self) -> bool {
-        self.degraded.swap(false, Ordering::AcqRel)
+        self.health.mark_up()
     }
 }
 
 pub struct Node {
     pub config: Config,
+    /// This instance's name (`--instance-id`, or random): in logs, `connected.instanceId` and
+    /// `/health/ready`.
     pub instance_id: String,
+    /// This run of the instance, `<instance_id>#<run>`, new at every start: the id the
+    /// instance has in shared state and in the connection history. A process restarted under
+    /// a pinned `--instance-id` is a new incarnation, so the cluster reaps the sockets of the
+    /// one that crashed instead of taking them for its own.
+    pub incarnation: String,
     pub auth: Authenticator,
     pub router: Router,
     /// Per-event counters for the router's names (unknown names share one label).
@@ -127,6 +133,8 @@ impl Node {
     ) -> Result<Node, NodeError> {
         let Stores { history: store, chat: chat_store } = stores;
         let instance_id = config.instance_id();
+        let incarnation = incarnation_of(&instance_id);
+        let health = Arc::new(Health::default());
         let auth = Authenticator::from_config(&config.jwt)?;
         let quota = Quota { limit: config.message_rate_limit, window: config.message_rate_window };
         let hub = Arc::new(Hub::default());
@@ -137,16 +145,17 @@ impl Node {
                     redis::aio::ConnectionManager::new(client).await.map_err(StateError::from)?;
                 let prefix = config.redis_prefix.clone();
                 let broker = RedisBroker::connect(url, prefix.clone()).await?;
+                let limiter = RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
                 (
-                    // Timed: every Redis call feeds the latency histogram.
-                    Arc::new(Timed(RedisPresence::new(conn.clone(), prefix.clone()))),
-                    Arc::new(Timed(broker)),
-                    Arc::new(Timed(RedisRateLimiter::new(conn.clone(), prefix, "user", quota))),
-                    Backends {
-                        redis: Some(conn),
-                        memory_limiter: None,
-                        degraded: AtomicBool::new(false),
-                    },
+                    // Guarded: every Redis call bounded, timed, and refused at once while
+                    // Redis is known to be down.
+                    Arc::new(Guarded::new(
+                        RedisPresence::new(conn.clone(), prefix),
+                        health.clone(),
+                    )),
+                    Arc::new(Guarded::new(broker, health.clone())),
+                    Arc::new(Guarded::new(limiter, health.clone())),
+                    Backends { redis: Some(conn), memory_limiter: None, health },
                 )
             }
             None => {
@@ -155,11 +164,7 @@ impl Node {
                     Arc::new(MemoryPresence::new()),
                     Arc::new(MemoryBroker::new()),
                     limiter.clone(),
-                    Backends {
-                        redis: None,
-                        memory_limiter: Some(limiter),
-                        degraded: AtomicBool::new(false),
-                    },
+                    Backends { redis: None, memory_limiter: Some(limiter), health },
                 )
             }
         };
@@ -173,7 +178,7 @@ impl Node {
         );
         let chat = Arc::new(Feed::new(chat_store.clone(), config.chat_gap_timeout));
         let fanout = Arc::new(Fanout::new(
-            instance_id.clone(),
+            incarnation.clone(),
             hub.clone(),
             chat.clone(),
             broker,
@@ -183,6 +188,7 @@ impl Node {
             events: EventMetrics::new(router.names()),
             throttle: Throttle::new(&config, limiter),
             instance_id,
+            incarnation,
             auth,
             router,
             hub,
@@ -200,6 +206,11 @@ impl Node {
             config,
         })
     }
+}
+
+fn incarnation_of(instance_id: &str) -> String {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    format!("{instance_id}#{}", &run[..8])
 }
 
 /// The two faces of the one database: history (written through the batched writer) and chat.

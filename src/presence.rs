@@ -57,6 +57,8 @@ pub struct PresenceEntry {
     user_id: String,
     online: bool,
     devices: usize,
+    /// The snapshot's version: updates at or below it are older than this answer.
+    version: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,7 +70,12 @@ impl From<Vec<UserPresence>> for PresenceReply {
     fn from(users: Vec<UserPresence>) -> Self {
         let users = users
             .into_iter()
-            .map(|u| PresenceEntry { user_id: u.user_id, online: u.online, devices: u.devices })
+            .map(|u| PresenceEntry {
+                user_id: u.user_id,
+                online: u.online,
+                devices: u.devices,
+                version: u.version,
+            })
             .collect();
         PresenceReply { users }
     }
@@ -105,19 +112,24 @@ async fn query(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, Even
     current(&ctx, &dto.user_ids).await
 }
 
-/// Tells every watcher in the cluster about a transition.
+/// Tells every watcher in the cluster about a transition. Each instance delivers a user's
+/// updates in version order and drops one older than what it already delivered (a reconnect on
+/// one instance racing the teardown on another publishes `online` and `offline` from two
+/// places, and they can arrive in either order), so the last update a watcher gets is the
+/// user's state.
 pub async fn announce(node: &Node, t: &Transition) {
     let data = json!({
         "userId": t.user_id,
         "status": t.status.as_str(),
         "deviceId": t.device_id,
         "at": t.at_ms,
+        "version": t.version,
     });
     let Ok(raw) = serde_json::value::to_raw_value(&data) else {
         return;
     };
     let frame = encode_event("presence:update", &raw);
-    if let Err(e) = bounded(node.fanout.to_watchers(&t.user_id, frame)).await {
+    if let Err(e) = bounded(node.fanout.to_watchers(&t.user_id, t.version, frame)).await {
         node.backends.mark_degraded("presence announce", &e);
     }
 }

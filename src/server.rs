@@ -43,6 +43,13 @@ impl Server {
         // Both rustls users (WSS and QUIC) take the process-wide provider; ring is the one
         // compiled in. Installing twice (tests) is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        config.check()?;
+        if config.split_history() {
+            tracing::warn!(
+                sqlite = %config.sqlite_path.display(),
+                "REDIS_URL without DATABASE_URL (allowed by --allow-local-database): this instance keeps chat and history in its own SQLite file; other instances do not see them"
+            );
+        }
 
         let certs = Arc::new(Certs::from_config(&config).await?);
 
@@ -129,6 +136,8 @@ impl Server {
         }
         let _ = http_task.await;
         let _ = tokio::join!(liveness, cleanup);
+        // Every session has unregistered; nothing will heartbeat this incarnation again.
+        cluster::leave(&node).await;
         // Sessions have recorded their ends; flush the history writer within the grace.
         node.writer.close();
         let writer = node.writer_task.lock().ok().and_then(|mut t| t.take());
@@ -270,6 +279,64 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
     }
 }
 
+/// Says where the server listens, then the one machine-readable `READY` line scripts and tests
+/// wait for (`READY http=… wt=… cert_sha256=…`). With `--log-format json` both are JSON lines
+/// shaped like the log lines, so every stdout line stays one JSON object (`fields.message` is
+/// `READY`, with `http`, `wt` and `cert_sha256`).
+fn announce_ready(server: &Server) {
+    let (http, wt, hash) = (server.http_addr, server.wt_addr, server.certs.sha256_hex());
+    let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
+    let ws_url = format!("{scheme}://{http}{}", http::WS_PATH);
+    let wt_url = format!("https://{wt}{WT_PATH}");
+    if server.node.config.log_format == crate::config::LogFormat::Json {
+        // Printed, not logged: scripts wait for these whatever the log filter says. The shape
+        // is the JSON log lines' own (`timestamp`, `level`, `fields.message`, `target`).
+        let line = |fields: serde_json::Value| {
+            let now = time::OffsetDateTime::now_utc();
+            let timestamp =
+                now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default();
+            serde_json::json!({
+                "timestamp": timestamp,
+                "level": "INFO",
+                "fields": fields,
+                "target": module_path!(),
+            })
+        };
+        println!(
+            "{}",
+            line(serde_json::json!({
+                "message": "listening",
+                "version": env!("CARGO_PKG_VERSION"),
+                "websocket": ws_url,
+                "webtransport": wt_url,
+                "selfSigned": server.certs.self_signed,
+                "instance": server.node.instance_id,
+                "incarnation": server.node.incarnation,
+            }))
+        );
+        println!(
+            "{}",
+            line(serde_json::json!({
+                "message": "READY",
+                "http": http.to_string(),
+                "wt": wt.to_string(),
+                "cert_sha256": hash,
+            }))
+        );
+        return;
+    }
+    println!(
+        "rtgate {} listening ({})\n  websocket     {ws_url}   (TCP {}; health at /health/ready)\n  webtransport  {wt_url}   (UDP {}; cert sha-256 {hash}{})",
+        env!("CARGO_PKG_VERSION"),
+        server.node.incarnation,
+        http.port(),
+        wt.port(),
+        if server.certs.self_signed { ", self-signed: GET /cert-hash" } else { "" },
+    );
+    // One machine-readable line for scripts and tests that start the binary on port 0.
+    println!("READY http={http} wt={wt} cert_sha256={hash}");
+}
+
 /// Runs `rtgate serve`: binds, prints where it listens, serves until SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     if config.jwt.secret == crate::config::DEV_JWT_SECRET
@@ -280,25 +347,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
     }
     let server = Server::bind(config).await?;
-    let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
-    println!(
-        "rtgate {} listening\n  websocket     {scheme}://{}{}   (TCP {}; health at /health/ready)\n  webtransport  https://{}{WT_PATH}   (UDP {}; cert sha-256 {}{})",
-        env!("CARGO_PKG_VERSION"),
-        server.http_addr,
-        http::WS_PATH,
-        server.http_addr.port(),
-        server.wt_addr,
-        server.wt_addr.port(),
-        server.certs.sha256_hex(),
-        if server.certs.self_signed { ", self-signed: GET /cert-hash" } else { "" },
-    );
-    // One machine-readable line for scripts and tests that start the binary on port 0.
-    println!(
-        "READY http={} wt={} cert_sha256={}",
-        server.http_addr,
-        server.wt_addr,
-        server.certs.sha256_hex()
-    );
+    announce_ready(&server);
     let token = server.shutdown_token();
     tokio::spawn(async move {
         shutdown_signal().await;

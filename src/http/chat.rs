@@ -7,10 +7,7 @@
 
 use axum::{
     Json,
-    extract::{
-        Path, Query, State,
-        rejection::QueryRejection,
-    },
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };

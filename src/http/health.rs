@@ -44,13 +44,19 @@ async fn database_check(state: &HttpState) -> Value {
         Ok(Err(e)) => ("down", Some(e.to_string())),
         Err(_) => ("down", Some("no answer within 500 ms".to_owned())),
     };
-    json!({
+    let mut check = json!({
         "status": status,
         "backend": backend,
         "error": error,
         "writerQueued": node.writer.queued(),
         "writerDropped": node.writer.dropped(),
-    })
+    });
+    if node.config.split_history() {
+        check["warning"] = json!(
+            "REDIS_URL without DATABASE_URL: chat and history are in this instance's own SQLite file, not shared with the other instances"
+        );
+    }
+    check
 }
 
 pub(super) async fn ready(State(state): State<HttpState>) -> (StatusCode, Json<Value>) {

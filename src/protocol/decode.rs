@@ -198,14 +198,10 @@ impl<'de> Visitor<'de> for EnvelopeVisitor {
                 Key::Known("data") => set(&mut env.data, "data", map.next_value()?)?,
                 Key::Known("id") => set(&mut env.id, "id", map.next_value()?)?,
                 Key::Known("token") => set(&mut env.token, "token", map.next_value::<Str>()?.0)?,
-                Key::Known("device") => {
-                    set(&mut env.device, "device", map.next_value::<Str>()?.0)?
-                }
+                Key::Known("device") => set(&mut env.device, "device", map.next_value::<Str>()?.0)?,
                 Key::Known("v") => set(&mut env.v, "v", map.next_value()?)?,
                 Key::Known("code") => set(&mut env.code, "code", map.next_value()?)?,
-                Key::Known("reason") => {
-                    set(&mut env.reason, "reason", map.next_value::<Str>()?.0)?
-                }
+                Key::Known("reason") => set(&mut env.reason, "reason", map.next_value::<Str>()?.0)?,
                 // `KNOWN` and the arms above list the same names; this arm keeps it total.
                 Key::Known(name) => return Err(de::Error::unknown_field(name, &KNOWN)),
                 Key::Unknown(name) => {
@@ -233,7 +229,8 @@ pub fn decode_client_frame(bytes: &[u8]) -> Result<ClientFrame, DecodeError> {
     if env.id.is_some_and(|id| id > MAX_ACK_ID) {
         return Err(DecodeError::new(None, format!("`id` must be at most {MAX_ACK_ID}")));
     }
-    let kind = env.kind.as_deref().ok_or_else(|| DecodeError::new(env.id, "missing field `type`"))?;
+    let kind =
+        env.kind.as_deref().ok_or_else(|| DecodeError::new(env.id, "missing field `type`"))?;
     let Some(allowed) = fields_of(kind) else {
         return Err(DecodeError::new(
             env.id,

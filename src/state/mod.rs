@@ -7,15 +7,20 @@
 //!   the reaping of crashed instances.
 //! - `ratelimit`: GCRA rate limiters keyed by socket or user.
 //! - `broker`: publish/subscribe of already-encoded bytes between instances.
-//! - `timed`: a decorator that times every call of a Redis backend for the metrics.
+//! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
+//!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
 //! Redis keys all live under one configurable prefix; every key has a TTL or is removed on
 //! teardown (or by the reaper when its instance died).
 
 pub mod broker;
+pub mod guard;
 pub mod presence;
 pub mod ratelimit;
-pub mod timed;
+
+/// Upper bound on one shared-state call (`guard::Guarded` applies it to every Redis call;
+/// `cluster::bounded` to calls that make several).
+pub const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Failure of a shared-state backend. Only Redis backends fail; callers decide per use
 /// whether to fail open (sessions keep working locally) or closed.
@@ -27,6 +32,28 @@ pub enum StateError {
     Protocol(String),
     #[error("shared state did not answer within {0:?}")]
     Timeout(std::time::Duration),
+    /// Not attempted: the backend is known to be unreachable until the liveness probe sees it
+    /// answer again.
+    #[error("shared state is unreachable (not attempted until it answers again)")]
+    Down,
+}
+
+impl StateError {
+    /// Whether the failure says the backend is unreachable (as opposed to a bad reply from a
+    /// backend that answered).
+    pub fn is_outage(&self) -> bool {
+        match self {
+            StateError::Timeout(_) | StateError::Down => true,
+            StateError::Redis(e) => {
+                e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_dropped()
+                    || e.is_connection_refusal()
+                    || e.is_unrecoverable_error()
+            }
+            StateError::Protocol(_) => false,
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.

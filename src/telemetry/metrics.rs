@@ -157,6 +157,7 @@ pub enum RedisOp {
     PresenceSocketsOfInstance,
     PresenceHeartbeat,
     PresenceReap,
+    PresenceLeave,
     LimiterCheck,
     LimiterForget,
     BrokerPublish,
@@ -166,7 +167,7 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 14] = [
+    pub const ALL: [RedisOp; 15] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -175,6 +176,7 @@ impl RedisOp {
         RedisOp::PresenceSocketsOfInstance,
         RedisOp::PresenceHeartbeat,
         RedisOp::PresenceReap,
+        RedisOp::PresenceLeave,
         RedisOp::LimiterCheck,
         RedisOp::LimiterForget,
         RedisOp::BrokerPublish,
@@ -193,6 +195,7 @@ impl RedisOp {
             RedisOp::PresenceSocketsOfInstance => "presence_sockets_of_instance",
             RedisOp::PresenceHeartbeat => "presence_heartbeat",
             RedisOp::PresenceReap => "presence_reap",
+            RedisOp::PresenceLeave => "presence_leave",
             RedisOp::LimiterCheck => "limiter_check",
             RedisOp::LimiterForget => "limiter_forget",
             RedisOp::BrokerPublish => "broker_publish",
@@ -406,6 +409,11 @@ pub fn redis_call(op: RedisOp, started: Instant, ok: bool) {
     if !ok {
         s.redis_errors[op as usize].increment(1);
     }
+}
+
+/// Counts a call failed at once because Redis is known to be down: an error, with no time.
+pub fn redis_skipped(op: RedisOp) {
+    series().redis_errors[op as usize].increment(1);
 }
 
 /// Values sampled when `/metrics` is scraped: cheap to read once, costly to track per frame.

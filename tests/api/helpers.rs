@@ -58,6 +58,9 @@ pub fn test_config() -> Config {
     c.shutdown_reconnect_spread = Duration::from_millis(500);
     // Tests open many connections from 127.0.0.1; the per-IP limit has its own test.
     c.connect_rate_per_ip = 100_000;
+    // Tests that put instances on Redis mean each to keep its own SQLite file (the database
+    // suites use PostgreSQL where sharing matters).
+    c.allow_local_database = true;
     // Each server gets its own embedded database file.
     c.sqlite_path =
         std::env::temp_dir().join(format!("rtgate-test-{}.sqlite", uuid::Uuid::new_v4().simple()));

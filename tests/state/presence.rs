@@ -89,16 +89,21 @@ async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Ba
     let phone = socket("alice", "phone", "i1");
     let laptop = socket("alice", "laptop", "i2");
 
-    assert_transition(store.register(&phone).await.unwrap(), "alice", "phone", Status::Online);
+    let online = store.register(&phone).await.unwrap();
+    assert_transition(online.clone(), "alice", "phone", Status::Online);
     assert_eq!(store.register(&laptop).await.unwrap(), None);
     assert_eq!(store.unregister(&phone).await.unwrap(), None);
     assert!(presence_of(&*store, "alice").await.online);
-    assert_transition(store.unregister(&laptop).await.unwrap(), "alice", "laptop", Status::Offline);
+    let offline = store.unregister(&laptop).await.unwrap();
+    assert_transition(offline.clone(), "alice", "laptop", Status::Offline);
     assert_eq!(store.unregister(&laptop).await.unwrap(), None);
+    let now = presence_of(&*store, "alice").await;
     assert_eq!(
-        presence_of(&*store, "alice").await,
-        UserPresence { user_id: "alice".into(), online: false, devices: 0, sockets: 0 }
+        (now.user_id.as_str(), now.online, now.devices, now.sockets),
+        ("alice", false, 0, 0)
     );
+    let (online, offline) = (online.unwrap().version, offline.unwrap().version);
+    assert!(online < offline && offline <= now.version, "{online} {offline} {}", now.version);
     finish(backend, &prefix).await;
 }
 
@@ -211,15 +216,74 @@ async fn reconnect_racing_disconnect_leaves_the_user_online(#[case] backend: Bac
 
         // Either the new socket landed first (no transition at all) or the old one left first
         // (Offline, then Online): the transitions always add up to "still online".
-        let statuses = (gone.map(|t| t.status), back.map(|t| t.status));
+        let statuses = (gone.as_ref().map(|t| t.status), back.as_ref().map(|t| t.status));
         assert!(
             matches!(statuses, (None, None) | (Some(Status::Offline), Some(Status::Online))),
             "round {round}: {statuses:?}"
         );
+        // The versions say which came last, whichever instance announces first.
         let now = presence_of(&*i2, &user).await;
+        if let (Some(gone), Some(back)) = (gone, back) {
+            assert!(gone.version < back.version, "round {round}: {gone:?} {back:?}");
+            assert!(back.version <= now.version, "round {round}: {back:?} {now:?}");
+        }
         assert!(now.online && now.sockets == 1, "round {round}: {now:?}");
         assert_eq!(i1.sockets_of_user(&user).await.unwrap(), [new]);
     }
+    finish(backend, &prefix).await;
+}
+
+/// A user's transitions, decided on two instances, carry increasing versions, and a snapshot
+/// sits between the transitions it reflects and the ones after it.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn versions_order_transitions_and_snapshots(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-versions");
+    let (i1, i2) = two_instances(backend, &prefix).await;
+    let mut last = presence_of(&*i1, "carol").await.version;
+    for round in 0..20 {
+        let (on, off) = if round % 2 == 0 { (&i1, &i2) } else { (&i2, &i1) };
+        let s = socket("carol", "phone", if round % 2 == 0 { "i1" } else { "i2" });
+        let up = on.register(&s).await.unwrap().expect("online").version;
+        assert!(up > last, "round {round}: {up} after {last}");
+        let seen = presence_of(&**off, "carol").await;
+        assert!(seen.online && seen.version >= up, "round {round}: {seen:?} after {up}");
+        let down = off.unregister(&s).await.unwrap().expect("offline").version;
+        assert!(down > seen.version, "round {round}: {down} after snapshot {}", seen.version);
+        last = down;
+    }
+    // Versions are exact in JavaScript.
+    assert!(last < (1 << 53));
+    finish(backend, &prefix).await;
+}
+
+/// A graceful exit forgets the instance at once, alive or not, and removes what it left.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn leave_forgets_a_live_instance_and_its_leftovers(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-leave");
+    let store = store(backend, &prefix).await;
+    store.heartbeat("leaving", LIVE_TTL).await.unwrap();
+    store.heartbeat("staying", LIVE_TTL).await.unwrap();
+    let left_behind = socket("dave", "phone", "leaving");
+    let elsewhere = socket("erin", "phone", "staying");
+    store.register(&left_behind).await.unwrap();
+    store.register(&elsewhere).await.unwrap();
+
+    let gone = store.leave("leaving").await.unwrap().expect("known instance");
+    assert_eq!(gone.sockets, [left_behind]);
+    assert_eq!(gone.offline.len(), 1);
+    assert_transition(gone.offline.into_iter().next(), "dave", "phone", Status::Offline);
+    assert!(!presence_of(&*store, "dave").await.online);
+    assert!(presence_of(&*store, "erin").await.online);
+    assert_eq!(store.leave("leaving").await.unwrap(), None);
+    // Nothing left for a reaper: the live instance was not taken for a dead one either.
+    assert!(store.reap_dead_instances().await.unwrap().is_empty());
+    assert_eq!(store.sockets_of_instance("staying").await.unwrap(), [elsewhere.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -394,6 +458,18 @@ async fn redis_keys_return_to_the_liveness_baseline() {
     let reaped = store.reap_dead_instances().await.unwrap();
     assert_eq!(reaped.iter().map(|r| r.sockets.len()).sum::<usize>(), 40);
 
-    assert_eq!(redis_keys(&prefix).await, baseline);
+    // Besides the liveness keys, each user's version remains, and it expires.
+    let versions: BTreeSet<String> = (0..7).map(|n| format!("user:user{n}:ver")).collect();
+    assert_eq!(redis_keys(&prefix).await, &baseline | &versions);
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    for key in &versions {
+        let ttl: i64 =
+            redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
+        assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");
+    }
+    // A graceful exit removes the instance's own keys too.
+    store.leave("live").await.unwrap();
+    assert_eq!(redis_keys(&prefix).await, versions);
     finish(Backend::Redis, &prefix).await;
 }

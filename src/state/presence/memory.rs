@@ -10,7 +10,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence};
+use super::{
+    PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence, next_version, now_us,
+    snapshot_version,
+};
 use crate::state::{StateError, now_ms};
 
 /// Presence kept in this process.
@@ -30,6 +33,9 @@ struct Maps {
     instances: HashMap<String, HashSet<String>>,
     /// instance → end of its liveness. Missing or past means dead.
     alive_until: HashMap<String, Instant>,
+    /// The last transition's version. One counter for every user: versions only have to
+    /// order each user's transitions, and a single node has no reason to keep one per user.
+    version: u64,
 }
 
 impl MemoryPresence {
@@ -44,16 +50,19 @@ impl MemoryPresence {
     }
 }
 
-fn transition(socket: &SocketRecord, status: Status) -> Transition {
-    Transition {
-        user_id: socket.user_id.clone(),
-        device_id: socket.device_id.clone(),
-        status,
-        at_ms: now_ms(),
-    }
-}
-
 impl Maps {
+    /// A transition of `socket`'s user, with the next version.
+    fn transition(&mut self, socket: &SocketRecord, status: Status) -> Transition {
+        self.version = next_version(self.version, now_us());
+        Transition {
+            user_id: socket.user_id.clone(),
+            device_id: socket.device_id.clone(),
+            status,
+            at_ms: now_ms(),
+            version: self.version,
+        }
+    }
+
     fn register(&mut self, socket: &SocketRecord) -> bool {
         let devices = self.users.entry(socket.user_id.clone()).or_default();
         let new = devices.insert(socket.socket_id.clone(), socket.device_id.clone()).is_none();
@@ -102,7 +111,7 @@ impl Maps {
                 continue;
             };
             if self.remove_from_user(&record.user_id, &id) == Some(true) {
-                offline.push(transition(&record, Status::Offline));
+                offline.push(self.transition(&record, Status::Offline));
             }
             sockets.push(record);
         }
@@ -114,17 +123,20 @@ impl Maps {
 #[async_trait::async_trait]
 impl PresenceStore for MemoryPresence {
     async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        let first = self.maps().register(socket);
-        Ok(first.then(|| transition(socket, Status::Online)))
+        let mut maps = self.maps();
+        let first = maps.register(socket);
+        Ok(first.then(|| maps.transition(socket, Status::Online)))
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        let last = self.maps().unregister(socket);
-        Ok(last.then(|| transition(socket, Status::Offline)))
+        let mut maps = self.maps();
+        let last = maps.unregister(socket);
+        Ok(last.then(|| maps.transition(socket, Status::Offline)))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
         let maps = self.maps();
+        let version = snapshot_version(maps.version, now_us());
         Ok(user_ids
             .iter()
             .map(|user_id| {
@@ -137,6 +149,7 @@ impl PresenceStore for MemoryPresence {
                     online: sockets > 0,
                     devices: distinct.len(),
                     sockets,
+                    version,
                 }
             })
             .collect())
@@ -181,5 +194,14 @@ impl PresenceStore for MemoryPresence {
             maps.instances.keys().filter(|id| maps.is_dead(id, now)).cloned().collect();
         dead.sort();
         Ok(dead.iter().map(|id| maps.reap(id)).collect())
+    }
+
+    async fn leave(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
+        let mut maps = self.maps();
+        if !maps.instances.contains_key(instance_id) && !maps.alive_until.contains_key(instance_id)
+        {
+            return Ok(None);
+        }
+        Ok(Some(maps.reap(instance_id)))
     }
 }

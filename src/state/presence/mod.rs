@@ -9,7 +9,21 @@
 //!
 //! Instances prove they are alive with `heartbeat`; `reap_dead_instances`, run periodically on
 //! every instance (safely concurrently), removes the sockets of instances whose liveness
-//! expired and reports the resulting offline transitions exactly once cluster-wide.
+//! expired and reports the resulting offline transitions exactly once cluster-wide. An
+//! "instance" here is an incarnation (`Node::incarnation`, new at every start), so a process
+//! restarted under a pinned `--instance-id` never adopts the sockets of the one that crashed.
+//!
+//! **Versions.** Every transition carries a `version` from one cluster-wide counter, taken in
+//! the same atomic step that decides the transition, so versions order a user's transitions
+//! the way the store applied them (their `at_ms` cannot: two can share a millisecond, and they
+//! reach watchers through different instances in either order). `query` returns a snapshot
+//! version: every transition it reflects has a version at or below it, every later one a
+//! version above. A transition's version is `max(last + 1, now_µs + 1)` and a snapshot's
+//! `max(last, now_µs)`, where `last` is the user's last version (on Redis a per-user key that
+//! expires an hour after the last transition; in memory one counter). Taking the clock as a
+//! floor keeps versions from going backwards when `last` is lost (a Redis restart, the key
+//! expiring), lets a query take a snapshot without writing, and stays below 2^53 for
+//! JavaScript clients.
 
 pub mod memory;
 pub mod redis;
@@ -53,6 +67,8 @@ pub struct Transition {
     pub device_id: String,
     pub status: Status,
     pub at_ms: u64,
+    /// Orders this user's transitions cluster-wide (see the module docs).
+    pub version: u64,
 }
 
 /// What `query` reports for one user.
@@ -63,6 +79,8 @@ pub struct UserPresence {
     /// Distinct devices with at least one socket.
     pub devices: usize,
     pub sockets: usize,
+    /// The snapshot's version: transitions at or below it are reflected here.
+    pub version: u64,
 }
 
 /// What the reaper removed for one dead instance.
@@ -105,4 +123,27 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Removes the registry entries and presence of every known instance whose liveness
     /// expired. Safe to run on every instance at once: each dead instance is reaped once.
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError>;
+
+    /// A graceful exit: forgets `instance_id` at once, alive or not (its liveness marker, its
+    /// entry among the known instances), removing whatever sockets it still has registered
+    /// as the reaper would. `None` when there was nothing to forget.
+    async fn leave(&self, instance_id: &str) -> Result<Option<Reaped>, StateError>;
+}
+
+/// The version of a transition after `last`: see the module docs.
+pub fn next_version(last: u64, now_us: u64) -> u64 {
+    last.max(now_us) + 1
+}
+
+/// The version of a snapshot taken now, after `last`.
+pub fn snapshot_version(last: u64, now_us: u64) -> u64 {
+    last.max(now_us)
+}
+
+/// Microseconds since the Unix epoch, the floor of every version this process hands out.
+pub fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or_default()
 }

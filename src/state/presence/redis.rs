@@ -7,15 +7,18 @@
 //! |---|---|---|---|
 //! | `sock:{socket_id}` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
 //! | `user:{user_id}:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
+//! | `user:{user_id}:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
 //! | `inst:{instance_id}:socks` | set | socket ids registered by that instance | emptied by unregister, deleted by the reaper |
 //! | `inst:{instance_id}:alive` | string | liveness marker | `PX` TTL, refreshed by `heartbeat` |
-//! | `instances` | set | ids of every instance that registered or heartbeated | the reaper removes dead ones |
+//! | `instances` | set | ids of every instance that registered or heartbeated | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!
 //! The registry keys carry no TTL on purpose: they live exactly as long as their socket, and a
 //! TTL would either expire a healthy long-lived connection or need a refresh per socket. The
 //! only way they outlive their socket is the instance dying before teardown, and that is what
 //! the liveness key and the reaper cover. Redis deletes a hash or set when its last member goes,
-//! so after every socket left only `inst:*:alive` and `instances` remain.
+//! so after every socket left only `inst:*:alive`, `instances` and the `user:*:ver` of recent
+//! transitions remain; once every instance stopped gracefully, only the versions, until they
+//! expire. (Instance ids here are incarnations, `Node::incarnation`.)
 //!
 //! # Atomicity
 //!
@@ -24,6 +27,9 @@
 //! same instance see one instance to reap. The reap script derives record and user keys from
 //! the prefix inside the script; that is fine on a single Redis (or a replicated one) but would
 //! need hash tags to run on Redis Cluster.
+//!
+//! Each transition script also bumps the user's version in the same step (`with_bump!`), and
+//! `query` reads versions, devices and the server clock in one MULTI.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -31,46 +37,82 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, Value};
 
-use super::{PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence};
+use super::{
+    PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence, snapshot_version,
+};
 use crate::state::{StateError, now_ms};
 
-/// KEYS: record, user hash, instance set, instances. ARGV: socket id, user, device, transport,
-/// instance, connected_at. Returns 1 when this was the user's first socket.
-const REGISTER: &str = r"
+/// How long a user's version outlives their last transition. Past it, the clock floor of the
+/// next version (see the parent module) keeps versions increasing without the key.
+const VERSION_TTL_MS: u64 = 60 * 60 * 1000;
+
+/// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
+/// stored with `PX` ARGV-given TTL. Prepended to every script that decides transitions, so the
+/// version is taken in the same atomic step as the decision.
+macro_rules! with_bump {
+    ($body:literal) => {
+        concat!(
+            r"
+local function bump(key, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local v = math.max(tonumber(redis.call('GET', key)) or 0, now) + 1
+  -- '%.0f' keeps all digits: a bare number argument may be written in exponent form.
+  redis.call('SET', key, string.format('%.0f', v), 'PX', ttl)
+  return v
+end
+",
+            $body
+        )
+    };
+}
+
+/// KEYS: record, user hash, instance set, instances, user version. ARGV: socket id, user,
+/// device, transport, instance, connected_at, version TTL. Returns the `online` transition's
+/// version when this was the user's first socket, else 0.
+const REGISTER: &str = with_bump!(
+    r"
 local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'device', ARGV[3], 'transport', ARGV[4],
   'instance', ARGV[5], 'connected_at', ARGV[6])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[5])
 if new == 1 and redis.call('HLEN', KEYS[2]) == 1 then
-  return 1
+  return bump(KEYS[5], ARGV[7])
 end
 return 0
-";
+"
+);
 
-/// KEYS: user hash, record, instance set. ARGV: socket id. Returns 1 when this was the user's
-/// last socket. The user hash decides: only the caller whose HDEL removed the socket acts.
-const UNREGISTER: &str = r"
+/// KEYS: user hash, record, instance set, user version. ARGV: socket id, version TTL. Returns
+/// the `offline` transition's version when this was the user's last socket, else 0. The user
+/// hash decides: only the caller whose HDEL removed the socket acts.
+const UNREGISTER: &str = with_bump!(
+    r"
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
   return 0
 end
 redis.call('DEL', KEYS[2])
 redis.call('SREM', KEYS[3], ARGV[1])
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return 1
+  return bump(KEYS[4], ARGV[2])
 end
 return 0
-";
+"
+);
 
-/// KEYS: alive key, instance set, instances. ARGV: prefix, instance id.
+/// KEYS: alive key, instance set, instances. ARGV: prefix, instance id, version TTL, force.
 /// Returns {forgotten, records, offline}: `forgotten` is 1 when this run removed the instance
 /// from `instances`; records are {socket, user, device, transport, instance, connected_at};
-/// offline entries are {user, device of the removed socket}. A live instance (a heartbeat won
-/// the race with the caller's SMEMBERS) returns {0, {}, {}}.
-const REAP: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then
+/// offline entries are {user, device of the removed socket, version}. Unless `force` is 1
+/// (the instance leaving itself), a live instance (a heartbeat won the race with the caller's
+/// SMEMBERS) returns {0, {}, {}}.
+const REAP: &str = with_bump!(
+    r"
+if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, {}, {}}
 end
+redis.call('DEL', KEYS[1])
 local forgotten = redis.call('SREM', KEYS[3], ARGV[2])
 local records, offline = {}, {}
 for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
@@ -80,7 +122,8 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     local user, device = r[1], r[2] or ''
     local ukey = ARGV[1] .. 'user:' .. user .. ':socks'
     if redis.call('HDEL', ukey, sid) == 1 and redis.call('EXISTS', ukey) == 0 then
-      table.insert(offline, {user, device})
+      local v = bump(ARGV[1] .. 'user:' .. user .. ':ver', ARGV[3])
+      table.insert(offline, {user, device, v})
     end
     redis.call('DEL', rkey)
     table.insert(records, {sid, user, device, r[3] or '', r[4] or ARGV[2], tonumber(r[5]) or 0})
@@ -88,10 +131,12 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
 end
 redis.call('DEL', KEYS[2])
 return {forgotten, records, offline}
-";
+"
+);
 
 /// What the reap script returns for one instance.
-type ReapReply = (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String)>);
+type ReapReply =
+    (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String, u64)>);
 
 /// Presence shared by every instance through one Redis.
 pub struct RedisPresence {
@@ -127,6 +172,10 @@ impl RedisPresence {
         format!("{}user:{user_id}:socks", self.prefix)
     }
 
+    fn version_key(&self, user_id: &str) -> String {
+        format!("{}user:{user_id}:ver", self.prefix)
+    }
+
     fn inst_socks_key(&self, instance_id: &str) -> String {
         format!("{}inst:{instance_id}:socks", self.prefix)
     }
@@ -139,7 +188,8 @@ impl RedisPresence {
         format!("{}instances", self.prefix)
     }
 
-    async fn reap_one(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
+    /// Reaps `instance_id` if its liveness expired, or at once with `force`.
+    async fn reap_one(&self, instance_id: &str, force: bool) -> Result<Option<Reaped>, StateError> {
         let reply: Value = self
             .reap
             .key(self.alive_key(instance_id))
@@ -147,6 +197,8 @@ impl RedisPresence {
             .key(self.instances_key())
             .arg(&self.prefix)
             .arg(instance_id)
+            .arg(VERSION_TTL_MS)
+            .arg(if force { "1" } else { "0" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         let (forgotten, records, offline): ReapReply = decode(reply, "reap")?;
@@ -171,11 +223,12 @@ impl RedisPresence {
         sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
         let offline = offline
             .into_iter()
-            .map(|(user_id, device_id)| Transition {
+            .map(|(user_id, device_id, version)| Transition {
                 user_id,
                 device_id,
                 status: Status::Offline,
                 at_ms,
+                version,
             })
             .collect();
         Ok(Some(Reaped { instance_id: instance_id.to_owned(), sockets, offline }))
@@ -188,13 +241,16 @@ fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, StateError> 
     redis::from_redis_value(reply).map_err(|e| StateError::Protocol(format!("{what}: {e}")))
 }
 
-fn transition(socket: &SocketRecord, status: Status) -> Transition {
-    Transition {
+/// The transition a script reported, if any: scripts answer a transition's version, or 0
+/// for none (versions start far above 0, at the clock in µs).
+fn transition(socket: &SocketRecord, status: Status, version: u64) -> Option<Transition> {
+    (version > 0).then(|| Transition {
         user_id: socket.user_id.clone(),
         device_id: socket.device_id.clone(),
         status,
         at_ms: now_ms(),
-    }
+        version,
+    })
 }
 
 /// Builds a record from its hash; `None` when the hash is gone (removed between the index read
@@ -229,13 +285,14 @@ fn record_from_hash(
     }))
 }
 
-fn presence_from_devices(user_id: &str, devices: &[String]) -> UserPresence {
+fn presence_from_devices(user_id: &str, devices: &[String], version: u64) -> UserPresence {
     let distinct: HashSet<&String> = devices.iter().collect();
     UserPresence {
         user_id: user_id.to_owned(),
         online: !devices.is_empty(),
         devices: distinct.len(),
         sockets: devices.len(),
+        version,
     }
 }
 
@@ -248,16 +305,18 @@ impl PresenceStore for RedisPresence {
             .key(self.user_key(&socket.user_id))
             .key(self.inst_socks_key(&socket.instance_id))
             .key(self.instances_key())
+            .key(self.version_key(&socket.user_id))
             .arg(&socket.socket_id)
             .arg(&socket.user_id)
             .arg(&socket.device_id)
             .arg(&socket.transport)
             .arg(&socket.instance_id)
             .arg(socket.connected_at_ms)
+            .arg(VERSION_TTL_MS)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let first: i64 = decode(reply, "register")?;
-        Ok((first == 1).then(|| transition(socket, Status::Online)))
+        let version: u64 = decode(reply, "register")?;
+        Ok(transition(socket, Status::Online, version))
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
@@ -266,24 +325,38 @@ impl PresenceStore for RedisPresence {
             .key(self.user_key(&socket.user_id))
             .key(self.sock_key(&socket.socket_id))
             .key(self.inst_socks_key(&socket.instance_id))
+            .key(self.version_key(&socket.user_id))
             .arg(&socket.socket_id)
+            .arg(VERSION_TTL_MS)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let last: i64 = decode(reply, "unregister")?;
-        Ok((last == 1).then(|| transition(socket, Status::Offline)))
+        let version: u64 = decode(reply, "unregister")?;
+        Ok(transition(socket, Status::Offline, version))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
         if user_ids.is_empty() {
             return Ok(Vec::new());
         }
+        // One MULTI: the devices, the versions and the clock of one instant, so each snapshot
+        // version matches what the snapshot shows.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         for user_id in user_ids {
             pipe.hvals(self.user_key(user_id));
         }
+        pipe.mget(user_ids.iter().map(|u| self.version_key(u)).collect::<Vec<_>>());
+        pipe.cmd("TIME");
         let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
-        let devices: Vec<Vec<String>> = decode(reply, "query")?;
-        if devices.len() != user_ids.len() {
+        let mut replies: Vec<Value> = decode(reply, "query")?;
+        let (Some(time), Some(versions)) = (replies.pop(), replies.pop()) else {
+            return Err(StateError::Protocol("query: short reply".into()));
+        };
+        let (secs, micros): (u64, u64) = decode(time, "query time")?;
+        let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
+        let versions: Vec<Option<u64>> = decode(versions, "query versions")?;
+        let devices: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
+        if devices.len() != user_ids.len() || versions.len() != user_ids.len() {
             return Err(StateError::Protocol(format!(
                 "query: {} replies for {} users",
                 devices.len(),
@@ -293,7 +366,11 @@ impl PresenceStore for RedisPresence {
         Ok(user_ids
             .iter()
             .zip(devices)
-            .map(|(user_id, devices)| presence_from_devices(user_id, &devices))
+            .zip(versions)
+            .map(|((user_id, devices), last)| {
+                let version = snapshot_version(last.unwrap_or(0), now_us);
+                presence_from_devices(user_id, &devices, version)
+            })
             .collect())
     }
 
@@ -368,10 +445,14 @@ impl PresenceStore for RedisPresence {
         instances.sort();
         let mut reaped = Vec::new();
         for instance_id in &instances {
-            if let Some(one) = self.reap_one(instance_id).await? {
+            if let Some(one) = self.reap_one(instance_id, false).await? {
                 reaped.push(one);
             }
         }
         Ok(reaped)
+    }
+
+    async fn leave(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
+        self.reap_one(instance_id, true).await
     }
 }
