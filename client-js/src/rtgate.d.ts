@@ -16,13 +16,16 @@ export declare class RtgateError extends Error {
 }
 
 export interface ReconnectOptions {
-  /** First delay, ms. Default 1000. */
+  /** Base delay of the first reconnect, ms. Default 1000. */
   initialDelay?: number;
-  /** Growth factor per attempt. Default 2. */
+  /** Growth factor of the base per attempt. Default 2. */
   multiplier?: number;
-  /** Largest delay, ms. Default 10000. */
+  /**
+   * Cap of the *base* delay, ms. Default 10000. The jitter is applied after the cap, so an actual
+   * delay can reach `maxDelay × (1 + randomization)`.
+   */
   maxDelay?: number;
-  /** Each delay is spread uniformly over ±this fraction. Default 0.5. */
+  /** Each delay is drawn uniformly from `[base × (1 − r), base × (1 + r))`. Default 0.5. */
   randomization?: number;
   /** Attempts before giving up with `reconnect_failed`. Default Infinity. */
   maxAttempts?: number;
@@ -194,7 +197,11 @@ export declare function forgetTransportChoice(): void;
 export declare class Backoff {
   constructor(opts?: Omit<ReconnectOptions, 'maxAttempts' | 'stableAfter'>, random?: () => number);
   readonly attempts: number;
+  /** The un-jittered delay of attempt `n` (1-based): `min(maxDelay, initialDelay × multiplier^(n−1))`. */
   base(attempt: number): number;
+  /** A jittered delay for attempt `n`, uniform over `[base × (1 − r), base × (1 + r))`, ≥ 1 ms; does not count. */
+  delay(attempt: number): number;
+  /** Counts an attempt and returns its jittered delay. */
   next(): number;
   reset(): void;
 }
