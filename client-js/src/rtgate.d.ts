@@ -68,7 +68,12 @@ export interface ClientOptions {
   wtUrl?: string;
   /** WebTransport UDP port used for the default `wtUrl`. Default 4433. */
   wtPort?: number;
-  /** Called before every connect and reconnect; return a fresh JWT. */
+  /**
+   * Called before every connect and reconnect; return a fresh JWT. Throw when none can be had right
+   * now (the attempt is retried with backoff); return `''` when nobody is signed in (the client
+   * stops with `auth_required`). Returning a token the server already refused stops the client
+   * (README, Reconnection rules).
+   */
   getToken?: () => string | Promise<string>;
   /** A fixed token, when `getToken` is not given. */
   token?: string;
@@ -128,12 +133,32 @@ export interface PresenceStatus {
   at?: number;
 }
 
+/** Why the client stopped reconnecting by itself (the `stopped` event). */
+export interface StopInfo {
+  /** The code name: `token_expired`, `invalid_token`, `auth_required`, `protocol_error`, `unsupported_version`, … */
+  reason: string;
+  /** Its numeric close code (3002, 3501, 3500, 3502, 3503, …). */
+  code: number;
+  /** True when the token was refused: the user must sign in again, then call `connect()`. */
+  auth: boolean;
+  /** The server's or the client's explanation, for humans and logs. */
+  message?: string;
+}
+
 export interface ClientEvents {
   state: (state: ConnectionState) => void;
   /** Every time a connection is established (first and after reconnects). */
   connect: (info: { transport: TransportKind; session: SessionInfo }) => void;
-  /** A connection ended; `reason` is the server's snake_case code name or a client one. */
+  /**
+   * A connection ended, or a handshake was refused for good; `reason` is the server's snake_case
+   * code name or a client one.
+   */
   disconnect: (reason: string, code: number) => void;
+  /**
+   * The client stopped reconnecting by itself (a terminal close, or a token the server refused);
+   * `state` is `disconnected`. Emitted after `disconnect`.
+   */
+  stopped: (info: StopInfo) => void;
   reconnect_attempt: (attempt: number, delayMs: number) => void;
   /** A reconnect succeeded after `attempts` attempts. */
   reconnect: (attempts: number) => void;
@@ -176,6 +201,7 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
   readonly queued: number;
   readonly presence: Presence;
   readonly backoff: Backoff;
+  /** Connects; after a `stopped`, also forgets the refused tokens and tries again. */
   connect(): void;
   disconnect(): void;
   close(): void;

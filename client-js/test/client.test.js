@@ -24,7 +24,7 @@ function setup(opts = {}, { wt = [], ws = [] } = {}) {
     ...opts,
   });
   const seen = [];
-  for (const ev of ['connect', 'disconnect', 'reconnect', 'reconnect_attempt', 'reconnect_failed']) {
+  for (const ev of ['connect', 'disconnect', 'reconnect', 'reconnect_attempt', 'reconnect_failed', 'stopped']) {
     client.on(ev, (...args) => seen.push([ev, ...args]));
   }
   return { client, clock, wtT, wsT, tokens, seen };
@@ -253,11 +253,14 @@ describe('reconnection', () => {
     const { client, clock, wtT, seen } = setup();
     client.connect();
     await accept(wtT);
-    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
-    wtT.last.drop(3501, 'invalid_token');
+    wtT.last.push({ type: 'disconnect', code: 3502, reason: 'protocol_error', reconnect: false });
+    wtT.last.drop(3502, 'protocol_error');
     await clock.advance(60000);
     assert.equal(client.state, 'disconnected');
-    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+    assert.deepEqual(seen.slice(-2), [
+      ['disconnect', 'protocol_error', 3502],
+      ['stopped', { reason: 'protocol_error', code: 3502, auth: false }],
+    ]);
     assert.equal(wtT.calls, 1);
     assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 0);
   });
@@ -273,7 +276,7 @@ describe('reconnection', () => {
   });
 
   test('refused handshake with invalid_token stops', async () => {
-    const { client, clock, wtT, seen } = setup();
+    const { client, clock, wtT, seen } = setup({ getToken: () => 'bad' });
     const errors = [];
     client.on('error', (e) => errors.push(e.code));
     client.connect();
@@ -284,7 +287,9 @@ describe('reconnection', () => {
     await clock.advance(60000);
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(errors, ['invalid_token']);
-    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+    assert.deepEqual(seen.at(-2), ['disconnect', 'invalid_token', 3501]);
+    assert.equal(seen.at(-1)[0], 'stopped');
+    assert.equal(wtT.calls, 1);
   });
 
   test('waits at least retryAfterMs after server_shutdown, then reconnects', async () => {
@@ -358,6 +363,190 @@ describe('reconnection', () => {
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(seen.at(-1), ['disconnect', 'client_disconnect', 1000]);
     assert.equal(wtT.calls, 1);
+  });
+});
+
+/** The server's refusal of a handshake: `error`, then `disconnect`, then the close (PROTOCOL.md). */
+function refuse(conn, reason, code, { frame = true } = {}) {
+  conn.push({ type: 'error', code: reason, message: `refused: ${reason}` });
+  if (frame) {
+    conn.push({ type: 'disconnect', code, reason, message: `refused: ${reason}`, reconnect: code < 3500 });
+  }
+  conn.drop(frame ? code : 1006, frame ? reason : '');
+}
+
+/** A getToken that returns the given tokens in turn, then repeats the last; records its calls. */
+function tokens(...list) {
+  const calls = [];
+  const getToken = async () => {
+    const t = list[Math.min(calls.length, list.length - 1)];
+    calls.push(t);
+    return t;
+  };
+  return { getToken, calls };
+}
+
+describe('reconnection rules for refused tokens', () => {
+  test('token_expired, then getToken returns the same token: stops without sending it again', async () => {
+    const t = tokens('old');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3002, reason: 'token_expired', message: 'token expired', reconnect: true });
+    wtT.last.drop(3002, 'token_expired');
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1, 'the refused token is never sent again');
+    assert.equal(t.calls.length, 2, 'getToken was asked once for a fresh token');
+    assert.deepEqual(
+      seen.filter((s) => s[0] === 'stopped'),
+      [['stopped', { reason: 'token_expired', code: 3002, auth: true, message: 'getToken() returned the token the server refused (token_expired)' }]],
+    );
+    assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 1);
+    assert.deepEqual(
+      seen.filter((s) => s[0] === 'disconnect'),
+      [['disconnect', 'token_expired', 3002]],
+      'one disconnect for the one session that ended',
+    );
+  });
+
+  test('token_expired with a fixed token stops at once', async () => {
+    const { client, clock, wtT, seen } = setup({ getToken: undefined, token: 'fixed' });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'token_expired', 3002);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 0);
+    assert.deepEqual(seen.at(-1), ['stopped', { reason: 'token_expired', code: 3002, auth: true, message: 'refused: token_expired' }]);
+  });
+
+  test('token_expired, then a fresh token from getToken: reconnects with it', async () => {
+    const t = tokens('old', 'new');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3002, reason: 'token_expired', reconnect: true });
+    wtT.last.drop(3002, 'token_expired');
+    await clock.advance(1000);
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(wtT.last.sent[0].token, 'new');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 0);
+  });
+
+  test('invalid_token, and getToken keeps returning the refused token: stops, no loop', async () => {
+    const t = tokens('bad');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.ok(t.calls.length <= 2, `getToken called ${t.calls.length} times`);
+    assert.deepEqual(seen.filter((s) => s[0] === 'disconnect'), [['disconnect', 'invalid_token', 3501]]);
+    const stopped = seen.filter((s) => s[0] === 'stopped');
+    assert.equal(stopped.length, 1);
+    assert.equal(seen.at(-1), stopped[0], 'stopped comes last');
+    assert.equal(stopped[0][1].reason, 'invalid_token');
+    assert.equal(stopped[0][1].code, 3501);
+    assert.equal(stopped[0][1].auth, true);
+  });
+
+  test('invalid_token, then a different token: one more attempt; refused again: stops', async () => {
+    const t = tokens('bad-1', 'bad-2', 'bad-3', 'bad-4');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(1500);
+    assert.equal(wtT.calls, 2);
+    assert.equal(wtT.last.sent[0].token, 'bad-2');
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 2, 'a second refusal in a row is final');
+    assert.equal(client.state, 'disconnected');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 1);
+  });
+
+  test('the refusal counts even when the disconnect frame is lost (close code not exposed)', async () => {
+    // On WebTransport a browser may not expose the QUIC close code and the close can overtake the
+    // disconnect frame; the handshake's `error` frame still says why.
+    const { client, clock, wtT, seen } = setup({ getToken: tokens('bad').getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501, { frame: false });
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.deepEqual(seen.filter((s) => s[0] === 'stopped').map((s) => [s[1].reason, s[1].code]), [['invalid_token', 3501]]);
+  });
+
+  test('getToken returning no token stops with auth_required; a throwing getToken is retried', async () => {
+    const empty = setup({ getToken: async () => '' });
+    empty.client.connect();
+    await empty.clock.advance(120000);
+    assert.equal(empty.client.state, 'disconnected');
+    assert.equal(empty.wtT.calls, 0);
+    assert.deepEqual(empty.seen.at(-1), ['stopped', { reason: 'auth_required', code: 3500, auth: true, message: 'getToken() returned no token' }]);
+
+    let calls = 0;
+    const failing = setup({
+      getToken: async () => {
+        calls += 1;
+        if (calls < 3) throw new Error('token service down');
+        return 'tok';
+      },
+    });
+    failing.client.connect();
+    await failing.clock.advance(10000);
+    await accept(failing.wtT);
+    assert.equal(failing.client.state, 'connected');
+    assert.equal(calls, 3);
+  });
+
+  test('other terminal closes stop at once, whatever getToken would return', async () => {
+    const t = tokens('a', 'b', 'c');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'unsupported_version', 3503);
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 1);
+    assert.equal(t.calls.length, 1);
+    assert.deepEqual(seen.at(-1), ['stopped', { reason: 'unsupported_version', code: 3503, auth: false, message: 'refused: unsupported_version' }]);
+  });
+
+  test('connect() after a stop tries again, even with the same token', async () => {
+    const t = tokens('bad');
+    const { client, clock, wtT } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    client.connect();
+    await settle();
+    assert.equal(wtT.calls, 2, 'an explicit connect() is the app saying something changed');
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+  });
+
+  test('a connection that succeeded resets the one extra attempt', async () => {
+    const t = tokens('a', 'b', 'c', 'd');
+    const { client, clock, wtT } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(1500);
+    await accept(wtT); // 'b' was accepted
+    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
+    wtT.last.drop(3501);
+    await clock.advance(2000); // the second reconnect: the backoff has not reset yet
+    assert.equal(wtT.calls, 3, 'a fresh token gets its one attempt again');
+    assert.equal(wtT.last.sent[0].token, 'c');
   });
 });
 
