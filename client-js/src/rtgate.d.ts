@@ -128,9 +128,25 @@ export interface RateLimitInfo {
 export interface PresenceStatus {
   userId: string;
   online: boolean;
+  /** Devices online, from the last snapshot (subscribe/query ack). */
   devices?: number;
+  /** The device whose connect or disconnect caused the last update. */
   deviceId?: string;
+  /** When the last update happened, Unix ms. */
   at?: number;
+  /**
+   * The server's presence version of this state (strictly increasing per user); absent from an
+   * older server. Entries with a version at or below the one applied are ignored.
+   */
+  version?: number;
+}
+
+/** One entry of a `presence:subscribe` / `presence:query` ack. */
+export interface PresenceSnapshot {
+  userId: string;
+  online: boolean;
+  devices: number;
+  version?: number;
 }
 
 /** Why the client stopped reconnecting by itself (the `stopped` event). */
@@ -235,10 +251,14 @@ export declare class Backoff {
 export declare class Presence {
   readonly watched: Set<string>;
   readonly status: Map<string, PresenceStatus>;
-  /** Watches users (kept across reconnects); resolves with their current presence. */
-  subscribe(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  /**
+   * Watches users (kept across reconnects); resolves with their presence as the client now holds
+   * it (a snapshot older than an update already applied does not overwrite it).
+   */
+  subscribe(userIds: string[]): Promise<PresenceStatus[]>;
   unsubscribe(userIds: string[]): Promise<void>;
-  query(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  /** One-off lookup; resolves with the server's snapshot (applied to watched users when newer). */
+  query(userIds: string[]): Promise<PresenceSnapshot[]>;
   get(userId: string): PresenceStatus | undefined;
 }
 

@@ -699,3 +699,111 @@ describe('presence', () => {
     );
   });
 });
+
+describe('presence versions', () => {
+  /** Connected, watching bob; returns the subscribe frame still waiting for its ack. */
+  async function watching() {
+    const ctx = setup();
+    const events = [];
+    ctx.client.on('presence', (p) => events.push({ ...p }));
+    ctx.client.connect();
+    await accept(ctx.wtT);
+    const sub = ctx.client.presence.subscribe(['bob']);
+    const [frame] = ctx.wtT.last.events('presence:subscribe');
+    return { ...ctx, events, sub, frame };
+  }
+  const update = (conn, status, version, extra = {}) =>
+    conn.push({
+      type: 'event',
+      event: 'presence:update',
+      data: { userId: 'bob', status, deviceId: 'p1', at: 1, ...(version === undefined ? {} : { version }), ...extra },
+    });
+
+  test('an update with a lower version than one applied is ignored', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 4 }] } });
+    await sub;
+    update(wtT.last, 'online', 6);
+    update(wtT.last, 'offline', 5); // delivered late: older than the online above
+    assert.equal(client.presence.get('bob').online, true);
+    assert.equal(client.presence.get('bob').version, 6);
+    update(wtT.last, 'offline', 6); // same version: already applied
+    assert.equal(client.presence.get('bob').online, true);
+    update(wtT.last, 'offline', 7);
+    assert.equal(client.presence.get('bob').online, false);
+    assert.deepEqual(
+      events.map((e) => [e.online, e.version]),
+      [
+        [false, 4],
+        [true, 6],
+        [false, 7],
+      ],
+    );
+  });
+
+  test('a snapshot older than an update already applied does not overwrite it', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    // The server registered the subscription, pushed a newer update, then the ack's snapshot
+    // (read earlier) arrives.
+    update(wtT.last, 'online', 9);
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 8 }] } });
+    const result = await sub;
+    assert.equal(client.presence.get('bob').online, true);
+    assert.equal(client.presence.get('bob').version, 9);
+    assert.deepEqual(
+      result.map((u) => [u.userId, u.online, u.version]),
+      [['bob', true, 9]],
+      'subscribe resolves with what the client now holds',
+    );
+    assert.deepEqual(
+      events.map((e) => [e.online, e.version]),
+      [[true, 9]],
+    );
+    // A newer snapshot is applied.
+    const q = client.presence.query(['bob']);
+    ackLastFrame(wtT.last, 'presence:query', { users: [{ userId: 'bob', online: false, devices: 0, version: 10 }] });
+    await q;
+    assert.equal(client.presence.get('bob').online, false);
+    assert.equal(client.presence.get('bob').version, 10);
+  });
+
+  test('entries without a version (an older server) are applied as before', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0 }] } });
+    await sub;
+    update(wtT.last, 'online');
+    update(wtT.last, 'offline');
+    assert.equal(client.presence.get('bob').online, false);
+    assert.equal(client.presence.get('bob').version, undefined);
+    assert.deepEqual(
+      events.map((e) => e.online),
+      [false, true, false],
+    );
+  });
+
+  test('versions are compared within one connection; a new connection starts from its snapshot', async () => {
+    // A snapshot taken on a new connection is newer than anything the old one delivered, even if
+    // the server's counters restarted with it.
+    const { client, clock, wtT, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: true, devices: 1, version: 40 }] } });
+    await sub;
+    wtT.last.drop();
+    await clock.advance(1000);
+    await accept(wtT);
+    const [again] = wtT.last.events('presence:subscribe');
+    wtT.last.push({ type: 'ack', id: again.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 2 }] } });
+    await settle();
+    assert.equal(client.presence.get('bob').online, false);
+    update(wtT.last, 'offline', 1); // but within this connection, older is still older
+    update(wtT.last, 'online', 2);
+    assert.equal(client.presence.get('bob').online, false);
+    update(wtT.last, 'online', 3);
+    assert.equal(client.presence.get('bob').online, true);
+  });
+});
+
+function ackLastFrame(conn, event, data) {
+  const f = conn.events(event).at(-1);
+  conn.push({ type: 'ack', id: f.id, data });
+  return f;
+}
