@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { SHOTS, Server, launchBrowser, openDemo, token, waitState } from './harness.js';
+import { SHOTS, Server, launchBrowser, newContext, openDemo, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {
@@ -17,7 +17,7 @@ after(async () => {
 
 /** A second user in their own page, driving the client directly (WebSocket, to mix transports). */
 async function otherUser(server, tok) {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   const page = await context.newPage();
   await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
   await page.evaluate(async (t) => {
