@@ -55,38 +55,17 @@ function connect() {
   client.on('state', renderStatus);
   client.on('connect', ({ transport, session }) => {
     log(`connected over ${transport} to ${session.instanceId}`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+    renderStatus();
   });
   client.on('disconnect', (reason, code) => {
     demo.lastReason = `${reason} (${code})`;
     log(`disconnected: ${reason} (${code})`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+    renderStatus();
   });
   client.on('reconnect_attempt', (n, delay) => {
     demo.attempt = n;
     log(`reconnect attempt ${n} in ${(delay / 1000).toFixed(1)} s`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+    renderStatus();
   });
   client.on('reconnect', (n) => log(`reconnected after ${n} attempt(s)`));
   client.on('reconnect_failed', () => log('gave up reconnecting'));
@@ -94,14 +73,7 @@ renderStatus();
   client.on('rate_limit_exceeded', (i) => log(`rate limited until ${new Date(i.resetAt).toLocaleTimeString()}`));
   client.on('presence', renderMembers);
   client.connect();
-  // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+  renderStatus();
 }
 
 // ---- conversation ------------------------------------------------------------------------
@@ -232,7 +204,8 @@ $('compose').addEventListener('input', () => {
   }, 3000);
 });
 
-// A lost "stopped typing" datagram must not leave a name up for ever.
+// The page's one interval: a lost "stopped typing" datagram must not leave a name up for ever.
+// (Started once here; event handlers and connect() must not start more.)
 setInterval(() => {
   const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
   for (const [userId] of stale) typingUsers.delete(userId);
