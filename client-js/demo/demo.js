@@ -21,7 +21,13 @@ function log(line) {
   while ($('log').childElementCount > 200) $('log').lastElementChild.remove();
 }
 
-const demo = { client: null, conversation: null, attempt: 0, lastReason: null };
+const demo = {
+  client: null,
+  conversation: null,
+  attempt: 0,
+  lastReason: null,
+  stopped: null, // the client's `stopped` info until the next Connect
+};
 // For the browser tests and for poking at from the console.
 window.rtgateDemo = demo;
 
@@ -35,16 +41,29 @@ function renderStatus() {
   document.body.dataset.state = state;
   let label = state;
   if (state === 'reconnecting') label = `reconnecting (attempt ${demo.attempt})`;
-  if (state === 'disconnected' && demo.lastReason) label = `disconnected: ${demo.lastReason}`;
+  if (state === 'disconnected' && demo.stopped) {
+    const { reason, code, auth } = demo.stopped;
+    label = `disconnected: ${reason} (${code}) — ${auth ? 'sign in again' : 'cannot reconnect'}`;
+  } else if (state === 'disconnected' && demo.lastReason) {
+    label = `disconnected: ${demo.lastReason}`;
+  }
   $('status-text').textContent = label;
   $('transport').textContent = c?.transport ? `via ${c.transport}` : '';
   $('user').textContent = c?.session ? `as ${c.session.userId}` : '';
+  const hint = $('signin-hint');
+  hint.hidden = !demo.stopped;
+  if (demo.stopped?.auth) {
+    hint.textContent = `The server refused this token (${demo.stopped.reason}). Paste a new token and press Connect.`;
+  } else if (demo.stopped) {
+    hint.textContent = `The server refused this client (${demo.stopped.reason}); reconnecting would not help.`;
+  }
 }
 
 function connect() {
   demo.client?.disconnect();
   demo.attempt = 0;
   demo.lastReason = null;
+  demo.stopped = null;
   const client = new RtgateClient({
     getToken: () => $('token').value.trim(),
     transport: $('transport-choice').value,
@@ -60,6 +79,11 @@ function connect() {
   client.on('disconnect', (reason, code) => {
     demo.lastReason = `${reason} (${code})`;
     log(`disconnected: ${reason} (${code})`);
+    renderStatus();
+  });
+  client.on('stopped', (info) => {
+    demo.stopped = info;
+    log(`stopped reconnecting: ${info.reason} (${info.code})${info.auth ? ', sign in again' : ''}`);
     renderStatus();
   });
   client.on('reconnect_attempt', (n, delay) => {

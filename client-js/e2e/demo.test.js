@@ -1,5 +1,5 @@
 // The demo page's own behaviour against the real server: one interval timer however often it
-// connects.
+// connects, and a refused token ending in "sign in again" instead of a reconnect loop.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
@@ -68,6 +68,39 @@ describe('demo', () => {
     // One of the page's own (the typing sweep) at most, whatever happened before.
     const live = await page.evaluate(() => window.__liveIntervals());
     assert.ok(live <= 1, `${live} intervals are running`);
+    assert.deepEqual(errors, []);
+    await context.close();
+  });
+});
+
+describe('refused tokens in the demo', () => {
+  let server;
+  before(async () => {
+    // No leeway: a token expires when its `exp` says.
+    server = new Server(['--jwt-leeway', '0s']);
+    await server.start();
+  });
+  after(async () => server.dispose());
+
+  test('an expired token ends in "sign in again", not in a reconnect loop', async () => {
+    const { page, context, errors } = await openDemo(browser, server, token('dora', '--ttl', '3s'));
+    await waitState(page, 'connected');
+    // The session ends with token_expired; the page's token is the same one.
+    await page.waitForFunction(() => document.getElementById('status-text').textContent.includes('sign in again'), null, {
+      timeout: 15000,
+    });
+    assert.equal(await page.textContent('#status-text'), 'disconnected: token_expired (3002) — sign in again');
+    assert.equal(await page.isVisible('#signin-hint'), true);
+    const attempts = await page.evaluate(() => window.rtgateDemo.attempt);
+    await page.waitForTimeout(4000);
+    assert.equal(await page.getAttribute('#status', 'data-state'), 'disconnected');
+    assert.equal(await page.evaluate(() => window.rtgateDemo.attempt), attempts, 'no further attempts');
+
+    // Signing in again: a fresh token and Connect.
+    await page.fill('#token', token('dora'));
+    await page.click('#connect');
+    await waitState(page, 'connected');
+    assert.equal(await page.isVisible('#signin-hint'), false);
     assert.deepEqual(errors, []);
     await context.close();
   });

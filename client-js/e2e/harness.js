@@ -37,8 +37,10 @@ function serverEnv() {
   return env;
 }
 
+/** A token for `sub`, valid for an hour unless `extra` names another `--ttl`. */
 export function token(sub, ...extra) {
-  return execFileSync(BIN, ['token', '--sub', sub, '--ttl', '1h', '--jwt-secret', SECRET, ...extra], {
+  const ttl = extra.includes('--ttl') ? [] : ['--ttl', '1h'];
+  return execFileSync(BIN, ['token', '--sub', sub, ...ttl, '--jwt-secret', SECRET, ...extra], {
     encoding: 'utf8',
   }).trim();
 }
