@@ -185,6 +185,40 @@ export async function openDemo(browser, server, tok, { query = '', initScript } 
   return { page, context, errors };
 }
 
+/**
+ * Another user in their own page, driving the client directly over WebSocket (to mix transports
+ * with the demo's WebTransport).
+ */
+export async function clientPage(browser, server, tok) {
+  const context = await newContext(browser, server);
+  const page = await context.newPage();
+  await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
+  await page.evaluate(async (t) => {
+    const { RtgateClient } = await import('/client/rtgate.js');
+    const c = new RtgateClient({ token: t, transport: 'websocket' });
+    window.other = c;
+    await new Promise((r) => c.once('connect', r));
+  }, tok);
+  return {
+    page,
+    context,
+    send: (conversationId, content) =>
+      page.evaluate(([id, text]) => window.other.conversation(id).send(text), [conversationId, content]),
+  };
+}
+
+/** A REST call to `server` as the holder of `tok`, from Node. */
+export async function rest(server, tok, method, path, body) {
+  const res = await fetch(`${server.origin}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${tok}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
 export async function waitState(page, state, timeout = 20000) {
   await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
 }
