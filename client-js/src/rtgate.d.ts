@@ -52,6 +52,8 @@ export type TransportOpener = (params: {
   url: string;
   certificateHashes?: CertificateHash[];
   signal?: AbortSignal;
+  /** The `WebSocket` option, passed to the WebSocket opener. */
+  WebSocket?: new (url: string) => WebSocket;
 }) => Promise<TransportConnection>;
 
 export interface Clock {
@@ -96,6 +98,11 @@ export interface ClientOptions {
   maxQueue?: number;
   /** Connect from the constructor. Default true. */
   autoConnect?: boolean;
+  /**
+   * The WebSocket constructor to use instead of `globalThis.WebSocket`: for Node before 22, which
+   * has none (e.g. the `ws` package's, or Node 20's own behind `--experimental-websocket`).
+   */
+  WebSocket?: new (url: string) => WebSocket;
   reconnect?: ReconnectOptions;
   /** Test seams. */
   transports?: Partial<Record<TransportKind, TransportOpener>>;
@@ -201,7 +208,7 @@ declare class Emitter<E extends { [K in keyof E]: (...args: any[]) => void }> {
 
 export declare class RtgateClient extends Emitter<ClientEvents> {
   constructor(options?: ClientOptions);
-  readonly options: Required<Omit<ClientOptions, 'transports' | 'clock' | 'random' | 'fetch'>>;
+  readonly options: Required<Omit<ClientOptions, 'transports' | 'clock' | 'random' | 'fetch' | 'WebSocket'>>;
   readonly url: string;
   readonly wsUrl: string;
   readonly wtUrl: string;

@@ -273,7 +273,10 @@ export class RtgateClient extends Emitter {
           const ms = plan.length > 1 ? this.options.wtOpenTimeout : this.options.connectTimeout;
           conn = await this._open(kind, ms, { url: this.wtUrl, certificateHashes });
         } else {
-          conn = await this._open(kind, this.options.connectTimeout, { url: this.wsUrl });
+          conn = await this._open(kind, this.options.connectTimeout, {
+            url: this.wsUrl,
+            WebSocket: this.options.WebSocket,
+          });
         }
         if (plan.length > 1 || remembered.has(this.wtUrl)) remembered.set(this.wtUrl, kind);
         return conn;

@@ -197,6 +197,51 @@ describe('transport choice', () => {
     }
   });
 
+  test('uses an injected WebSocket constructor where there is no global one (Node 20)', async () => {
+    class FakeWebSocket {
+      constructor(url) {
+        this.url = url;
+        this.readyState = 0;
+        this.sent = [];
+        FakeWebSocket.last = this;
+        queueMicrotask(() => {
+          this.readyState = 1;
+          this.onopen?.();
+        });
+      }
+      send(text) {
+        this.sent.push(JSON.parse(text));
+      }
+      close(code, reason) {
+        this.readyState = 3;
+        this.onclose?.({ code, reason });
+      }
+    }
+    const saved = globalThis.WebSocket;
+    delete globalThis.WebSocket;
+    try {
+      const client = new RtgateClient({
+        url: 'http://127.0.0.1:3000',
+        token: 't',
+        WebSocket: FakeWebSocket,
+        clock: new FakeClock(),
+        autoConnect: false,
+      });
+      client.connect();
+      await settle();
+      const ws = FakeWebSocket.last;
+      assert.equal(ws?.url, 'ws://127.0.0.1:3000/ws');
+      assert.deepEqual(ws.sent[0], { type: 'connect', v: 1, token: 't' });
+      ws.onmessage({ data: JSON.stringify(HELLO) });
+      assert.equal(client.state, 'connected');
+      assert.equal(client.transport, 'websocket');
+      client.disconnect();
+      assert.deepEqual(ws.sent.at(-1), { type: 'disconnect' });
+    } finally {
+      if (saved) globalThis.WebSocket = saved;
+    }
+  });
+
   test('a forced transport is the only one tried', async () => {
     const a = setup({ transport: 'websocket' });
     a.client.connect();
