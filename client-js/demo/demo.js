@@ -1,6 +1,7 @@
-// The rtgate demo page: a connection indicator, a token login, and one conversation with its
-// members' presence. Every string that came from the server or another user is rendered with
-// textContent (see `text`), never as markup.
+// The rtgate demo page: a connection indicator, a token login, the user's conversations, and one
+// conversation with its members' presence. Every string that came from the server or another
+// user is rendered with textContent (see `text`), never as markup: the page's CSP forbids inline
+// script, and nothing from the wire is parsed as HTML.
 
 import { RtgateClient } from '/client/rtgate.js';
 
@@ -21,12 +22,22 @@ function log(line) {
   while ($('log').childElementCount > 200) $('log').lastElementChild.remove();
 }
 
-const demo = { client: null, conversation: null, attempt: 0, lastReason: null };
+const demo = {
+  client: null,
+  settings: null, // the transport settings `client` was made with
+  conversation: null,
+  attempt: 0,
+  lastReason: null,
+  stopped: null, // the client's `stopped` info until the next Connect
+  userId: null, // who the last connection was, for this user's own unsent messages
+};
 // For the browser tests and for poking at from the console.
 window.rtgateDemo = demo;
 
 if (params.get('transport')) $('transport-choice').value = params.get('transport');
 if (params.get('wtPort')) $('wt-port').value = params.get('wtPort');
+
+// ---- connection --------------------------------------------------------------------------
 
 function renderStatus() {
   const c = demo.client;
@@ -35,101 +46,234 @@ function renderStatus() {
   document.body.dataset.state = state;
   let label = state;
   if (state === 'reconnecting') label = `reconnecting (attempt ${demo.attempt})`;
-  if (state === 'disconnected' && demo.lastReason) label = `disconnected: ${demo.lastReason}`;
+  if (state === 'disconnected' && demo.stopped) {
+    const { reason, code, auth } = demo.stopped;
+    label = `disconnected: ${reason} (${code}) — ${auth ? 'sign in again' : 'cannot reconnect'}`;
+  } else if (state === 'disconnected' && demo.lastReason) {
+    label = `disconnected: ${demo.lastReason}`;
+  }
   $('status-text').textContent = label;
   $('transport').textContent = c?.transport ? `via ${c.transport}` : '';
   $('user').textContent = c?.session ? `as ${c.session.userId}` : '';
+  const hint = $('signin-hint');
+  hint.hidden = !demo.stopped;
+  if (demo.stopped?.auth) {
+    hint.textContent = `The server refused this token (${demo.stopped.reason}). Paste a new token and press Connect.`;
+  } else if (demo.stopped) {
+    hint.textContent = `The server refused this client (${demo.stopped.reason}); reconnecting would not help.`;
+  }
 }
 
+function currentSettings() {
+  return { transport: $('transport-choice').value, wtPort: Number($('wt-port').value) || 4433 };
+}
+
+/** Connect: reuses the client while the transport settings are unchanged, so what was queued
+ * while disconnected (messages typed offline) and the joined conversation carry over. */
 function connect() {
-  demo.client?.disconnect();
   demo.attempt = 0;
   demo.lastReason = null;
+  demo.stopped = null;
+  const settings = currentSettings();
+  const same = demo.client && demo.settings.transport === settings.transport && demo.settings.wtPort === settings.wtPort;
+  if (same) {
+    const c = demo.client;
+    // A different token in the box while connected: start over with it.
+    if (c.state !== 'disconnected' && c.token !== $('token').value.trim()) c.disconnect();
+    c.connect();
+    renderAll();
+    return;
+  }
+  const old = demo.client;
+  old?.disconnect();
   const client = new RtgateClient({
     getToken: () => $('token').value.trim(),
-    transport: $('transport-choice').value,
-    wtPort: Number($('wt-port').value) || 4433,
+    ...settings,
     autoConnect: false,
   });
   demo.client = client;
-  client.on('state', renderStatus);
-  client.on('connect', ({ transport, session }) => {
-    log(`connected over ${transport} to ${session.instanceId}`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
+  demo.settings = settings;
+  wire(client);
+  client.connect();
+  if (old && demo.conversation) {
+    // The old client will not connect again: rejoin on the new one and resend what the old one
+    // still held, with the same clientMessageIds so nothing is stored twice.
+    const id = demo.conversation.id;
+    const unsent = [...pending.entries()];
+    demo.conversation = null;
+    join(id).then(() => {
+      for (const [clientMessageId, entry] of unsent) send(entry.content, entry.li, clientMessageId);
+    });
+  }
+  renderAll();
+}
 
-renderStatus();
+function wire(client) {
+  client.on('state', () => {
+    if (demo.client !== client) return;
+    renderStatus();
+    renderMembers();
+  });
+  client.on('connect', ({ transport, session }) => {
+    demo.userId = session.userId;
+    freshPresence.clear();
+    log(`connected over ${transport} to ${session.instanceId}`);
+    loadConversations(client);
+    renderStatus();
   });
   client.on('disconnect', (reason, code) => {
     demo.lastReason = `${reason} (${code})`;
     log(`disconnected: ${reason} (${code})`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+    renderStatus();
+  });
+  client.on('stopped', (info) => {
+    demo.stopped = info;
+    log(`stopped reconnecting: ${info.reason} (${info.code})${info.auth ? ', sign in again' : ''}`);
+    renderStatus();
   });
   client.on('reconnect_attempt', (n, delay) => {
     demo.attempt = n;
     log(`reconnect attempt ${n} in ${(delay / 1000).toFixed(1)} s`);
-    // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+    renderStatus();
   });
   client.on('reconnect', (n) => log(`reconnected after ${n} attempt(s)`));
   client.on('reconnect_failed', () => log('gave up reconnecting'));
   client.on('error', (err) => log(`error: ${err.code ?? ''} ${err.message}`));
   client.on('rate_limit_exceeded', (i) => log(`rate limited until ${new Date(i.resetAt).toLocaleTimeString()}`));
-  client.on('presence', renderMembers);
-  client.connect();
-  // A lost "stopped typing" datagram must not leave a name up for ever.
-setInterval(() => {
-  const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
-  for (const [userId] of stale) typingUsers.delete(userId);
-  if (stale.length) renderTyping();
-}, 1000);
-
-renderStatus();
+  client.on('presence', (p) => {
+    freshPresence.add(p.userId);
+    renderMembers();
+  });
+  client.onEvent('conversation:added', (data) => {
+    const c = data?.conversation;
+    if (!c || typeof c.id !== 'string') return;
+    conversations.set(c.id, c);
+    log(`added to ${c.title || c.id} by ${c.createdBy}`);
+    renderConversations();
+  });
+  client.onEvent('conversation:removed', (data) => {
+    conversations.delete(data?.conversationId);
+    renderConversations();
+  });
 }
 
-// ---- conversation ------------------------------------------------------------------------
+/** A REST call with the client's current token. */
+async function api(path, init = {}) {
+  const client = demo.client;
+  const res = await fetch(`${client.url}${path}`, {
+    ...init,
+    headers: { Authorization: `Bearer ${client.token}`, 'Content-Type': 'application/json', ...init.headers },
+  });
+  const body = res.status === 204 ? null : await res.json().catch(() => ({}));
+  if (!res.ok) throw Object.assign(new Error(body?.message ?? `HTTP ${res.status}`), { code: body?.code });
+  return body;
+}
+
+// ---- conversations -----------------------------------------------------------------------
+
+/** id -> {id, title, createdBy, createdAt, lastSeq, role}: from the list and `conversation:added`. */
+const conversations = new Map();
+
+async function loadConversations(client) {
+  try {
+    const body = await api('/api/conversations?limit=50');
+    if (demo.client !== client) return;
+    for (const c of body.conversations ?? []) conversations.set(c.id, c);
+    renderConversations();
+  } catch (err) {
+    log(`could not list conversations: ${err.code ?? ''} ${err.message}`);
+  }
+}
+
+function renderConversations() {
+  const ul = $('conversations');
+  ul.replaceChildren();
+  const list = [...conversations.values()].sort((a, b) => (b.createdAt ?? 0) - (a.createdAt ?? 0));
+  for (const c of list) {
+    const li = document.createElement('li');
+    li.dataset.conversationId = c.id;
+    li.classList.toggle('current', demo.conversation?.id === c.id);
+    const open = text('button', c.title || `untitled (…${String(c.id).slice(-8)})`);
+    open.type = 'button';
+    open.addEventListener('click', () => {
+      $('conv-id').value = c.id;
+      join(c.id);
+    });
+    li.append(open, text('span', ` ${c.role ?? ''} · by ${c.createdBy ?? '?'}`, 'muted'));
+    ul.append(li);
+  }
+  $('no-conversations').hidden = list.length > 0;
+}
+
+// ---- one conversation ----------------------------------------------------------------------
 
 let members = [];
 let typingTimer = null;
 const typingUsers = new Map();
+/** Users whose presence arrived on the current connection; the others show as unknown. */
+const freshPresence = new Set();
+/** clientMessageId -> {li, content}: this user's messages not yet seen as `message:new`. */
+const pending = new Map();
+const wired = new WeakSet();
 
 function renderMembers() {
   const ul = $('members');
   ul.replaceChildren();
+  const live = demo.client?.state === 'connected';
   for (const userId of members) {
-    const p = demo.client?.presence.get(userId);
+    const p = live && freshPresence.has(userId) ? demo.client.presence.get(userId) : undefined;
+    // Only a connected client knows: while reconnecting or disconnected every dot is unknown.
+    const presence = p ? (p.online ? 'online' : 'offline') : 'unknown';
     const li = text('li', userId);
-    li.classList.toggle('online', Boolean(p?.online));
     li.dataset.userId = userId;
-    li.title = p?.online ? 'online' : 'offline';
+    li.dataset.presence = presence;
+    li.classList.toggle('online', presence === 'online');
+    li.title = presence === 'unknown' ? 'unknown (not connected)' : presence;
     ul.append(li);
   }
 }
 
-function renderMessage(m) {
+function messageItem(m) {
   const li = document.createElement('li');
   li.dataset.seq = String(m.seq);
   li.append(text('span', `#${m.seq}`, 'seq'), text('span', m.senderId, 'sender'), text('span', m.content, 'content'));
+  return li;
+}
+
+/** Puts a stored message in seq order, above this user's messages still being sent. */
+function place(li) {
   const list = $('messages');
-  list.append(li);
-  list.scrollTop = list.scrollHeight;
+  const seq = Number(li.dataset.seq);
+  let before = null;
+  for (const el of list.children) {
+    if (el === li) continue;
+    if (el.dataset.status === 'sending' || Number(el.dataset.seq) > seq) {
+      before = el;
+      break;
+    }
+  }
+  const atBottom = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
+  list.insertBefore(li, before);
+  if (atBottom) list.scrollTop = list.scrollHeight;
+}
+
+function markSent(li, seq) {
+  li.dataset.status = 'sent';
+  li.dataset.seq = String(seq);
+  li.querySelector('.seq').textContent = `#${seq}`;
+  li.querySelector('.status').textContent = 'sent';
+}
+
+function renderMessage(m) {
+  const own = m.clientMessageId ? pending.get(m.clientMessageId) : undefined;
+  if (own) {
+    pending.delete(m.clientMessageId);
+    markSent(own.li, m.seq);
+    place(own.li);
+    return;
+  }
+  if ($('messages').querySelector(`li[data-seq="${m.seq}"]`)) return;
+  place(messageItem(m));
 }
 
 function renderTyping() {
@@ -142,40 +286,86 @@ async function join(id) {
   if (!client || !id || demo.conversation?.id === id) return;
   demo.conversation?.leave().catch(() => {});
   $('messages').replaceChildren();
+  pending.clear();
   typingUsers.clear();
   renderTyping();
   const conv = client.conversation(id);
   demo.conversation = conv;
-  conv.on('message', (m) => {
-    if (demo.conversation === conv) renderMessage(m);
-  });
-  conv.on('typing', ({ userId, isTyping }) => {
-    if (isTyping) typingUsers.set(userId, Date.now());
-    else typingUsers.delete(userId);
-    renderTyping();
-  });
-  conv.on('removed', () => log(`removed from ${id}`));
+  renderConversations();
+  if (!wired.has(conv)) {
+    wired.add(conv);
+    conv.on('message', (m) => {
+      if (demo.conversation === conv) renderMessage(m);
+    });
+    conv.on('typing', ({ userId, isTyping }) => {
+      if (demo.conversation !== conv) return;
+      if (isTyping) typingUsers.set(userId, Date.now());
+      else typingUsers.delete(userId);
+      renderTyping();
+    });
+    conv.on('removed', () => log(`removed from ${id}`));
+  }
   try {
     const ack = await conv.join();
     log(`joined ${id} at seq ${ack.lastSeq}`);
-    const info = await client._getJson(`/api/conversations/${encodeURIComponent(id)}`);
+    const info = await api(`/api/conversations/${encodeURIComponent(id)}`);
     $('conv-title').textContent = info.title ? info.title : 'Messages';
     members = (info.members ?? []).map((m) => m.userId);
     renderMembers();
     await client.presence.subscribe(members);
     // The latest page of history, so joining shows some context; live messages follow in order.
     const recent = await conv.history({ beforeSeq: ack.lastSeq + 1, limit: 50 });
-    const first = $('messages').firstElementChild;
+    if (demo.conversation !== conv) return;
     for (const m of recent.messages ?? []) {
-      if (m.seq > ack.lastSeq) continue;
-      const li = document.createElement('li');
-      li.dataset.seq = String(m.seq);
-      li.append(text('span', `#${m.seq}`, 'seq'), text('span', m.senderId, 'sender'), text('span', m.content, 'content'));
-      $('messages').insertBefore(li, first);
+      if (m.seq > ack.lastSeq || $('messages').querySelector(`li[data-seq="${m.seq}"]`)) continue;
+      place(messageItem(m));
     }
   } catch (err) {
     log(`join failed: ${err.code ?? ''} ${err.message}`);
   }
+}
+
+function newClientMessageId() {
+  const rand = globalThis.crypto?.randomUUID?.() ?? `${Date.now().toString(36)}.${Math.random().toString(36).slice(2)}`;
+  return `demo:${rand}`;
+}
+
+/**
+ * Sends, showing the message at once as "sending…" (it waits in the client's queue while
+ * offline), then "sent" with its seq once the server stored it.
+ */
+async function send(content, li, clientMessageId = newClientMessageId()) {
+  const conv = demo.conversation;
+  if (!li) {
+    li = messageItem({ seq: '…', senderId: demo.client?.session?.userId ?? demo.userId ?? 'me', content });
+    delete li.dataset.seq;
+    li.dataset.status = 'sending';
+    li.append(text('span', 'sending…', 'status'));
+    $('messages').append(li);
+    $('messages').scrollTop = $('messages').scrollHeight;
+  }
+  li.dataset.clientMessageId = clientMessageId;
+  pending.set(clientMessageId, { li, content });
+  try {
+    const ack = await conv.send(content, { clientMessageId });
+    if (li.dataset.status === 'sending') {
+      markSent(li, ack.seq);
+      place(li);
+    }
+  } catch (err) {
+    pending.delete(clientMessageId);
+    li.dataset.status = 'failed';
+    li.querySelector('.status').textContent = `not sent: ${err.code ?? err.message}`;
+    log(`send failed: ${err.code ?? ''} ${err.message}`);
+  }
+}
+
+// ---- the page's controls ---------------------------------------------------------------------
+
+function renderAll() {
+  renderStatus();
+  renderMembers();
+  renderConversations();
 }
 
 $('connect').addEventListener('click', connect);
@@ -191,14 +381,13 @@ $('new-form').addEventListener('submit', async (ev) => {
   const client = demo.client;
   if (!client?.token) return;
   const invite = $('new-members').value.split(',').map((s) => s.trim()).filter(Boolean);
+  const title = $('new-title').value.trim();
   try {
-    const res = await fetch(`${client.url}/api/conversations`, {
+    const body = await api('/api/conversations', {
       method: 'POST',
-      headers: { Authorization: `Bearer ${client.token}`, 'Content-Type': 'application/json' },
-      body: JSON.stringify({ members: invite }),
+      body: JSON.stringify(title ? { title, members: invite } : { members: invite }),
     });
-    const body = await res.json();
-    if (!res.ok) throw Object.assign(new Error(body.message), { code: body.code });
+    conversations.set(body.id, { ...body, role: 'owner' });
     $('conv-id').value = body.id;
     log(`created conversation ${body.id}`);
     await join(body.id);
@@ -207,18 +396,16 @@ $('new-form').addEventListener('submit', async (ev) => {
   }
 });
 
-$('compose-form').addEventListener('submit', async (ev) => {
+$('compose-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
   const conv = demo.conversation;
   const content = $('compose').value;
   if (!conv || !content.trim()) return;
   $('compose').value = '';
+  clearTimeout(typingTimer);
+  typingTimer = null;
   conv.typing(false);
-  try {
-    await conv.send(content);
-  } catch (err) {
-    log(`send failed: ${err.code ?? ''} ${err.message}`);
-  }
+  send(content);
 });
 
 $('compose').addEventListener('input', () => {
@@ -232,11 +419,11 @@ $('compose').addEventListener('input', () => {
   }, 3000);
 });
 
-// A lost "stopped typing" datagram must not leave a name up for ever.
+// The page's one interval: a lost "stopped typing" datagram must not leave a name up for ever.
 setInterval(() => {
   const stale = [...typingUsers].filter(([, at]) => Date.now() - at > 6000);
   for (const [userId] of stale) typingUsers.delete(userId);
   if (stale.length) renderTyping();
 }, 1000);
 
-renderStatus();
+renderAll();

@@ -90,11 +90,12 @@ describe('transports', () => {
     await context.close();
   });
 
-  test('an invalid token ends in red "disconnected" with no reconnect', async () => {
+  test('an invalid token ends in red "disconnected", "sign in again", with no reconnect', async () => {
     const { page, context } = await openDemo(browser, server, 'not-a-jwt');
     await waitState(page, 'disconnected');
     await page.waitForFunction(() => document.getElementById('status-text').textContent.includes('invalid_token'));
-    assert.equal(await page.textContent('#status-text'), 'disconnected: invalid_token (3501)');
+    assert.equal(await page.textContent('#status-text'), 'disconnected: invalid_token (3501) — sign in again');
+    assert.match(await page.textContent('#signin-hint'), /refused this token \(invalid_token\).*Connect/);
     await page.waitForTimeout(1500);
     assert.equal(await page.getAttribute('#status', 'data-state'), 'disconnected');
     await page.screenshot({ path: join(shots, 'disconnected.png') });

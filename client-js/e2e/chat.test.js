@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { SHOTS, Server, launchBrowser, openDemo, token, waitState } from './harness.js';
+import { SHOTS, Server, clientPage, launchBrowser, openDemo, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {
@@ -16,22 +16,7 @@ after(async () => {
 });
 
 /** A second user in their own page, driving the client directly (WebSocket, to mix transports). */
-async function otherUser(server, tok) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
-  await page.evaluate(async (t) => {
-    const { RtgateClient } = await import('/client/rtgate.js');
-    const c = new RtgateClient({ token: t, transport: 'websocket' });
-    window.bob = c;
-    await new Promise((r) => c.once('connect', r));
-  }, tok);
-  return {
-    context,
-    send: (conversationId, content) =>
-      page.evaluate(([id, text]) => window.bob.conversation(id).send(text), [conversationId, content]),
-  };
-}
+const otherUser = (server, tok) => clientPage(browser, server, tok);
 
 /** Alice creates a conversation with bob over REST and joins it in the demo UI. */
 async function createAndJoin(page) {

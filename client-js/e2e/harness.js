@@ -2,9 +2,14 @@
 //
 // The binary is RTGATE_BIN or ../target/debug/rtgate (scripts/test builds it first). Chromium is
 // Debian's /usr/bin/chromium (CHROMIUM_PATH overrides), driven through playwright-core.
+//
+// The binary embeds client-js/ as it was when it was built. Pages opened through `newContext`
+// get the client and demo files of this checkout instead, with the server's status and headers
+// (content type, CSP): in CI the binary is built from the same checkout and nothing changes, and
+// locally the tests run against the client being edited, with a binary built from elsewhere.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -32,8 +37,10 @@ function serverEnv() {
   return env;
 }
 
+/** A token for `sub`, valid for an hour unless `extra` names another `--ttl`. */
 export function token(sub, ...extra) {
-  return execFileSync(BIN, ['token', '--sub', sub, '--ttl', '1h', '--jwt-secret', SECRET, ...extra], {
+  const ttl = extra.includes('--ttl') ? [] : ['--ttl', '1h'];
+  return execFileSync(BIN, ['token', '--sub', sub, ...ttl, '--jwt-secret', SECRET, ...extra], {
     encoding: 'utf8',
   }).trim();
 }
@@ -115,6 +122,47 @@ export class Server {
   }
 }
 
+/** The checkout's file for a path the server serves from its embedded copy, or null. */
+function localAsset(pathname) {
+  if (pathname === '/') return resolve(here, '../demo/index.html');
+  const m = /^\/(client|demo)\/([A-Za-z0-9._-]+)$/.exec(pathname);
+  if (!m) return null;
+  return resolve(here, m[1] === 'client' ? '../src' : '../demo', m[2]);
+}
+
+const reportedStale = new Set();
+
+/** A browser context whose pages load this checkout's client and demo from `server`. */
+export async function newContext(browser, server) {
+  const context = await browser.newContext();
+  const origin = new URL(server.origin).origin;
+  // A replaced demo page is a fulfilled document: allow it to reach the loopback server, as the
+  // page the server itself serves may.
+  await context.grantPermissions(['local-network-access'], { origin });
+  await context.route(
+    (url) => url.origin === origin && localAsset(url.pathname) !== null,
+    async (route) => {
+      const response = await route.fetch();
+      const file = localAsset(new URL(route.request().url()).pathname);
+      // Only what the server serves is replaced: a file it does not serve stays a 404.
+      if (response.status() !== 200) return route.fulfill({ response });
+      const body = readFileSync(file);
+      // The same bytes: let the request through untouched (a fulfilled document has no IP
+      // address, and Chromium's local network access checks treat it as public).
+      if (body.equals(await response.body())) return route.continue();
+      if (!reportedStale.has(file)) {
+        reportedStale.add(file);
+        console.log(`# note: ${BIN} serves an older ${file}; the tests use the checkout's`);
+      }
+      const headers = { ...response.headers() };
+      delete headers['content-length'];
+      delete headers['content-encoding'];
+      return route.fulfill({ status: 200, headers, body });
+    },
+  );
+  return context;
+}
+
 export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
@@ -126,7 +174,7 @@ export async function launchBrowser() {
 
 /** Opens the demo page, signs in with `tok`, and clicks Connect. */
 export async function openDemo(browser, server, tok, { query = '', initScript } = {}) {
-  const context = await browser.newContext();
+  const context = await newContext(browser, server);
   if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
   const errors = [];
@@ -135,6 +183,40 @@ export async function openDemo(browser, server, tok, { query = '', initScript } 
   await page.fill('#token', tok);
   await page.click('#connect');
   return { page, context, errors };
+}
+
+/**
+ * Another user in their own page, driving the client directly over WebSocket (to mix transports
+ * with the demo's WebTransport).
+ */
+export async function clientPage(browser, server, tok) {
+  const context = await newContext(browser, server);
+  const page = await context.newPage();
+  await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
+  await page.evaluate(async (t) => {
+    const { RtgateClient } = await import('/client/rtgate.js');
+    const c = new RtgateClient({ token: t, transport: 'websocket' });
+    window.other = c;
+    await new Promise((r) => c.once('connect', r));
+  }, tok);
+  return {
+    page,
+    context,
+    send: (conversationId, content) =>
+      page.evaluate(([id, text]) => window.other.conversation(id).send(text), [conversationId, content]),
+  };
+}
+
+/** A REST call to `server` as the holder of `tok`, from Node. */
+export async function rest(server, tok, method, path, body) {
+  const res = await fetch(`${server.origin}${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${tok}`, 'Content-Type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
 }
 
 export async function waitState(page, state, timeout = 20000) {

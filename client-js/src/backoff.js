@@ -1,5 +1,9 @@
 // Reconnect delays: exponential backoff with jitter. Without jitter a server restart brings every
 // client back in the same millisecond; with it they spread over ±randomization of each step.
+//
+// The jitter is applied after the cap: base(n) = min(maxDelay, initialDelay × multiplier^(n−1)),
+// delay = base(n) × U[1 − randomization, 1 + randomization). Capping after the jitter would put
+// about half of all clients in a long outage on exactly maxDelay, a synchronized herd.
 
 export const DEFAULT_BACKOFF = Object.freeze({
   initialDelay: 1000,
@@ -22,16 +26,25 @@ export class Backoff {
   /** The base (un-jittered) delay of attempt `n` (1-based), capped at maxDelay. */
   base(n) {
     const { initialDelay, multiplier, maxDelay } = this.opts;
+    if (!(initialDelay > 0)) return 0;
+    // multiplier ** n overflows to Infinity for large n; min() still yields the cap.
     return Math.min(maxDelay, initialDelay * multiplier ** Math.max(0, n - 1));
   }
 
-  /** The delay before the next attempt; counts the attempt. Never zero, never above maxDelay. */
+  /**
+   * The jittered delay of attempt `n` without counting it: uniform over
+   * [base(n) × (1 − r), base(n) × (1 + r)), rounded to whole ms, never below 1 ms.
+   */
+  delay(n) {
+    const r = Math.min(1, Math.max(0, this.opts.randomization));
+    const jittered = this.base(n) * (1 - r + 2 * r * this.random());
+    return Math.max(1, Math.round(jittered));
+  }
+
+  /** The delay before the next attempt; counts the attempt. */
   next() {
     this.attempts += 1;
-    const { randomization, maxDelay } = this.opts;
-    const base = this.base(this.attempts);
-    const jittered = base * (1 - randomization + 2 * randomization * this.random());
-    return Math.max(1, Math.min(maxDelay, Math.round(jittered)));
+    return this.delay(this.attempts);
   }
 
   reset() {

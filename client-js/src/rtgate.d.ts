@@ -16,13 +16,16 @@ export declare class RtgateError extends Error {
 }
 
 export interface ReconnectOptions {
-  /** First delay, ms. Default 1000. */
+  /** Base delay of the first reconnect, ms. Default 1000. */
   initialDelay?: number;
-  /** Growth factor per attempt. Default 2. */
+  /** Growth factor of the base per attempt. Default 2. */
   multiplier?: number;
-  /** Largest delay, ms. Default 10000. */
+  /**
+   * Cap of the *base* delay, ms. Default 10000. The jitter is applied after the cap, so an actual
+   * delay can reach `maxDelay × (1 + randomization)`.
+   */
   maxDelay?: number;
-  /** Each delay is spread uniformly over ±this fraction. Default 0.5. */
+  /** Each delay is drawn uniformly from `[base × (1 − r), base × (1 + r))`. Default 0.5. */
   randomization?: number;
   /** Attempts before giving up with `reconnect_failed`. Default Infinity. */
   maxAttempts?: number;
@@ -49,6 +52,8 @@ export type TransportOpener = (params: {
   url: string;
   certificateHashes?: CertificateHash[];
   signal?: AbortSignal;
+  /** The `WebSocket` option, passed to the WebSocket opener. */
+  WebSocket?: new (url: string) => WebSocket;
 }) => Promise<TransportConnection>;
 
 export interface Clock {
@@ -65,7 +70,12 @@ export interface ClientOptions {
   wtUrl?: string;
   /** WebTransport UDP port used for the default `wtUrl`. Default 4433. */
   wtPort?: number;
-  /** Called before every connect and reconnect; return a fresh JWT. */
+  /**
+   * Called before every connect and reconnect; return a fresh JWT. Throw when none can be had right
+   * now (the attempt is retried with backoff); return `''` when nobody is signed in (the client
+   * stops with `auth_required`). Returning a token the server already refused stops the client
+   * (README, Reconnection rules).
+   */
   getToken?: () => string | Promise<string>;
   /** A fixed token, when `getToken` is not given. */
   token?: string;
@@ -88,6 +98,11 @@ export interface ClientOptions {
   maxQueue?: number;
   /** Connect from the constructor. Default true. */
   autoConnect?: boolean;
+  /**
+   * The WebSocket constructor to use instead of `globalThis.WebSocket`: for Node before 22, which
+   * has none (e.g. the `ws` package's, or Node 20's own behind `--experimental-websocket`).
+   */
+  WebSocket?: new (url: string) => WebSocket;
   reconnect?: ReconnectOptions;
   /** Test seams. */
   transports?: Partial<Record<TransportKind, TransportOpener>>;
@@ -120,17 +135,53 @@ export interface RateLimitInfo {
 export interface PresenceStatus {
   userId: string;
   online: boolean;
+  /** Devices online, from the last snapshot (subscribe/query ack). */
   devices?: number;
+  /** The device whose connect or disconnect caused the last update. */
   deviceId?: string;
+  /** When the last update happened, Unix ms. */
   at?: number;
+  /**
+   * The server's presence version of this state (strictly increasing per user); absent from an
+   * older server. Entries with a version at or below the one applied are ignored.
+   */
+  version?: number;
+}
+
+/** One entry of a `presence:subscribe` / `presence:query` ack. */
+export interface PresenceSnapshot {
+  userId: string;
+  online: boolean;
+  devices: number;
+  version?: number;
+}
+
+/** Why the client stopped reconnecting by itself (the `stopped` event). */
+export interface StopInfo {
+  /** The code name: `token_expired`, `invalid_token`, `auth_required`, `protocol_error`, `unsupported_version`, … */
+  reason: string;
+  /** Its numeric close code (3002, 3501, 3500, 3502, 3503, …). */
+  code: number;
+  /** True when the token was refused: the user must sign in again, then call `connect()`. */
+  auth: boolean;
+  /** The server's or the client's explanation, for humans and logs. */
+  message?: string;
 }
 
 export interface ClientEvents {
   state: (state: ConnectionState) => void;
   /** Every time a connection is established (first and after reconnects). */
   connect: (info: { transport: TransportKind; session: SessionInfo }) => void;
-  /** A connection ended; `reason` is the server's snake_case code name or a client one. */
+  /**
+   * A connection ended, or a handshake was refused for good; `reason` is the server's snake_case
+   * code name or a client one.
+   */
   disconnect: (reason: string, code: number) => void;
+  /**
+   * The client stopped reconnecting by itself (a terminal close, or a token the server refused);
+   * `state` is `disconnected`. Emitted after `disconnect`.
+   */
+  stopped: (info: StopInfo) => void;
   reconnect_attempt: (attempt: number, delayMs: number) => void;
   /** A reconnect succeeded after `attempts` attempts. */
   reconnect: (attempts: number) => void;
@@ -157,7 +208,7 @@ declare class Emitter<E extends { [K in keyof E]: (...args: any[]) => void }> {
 
 export declare class RtgateClient extends Emitter<ClientEvents> {
   constructor(options?: ClientOptions);
-  readonly options: Required<Omit<ClientOptions, 'transports' | 'clock' | 'random' | 'fetch'>>;
+  readonly options: Required<Omit<ClientOptions, 'transports' | 'clock' | 'random' | 'fetch' | 'WebSocket'>>;
   readonly url: string;
   readonly wsUrl: string;
   readonly wtUrl: string;
@@ -173,6 +224,7 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
   readonly queued: number;
   readonly presence: Presence;
   readonly backoff: Backoff;
+  /** Connects; after a `stopped`, also forgets the refused tokens and tries again. */
   connect(): void;
   disconnect(): void;
   close(): void;
@@ -194,7 +246,11 @@ export declare function forgetTransportChoice(): void;
 export declare class Backoff {
   constructor(opts?: Omit<ReconnectOptions, 'maxAttempts' | 'stableAfter'>, random?: () => number);
   readonly attempts: number;
+  /** The un-jittered delay of attempt `n` (1-based): `min(maxDelay, initialDelay × multiplier^(n−1))`. */
   base(attempt: number): number;
+  /** A jittered delay for attempt `n`, uniform over `[base × (1 − r), base × (1 + r))`, ≥ 1 ms; does not count. */
+  delay(attempt: number): number;
+  /** Counts an attempt and returns its jittered delay. */
   next(): number;
   reset(): void;
 }
@@ -202,10 +258,14 @@ export declare class Backoff {
 export declare class Presence {
   readonly watched: Set<string>;
   readonly status: Map<string, PresenceStatus>;
-  /** Watches users (kept across reconnects); resolves with their current presence. */
-  subscribe(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  /**
+   * Watches users (kept across reconnects); resolves with their presence as the client now holds
+   * it (a snapshot older than an update already applied does not overwrite it).
+   */
+  subscribe(userIds: string[]): Promise<PresenceStatus[]>;
   unsubscribe(userIds: string[]): Promise<void>;
-  query(userIds: string[]): Promise<Array<{ userId: string; online: boolean; devices: number }>>;
+  /** One-off lookup; resolves with the server's snapshot (applied to watched users when newer). */
+  query(userIds: string[]): Promise<PresenceSnapshot[]>;
   get(userId: string): PresenceStatus | undefined;
 }
 

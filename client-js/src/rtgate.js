@@ -41,6 +41,33 @@ export function isRetryable(code, disconnectFrame) {
   return !(code >= 3500 && code <= 3999);
 }
 
+// Close codes of the codes that end a session (PROTOCOL.md, Codes). Used when a refused
+// handshake's `error` frame arrived but its `disconnect` frame did not: on WebTransport the close
+// can overtake it, and browsers may not expose the QUIC close code.
+const CLOSE_CODES = new Map([
+  ['server_shutdown', 3000],
+  ['ping_timeout', 3001],
+  ['token_expired', 3002],
+  ['slow_consumer', 3003],
+  ['handshake_timeout', 3004],
+  ['server_busy', 3005],
+  ['rate_limit_flood', 3006],
+  ['payload_too_large', 3007],
+  ['too_many_connections', 3008],
+  ['server_error', 3009],
+  ['auth_required', 3500],
+  ['invalid_token', 3501],
+  ['protocol_error', 3502],
+  ['unsupported_version', 3503],
+]);
+
+/** Closes that refused the token itself: the same token would be refused again. */
+function isTokenRefusal(code) {
+  return code === 3002 || code === 3500 || code === 3501;
+}
+
+const MAX_REFUSED = 16; // refused tokens remembered, oldest forgotten first
+
 function deriveUrls(opts) {
   const base = opts.url ?? globalThis.location?.origin;
   if (!base) throw new RtgateError('bad_option', 'option `url` is required outside a page');
@@ -88,6 +115,10 @@ export class RtgateClient extends Emitter {
     this._timers = { reconnect: null, connect: null, heartbeat: null, stable: null };
     this._localClose = null;
     this._lastDisconnect = null;
+    this._handshakeError = null; // code of an `error` frame that refused this connection's handshake
+    this._sentToken = null; // the token in the current connection's `connect` frame
+    this._refused = new Map(); // token -> {reason, code, reported} of the close that refused it
+    this._authRetried = false; // the one attempt with a new token after a terminal auth refusal
     this._nextId = 1;
     this._order = 0;
     this._queue = []; // entries waiting for a connection, kept in call order
@@ -101,11 +132,17 @@ export class RtgateClient extends Emitter {
 
   // ---- lifecycle -------------------------------------------------------------------------
 
-  /** Starts connecting (no-op when already connected or connecting). */
+  /**
+   * Starts connecting (no-op when already connected or connecting). An explicit call also forgets
+   * the tokens the server refused: the app is saying something changed (see README, Reconnection
+   * rules).
+   */
   connect() {
     if (this.state === 'connected' || this.state === 'connecting') return;
     if (this.state === 'reconnecting' && this._timers.reconnect === null) return;
     this._manual = false;
+    this._refused.clear();
+    this._authRetried = false;
     this._clear('reconnect');
     this._setState(this._everConnected ? 'reconnecting' : 'connecting');
     this._startAttempt();
@@ -160,7 +197,9 @@ export class RtgateClient extends Emitter {
     const { getToken, token } = this.options;
     const value = getToken ? await getToken() : token;
     if (typeof value !== 'string' || value === '') {
-      throw new RtgateError('auth_required', 'getToken() returned no token');
+      const err = new RtgateError('auth_required', getToken ? 'getToken() returned no token' : 'no token');
+      err.noToken = true;
+      throw err;
     }
     return value;
   }
@@ -234,7 +273,10 @@ export class RtgateClient extends Emitter {
           const ms = plan.length > 1 ? this.options.wtOpenTimeout : this.options.connectTimeout;
           conn = await this._open(kind, ms, { url: this.wtUrl, certificateHashes });
         } else {
-          conn = await this._open(kind, this.options.connectTimeout, { url: this.wsUrl });
+          conn = await this._open(kind, this.options.connectTimeout, {
+            url: this.wsUrl,
+            WebSocket: this.options.WebSocket,
+          });
         }
         if (plan.length > 1 || remembered.has(this.wtUrl)) remembered.set(this.wtUrl, kind);
         return conn;
@@ -251,6 +293,7 @@ export class RtgateClient extends Emitter {
     const attempt = ++this._attempt;
     this._lastDisconnect = null;
     this._localClose = null;
+    this._handshakeError = null;
     // One deadline for the whole attempt: token, transport, handshake.
     this._set('connect', this.options.connectTimeout, () => {
       if (attempt !== this._attempt) return;
@@ -260,6 +303,18 @@ export class RtgateClient extends Emitter {
     try {
       const token = await this._getToken();
       if (attempt !== this._attempt) return;
+      const refusal = this._refused.get(token);
+      if (refusal) {
+        // The server already refused this very token; sending it again can only be refused again.
+        this._clear('connect');
+        this._attempt += 1;
+        this._stop(refusal.reason, refusal.code, {
+          message: `getToken() returned the token the server refused (${refusal.reason})`,
+          // One `disconnect` per refusal: a session that ended was reported when it closed.
+          event: !refusal.reported,
+        });
+        return;
+      }
       this.token = token;
       conn = await this._openTransport(attempt);
       if (!conn) return;
@@ -273,6 +328,7 @@ export class RtgateClient extends Emitter {
       return;
     }
     this._conn = conn;
+    this._sentToken = this.token;
     conn.onframe = (frame) => this._onFrame(conn, frame);
     conn.onclose = (info) => this._onClose(conn, info);
     const hello = { type: 'connect', v: PROTOCOL_VERSION, token: this.token };
@@ -293,8 +349,9 @@ export class RtgateClient extends Emitter {
       return; // _onClose schedules the retry
     }
     this._attempt += 1;
-    if (err.code === 'auth_required' && !this.options.getToken) {
-      this._stop('auth_required', 3500);
+    if (err.noToken) {
+      // No token to send: the server would answer auth_required. Only the app can fix that.
+      this._stop('auth_required', 3500, { message: err.message });
       return;
     }
     this._scheduleReconnect();
@@ -304,6 +361,7 @@ export class RtgateClient extends Emitter {
     this._clear('connect');
     this.session = frame;
     this.transport = conn.kind;
+    this._authRetried = false;
     const isReconnect = this._everConnected;
     const attempts = this.backoff.attempts;
     this._everConnected = true;
@@ -368,6 +426,7 @@ export class RtgateClient extends Emitter {
 
   _onError(frame) {
     const err = new RtgateError(frame.code, frame.message, frame.details);
+    if (this.state !== 'connected' && frame.id === undefined) this._handshakeError = frame.code;
     const entry = frame.id !== undefined ? this._inflight.get(frame.id) : undefined;
     if (frame.code === 'rate_limit_exceeded') {
       this._emit('rate_limit_exceeded', { ...(frame.details ?? {}), event: entry?.event });
@@ -398,8 +457,11 @@ export class RtgateClient extends Emitter {
     for (const name of ['heartbeat', 'stable', 'connect']) this._clear(name);
     const frame = this._lastDisconnect;
     const local = this._localClose;
-    const code = frame?.code ?? local?.code ?? info?.code ?? 1006;
-    const reason = frame?.reason ?? local?.reason ?? (info?.reason || 'transport_close');
+    // Without a disconnect frame, a refused handshake's error frame still names the code.
+    const refusal = CLOSE_CODES.has(this._handshakeError) ? this._handshakeError : null;
+    const code = frame?.code ?? local?.code ?? (refusal ? CLOSE_CODES.get(refusal) : info?.code) ?? 1006;
+    const reason = frame?.reason ?? local?.reason ?? refusal ?? (info?.reason || 'transport_close');
+    const message = frame?.message;
     this._requeueInflight();
     this._attempt += 1;
     if (this._manual) {
@@ -407,18 +469,46 @@ export class RtgateClient extends Emitter {
       this._emit('disconnect', 'client_disconnect', 1000);
       return;
     }
+    const tokenRefused = isTokenRefusal(code) && !local;
+    if (tokenRefused) this._refuse(this._sentToken, { reason, code, reported: wasConnected });
     if (!isRetryable(code, frame)) {
-      this._stop(reason, code, wasConnected);
+      // A terminal refusal of the token: a different token from getToken gets one attempt.
+      if (tokenRefused && this.options.getToken && !this._authRetried) {
+        this._authRetried = true;
+        if (wasConnected) this._emit('disconnect', reason, code);
+        this._scheduleReconnect();
+        return;
+      }
+      this._stop(reason, code, { message });
+      return;
+    }
+    if (tokenRefused && !this.options.getToken) {
+      // token_expired with a fixed token: it can only be refused again.
+      this._stop(reason, code, { message });
       return;
     }
     if (wasConnected) this._emit('disconnect', reason, code);
     this._scheduleReconnect(frame?.retryAfterMs);
   }
 
-  /** Stops for good: a close the server says not to retry. */
-  _stop(reason, code) {
+  _refuse(token, refusal) {
+    if (typeof token !== 'string') return;
+    this._refused.delete(token);
+    this._refused.set(token, refusal);
+    if (this._refused.size > MAX_REFUSED) this._refused.delete(this._refused.keys().next().value);
+  }
+
+  /**
+   * Stops for good and tells the app: `disconnect` (unless `event: false`, when no connection
+   * just ended), then `stopped` with whether a new token is what it takes.
+   */
+  _stop(reason, code, { message, event = true } = {}) {
+    this._clear('reconnect');
     this._setState('disconnected');
-    this._emit('disconnect', reason, code);
+    if (event) this._emit('disconnect', reason, code);
+    const info = { reason, code, auth: isTokenRefusal(code) };
+    if (message) info.message = message;
+    this._emit('stopped', info);
   }
 
   _scheduleReconnect(retryAfterMs) {

@@ -196,12 +196,20 @@ export async function openWebTransport({ url, certificateHashes, signal }) {
   }
 }
 
-/** Opens a WebSocket. @param {{url: string, signal?: AbortSignal}} o */
-export async function openWebSocket({ url, signal }) {
-  if (typeof globalThis.WebSocket !== 'function') {
-    throw new RtgateError('transport_unavailable', 'WebSocket is not available');
+/**
+ * Opens a WebSocket, with `WebSocket` (a constructor like the browser's) when given, else the
+ * global one (browsers, Node 22+).
+ * @param {{url: string, signal?: AbortSignal, WebSocket?: typeof globalThis.WebSocket}} o
+ */
+export async function openWebSocket({ url, signal, WebSocket: Impl }) {
+  const WebSocketImpl = Impl ?? globalThis.WebSocket;
+  if (typeof WebSocketImpl !== 'function') {
+    throw new RtgateError(
+      'transport_unavailable',
+      'WebSocket is not available (on Node before 22, pass a WebSocket implementation as the `WebSocket` option)',
+    );
   }
-  const ws = new globalThis.WebSocket(url);
+  const ws = new WebSocketImpl(url);
   const open = new Promise((resolve, reject) => {
     ws.onopen = () => resolve(new WebSocketConnection(ws));
     ws.onerror = () => reject(new RtgateError('transport_failed', 'WebSocket failed to open'));

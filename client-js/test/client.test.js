@@ -24,7 +24,7 @@ function setup(opts = {}, { wt = [], ws = [] } = {}) {
     ...opts,
   });
   const seen = [];
-  for (const ev of ['connect', 'disconnect', 'reconnect', 'reconnect_attempt', 'reconnect_failed']) {
+  for (const ev of ['connect', 'disconnect', 'reconnect', 'reconnect_attempt', 'reconnect_failed', 'stopped']) {
     client.on(ev, (...args) => seen.push([ev, ...args]));
   }
   return { client, clock, wtT, wsT, tokens, seen };
@@ -39,23 +39,67 @@ async function accept(t, hello = HELLO) {
 
 beforeEach(() => forgetTransportChoice());
 
+/** A small seeded PRNG (mulberry32): the same sequence on every run, uniform in [0, 1). */
+function seeded(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
 describe('backoff', () => {
-  test('doubles from 1 s, stays within ±50 % jitter, and is capped at 10 s', () => {
+  test('doubles from 1 s up to a 10 s base, each delay within ±50 % of its base', () => {
     for (const r of [0, 0.25, 0.5, 0.999999]) {
       const b = new Backoff({}, () => r);
       const delays = Array.from({ length: 10 }, () => b.next());
       delays.forEach((d, i) => {
         const base = Math.min(10000, 1000 * 2 ** i);
-        assert.ok(d >= base * 0.5 && d <= Math.min(10000, base * 1.5), `attempt ${i + 1}: ${d}`);
+        assert.ok(d >= base * 0.5 && d <= base * 1.5, `attempt ${i + 1}: ${d}`);
         assert.ok(d > 0);
       });
-      assert.ok(delays.slice(4).every((d) => d <= 10000));
     }
     const mid = new Backoff({}, () => 0.5);
     assert.deepEqual(
       Array.from({ length: 6 }, () => mid.next()),
       [1000, 2000, 4000, 8000, 10000, 10000],
     );
+    // The jitter applies after the cap: the top of the range is maxDelay × 1.5, not maxDelay.
+    const high = new Backoff({}, () => 0.999999);
+    assert.deepEqual(
+      Array.from({ length: 6 }, () => high.next()),
+      [1500, 3000, 6000, 12000, 15000, 15000],
+    );
+  });
+
+  test('at the cap, delays spread uniformly over [maxDelay × 0.5, maxDelay × 1.5)', () => {
+    const b = new Backoff({}, seeded(20240601));
+    const n = 20000;
+    const delays = [];
+    for (let i = 0; i < n; i++) {
+      b.attempts = 29; // a long outage: the base is long capped
+      delays.push(b.next());
+    }
+    const min = Math.min(...delays);
+    const max = Math.max(...delays);
+    assert.ok(min >= 5000 && max < 15000, `range [${min}, ${max}]`);
+    // The whole range is used, both ends included.
+    assert.ok(min < 5050, `lowest delay ${min}`);
+    assert.ok(max > 14950, `highest delay ${max}`);
+    // No herd: no single value is shared by more than a tiny fraction of the clients.
+    const counts = new Map();
+    for (const d of delays) counts.set(d, (counts.get(d) ?? 0) + 1);
+    const top = Math.max(...counts.values());
+    assert.ok(top / n < 0.002, `${top} of ${n} delays share one value`);
+    // Uniform: ten equal bins of 1 s each hold 10 % ± 1.5 % of the delays.
+    const bins = new Array(10).fill(0);
+    for (const d of delays) bins[Math.min(9, Math.floor((d - 5000) / 1000))] += 1;
+    for (const [i, c] of bins.entries()) {
+      assert.ok(Math.abs(c / n - 0.1) < 0.015, `bin ${i}: ${c} of ${n}`);
+    }
   });
 
   test('is configurable and resets', () => {
@@ -68,6 +112,8 @@ describe('backoff', () => {
   test('never yields zero, even with zero initial delay and full randomization', () => {
     const b = new Backoff({ initialDelay: 0, randomization: 1 }, () => 0);
     assert.ok(b.next() >= 1);
+    b.attempts = 5000; // multiplier ** n is Infinity here; 0 × Infinity must not leak out as NaN
+    assert.equal(b.next(), 1);
   });
 });
 
@@ -151,6 +197,51 @@ describe('transport choice', () => {
     }
   });
 
+  test('uses an injected WebSocket constructor where there is no global one (Node 20)', async () => {
+    class FakeWebSocket {
+      constructor(url) {
+        this.url = url;
+        this.readyState = 0;
+        this.sent = [];
+        FakeWebSocket.last = this;
+        queueMicrotask(() => {
+          this.readyState = 1;
+          this.onopen?.();
+        });
+      }
+      send(text) {
+        this.sent.push(JSON.parse(text));
+      }
+      close(code, reason) {
+        this.readyState = 3;
+        this.onclose?.({ code, reason });
+      }
+    }
+    const saved = globalThis.WebSocket;
+    delete globalThis.WebSocket;
+    try {
+      const client = new RtgateClient({
+        url: 'http://127.0.0.1:3000',
+        token: 't',
+        WebSocket: FakeWebSocket,
+        clock: new FakeClock(),
+        autoConnect: false,
+      });
+      client.connect();
+      await settle();
+      const ws = FakeWebSocket.last;
+      assert.equal(ws?.url, 'ws://127.0.0.1:3000/ws');
+      assert.deepEqual(ws.sent[0], { type: 'connect', v: 1, token: 't' });
+      ws.onmessage({ data: JSON.stringify(HELLO) });
+      assert.equal(client.state, 'connected');
+      assert.equal(client.transport, 'websocket');
+      client.disconnect();
+      assert.deepEqual(ws.sent.at(-1), { type: 'disconnect' });
+    } finally {
+      if (saved) globalThis.WebSocket = saved;
+    }
+  });
+
   test('a forced transport is the only one tried', async () => {
     const a = setup({ transport: 'websocket' });
     a.client.connect();
@@ -197,9 +288,9 @@ describe('reconnection', () => {
     );
     attempts.forEach(([, n, delay]) => {
       const base = Math.min(10000, 1000 * 2 ** (n - 1));
-      assert.ok(delay >= base * 0.5 && delay <= 10000, `attempt ${n}: ${delay}`);
+      assert.ok(delay >= base * 0.5 && delay <= base * 1.5, `attempt ${n}: ${delay}`);
     });
-    assert.equal(attempts.at(-1)[2], 10000);
+    assert.equal(attempts.at(-1)[2], 14990);
     assert.equal(client.state, 'reconnecting');
   });
 
@@ -207,11 +298,14 @@ describe('reconnection', () => {
     const { client, clock, wtT, seen } = setup();
     client.connect();
     await accept(wtT);
-    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
-    wtT.last.drop(3501, 'invalid_token');
+    wtT.last.push({ type: 'disconnect', code: 3502, reason: 'protocol_error', reconnect: false });
+    wtT.last.drop(3502, 'protocol_error');
     await clock.advance(60000);
     assert.equal(client.state, 'disconnected');
-    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+    assert.deepEqual(seen.slice(-2), [
+      ['disconnect', 'protocol_error', 3502],
+      ['stopped', { reason: 'protocol_error', code: 3502, auth: false }],
+    ]);
     assert.equal(wtT.calls, 1);
     assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 0);
   });
@@ -227,7 +321,7 @@ describe('reconnection', () => {
   });
 
   test('refused handshake with invalid_token stops', async () => {
-    const { client, clock, wtT, seen } = setup();
+    const { client, clock, wtT, seen } = setup({ getToken: () => 'bad' });
     const errors = [];
     client.on('error', (e) => errors.push(e.code));
     client.connect();
@@ -238,7 +332,9 @@ describe('reconnection', () => {
     await clock.advance(60000);
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(errors, ['invalid_token']);
-    assert.deepEqual(seen.at(-1), ['disconnect', 'invalid_token', 3501]);
+    assert.deepEqual(seen.at(-2), ['disconnect', 'invalid_token', 3501]);
+    assert.equal(seen.at(-1)[0], 'stopped');
+    assert.equal(wtT.calls, 1);
   });
 
   test('waits at least retryAfterMs after server_shutdown, then reconnects', async () => {
@@ -312,6 +408,190 @@ describe('reconnection', () => {
     assert.equal(client.state, 'disconnected');
     assert.deepEqual(seen.at(-1), ['disconnect', 'client_disconnect', 1000]);
     assert.equal(wtT.calls, 1);
+  });
+});
+
+/** The server's refusal of a handshake: `error`, then `disconnect`, then the close (PROTOCOL.md). */
+function refuse(conn, reason, code, { frame = true } = {}) {
+  conn.push({ type: 'error', code: reason, message: `refused: ${reason}` });
+  if (frame) {
+    conn.push({ type: 'disconnect', code, reason, message: `refused: ${reason}`, reconnect: code < 3500 });
+  }
+  conn.drop(frame ? code : 1006, frame ? reason : '');
+}
+
+/** A getToken that returns the given tokens in turn, then repeats the last; records its calls. */
+function tokens(...list) {
+  const calls = [];
+  const getToken = async () => {
+    const t = list[Math.min(calls.length, list.length - 1)];
+    calls.push(t);
+    return t;
+  };
+  return { getToken, calls };
+}
+
+describe('reconnection rules for refused tokens', () => {
+  test('token_expired, then getToken returns the same token: stops without sending it again', async () => {
+    const t = tokens('old');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3002, reason: 'token_expired', message: 'token expired', reconnect: true });
+    wtT.last.drop(3002, 'token_expired');
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1, 'the refused token is never sent again');
+    assert.equal(t.calls.length, 2, 'getToken was asked once for a fresh token');
+    assert.deepEqual(
+      seen.filter((s) => s[0] === 'stopped'),
+      [['stopped', { reason: 'token_expired', code: 3002, auth: true, message: 'getToken() returned the token the server refused (token_expired)' }]],
+    );
+    assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 1);
+    assert.deepEqual(
+      seen.filter((s) => s[0] === 'disconnect'),
+      [['disconnect', 'token_expired', 3002]],
+      'one disconnect for the one session that ended',
+    );
+  });
+
+  test('token_expired with a fixed token stops at once', async () => {
+    const { client, clock, wtT, seen } = setup({ getToken: undefined, token: 'fixed' });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'token_expired', 3002);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.equal(seen.filter((s) => s[0] === 'reconnect_attempt').length, 0);
+    assert.deepEqual(seen.at(-1), ['stopped', { reason: 'token_expired', code: 3002, auth: true, message: 'refused: token_expired' }]);
+  });
+
+  test('token_expired, then a fresh token from getToken: reconnects with it', async () => {
+    const t = tokens('old', 'new');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3002, reason: 'token_expired', reconnect: true });
+    wtT.last.drop(3002, 'token_expired');
+    await clock.advance(1000);
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(wtT.last.sent[0].token, 'new');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 0);
+  });
+
+  test('invalid_token, and getToken keeps returning the refused token: stops, no loop', async () => {
+    const t = tokens('bad');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.ok(t.calls.length <= 2, `getToken called ${t.calls.length} times`);
+    assert.deepEqual(seen.filter((s) => s[0] === 'disconnect'), [['disconnect', 'invalid_token', 3501]]);
+    const stopped = seen.filter((s) => s[0] === 'stopped');
+    assert.equal(stopped.length, 1);
+    assert.equal(seen.at(-1), stopped[0], 'stopped comes last');
+    assert.equal(stopped[0][1].reason, 'invalid_token');
+    assert.equal(stopped[0][1].code, 3501);
+    assert.equal(stopped[0][1].auth, true);
+  });
+
+  test('invalid_token, then a different token: one more attempt; refused again: stops', async () => {
+    const t = tokens('bad-1', 'bad-2', 'bad-3', 'bad-4');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(1500);
+    assert.equal(wtT.calls, 2);
+    assert.equal(wtT.last.sent[0].token, 'bad-2');
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 2, 'a second refusal in a row is final');
+    assert.equal(client.state, 'disconnected');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 1);
+  });
+
+  test('the refusal counts even when the disconnect frame is lost (close code not exposed)', async () => {
+    // On WebTransport a browser may not expose the QUIC close code and the close can overtake the
+    // disconnect frame; the handshake's `error` frame still says why.
+    const { client, clock, wtT, seen } = setup({ getToken: tokens('bad').getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501, { frame: false });
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.deepEqual(seen.filter((s) => s[0] === 'stopped').map((s) => [s[1].reason, s[1].code]), [['invalid_token', 3501]]);
+  });
+
+  test('getToken returning no token stops with auth_required; a throwing getToken is retried', async () => {
+    const empty = setup({ getToken: async () => '' });
+    empty.client.connect();
+    await empty.clock.advance(120000);
+    assert.equal(empty.client.state, 'disconnected');
+    assert.equal(empty.wtT.calls, 0);
+    assert.deepEqual(empty.seen.at(-1), ['stopped', { reason: 'auth_required', code: 3500, auth: true, message: 'getToken() returned no token' }]);
+
+    let calls = 0;
+    const failing = setup({
+      getToken: async () => {
+        calls += 1;
+        if (calls < 3) throw new Error('token service down');
+        return 'tok';
+      },
+    });
+    failing.client.connect();
+    await failing.clock.advance(10000);
+    await accept(failing.wtT);
+    assert.equal(failing.client.state, 'connected');
+    assert.equal(calls, 3);
+  });
+
+  test('other terminal closes stop at once, whatever getToken would return', async () => {
+    const t = tokens('a', 'b', 'c');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'unsupported_version', 3503);
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 1);
+    assert.equal(t.calls.length, 1);
+    assert.deepEqual(seen.at(-1), ['stopped', { reason: 'unsupported_version', code: 3503, auth: false, message: 'refused: unsupported_version' }]);
+  });
+
+  test('connect() after a stop tries again, even with the same token', async () => {
+    const t = tokens('bad');
+    const { client, clock, wtT } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    client.connect();
+    await settle();
+    assert.equal(wtT.calls, 2, 'an explicit connect() is the app saying something changed');
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+  });
+
+  test('a connection that succeeded resets the one extra attempt', async () => {
+    const t = tokens('a', 'b', 'c', 'd');
+    const { client, clock, wtT } = setup({ getToken: t.getToken });
+    client.connect();
+    await settle();
+    refuse(wtT.last, 'invalid_token', 3501);
+    await clock.advance(1500);
+    await accept(wtT); // 'b' was accepted
+    wtT.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
+    wtT.last.drop(3501);
+    await clock.advance(2000); // the second reconnect: the backoff has not reset yet
+    assert.equal(wtT.calls, 3, 'a fresh token gets its one attempt again');
+    assert.equal(wtT.last.sent[0].token, 'c');
   });
 });
 
@@ -464,3 +744,111 @@ describe('presence', () => {
     );
   });
 });
+
+describe('presence versions', () => {
+  /** Connected, watching bob; returns the subscribe frame still waiting for its ack. */
+  async function watching() {
+    const ctx = setup();
+    const events = [];
+    ctx.client.on('presence', (p) => events.push({ ...p }));
+    ctx.client.connect();
+    await accept(ctx.wtT);
+    const sub = ctx.client.presence.subscribe(['bob']);
+    const [frame] = ctx.wtT.last.events('presence:subscribe');
+    return { ...ctx, events, sub, frame };
+  }
+  const update = (conn, status, version, extra = {}) =>
+    conn.push({
+      type: 'event',
+      event: 'presence:update',
+      data: { userId: 'bob', status, deviceId: 'p1', at: 1, ...(version === undefined ? {} : { version }), ...extra },
+    });
+
+  test('an update with a lower version than one applied is ignored', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 4 }] } });
+    await sub;
+    update(wtT.last, 'online', 6);
+    update(wtT.last, 'offline', 5); // delivered late: older than the online above
+    assert.equal(client.presence.get('bob').online, true);
+    assert.equal(client.presence.get('bob').version, 6);
+    update(wtT.last, 'offline', 6); // same version: already applied
+    assert.equal(client.presence.get('bob').online, true);
+    update(wtT.last, 'offline', 7);
+    assert.equal(client.presence.get('bob').online, false);
+    assert.deepEqual(
+      events.map((e) => [e.online, e.version]),
+      [
+        [false, 4],
+        [true, 6],
+        [false, 7],
+      ],
+    );
+  });
+
+  test('a snapshot older than an update already applied does not overwrite it', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    // The server registered the subscription, pushed a newer update, then the ack's snapshot
+    // (read earlier) arrives.
+    update(wtT.last, 'online', 9);
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 8 }] } });
+    const result = await sub;
+    assert.equal(client.presence.get('bob').online, true);
+    assert.equal(client.presence.get('bob').version, 9);
+    assert.deepEqual(
+      result.map((u) => [u.userId, u.online, u.version]),
+      [['bob', true, 9]],
+      'subscribe resolves with what the client now holds',
+    );
+    assert.deepEqual(
+      events.map((e) => [e.online, e.version]),
+      [[true, 9]],
+    );
+    // A newer snapshot is applied.
+    const q = client.presence.query(['bob']);
+    ackLastFrame(wtT.last, 'presence:query', { users: [{ userId: 'bob', online: false, devices: 0, version: 10 }] });
+    await q;
+    assert.equal(client.presence.get('bob').online, false);
+    assert.equal(client.presence.get('bob').version, 10);
+  });
+
+  test('entries without a version (an older server) are applied as before', async () => {
+    const { client, wtT, events, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: false, devices: 0 }] } });
+    await sub;
+    update(wtT.last, 'online');
+    update(wtT.last, 'offline');
+    assert.equal(client.presence.get('bob').online, false);
+    assert.equal(client.presence.get('bob').version, undefined);
+    assert.deepEqual(
+      events.map((e) => e.online),
+      [false, true, false],
+    );
+  });
+
+  test('versions are compared within one connection; a new connection starts from its snapshot', async () => {
+    // A snapshot taken on a new connection is newer than anything the old one delivered, even if
+    // the server's counters restarted with it.
+    const { client, clock, wtT, sub, frame } = await watching();
+    wtT.last.push({ type: 'ack', id: frame.id, data: { users: [{ userId: 'bob', online: true, devices: 1, version: 40 }] } });
+    await sub;
+    wtT.last.drop();
+    await clock.advance(1000);
+    await accept(wtT);
+    const [again] = wtT.last.events('presence:subscribe');
+    wtT.last.push({ type: 'ack', id: again.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 2 }] } });
+    await settle();
+    assert.equal(client.presence.get('bob').online, false);
+    update(wtT.last, 'offline', 1); // but within this connection, older is still older
+    update(wtT.last, 'online', 2);
+    assert.equal(client.presence.get('bob').online, false);
+    update(wtT.last, 'online', 3);
+    assert.equal(client.presence.get('bob').online, true);
+  });
+});
+
+function ackLastFrame(conn, event, data) {
+  const f = conn.events(event).at(-1);
+  conn.push({ type: 'ack', id: f.id, data });
+  return f;
+}
