@@ -16,6 +16,7 @@
 pub mod auth;
 pub mod certs;
 pub mod chat;
+pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dispatch;

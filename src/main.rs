@@ -1,4 +1,4 @@
-//! The `rtgate` binary: `serve`, `token`, `cert`.
+//! The `rtgate` binary: `serve`, `token`, `client`, `migrate`, `cert`.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -37,6 +37,28 @@ enum Command {
         #[command(flatten)]
         jwt: JwtConfig,
     },
+    /// Open a session from the terminal: mints a token for `--sub` (or takes `--token`), sends
+    /// `connect`, prints every server frame as a line, sends every stdin line as a frame, and
+    /// answers the server's pings itself.
+    Client {
+        /// The server's WebSocket endpoint.
+        #[arg(long, default_value = "ws://127.0.0.1:3000/ws")]
+        url: String,
+        /// Mint a development token for this user (`sub` claim) with the configured secret.
+        #[arg(long, conflicts_with = "token", required_unless_present = "token")]
+        sub: Option<String>,
+        /// Use this token instead of minting one.
+        #[arg(long, env = "RTGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Device id sent in `connect`.
+        #[arg(long)]
+        device: Option<String>,
+        /// Also print the server's pings (they are answered either way).
+        #[arg(long)]
+        show_pings: bool,
+        #[command(flatten)]
+        jwt: JwtConfig,
+    },
     /// Apply database migrations (PostgreSQL with DATABASE_URL, else the SQLite file) and exit.
     Migrate {
         #[arg(long, env = "DATABASE_URL")]
@@ -70,6 +92,24 @@ fn main() -> ExitCode {
                 let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
                 let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
                 println!("{token}");
+                Ok(())
+            }
+            Command::Client { url, sub, token, device, show_pings, jwt } => {
+                let token = match (token, sub) {
+                    (Some(token), _) => token,
+                    (None, Some(sub)) => rtgate::auth::mint_dev_token(
+                        &jwt,
+                        &sub,
+                        Duration::from_secs(3600),
+                        None,
+                        vec![],
+                    )?,
+                    (None, None) => anyhow::bail!("--sub or --token is required"),
+                };
+                let args = rtgate::client::ClientArgs { url, token, device, show_pings };
+                if let Some(code) = rtgate::client::run(args).await? {
+                    eprintln!("closed by the server with code {code}");
+                }
                 Ok(())
             }
             Command::Migrate { database_url, sqlite_path } => {

@@ -8,6 +8,7 @@
 mod assets;
 mod auth;
 mod chat;
+mod cli_client;
 mod cluster;
 mod db_util;
 mod docs;
