@@ -94,16 +94,22 @@ async fn presence_is_cluster_wide_and_multi_device(#[case] backend: Backend) {
     let cluster = Cluster::start(backend, "presence", |_| {}).await;
     let (mut bob, _) = cluster.at(1).connect(Kind::Wt, "bob").await;
     let ack = bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
-    assert_eq!(ack["data"]["users"][0], json!({"userId": "alice", "online": false, "devices": 0}));
+    let mut before = ack["data"]["users"][0].clone();
+    let version = before.as_object_mut().and_then(|o| o.remove("version"));
+    assert_eq!(before, json!({"userId": "alice", "online": false, "devices": 0}));
+    let version = version.and_then(|v| v.as_u64()).expect("a snapshot version");
 
     let (mut phone, _) = cluster.at(0).connect(Kind::Ws, "alice").await;
     let up = next_event(&mut bob, "presence:update").await;
     assert_eq!((up["userId"].as_str(), up["status"].as_str()), (Some("alice"), Some("online")));
+    assert!(up["version"].as_u64().is_some_and(|v| v > version), "{up} after {version}");
 
     // A second device on the other instance: still one user online, two devices, no update.
     let (mut laptop, _) = cluster.at(1).connect(Kind::Wt, "alice").await;
     let q = bob.request(2, "presence:query", json!({"userIds": ["alice"]})).await;
-    assert_eq!(q["data"]["users"][0], json!({"userId": "alice", "online": true, "devices": 2}));
+    let now = &q["data"]["users"][0];
+    assert_eq!((now["online"].as_bool(), now["devices"].as_u64()), (Some(true), Some(2)), "{q}");
+    assert!(now["version"].as_u64() >= up["version"].as_u64(), "{q} after {up}");
 
     phone.send(&json!({"type": "disconnect"})).await;
     no_event(&mut bob, "presence:update", Duration::from_millis(300)).await;

@@ -361,6 +361,8 @@ impl ServerProcess {
             .args(args)
             .env("RTGATE_JWT_SECRET", SECRET)
             .env("RTGATE_LOG", "warn")
+            // As in `test_config`: an instance on Redis keeps its own SQLite file, knowingly.
+            .env("RTGATE_ALLOW_LOCAL_DATABASE", "true")
             .stdout(std::process::Stdio::piped());
         for (k, v) in env {
             cmd.env(k, v);
