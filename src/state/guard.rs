@@ -88,10 +88,10 @@ impl<T> Guarded<T> {
             .await
             .unwrap_or(Err(StateError::Timeout(self.timeout)));
         redis_call(op, started, result.is_ok());
-        if let Err(e) = &result {
-            if e.is_outage() {
-                self.health.mark_down(op.as_str(), e);
-            }
+        if let Err(e) = &result
+            && e.is_outage()
+        {
+            self.health.mark_down(op.as_str(), e);
         }
         result
     }

@@ -65,7 +65,7 @@ async fn drain(watcher: &mut Client, told: &mut Told, user: &str, label: &str, q
 
 async fn racer(cluster: &Cluster, r: usize) -> usize {
     let user = format!("racer{r}");
-    let kind = if r % 2 == 0 { Kind::Ws } else { Kind::Wt };
+    let kind = if r.is_multiple_of(2) { Kind::Ws } else { Kind::Wt };
     // The watcher sits on instance 1, where the reported failure was seen; the device moves
     // between 0 and 1 each round, so both directions race.
     let mut watcher = open(cluster.at(1), Kind::Ws, &format!("watcher{r}"), "w").await;
