@@ -72,6 +72,12 @@ pub struct Config {
     #[arg(long, env = "RTGATE_CONNECT_RATE_WINDOW", default_value = "10s", value_parser = duration)]
     pub connect_rate_window: Duration,
 
+    /// Time a TCP connection to the HTTP port gets to deliver a complete request head: from
+    /// accept (PROXY header and TLS handshake included), and again between requests on a
+    /// kept-alive connection. Past it the connection is closed without a response.
+    #[arg(long, env = "RTGATE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_header_timeout: Duration,
+
     /// Events a session may have waiting for their handler; more are refused with `overloaded`.
     #[arg(long, env = "RTGATE_MAX_PENDING_EVENTS", default_value_t = 64)]
     pub max_pending_events: usize,

@@ -18,7 +18,10 @@ use crate::{
     cluster,
     config::Config,
     dispatch::Router,
-    http::{self, HttpState},
+    http::{
+        self, HttpState,
+        front::{self, FrontDoor},
+    },
     node::Node,
     protocol::Code,
     session,
@@ -34,6 +37,8 @@ pub struct Server {
     certs: Arc<Certs>,
     http: std::net::TcpListener,
     http_addr: SocketAddr,
+    /// Set when `--tls-cert` makes the HTTP listener HTTPS/WSS.
+    https: Option<Arc<rustls::ServerConfig>>,
     wt: Endpoint<wtransport::endpoint::endpoint_side::Server>,
     wt_addr: SocketAddr,
 }
@@ -45,6 +50,10 @@ impl Server {
         let _ = rustls::crypto::ring::default_provider().install_default();
 
         let certs = Arc::new(Certs::from_config(&config).await?);
+        let https = match config.tls_cert {
+            Some(_) => Some(https_config(&certs).context("TLS cert/key for WSS")?),
+            None => None,
+        };
 
         let http = listen_tcp(config.http_addr)
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
@@ -56,7 +65,7 @@ impl Server {
 
         let router = Router::with_builtins(&config);
         let node = Arc::new(Node::new(config, router).await?);
-        Ok(Server { node, certs, http, http_addr, wt, wt_addr })
+        Ok(Server { node, certs, http, http_addr, https, wt, wt_addr })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -87,8 +96,7 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
     /// `server_shutdown`, and waits up to the configured grace for them to close.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { node, certs, http, wt, .. } = self;
-        let tls = node.config.tls_cert.is_some();
+        let Server { node, certs, http, https, wt, .. } = self;
         // Shared state before listeners: the instance must be alive and subscribed before a
         // session registers, or a reaper elsewhere would take its sockets for a dead one's.
         cluster::join(&node).await;
@@ -96,29 +104,24 @@ impl Server {
         let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
 
-        let handle = axum_server::Handle::new();
-        let app = http::router(HttpState { node: node.clone(), certs })
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = if tls {
-            let (cert, key) = (node.config.tls_cert.clone(), node.config.tls_key.clone());
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                cert.unwrap_or_default(),
-                key.unwrap_or_default(),
-            )
-            .await
-            .context("loading TLS cert/key for WSS")?;
-            tokio::spawn(
-                axum_server::from_tcp_rustls(http, rustls)?.handle(handle.clone()).serve(app),
-            )
-        } else {
-            tokio::spawn(axum_server::from_tcp(http)?.handle(handle.clone()).serve(app))
-        };
+        let app = http::router(HttpState { node: node.clone(), certs });
+        let admission = node.clone();
+        let mut front = FrontDoor::new(
+            node.config.http_header_timeout,
+            Arc::new(move |ip| admission.admission.ip_allowed(ip)),
+        );
+        if let Some(https) = https {
+            front = front.with_tls(https);
+        }
+        let http_stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::from_std(http)?;
+        let serving = front.serve(listener, app, http_stop.clone());
         let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
 
         node.shutdown.cancelled().await;
         tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
-        // Stop accepting; upgraded WebSocket sessions are ours to drain, not hyper's.
-        handle.graceful_shutdown(Some(Duration::from_millis(100)));
+        // Stop accepting; upgraded WebSocket sessions are ours to drain, not the front door's.
+        http_stop.cancel();
         node.sessions.close();
         let grace = node.config.shutdown_grace + Duration::from_millis(500);
         if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
@@ -127,7 +130,7 @@ impl Server {
                 "shutdown grace elapsed with sessions still open"
             );
         }
-        let _ = http_task.await;
+        serving.finish(front::CLOSE_GRACE).await;
         let _ = tokio::join!(liveness, cleanup);
         // Sessions have recorded their ends; flush the history writer within the grace.
         node.writer.close();
@@ -181,6 +184,28 @@ pub fn wt_transport_config() -> wtransport::quinn::TransportConfig {
         .max_concurrent_bidi_streams(WT_MAX_STREAMS.into())
         .max_concurrent_uni_streams(WT_MAX_STREAMS.into());
     transport
+}
+
+/// The HTTPS/WSS listener's TLS: the identity WebTransport serves (the configured PEM pair),
+/// HTTP/1.1 only, since WebSocket upgrades need it.
+fn https_config(certs: &Certs) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let identity = &certs.identity;
+    let chain: Vec<CertificateDer<'static>> = identity
+        .certificate_chain()
+        .as_slice()
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::try_from(identity.private_key().secret_der().to_vec())
+        .map_err(|e| anyhow::anyhow!("unsupported private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {

@@ -1,0 +1,69 @@
+//! Raw sockets for the HTTP front door tests: connections that send nothing or half a request,
+//! requests and WebSocket sessions with bytes of our choosing before them and headers of our
+//! choosing in them. Errors are returned, not unwrapped, because refusals are what these tests observe.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use crate::helpers::RECV_TIMEOUT;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// Reads (and discards) until the peer closes; how long that took, or `None` if the
+/// connection was still open after `limit`.
+pub async fn closed_within<R: AsyncRead + Unpin>(r: &mut R, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = limit.checked_sub(started.elapsed())?;
+        match tokio::time::timeout(left, r.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with a `Content-Length` off a kept-alive connection.
+pub async fn read_response<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u16, Value), String> {
+    let mut raw = Vec::new();
+    let mut byte = [0u8; 1];
+    while !raw.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(RECV_TIMEOUT, r.read(&mut byte)).await {
+            Ok(Ok(1)) => raw.push(byte[0]),
+            other => return Err(format!("no response head: {other:?}")),
+        }
+    }
+    let head = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).ok_or(head.clone())?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).await.map_err(|e| e.to_string())?;
+    Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+}
+
+/// One request on a new connection that first sends `prefix` (a PROXY header, or nothing).
+/// `Err` when the connection is refused or closed without a response.
+pub async fn request(
+    addr: SocketAddr,
+    prefix: &[u8],
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(u16, Value), String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Connection: close\r\n\r\n");
+    let mut bytes = prefix.to_vec();
+    bytes.extend_from_slice(req.as_bytes());
+    s.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
+    read_response(&mut s).await
+}
