@@ -1,5 +1,6 @@
 //! Start-up and shutdown: builds the node, binds both listeners (so tests can use port 0 and
-//! read the real ports back), runs them, and drains every session on shutdown.
+//! read the real ports back), runs them, and drains every session on shutdown while the HTTP
+//! listener keeps answering.
 
 use std::{
     net::{SocketAddr, SocketAddrV6},
@@ -93,8 +94,10 @@ impl Server {
         self.node.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
-    /// `server_shutdown`, and waits up to the configured grace for them to close.
+    /// Serves until the shutdown token is cancelled, then tells every session
+    /// `server_shutdown` and waits up to the configured grace for them to close. Through that
+    /// drain the HTTP listener keeps accepting (`/ws` and `/health/ready` answer 503); it closes
+    /// after.
     pub async fn run(self) -> anyhow::Result<()> {
         let Server { node, certs, http, https, wt, .. } = self;
         // Shared state before listeners: the instance must be alive and subscribed before a
@@ -120,8 +123,6 @@ impl Server {
 
         node.shutdown.cancelled().await;
         tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
-        // Stop accepting; upgraded WebSocket sessions are ours to drain, not the front door's.
-        http_stop.cancel();
         node.sessions.close();
         let grace = node.config.shutdown_grace + Duration::from_millis(500);
         if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
@@ -130,6 +131,10 @@ impl Server {
                 "shutdown grace elapsed with sessions still open"
             );
         }
+        // Only now: during the drain a load balancer polling /health/ready and a client
+        // retrying /ws got a 503 they can act on, where a closed port says nothing. Upgraded
+        // WebSockets are sessions, already drained above.
+        http_stop.cancel();
         serving.finish(front::CLOSE_GRACE).await;
         let _ = tokio::join!(liveness, cleanup);
         // Sessions have recorded their ends; flush the history writer within the grace.

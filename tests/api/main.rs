@@ -11,6 +11,7 @@ mod chat;
 mod cluster;
 mod db_util;
 mod docs;
+mod drain;
 mod front;
 mod heartbeat;
 mod helpers;

@@ -7,7 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::helpers::RECV_TIMEOUT;
+use tokio_tungstenite::tungstenite::{
+    self,
+    client::IntoClientRequest,
+    http::{HeaderName, HeaderValue},
+};
+
+use crate::helpers::{Client, Io, RECV_TIMEOUT};
 use serde_json::Value;
 use tokio::{
     io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
@@ -66,4 +72,22 @@ pub async fn request(
     bytes.extend_from_slice(req.as_bytes());
     s.write_all(&bytes).await.map_err(|e| format!("write: {e}"))?;
     read_response(&mut s).await
+}
+
+/// A WebSocket to `/ws` over a connection that first sends `prefix`, with extra headers.
+pub async fn ws(
+    addr: SocketAddr,
+    prefix: &[u8],
+    headers: &[(&str, &str)],
+) -> Result<Client, tungstenite::Error> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    tcp.write_all(prefix).await?;
+    let mut req = format!("ws://{addr}/ws").into_client_request()?;
+    for (k, v) in headers {
+        let name = HeaderName::from_bytes(k.as_bytes()).unwrap();
+        req.headers_mut().append(name, HeaderValue::from_str(v).unwrap());
+    }
+    let tcp: Box<dyn Io> = Box::new(tcp);
+    let (ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
+    Ok(Client::Ws(Box::new(ws)))
 }
