@@ -32,7 +32,7 @@ use axum::{
     routing::get,
 };
 use futures_util::{SinkExt, StreamExt};
-use rtgate::http::front::FrontDoor;
+use rtgate::http::{client_addr::Proxies, front::FrontDoor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
@@ -317,11 +317,11 @@ async fn main() -> Result<()> {
         )
         .with_state(app);
     // The same HTTP front door rtgate runs (hyper HTTP/1.1 with the header timeout), with
-    // the same accept backlog; no per-IP limit.
+    // the same accept backlog; no proxies trusted, no per-IP limit.
     let listener = rtgate::server::listen_tcp(http_addr).context("binding TCP")?;
     println!("READY http={} wt={} cert_sha256={cert_hex}", listener.local_addr()?, wt_local);
     tokio::spawn(wt_accept(hub, endpoint));
-    let front = FrontDoor::new(Duration::from_secs(10), Arc::new(|_| true));
+    let front = FrontDoor::new(Duration::from_secs(10), Proxies::none(), Arc::new(|_| true));
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // Never stopped: the process runs until it is killed.
     front.serve(listener, router, CancellationToken::new()).finish(Duration::ZERO).await;

@@ -21,6 +21,7 @@ use crate::{
     dispatch::Router,
     http::{
         self, HttpState,
+        client_addr::Proxies,
         front::{self, FrontDoor},
     },
     node::Node,
@@ -55,6 +56,9 @@ impl Server {
             Some(_) => Some(https_config(&certs).context("TLS cert/key for WSS")?),
             None => None,
         };
+        if config.proxy_protocol && config.trusted_proxies.0.is_empty() {
+            tracing::warn!("--proxy-protocol does nothing without --trusted-proxies");
+        }
 
         let http = listen_tcp(config.http_addr)
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
@@ -111,6 +115,7 @@ impl Server {
         let admission = node.clone();
         let mut front = FrontDoor::new(
             node.config.http_header_timeout,
+            Proxies::from_config(&node.config),
             Arc::new(move |ip| admission.admission.ip_allowed(ip)),
         );
         if let Some(https) = https {

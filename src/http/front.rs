@@ -1,6 +1,6 @@
 //! The HTTP front door: the TCP accept loop in front of the axum router. It owns what happens
-//! to a connection before a handler sees a request — the per-IP connect rate, TLS, HTTP/1.1
-//! parsing — and the time limit on all of it: a connection that
+//! to a connection before a handler sees a request — the per-IP connect rate, the PROXY
+//! protocol header, TLS, HTTP/1.1 parsing — and the time limit on all of it: a connection that
 //! sends nothing, a request head a byte at a time, or nothing more after its last response, is
 //! closed after `--http-header-timeout`. A WebSocket upgrade leaves it: from then on the
 //! socket belongs to the session, and nothing here keeps a buffer or a task for it.
@@ -24,7 +24,10 @@ use tokio::{
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::client_addr::{ClientAddr, ConnAddr};
+use super::{
+    client_addr::{ConnAddr, Proxies},
+    proxy_protocol,
+};
 
 /// Decides whether a client IP may open another connection now (and counts it).
 pub type Admit = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
@@ -36,18 +39,21 @@ pub const CLOSE_GRACE: Duration = Duration::from_millis(500);
 pub struct FrontDoor {
     header_timeout: Duration,
     tls: Option<TlsAcceptor>,
+    proxies: Proxies,
     admit: Admit,
     http: http1::Builder,
 }
 
 impl FrontDoor {
-    /// Plain HTTP. `admit` is asked once per connection, with the peer's address, at accept.
-    pub fn new(header_timeout: Duration, admit: Admit) -> Self {
+    /// Plain HTTP. `admit` is asked once per connection, with the client's address as soon as
+    /// it is known: at accept, or after the PROXY header. A connection from a trusted proxy
+    /// that names no client is not asked about here (see `ClientAddr::counted`).
+    pub fn new(header_timeout: Duration, proxies: Proxies, admit: Admit) -> Self {
         let mut http = http1::Builder::new();
         // hyper's header timer needs a timer to exist; with one it bounds every request head,
         // the first and each one after a kept-alive response alike.
         http.timer(TokioTimer::new()).header_read_timeout(header_timeout);
-        FrontDoor { header_timeout, tls: None, admit, http }
+        FrontDoor { header_timeout, tls: None, proxies, admit, http }
     }
 
     /// HTTPS/WSS with this configuration (HTTP/1.1 only; WebSocket upgrades need it).
@@ -88,12 +94,14 @@ impl FrontDoor {
                 },
             };
             let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-            // Counted now, before a task, a TLS handshake or a buffer is spent on it.
-            if !(self.admit)(peer.ip()) {
+            // A trusted proxy speaks for many clients, and names them later if at all; anyone
+            // else is counted now, before a task, a TLS handshake or a buffer is spent.
+            let counted = !self.proxies.trusts(peer.ip());
+            if counted && !(self.admit)(peer.ip()) {
                 tracing::debug!(%peer, "over the per-IP connect rate: closed at accept");
                 continue;
             }
-            let conn = ConnAddr { addr: peer, counted: true };
+            let conn = ConnAddr { addr: peer, counted };
             connections.spawn(self.clone().connection(stream, conn, router.clone(), stop.clone()));
         }
         connections.close();
@@ -101,17 +109,42 @@ impl FrontDoor {
 
     async fn connection(
         self: Arc<Self>,
-        stream: TcpStream,
-        conn: ConnAddr,
+        mut stream: TcpStream,
+        mut conn: ConnAddr,
         router: Router,
         stop: CancellationToken,
     ) {
         // Frames are small and latency matters more than segment count.
         let _ = stream.set_nodelay(true);
-        // The TLS handshake gets the same deadline as a request head.
+        // One deadline for everything before the first request head (PROXY header, TLS), so a
+        // slow peer cannot take the steps one at a time.
         let deadline = Instant::now() + self.header_timeout;
         let peer = conn.addr;
-        let service = Entry { router, conn };
+        if self.proxies.expects_proxy_header(peer.ip()) {
+            let header = proxy_protocol::read_header(&mut stream);
+            match tokio::time::timeout_at(deadline, header).await {
+                Ok(Ok(Some(source))) => {
+                    conn.addr = SocketAddr::new(source.ip().to_canonical(), source.port())
+                }
+                Ok(Ok(None)) => {} // the proxy's own connection (a health check)
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "closing a trusted proxy's connection");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "no PROXY header within the header timeout");
+                    return;
+                }
+            }
+            if !self.proxies.trusts(conn.addr.ip()) {
+                if !(self.admit)(conn.addr.ip()) {
+                    tracing::debug!(client = %conn.addr, "over the per-IP connect rate: closed");
+                    return;
+                }
+                conn.counted = true;
+            }
+        }
+        let service = Entry { front: self.clone(), router, conn };
         match &self.tls {
             None => self.serve_http(stream, service, stop).await,
             Some(tls) => match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
@@ -162,6 +195,7 @@ impl Serving {
 
 /// The router behind one connection: each request gets its client's address as an extension.
 struct Entry {
+    front: Arc<FrontDoor>,
     router: Router,
     conn: ConnAddr,
 }
@@ -172,7 +206,8 @@ impl hyper::service::Service<Request<Incoming>> for Entry {
     type Future = RouteFuture<Infallible>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(ClientAddr::from(self.conn));
+        let client = self.front.proxies.resolve(&self.conn, req.headers());
+        req.extensions_mut().insert(client);
         tower_service::Service::call(&mut self.router.clone(), req)
     }
 }

@@ -11,6 +11,7 @@ pub mod front;
 mod health;
 mod history;
 mod metrics;
+mod proxy_protocol;
 
 use std::sync::Arc;
 
@@ -79,8 +80,9 @@ async fn websocket(
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    // Connections are counted when they are accepted; one that was not counts here, and an
-    // abusive source is refused before an upgrade or a session is spent on it.
+    // Most connections were counted when they were accepted. One from a trusted proxy was
+    // not (the client behind it was unknown then): it counts here, under the address the proxy
+    // reports, and an abusive source is refused before an upgrade or a session is spent on it.
     if !client.counted && !node.admission.ip_allowed(client.addr.ip()) {
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address")
             .into_response();

@@ -20,6 +20,7 @@ mod hostile;
 mod http;
 mod limits;
 mod metrics;
+mod proxies;
 mod raw_http;
 mod redis_util;
 mod relay;

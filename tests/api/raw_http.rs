@@ -1,12 +1,17 @@
 //! Raw sockets for the HTTP front door tests: connections that send nothing or half a request,
-//! requests and WebSocket sessions with bytes of our choosing before them and headers of our
-//! choosing in them. Errors are returned, not unwrapped, because refusals are what these tests observe.
+//! requests prefixed with a PROXY protocol header, WebSocket sessions opened with forwarded
+//! headers. Errors are returned, not unwrapped, because refusals are what these tests observe.
 
 use std::{
     net::SocketAddr,
     time::{Duration, Instant},
 };
 
+use serde_json::{Value, json};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
 use tokio_tungstenite::tungstenite::{
     self,
     client::IntoClientRequest,
@@ -14,11 +19,6 @@ use tokio_tungstenite::tungstenite::{
 };
 
 use crate::helpers::{Client, Io, RECV_TIMEOUT};
-use serde_json::Value;
-use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
-};
 
 /// Reads (and discards) until the peer closes; how long that took, or `None` if the
 /// connection was still open after `limit`.
@@ -74,6 +74,36 @@ pub async fn request(
     read_response(&mut s).await
 }
 
+/// A PROXY protocol v2 header (PROXY command, TCP) from `src` to `dst`, built by hand from the
+/// specification so the server's parser is checked against an independent encoder.
+pub fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.push(0x21); // version 2, PROXY
+    match (src, dst) {
+        (SocketAddr::V4(s), SocketAddr::V4(d)) => {
+            h.push(0x11); // AF_INET, STREAM
+            h.extend_from_slice(&12u16.to_be_bytes());
+            h.extend_from_slice(&s.ip().octets());
+            h.extend_from_slice(&d.ip().octets());
+        }
+        (SocketAddr::V6(s), SocketAddr::V6(d)) => {
+            h.push(0x21); // AF_INET6, STREAM
+            h.extend_from_slice(&36u16.to_be_bytes());
+            h.extend_from_slice(&s.ip().octets());
+            h.extend_from_slice(&d.ip().octets());
+        }
+        _ => panic!("mixed address families"),
+    }
+    h.extend_from_slice(&src.port().to_be_bytes());
+    h.extend_from_slice(&dst.port().to_be_bytes());
+    h
+}
+
+/// A PROXY protocol v1 (text) header for IPv4.
+pub fn proxy_v1(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
+    format!("PROXY TCP4 {} {} {} {}\r\n", src.ip(), dst.ip(), src.port(), dst.port()).into_bytes()
+}
+
 /// A WebSocket to `/ws` over a connection that first sends `prefix`, with extra headers.
 pub async fn ws(
     addr: SocketAddr,
@@ -90,4 +120,19 @@ pub async fn ws(
     let tcp: Box<dyn Io> = Box::new(tcp);
     let (ws, _) = tokio_tungstenite::client_async(req, tcp).await?;
     Ok(Client::Ws(Box::new(ws)))
+}
+
+/// `ws` plus the handshake as the holder of `token`; the session ends when the client is dropped.
+pub async fn session(
+    addr: SocketAddr,
+    prefix: &[u8],
+    headers: &[(&str, &str)],
+    token: &str,
+) -> Result<Client, String> {
+    let mut c = ws(addr, prefix, headers).await.map_err(|e| e.to_string())?;
+    c.send(&json!({"type": "connect", "token": token})).await;
+    match c.recv().await {
+        Some(f) if f["type"] == "connected" => Ok(c),
+        other => Err(format!("no `connected`: {other:?}")),
+    }
 }
