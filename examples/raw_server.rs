@@ -18,6 +18,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
@@ -31,9 +32,11 @@ use axum::{
     routing::get,
 };
 use futures_util::{SinkExt, StreamExt};
+use rtgate::http::{client_addr::Proxies, front::FrontDoor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use wtransport::{Endpoint, Identity, ServerConfig, endpoint::IncomingSession};
 
 type Tx = mpsc::UnboundedSender<Utf8Bytes>;
@@ -313,11 +316,14 @@ async fn main() -> Result<()> {
             }),
         )
         .with_state(app);
-    // The same HTTP server rtgate runs (axum-server over a std listener).
-    // With the same accept backlog.
+    // The same HTTP front door rtgate runs (hyper HTTP/1.1 with the header timeout), with
+    // the same accept backlog; no proxies trusted, no per-IP limit.
     let listener = rtgate::server::listen_tcp(http_addr).context("binding TCP")?;
     println!("READY http={} wt={} cert_sha256={cert_hex}", listener.local_addr()?, wt_local);
     tokio::spawn(wt_accept(hub, endpoint));
-    axum_server::from_tcp(listener)?.serve(router.into_make_service()).await?;
+    let front = FrontDoor::new(Duration::from_secs(10), Proxies::none(), Arc::new(|_| true));
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    // Never stopped: the process runs until it is killed.
+    front.serve(listener, router, CancellationToken::new()).finish(Duration::ZERO).await;
     Ok(())
 }

@@ -25,8 +25,10 @@ mkdir -p "$out"
 
 # Port 0 and the READY line: no race for a port picked in advance. Redis and the database are
 # unset so the echo server never touches shared state; its history goes to a throwaway file.
+# Every case is a new TCP connection from 127.0.0.1, and each counts against the per-IP rate.
 env -u REDIS_URL -u DATABASE_URL RTGATE_LOG=warn \
   target/debug/rtgate serve --ws-echo --http-addr 127.0.0.1:0 --wt-addr 127.0.0.1:0 \
+  --connect-rate-per-ip 1000000 \
   --sqlite-path "$out/rtgate.sqlite" >"$out/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT

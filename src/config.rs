@@ -3,9 +3,14 @@
 //! (flag wins). `rtgate serve --help` prints these doc comments; the README's table must
 //! list the same flags.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use clap::{Args, Parser, ValueEnum};
+use ipnet::IpNet;
 
 /// The HS256 secret used when none is configured. Fine for a laptop; `serve` warns loudly
 /// when it is in use, because anyone can mint tokens with it.
@@ -13,6 +18,25 @@ pub const DEV_JWT_SECRET: &str = "rtgate-dev-secret-change-me";
 
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
+}
+
+/// `--trusted-proxies`: CIDRs (`10.0.0.0/8`) and single addresses (`127.0.0.1`, `::1`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+/// A comma-separated list; empty pieces are skipped, so an empty variable means nobody.
+fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
+    let net = |p: &str| {
+        p.parse::<IpNet>()
+            .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+            .map_err(|_| format!("`{p}` is neither an IP address nor a CIDR"))
+    };
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(net)
+        .collect::<Result<_, _>>()
+        .map(TrustedProxies)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +95,29 @@ pub struct Config {
     /// Window of `--connect-rate-per-ip`.
     #[arg(long, env = "RTGATE_CONNECT_RATE_WINDOW", default_value = "10s", value_parser = duration)]
     pub connect_rate_window: Duration,
+
+    /// Time a TCP connection to the HTTP port gets to deliver a complete request head: from
+    /// accept (PROXY header and TLS handshake included), and again between requests on a
+    /// kept-alive connection. Past it the connection is closed without a response.
+    #[arg(long, env = "RTGATE_HTTP_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub http_header_timeout: Duration,
+
+    /// Proxies and load balancers (addresses or CIDRs, comma-separated) believed when they name
+    /// the client: in a PROXY protocol header or a forwarded header. Empty: trust nobody.
+    #[arg(long, env = "RTGATE_TRUSTED_PROXIES", default_value = "", hide_default_value = true, value_parser = trusted_proxies)]
+    pub trusted_proxies: TrustedProxies,
+
+    /// Require a PROXY protocol header (v1 or v2) first on every TCP connection from a trusted
+    /// proxy; a trusted peer that sends none, or a malformed one, is closed. Never read from
+    /// anyone else.
+    #[arg(long, env = "RTGATE_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+
+    /// The header a trusted proxy names the client in: `x-forwarded-for`, `forwarded`
+    /// (RFC 7239 `for=`) or `none`. Only the one chosen is read, so a client cannot slip the
+    /// other past a proxy that manages just one.
+    #[arg(long, env = "RTGATE_FORWARDED_HEADER", value_enum, default_value_t = ForwardedHeader::XForwardedFor)]
+    pub forwarded_header: ForwardedHeader,
 
     /// Events a session may have waiting for their handler; more are refused with `overloaded`.
     #[arg(long, env = "RTGATE_MAX_PENDING_EVENTS", default_value_t = 64)]
@@ -260,6 +307,18 @@ pub enum FailMode {
     Closed,
 }
 
+/// Where a trusted proxy names the client of an HTTP request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    #[value(name = "x-forwarded-for")]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+    /// Neither; only a PROXY protocol header (or the TCP peer) names the client.
+    None,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Human,
@@ -318,5 +377,33 @@ impl Config {
             let id = uuid::Uuid::new_v4().simple().to_string();
             format!("rtg-{}", &id[..8])
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let argv = std::iter::once("rtgate").chain(args.iter().copied());
+        DefaultsOnly::try_parse_from(argv).map(|d| d.config)
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_cidrs() {
+        let c = parse(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1"]).unwrap();
+        let nets: Vec<String> = c.trusted_proxies.0.iter().map(ToString::to_string).collect();
+        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
+        assert!(parse(&["--trusted-proxies", "lb.internal"]).is_err());
+        assert!(parse(&["--trusted-proxies", "10.0.0.0/33"]).is_err());
+    }
+
+    #[test]
+    fn proxy_settings_default_to_trusting_nobody() {
+        let c = parse(&[]).unwrap();
+        assert!(c.trusted_proxies.0.is_empty() && !c.proxy_protocol);
+        assert_eq!(parse(&["--trusted-proxies", ""]).unwrap().trusted_proxies.0, []);
+        assert_eq!(c.forwarded_header, ForwardedHeader::XForwardedFor);
+        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
     }
 }

@@ -279,9 +279,12 @@ impl Admission {
         }
     }
 
-    /// Whether `ip` may open another connection now (counts the attempt).
+    /// Whether `ip` may open another connection now (counts the attempt). Called once per
+    /// connection with the client's resolved address: at TCP accept by the HTTP front door
+    /// (or at the `/ws` upgrade behind a header-only trusted proxy), and at the WebTransport
+    /// session request. An IPv4-mapped IPv6 address shares its IPv4 address's budget.
     pub fn ip_allowed(&self, ip: std::net::IpAddr) -> bool {
-        self.per_ip.check_key(&ip).is_ok()
+        self.per_ip.check_key(&ip.to_canonical()).is_ok()
     }
 
     /// Takes a connection slot, or `None` when the instance is full.

@@ -1,5 +1,6 @@
 //! Start-up and shutdown: builds the node, binds both listeners (so tests can use port 0 and
-//! read the real ports back), runs them, and drains every session on shutdown.
+//! read the real ports back), runs them, and drains every session on shutdown while the HTTP
+//! listener keeps answering.
 
 use std::{
     net::{SocketAddr, SocketAddrV6},
@@ -18,7 +19,11 @@ use crate::{
     cluster,
     config::Config,
     dispatch::Router,
-    http::{self, HttpState},
+    http::{
+        self, HttpState,
+        client_addr::Proxies,
+        front::{self, FrontDoor},
+    },
     node::Node,
     protocol::Code,
     session,
@@ -34,6 +39,8 @@ pub struct Server {
     certs: Arc<Certs>,
     http: std::net::TcpListener,
     http_addr: SocketAddr,
+    /// Set when `--tls-cert` makes the HTTP listener HTTPS/WSS.
+    https: Option<Arc<rustls::ServerConfig>>,
     wt: Endpoint<wtransport::endpoint::endpoint_side::Server>,
     wt_addr: SocketAddr,
 }
@@ -52,6 +59,13 @@ impl Server {
         }
 
         let certs = Arc::new(Certs::from_config(&config).await?);
+        let https = match config.tls_cert {
+            Some(_) => Some(https_config(&certs).context("TLS cert/key for WSS")?),
+            None => None,
+        };
+        if config.proxy_protocol && config.trusted_proxies.0.is_empty() {
+            tracing::warn!("--proxy-protocol does nothing without --trusted-proxies");
+        }
 
         let http = listen_tcp(config.http_addr)
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
@@ -63,7 +77,7 @@ impl Server {
 
         let router = Router::with_builtins(&config);
         let node = Arc::new(Node::new(config, router).await?);
-        Ok(Server { node, certs, http, http_addr, wt, wt_addr })
+        Ok(Server { node, certs, http, http_addr, https, wt, wt_addr })
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -91,11 +105,12 @@ impl Server {
         self.node.shutdown.clone()
     }
 
-    /// Serves until the shutdown token is cancelled, then stops accepting, tells every session
-    /// `server_shutdown`, and waits up to the configured grace for them to close.
+    /// Serves until the shutdown token is cancelled, then tells every session
+    /// `server_shutdown` and waits up to the configured grace for them to close. Through that
+    /// drain the HTTP listener keeps accepting (`/ws` and `/health/ready` answer 503); it closes
+    /// after.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { node, certs, http, wt, .. } = self;
-        let tls = node.config.tls_cert.is_some();
+        let Server { node, certs, http, https, wt, .. } = self;
         // Shared state before listeners: the instance must be alive and subscribed before a
         // session registers, or a reaper elsewhere would take its sockets for a dead one's.
         cluster::join(&node).await;
@@ -103,29 +118,23 @@ impl Server {
         let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
 
-        let handle = axum_server::Handle::new();
-        let app = http::router(HttpState { node: node.clone(), certs })
-            .into_make_service_with_connect_info::<SocketAddr>();
-        let http_task = if tls {
-            let (cert, key) = (node.config.tls_cert.clone(), node.config.tls_key.clone());
-            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-                cert.unwrap_or_default(),
-                key.unwrap_or_default(),
-            )
-            .await
-            .context("loading TLS cert/key for WSS")?;
-            tokio::spawn(
-                axum_server::from_tcp_rustls(http, rustls)?.handle(handle.clone()).serve(app),
-            )
-        } else {
-            tokio::spawn(axum_server::from_tcp(http)?.handle(handle.clone()).serve(app))
-        };
+        let app = http::router(HttpState { node: node.clone(), certs });
+        let admission = node.clone();
+        let mut front = FrontDoor::new(
+            node.config.http_header_timeout,
+            Proxies::from_config(&node.config),
+            Arc::new(move |ip| admission.admission.ip_allowed(ip)),
+        );
+        if let Some(https) = https {
+            front = front.with_tls(https);
+        }
+        let http_stop = CancellationToken::new();
+        let listener = tokio::net::TcpListener::from_std(http)?;
+        let serving = front.serve(listener, app, http_stop.clone());
         let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
 
         node.shutdown.cancelled().await;
         tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
-        // Stop accepting; upgraded WebSocket sessions are ours to drain, not hyper's.
-        handle.graceful_shutdown(Some(Duration::from_millis(100)));
         node.sessions.close();
         let grace = node.config.shutdown_grace + Duration::from_millis(500);
         if tokio::time::timeout(grace, node.sessions.wait()).await.is_err() {
@@ -134,7 +143,11 @@ impl Server {
                 "shutdown grace elapsed with sessions still open"
             );
         }
-        let _ = http_task.await;
+        // Only now: during the drain a load balancer polling /health/ready and a client
+        // retrying /ws got a 503 they can act on, where a closed port says nothing. Upgraded
+        // WebSockets are sessions, already drained above.
+        http_stop.cancel();
+        serving.finish(front::CLOSE_GRACE).await;
         let _ = tokio::join!(liveness, cleanup);
         // Every session has unregistered; nothing will heartbeat this incarnation again.
         cluster::leave(&node).await;
@@ -190,6 +203,28 @@ pub fn wt_transport_config() -> wtransport::quinn::TransportConfig {
         .max_concurrent_bidi_streams(WT_MAX_STREAMS.into())
         .max_concurrent_uni_streams(WT_MAX_STREAMS.into());
     transport
+}
+
+/// The HTTPS/WSS listener's TLS: the identity WebTransport serves (the configured PEM pair),
+/// HTTP/1.1 only, since WebSocket upgrades need it.
+fn https_config(certs: &Certs) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let identity = &certs.identity;
+    let chain: Vec<CertificateDer<'static>> = identity
+        .certificate_chain()
+        .as_slice()
+        .iter()
+        .map(|c| CertificateDer::from(c.der().to_vec()))
+        .collect();
+    let key = PrivateKeyDer::try_from(identity.private_key().secret_der().to_vec())
+        .map_err(|e| anyhow::anyhow!("unsupported private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {

@@ -1,20 +1,24 @@
 //! HTTP surface (axum): the WebSocket endpoint, health, the dev certificate hash, the history and
 //! chat APIs, Prometheus metrics, the bundled browser client and demo page and, behind
-//! `--ws-echo`, the conformance echo.
+//! `--ws-echo`, the conformance echo. `front` is the accept loop in front of all of them;
+//! `client_addr` says who the client of a request is.
 
 mod assets;
 mod body;
 mod chat;
+pub mod client_addr;
 mod echo;
+pub mod front;
 mod health;
 mod history;
 mod metrics;
+mod proxy_protocol;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{ConnectInfo, State, ws::WebSocketUpgrade},
+    extract::{State, ws::WebSocketUpgrade},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -22,6 +26,7 @@ use axum::{
 use base64::Engine;
 use serde_json::json;
 
+use self::client_addr::ClientAddr;
 use crate::{
     certs::Certs,
     node::Node,
@@ -68,7 +73,7 @@ fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String
 
 async fn websocket(
     State(state): State<HttpState>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    client: ClientAddr,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -76,14 +81,16 @@ async fn websocket(
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
-    // An abusive source is refused before an upgrade or a session is spent on it.
-    if !node.admission.ip_allowed(remote.ip()) {
+    // Most connections were counted when they were accepted. One from a trusted proxy was
+    // not (the client behind it was unknown then): it counts here, under the address the proxy
+    // reports, and an abusive source is refused before an upgrade or a session is spent on it.
+    if !client.counted && !node.admission.ip_allowed(client.addr.ip()) {
         return (StatusCode::TOO_MANY_REQUESTS, "too many connections from this address")
             .into_response();
     }
     let peer = PeerInfo {
         kind: TransportKind::WebSocket,
-        remote,
+        remote: client.addr,
         user_agent: header_string(&headers, header::USER_AGENT),
         origin: header_string(&headers, header::ORIGIN),
     };

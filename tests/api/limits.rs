@@ -48,10 +48,13 @@ async fn per_ip_connect_rate_is_refused_before_any_upgrade() {
     for _ in 0..3 {
         server.connect(Kind::Ws, "ip").await;
     }
+    // Counted at TCP accept: past the rate the connection is closed before any byte is read,
+    // so there is no HTTP response to read (429 is for what is counted later, below).
     let refused = tokio_tungstenite::connect_async(format!("ws://{}/ws", server.http)).await;
     match refused {
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 429),
-        other => panic!("expected HTTP 429, got {other:?}"),
+        Err(tokio_tungstenite::tungstenite::Error::Io(_))
+        | Err(tokio_tungstenite::tungstenite::Error::Protocol(_)) => {}
+        other => panic!("expected the connection closed at accept, got {other:?}"),
     }
     let cfg = wtransport::ClientConfig::builder()
         .with_bind_default()
