@@ -227,7 +227,7 @@ impl Fanout {
         frame: Bytes,
     ) -> Result<(), StateError> {
         let body = prefixed(seq.to_be_bytes(), &frame);
-        self.feed.receive(conversation, seq, frame);
+        self.feed.receive(conversation, "", crate::chat::feed::seq(seq), frame);
         let env = self.envelope(Kind::Chat, conversation, None, body);
         metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
@@ -255,7 +255,7 @@ impl Fanout {
         socket_id: &str,
         frame: Bytes,
     ) -> Result<(), StateError> {
-        self.feed.volatile(conversation, Some(socket_id), &frame);
+        self.feed.broadcast(conversation, Some(socket_id), &frame, true);
         let env = self.envelope(Kind::ChatVolatile, conversation, Some(socket_id), frame);
         metrics::fanout_published(FanoutKind::Conversation);
         self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
@@ -324,7 +324,7 @@ impl Fanout {
         for room in self.hub.rooms() {
             self.broker.subscribe(&Channel::Room(room.to_string())).await?;
         }
-        for conversation in self.feed.conversations() {
+        for conversation in self.feed.streams() {
             self.broker.subscribe(&Channel::Conversation(conversation.to_string())).await?;
         }
         // Whatever was published while this instance was not listening is in the store.
@@ -356,7 +356,7 @@ impl Fanout {
             }
             Kind::Chat => {
                 let Some((seq, frame)) = split_seq(&env.frame) else { return };
-                self.feed.receive(env.target, seq, frame);
+                self.feed.receive(env.target, "", crate::chat::feed::seq(seq), frame);
                 0
             }
             Kind::ChatKick => {
@@ -368,7 +368,7 @@ impl Fanout {
                 }
                 0
             }
-            Kind::ChatVolatile => self.feed.volatile(env.target, env.exclude, &env.frame),
+            Kind::ChatVolatile => self.feed.broadcast(env.target, env.exclude, &env.frame, true),
         };
         metrics::fanout_delivered(Origin::Remote, delivered);
     }

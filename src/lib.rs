@@ -30,6 +30,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod throttle;
 pub mod transport;

@@ -176,7 +176,7 @@ impl Node {
                 capacity: config.db_buffer,
             },
         );
-        let chat = Arc::new(Feed::new(chat_store.clone(), config.chat_gap_timeout));
+        let chat = Arc::new(crate::chat::feed::feed(chat_store.clone(), config.chat_gap_timeout));
         let fanout = Arc::new(Fanout::new(
             incarnation.clone(),
             hub.clone(),

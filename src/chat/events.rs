@@ -13,7 +13,7 @@ use serde_json::json;
 use super::{
     bounded_store, canonical,
     dto::{JoinDto, LeaveDto, SendMessageDto, TypingDto},
-    feed::Finish,
+    feed::{Deliver, Finish},
     message_frame,
 };
 use crate::{
@@ -85,7 +85,9 @@ async fn join(ctx: Arc<SessionCtx>, dto: JoinDto) -> Result<JoinAck, EventError>
                 return Err(e);
             }
         };
-        match node.chat.finish_join(&ctx.socket_id, &conv, dto.since_seq, &recovery) {
+        let since = dto.since_seq.map(super::feed::seq);
+        let (top, entries) = (super::feed::top(&recovery), super::feed::entries(&recovery));
+        match node.chat.finish_join(&ctx.socket_id, &conv, since, &top, &entries, Deliver::Now) {
             Finish::Done { recovered } => {
                 return Ok(JoinAck {
                     conversation_id: conv,
