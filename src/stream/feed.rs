@@ -601,11 +601,14 @@ mod tests {
         channel::{self, ChannelClient, Written},
     };
 
+    /// A `state_lost` report: the stream and the sockets taken out of it.
+    type Lost = (Arc<str>, Vec<Arc<str>>);
+
     #[derive(Default)]
     struct Mem {
         epoch: Mutex<Arc<str>>,
         entries: Mutex<Vec<(u64, Bytes)>>,
-        lost: Mutex<Vec<(Arc<str>, Vec<Arc<str>>)>>,
+        lost: Mutex<Vec<Lost>>,
         holes_end_state: bool,
     }
 
