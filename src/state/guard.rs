@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::{
     STATE_TIMEOUT, StateError,
     broker::{Broker, Channel, Message},
+    history::{History, HistoryOptions, HistoryPage, Position, Range},
     presence::{PresenceStore, Reaped, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
 };
@@ -136,6 +137,32 @@ impl<T: PresenceStore> PresenceStore for Guarded<T> {
         // Tried even while marked down: it is the last call of a graceful exit, and a stale
         // mark must not leave this instance's entries behind when Redis is back.
         self.call(RedisOp::PresenceLeave, true, self.inner.leave(instance_id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: History> History for Guarded<T> {
+    async fn append(
+        &self,
+        channel: &str,
+        entry: Bytes,
+        opts: &HistoryOptions,
+    ) -> Result<Position, StateError> {
+        self.call(RedisOp::HistoryAppend, false, self.inner.append(channel, entry, opts)).await
+    }
+
+    async fn read(
+        &self,
+        channel: &str,
+        range: Range,
+        limit: usize,
+        opts: &HistoryOptions,
+    ) -> Result<HistoryPage, StateError> {
+        self.call(RedisOp::HistoryRead, false, self.inner.read(channel, range, limit, opts)).await
+    }
+
+    async fn remove(&self, channel: &str) -> Result<(), StateError> {
+        self.call(RedisOp::HistoryRemove, false, self.inner.remove(channel)).await
     }
 }
 

@@ -7,6 +7,7 @@
 //!   the reaping of crashed instances.
 //! - `ratelimit`: GCRA rate limiters keyed by socket or user.
 //! - `broker`: publish/subscribe of already-encoded bytes between instances.
+//! - `history`: channel history, entries at gapless offsets within an epoch.
 //! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
 //!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
@@ -15,6 +16,7 @@
 
 pub mod broker;
 pub mod guard;
+pub mod history;
 pub mod presence;
 pub mod ratelimit;
 

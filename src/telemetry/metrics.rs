@@ -158,6 +158,9 @@ pub enum RedisOp {
     PresenceHeartbeat,
     PresenceReap,
     PresenceLeave,
+    HistoryAppend,
+    HistoryRead,
+    HistoryRemove,
     LimiterCheck,
     LimiterForget,
     BrokerPublish,
@@ -167,7 +170,7 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 15] = [
+    pub const ALL: [RedisOp; 18] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -177,6 +180,9 @@ impl RedisOp {
         RedisOp::PresenceHeartbeat,
         RedisOp::PresenceReap,
         RedisOp::PresenceLeave,
+        RedisOp::HistoryAppend,
+        RedisOp::HistoryRead,
+        RedisOp::HistoryRemove,
         RedisOp::LimiterCheck,
         RedisOp::LimiterForget,
         RedisOp::BrokerPublish,
@@ -196,6 +202,9 @@ impl RedisOp {
             RedisOp::PresenceHeartbeat => "presence_heartbeat",
             RedisOp::PresenceReap => "presence_reap",
             RedisOp::PresenceLeave => "presence_leave",
+            RedisOp::HistoryAppend => "history_append",
+            RedisOp::HistoryRead => "history_read",
+            RedisOp::HistoryRemove => "history_remove",
             RedisOp::LimiterCheck => "limiter_check",
             RedisOp::LimiterForget => "limiter_forget",
             RedisOp::BrokerPublish => "broker_publish",

@@ -6,5 +6,6 @@
 
 mod broker;
 mod common;
+mod history;
 mod presence;
 mod ratelimit;
