@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 use super::{
     STATE_TIMEOUT, StateError,
     broker::{Broker, Channel, Message},
+    channel_presence::{self, ChannelPresence},
     history::{History, HistoryOptions, HistoryPage, Position, Range},
     presence::{PresenceStore, Reaped, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
@@ -163,6 +164,39 @@ impl<T: History> History for Guarded<T> {
 
     async fn remove(&self, channel: &str) -> Result<(), StateError> {
         self.call(RedisOp::HistoryRemove, false, self.inner.remove(channel)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: ChannelPresence> ChannelPresence for Guarded<T> {
+    async fn add(
+        &self,
+        channel: &str,
+        client_id: &str,
+        user_id: &str,
+        info: Bytes,
+        ttl: Duration,
+    ) -> Result<(), StateError> {
+        let call = self.inner.add(channel, client_id, user_id, info, ttl);
+        self.call(RedisOp::ChannelPresenceAdd, false, call).await
+    }
+
+    async fn remove(&self, channel: &str, client_id: &str) -> Result<(), StateError> {
+        let call = self.inner.remove(channel, client_id);
+        self.call(RedisOp::ChannelPresenceRemove, false, call).await
+    }
+
+    async fn list(&self, channel: &str, limit: usize) -> Result<Vec<Bytes>, StateError> {
+        self.call(RedisOp::ChannelPresenceList, false, self.inner.list(channel, limit)).await
+    }
+
+    async fn stats(&self, channel: &str) -> Result<channel_presence::Stats, StateError> {
+        self.call(RedisOp::ChannelPresenceStats, false, self.inner.stats(channel)).await
+    }
+
+    async fn refresh(&self, entries: &[(String, String)], ttl: Duration) -> Result<(), StateError> {
+        let call = self.inner.refresh(entries, ttl);
+        self.call(RedisOp::ChannelPresenceRefresh, false, call).await
     }
 }
 

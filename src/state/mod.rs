@@ -8,6 +8,7 @@
 //! - `ratelimit`: GCRA rate limiters keyed by socket or user.
 //! - `broker`: publish/subscribe of already-encoded bytes between instances.
 //! - `history`: channel history, entries at gapless offsets within an epoch.
+//! - `channel_presence`: who is subscribed to a channel, entries that expire unless refreshed.
 //! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
 //!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
@@ -15,6 +16,7 @@
 //! teardown (or by the reaper when its instance died).
 
 pub mod broker;
+pub mod channel_presence;
 pub mod guard;
 pub mod history;
 pub mod presence;

@@ -161,6 +161,11 @@ pub enum RedisOp {
     HistoryAppend,
     HistoryRead,
     HistoryRemove,
+    ChannelPresenceAdd,
+    ChannelPresenceRemove,
+    ChannelPresenceList,
+    ChannelPresenceStats,
+    ChannelPresenceRefresh,
     LimiterCheck,
     LimiterForget,
     BrokerPublish,
@@ -170,7 +175,7 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 18] = [
+    pub const ALL: [RedisOp; 23] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -183,6 +188,11 @@ impl RedisOp {
         RedisOp::HistoryAppend,
         RedisOp::HistoryRead,
         RedisOp::HistoryRemove,
+        RedisOp::ChannelPresenceAdd,
+        RedisOp::ChannelPresenceRemove,
+        RedisOp::ChannelPresenceList,
+        RedisOp::ChannelPresenceStats,
+        RedisOp::ChannelPresenceRefresh,
         RedisOp::LimiterCheck,
         RedisOp::LimiterForget,
         RedisOp::BrokerPublish,
@@ -205,6 +215,11 @@ impl RedisOp {
             RedisOp::HistoryAppend => "history_append",
             RedisOp::HistoryRead => "history_read",
             RedisOp::HistoryRemove => "history_remove",
+            RedisOp::ChannelPresenceAdd => "channel_presence_add",
+            RedisOp::ChannelPresenceRemove => "channel_presence_remove",
+            RedisOp::ChannelPresenceList => "channel_presence_list",
+            RedisOp::ChannelPresenceStats => "channel_presence_stats",
+            RedisOp::ChannelPresenceRefresh => "channel_presence_refresh",
             RedisOp::LimiterCheck => "limiter_check",
             RedisOp::LimiterForget => "limiter_forget",
             RedisOp::BrokerPublish => "broker_publish",

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod broker;
+mod channel_presence;
 mod common;
 mod history;
 mod presence;
