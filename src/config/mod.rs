@@ -1,42 +1,28 @@
 //! Configuration: one struct, every field with a documented default that runs on a laptop
 //! with nothing else installed. Each field can be set by a flag or an environment variable
 //! (flag wins). `rtgate serve --help` prints these doc comments; the README's table must
-//! list the same flags.
+//! list the same flags. `values` holds the flags' own types, `namespaces` the channel
+//! namespaces, which have no flags.
 
-use std::{
-    net::{IpAddr, SocketAddr},
-    path::PathBuf,
-    time::Duration,
-};
+mod namespaces;
+mod suggest;
+mod values;
 
-use clap::{Args, Parser, ValueEnum};
-use ipnet::IpNet;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser};
+
+pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
+use values::trusted_proxies;
+pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
 
 /// The HS256 secret used when none is configured. Fine for a laptop; `serve` warns loudly
 /// when it is in use, because anyone can mint tokens with it.
 pub const DEV_JWT_SECRET: &str = "rtgate-dev-secret-change-me";
 
+/// The one duration syntax of flags, variables and namespace options (`500ms`, `25s`, `30days`).
 fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
-}
-
-/// `--trusted-proxies`: CIDRs (`10.0.0.0/8`) and single addresses (`127.0.0.1`, `::1`).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TrustedProxies(pub Vec<IpNet>);
-
-/// A comma-separated list; empty pieces are skipped, so an empty variable means nobody.
-fn trusted_proxies(s: &str) -> Result<TrustedProxies, String> {
-    let net = |p: &str| {
-        p.parse::<IpNet>()
-            .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
-            .map_err(|_| format!("`{p}` is neither an IP address nor a CIDR"))
-    };
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(net)
-        .collect::<Result<_, _>>()
-        .map(TrustedProxies)
 }
 
 #[derive(Debug, Clone, Args)]
@@ -203,6 +189,29 @@ pub struct Config {
     #[arg(long, env = "RTGATE_CHAT_GAP_TIMEOUT", default_value = "250ms", value_parser = duration)]
     pub chat_gap_timeout: Duration,
 
+    /// Channel subscriptions one connection may hold; more are refused with `limit_exceeded`.
+    #[arg(long, env = "RTGATE_MAX_SUBSCRIPTIONS", default_value_t = 128)]
+    pub max_subscriptions: usize,
+
+    /// Most clients `channel:presence` lists.
+    #[arg(long, env = "RTGATE_MAX_PRESENCE_LIST", default_value_t = 1000)]
+    pub max_presence_list: usize,
+
+    /// The largest `history_size` a namespace may set.
+    #[arg(long, env = "RTGATE_MAX_HISTORY_SIZE", default_value_t = 1000)]
+    pub max_history_size: usize,
+
+    /// How long a channel's offset and epoch are kept after its last publication. Longer than
+    /// any namespace's `history_ttl`, so offsets keep increasing across quiet periods instead
+    /// of starting over with a new epoch whenever the history expires.
+    #[arg(long, env = "RTGATE_HISTORY_META_TTL", default_value = "30days", value_parser = duration)]
+    pub history_meta_ttl: Duration,
+
+    /// The channel namespaces. No flag: they come from the configuration file; without one,
+    /// the built-ins (`Namespaces::builtin`).
+    #[arg(skip)]
+    pub namespaces: Namespaces,
+
     /// Enables the `sys:room-*` and `sys:user-publish` events (open rooms, for tests and benchmarks only).
     #[arg(long, env = "RTGATE_DEV_EVENTS")]
     pub dev_events: bool,
@@ -291,40 +300,6 @@ pub struct JwtConfig {
     pub leeway: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum JwtAlgorithm {
-    #[value(name = "HS256")]
-    Hs256,
-    #[value(name = "RS256")]
-    Rs256,
-    #[value(name = "ES256")]
-    Es256,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FailMode {
-    Open,
-    Closed,
-}
-
-/// Where a trusted proxy names the client of an HTTP request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ForwardedHeader {
-    /// `X-Forwarded-For: client, proxy1, proxy2`.
-    #[value(name = "x-forwarded-for")]
-    XForwardedFor,
-    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
-    Forwarded,
-    /// Neither; only a PROXY protocol header (or the TCP peer) names the client.
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
-}
-
 #[derive(Parser)]
 struct DefaultsOnly {
     #[command(flatten)]
@@ -343,6 +318,8 @@ pub enum ConfigError {
     SplitHistory { path: String },
     #[error("--instance-id must be 1 to 64 characters of [A-Za-z0-9._:-], not {0:?}")]
     InstanceId(String),
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
 }
 
 impl Config {
@@ -359,6 +336,7 @@ impl Config {
                 return Err(ConfigError::InstanceId(id.clone()));
             }
         }
+        self.namespaces.check_limits(self.max_history_size, self.history_meta_ttl)?;
         Ok(())
     }
 
@@ -381,29 +359,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
-        let argv = std::iter::once("rtgate").chain(args.iter().copied());
-        DefaultsOnly::try_parse_from(argv).map(|d| d.config)
-    }
-
-    #[test]
-    fn trusted_proxies_take_addresses_and_cidrs() {
-        let c = parse(&["--trusted-proxies", "10.0.0.0/8, 127.0.0.1,::1"]).unwrap();
-        let nets: Vec<String> = c.trusted_proxies.0.iter().map(ToString::to_string).collect();
-        assert_eq!(nets, ["10.0.0.0/8", "127.0.0.1/32", "::1/128"]);
-        assert!(parse(&["--trusted-proxies", "lb.internal"]).is_err());
-        assert!(parse(&["--trusted-proxies", "10.0.0.0/33"]).is_err());
-    }
-
-    #[test]
-    fn proxy_settings_default_to_trusting_nobody() {
-        let c = parse(&[]).unwrap();
-        assert!(c.trusted_proxies.0.is_empty() && !c.proxy_protocol);
-        assert_eq!(parse(&["--trusted-proxies", ""]).unwrap().trusted_proxies.0, []);
-        assert_eq!(c.forwarded_header, ForwardedHeader::XForwardedFor);
-        assert_eq!(c.http_header_timeout, Duration::from_secs(10));
-    }
-}
+mod tests;

@@ -1,0 +1,371 @@
+//! Channel namespaces: what the part of a channel name before its first `:` allows (who may
+//! subscribe, publishing, presence, history, recovery). Owns their types, the built-ins used
+//! when no `[namespaces]` table is configured, reading that table, and the rules a namespace
+//! must satisfy on its own; `Config::check` adds those that depend on other settings.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use serde::Deserialize;
+
+use super::suggest;
+
+/// Who may subscribe to a namespace's channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscribeMode {
+    /// Any connected user.
+    Public,
+    /// Whoever presents a subscription token for the channel.
+    Token,
+    /// Whoever's connection token lists the channel (or a pattern matching it) in `channels`.
+    Claim,
+    /// Only the users a user-limited name lists after its last `#` (`notify:#alice`).
+    User,
+    /// Reserved for the backend subscribe proxy; refused until it exists.
+    Proxy,
+}
+
+/// One namespace's options. Defaults are those of `NamespaceConfig::new`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamespaceConfig {
+    /// `default` for channel names without `namespace:`.
+    pub name: String,
+    pub subscribe: SubscribeMode,
+    /// Subscribers may publish with `channel:publish` (otherwise only the backend publishes).
+    pub client_publish: bool,
+    /// Publications carry `info` about their publisher.
+    pub publisher_info: bool,
+    /// Keep per-channel presence (`channel:presence`, `channel:presence-stats`).
+    pub presence: bool,
+    /// Push `channel:join` / `channel:leave` to subscribers (needs `presence`).
+    pub join_leave: bool,
+    /// Publications kept per channel; 0: no history.
+    pub history_size: usize,
+    /// How long history is kept after the channel's last publication.
+    pub history_ttl: Duration,
+    /// `channel:subscribe` with `since` recovers missed publications (needs history).
+    pub recover: bool,
+    /// Publications are never stored and travel as datagrams on WebTransport.
+    pub volatile: bool,
+}
+
+/// The options a `[namespaces.<name>]` table may set, for "unknown option" suggestions.
+const OPTIONS: [&str; 9] = [
+    "subscribe",
+    "client_publish",
+    "publisher_info",
+    "presence",
+    "join_leave",
+    "history_size",
+    "history_ttl",
+    "recover",
+    "volatile",
+];
+
+impl NamespaceConfig {
+    /// A namespace with every option at its default: public, no publishing by clients, no
+    /// presence, no history (5 min TTL once `history_size` is set), no recovery.
+    pub fn new(name: impl Into<String>) -> Self {
+        NamespaceConfig {
+            name: name.into(),
+            subscribe: SubscribeMode::Public,
+            client_publish: false,
+            publisher_info: false,
+            presence: false,
+            join_leave: false,
+            history_size: 0,
+            history_ttl: Duration::from_secs(5 * 60),
+            recover: false,
+            volatile: false,
+        }
+    }
+
+    pub fn has_history(&self) -> bool {
+        self.history_size > 0
+    }
+
+    /// The rules that need nothing but the namespace itself.
+    fn validate(&self) -> Result<(), NamespaceError> {
+        let name_ok = (1..=64).contains(&self.name.len())
+            && self.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(NamespaceError::Name(self.name.clone()));
+        }
+        let conflict = |option, rule| {
+            Err(NamespaceError::Conflict { namespace: self.name.clone(), option, rule })
+        };
+        if self.subscribe == SubscribeMode::Proxy {
+            return Err(NamespaceError::ProxyUnavailable { namespace: self.name.clone() });
+        }
+        if self.join_leave && !self.presence {
+            return conflict("join_leave", "join_leave = true needs presence = true");
+        }
+        if self.volatile && self.has_history() {
+            return conflict(
+                "volatile",
+                "volatile = true excludes history (history_size > 0): volatile publications are never stored",
+            );
+        }
+        if self.volatile && self.recover {
+            return conflict("volatile", "volatile = true excludes recover = true");
+        }
+        if self.recover && !self.has_history() {
+            return conflict("recover", "recover = true needs history (history_size > 0)");
+        }
+        if self.has_history() && self.history_ttl.is_zero() {
+            return conflict(
+                "history_ttl",
+                "history_ttl must be longer than 0 when history_size > 0",
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads one `[namespaces.<name>]` table; options it does not set keep their defaults.
+    fn from_options(name: &str, value: &toml::Value) -> Result<Self, NamespaceError> {
+        let toml::Value::Table(options) = value else {
+            return Err(NamespaceError::NotATable(name.to_owned()));
+        };
+        let mut ns = NamespaceConfig::new(name);
+        for (key, value) in options {
+            let Some(option) = OPTIONS.iter().copied().find(|o| o == key) else {
+                return Err(NamespaceError::UnknownOption {
+                    namespace: name.to_owned(),
+                    option: key.clone(),
+                    suggestion: suggest::closest(key, OPTIONS),
+                });
+            };
+            let option = OptionValue { namespace: name, option, value };
+            match option.option {
+                "subscribe" => ns.subscribe = option.subscribe()?,
+                "client_publish" => ns.client_publish = option.bool()?,
+                "publisher_info" => ns.publisher_info = option.bool()?,
+                "presence" => ns.presence = option.bool()?,
+                "join_leave" => ns.join_leave = option.bool()?,
+                "history_size" => ns.history_size = option.size()?,
+                "history_ttl" => ns.history_ttl = option.duration()?,
+                "recover" => ns.recover = option.bool()?,
+                _ => ns.volatile = option.bool()?,
+            }
+        }
+        ns.validate()?;
+        Ok(ns)
+    }
+}
+
+/// One option's value on its way to its field, with what an error must name.
+struct OptionValue<'a> {
+    namespace: &'a str,
+    option: &'static str,
+    value: &'a toml::Value,
+}
+
+impl OptionValue<'_> {
+    fn wrong_type(&self, expected: &'static str) -> NamespaceError {
+        NamespaceError::WrongType {
+            namespace: self.namespace.to_owned(),
+            option: self.option,
+            expected,
+            found: self.value.type_str(),
+        }
+    }
+
+    fn bad_value(&self, reason: impl ToString) -> NamespaceError {
+        NamespaceError::BadValue {
+            namespace: self.namespace.to_owned(),
+            option: self.option,
+            reason: reason.to_string(),
+        }
+    }
+
+    fn bool(&self) -> Result<bool, NamespaceError> {
+        self.value.as_bool().ok_or_else(|| self.wrong_type("true or false"))
+    }
+
+    fn size(&self) -> Result<usize, NamespaceError> {
+        let n = self.value.as_integer().ok_or_else(|| self.wrong_type("an integer"))?;
+        usize::try_from(n).map_err(|_| self.bad_value(format!("{n} is not 0 or more")))
+    }
+
+    fn duration(&self) -> Result<Duration, NamespaceError> {
+        let s = self.value.as_str().ok_or_else(|| self.wrong_type("a duration such as \"5m\""))?;
+        super::duration(s).map_err(|e| self.bad_value(format!("{s:?} is not a duration: {e}")))
+    }
+
+    fn subscribe(&self) -> Result<SubscribeMode, NamespaceError> {
+        let s = self.value.as_str().ok_or_else(|| self.wrong_type("a string"))?;
+        // The derived `Deserialize` is the one list of names; its error lists them all.
+        let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(s);
+        SubscribeMode::deserialize(de).map_err(|e| self.bad_value(e))
+    }
+}
+
+/// The configured namespaces by name, each shared with the subscriptions that use it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Namespaces {
+    by_name: BTreeMap<String, Arc<NamespaceConfig>>,
+}
+
+impl Default for Namespaces {
+    fn default() -> Self {
+        Self::builtin()
+    }
+}
+
+impl Namespaces {
+    /// Used when no `[namespaces]` table is configured: `public` (anyone subscribes; presence
+    /// with join/leave; 100 publications for 5 min, recoverable) and `notify` (user-limited
+    /// names such as `notify:#alice`; 100 publications for 5 min, recoverable).
+    pub fn builtin() -> Self {
+        let history =
+            |ns: NamespaceConfig| NamespaceConfig { history_size: 100, recover: true, ..ns };
+        let public = NamespaceConfig {
+            presence: true,
+            join_leave: true,
+            ..history(NamespaceConfig::new("public"))
+        };
+        let notify = NamespaceConfig {
+            subscribe: SubscribeMode::User,
+            ..history(NamespaceConfig::new("notify"))
+        };
+        Self::collect([public, notify])
+    }
+
+    /// Namespaces built in code (tests, mostly), held to the same rules as a file's.
+    pub fn new(configs: impl IntoIterator<Item = NamespaceConfig>) -> Result<Self, NamespaceError> {
+        let mut by_name = BTreeMap::new();
+        for ns in configs {
+            ns.validate()?;
+            if by_name.contains_key(&ns.name) {
+                return Err(NamespaceError::Duplicate(ns.name));
+            }
+            by_name.insert(ns.name.clone(), Arc::new(ns));
+        }
+        Ok(Namespaces { by_name })
+    }
+
+    /// Reads the `[namespaces]` table: one table of options per namespace. It replaces the
+    /// built-ins entirely, so an empty table configures no namespace at all.
+    pub fn from_table(table: &toml::Table) -> Result<Self, NamespaceError> {
+        let configs = table
+            .iter()
+            .map(|(name, options)| NamespaceConfig::from_options(name, options))
+            .collect::<Result<Vec<_>, _>>()?;
+        Self::new(configs)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<NamespaceConfig>> {
+        self.by_name.get(name)
+    }
+
+    /// In name order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<NamespaceConfig>> {
+        self.by_name.values()
+    }
+
+    /// The rules that depend on other settings; `Config::check` applies them.
+    pub(crate) fn check_limits(
+        &self,
+        max_history_size: usize,
+        history_meta_ttl: Duration,
+    ) -> Result<(), NamespaceError> {
+        for ns in self.iter().filter(|ns| ns.has_history()) {
+            if ns.history_size > max_history_size {
+                return Err(NamespaceError::HistoryTooLarge {
+                    namespace: ns.name.clone(),
+                    size: ns.history_size,
+                    max: max_history_size,
+                });
+            }
+            // The offset and epoch must outlive the publications they number.
+            if ns.history_ttl >= history_meta_ttl {
+                return Err(NamespaceError::HistoryOutlivesMeta {
+                    namespace: ns.name.clone(),
+                    ttl: humantime::format_duration(ns.history_ttl).to_string(),
+                    meta: humantime::format_duration(history_meta_ttl).to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// For built-ins, which are valid by construction (a unit test holds them to the rules).
+    fn collect(configs: impl IntoIterator<Item = NamespaceConfig>) -> Self {
+        let by_name = configs.into_iter().map(|ns| (ns.name.clone(), Arc::new(ns))).collect();
+        Namespaces { by_name }
+    }
+}
+
+/// A namespace the server must not start with. Each names the namespace, and
+/// `NamespaceError::option` the option at fault, so a file reader can point at its line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("namespace name {0:?} must be 1 to 64 characters of [A-Za-z0-9_-]")]
+    Name(String),
+    #[error("namespace {0:?} is configured twice")]
+    Duplicate(String),
+    #[error("namespace {0:?} must be a table of options")]
+    NotATable(String),
+    #[error("namespace {namespace:?}: unknown option {option:?}{}", suggest::hint(*.suggestion))]
+    UnknownOption { namespace: String, option: String, suggestion: Option<&'static str> },
+    #[error("namespace {namespace:?}: {option} must be {expected}, not {found}")]
+    WrongType {
+        namespace: String,
+        option: &'static str,
+        expected: &'static str,
+        found: &'static str,
+    },
+    #[error("namespace {namespace:?}: {option}: {reason}")]
+    BadValue { namespace: String, option: &'static str, reason: String },
+    #[error("namespace {namespace:?}: {rule}")]
+    Conflict { namespace: String, option: &'static str, rule: &'static str },
+    #[error(
+        "namespace {namespace:?}: subscribe = \"proxy\" is reserved for the backend subscribe \
+         proxy, which is not available in this version"
+    )]
+    ProxyUnavailable { namespace: String },
+    #[error("namespace {namespace:?}: history_size {size} is larger than --max-history-size {max}")]
+    HistoryTooLarge { namespace: String, size: usize, max: usize },
+    #[error(
+        "namespace {namespace:?}: history_ttl {ttl} must be shorter than --history-meta-ttl \
+         {meta}, or offsets would start over while history is still kept"
+    )]
+    HistoryOutlivesMeta { namespace: String, ttl: String, meta: String },
+}
+
+impl NamespaceError {
+    /// The namespace at fault.
+    pub fn namespace(&self) -> &str {
+        match self {
+            NamespaceError::Name(n)
+            | NamespaceError::Duplicate(n)
+            | NamespaceError::NotATable(n) => n,
+            NamespaceError::UnknownOption { namespace, .. }
+            | NamespaceError::WrongType { namespace, .. }
+            | NamespaceError::BadValue { namespace, .. }
+            | NamespaceError::Conflict { namespace, .. }
+            | NamespaceError::ProxyUnavailable { namespace }
+            | NamespaceError::HistoryTooLarge { namespace, .. }
+            | NamespaceError::HistoryOutlivesMeta { namespace, .. } => namespace,
+        }
+    }
+
+    /// The option at fault, when one is.
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            NamespaceError::Name(_)
+            | NamespaceError::Duplicate(_)
+            | NamespaceError::NotATable(_) => None,
+            NamespaceError::UnknownOption { option, .. } => Some(option),
+            NamespaceError::WrongType { option, .. }
+            | NamespaceError::BadValue { option, .. }
+            | NamespaceError::Conflict { option, .. } => Some(option),
+            NamespaceError::ProxyUnavailable { .. } => Some("subscribe"),
+            NamespaceError::HistoryTooLarge { .. } => Some("history_size"),
+            NamespaceError::HistoryOutlivesMeta { .. } => Some("history_ttl"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
