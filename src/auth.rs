@@ -28,6 +28,21 @@ pub struct Identity {
     /// `exp`, in seconds since the epoch.
     pub expires_at: u64,
     pub admin: bool,
+    /// `channels` claim: channels (or `prefix*` patterns) the user may subscribe to in
+    /// namespaces with `subscribe = "claim"`.
+    pub channels: Vec<String>,
+}
+
+/// Most entries a token's `channels` claim may list.
+pub const MAX_CHANNEL_CLAIMS: usize = 64;
+
+/// What a valid subscription token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionGrant {
+    /// `exp`, in seconds since the epoch: the subscription ends then (plus the leeway).
+    pub expires_at: u64,
+    /// `info` claim: JSON attached to the subscriber's presence entry.
+    pub info: Option<String>,
 }
 
 impl Identity {
@@ -83,6 +98,22 @@ struct Claims {
     device_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    channels: Vec<String>,
+}
+
+/// A subscription token's claims: a connection token's key and rules, for one channel.
+#[derive(Debug, Serialize, Deserialize)]
+struct SubscriptionClaims {
+    sub: String,
+    exp: u64,
+    channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    info: Option<serde_json::Value>,
 }
 
 /// Verifies tokens with one configured key and algorithm. Cheap to share (`Arc`).
@@ -167,12 +198,46 @@ impl Authenticator {
         if c.sub.chars().any(char::is_control) {
             return Err(AuthError::Invalid("`sub` must not contain control characters"));
         }
+        if c.channels.len() > MAX_CHANNEL_CLAIMS {
+            return Err(AuthError::Invalid("`channels` lists more than 64 entries"));
+        }
         Ok(Identity {
             user_id: c.sub,
             device_id: c.device_id,
             expires_at: c.exp,
             admin: c.roles.iter().any(|r| r == "admin"),
+            channels: c.channels,
         })
+    }
+
+    /// Verifies a subscription token for `user` and `channel`: the connection tokens' key,
+    /// algorithm, `iss`/`aud` and expiry rules, with `sub` equal to `user` and `channel` equal
+    /// to `channel`.
+    pub fn verify_subscription(
+        &self,
+        token: &str,
+        user: &str,
+        channel: &str,
+    ) -> Result<SubscriptionGrant, AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::TooLong);
+        }
+        let data = jsonwebtoken::decode::<SubscriptionClaims>(token, &self.key, &self.validation)
+            .map_err(|e| classify(e.kind()))?;
+        let c = data.claims;
+        if (Duration::from_secs(c.exp) + self.leeway) <= now() {
+            return Err(AuthError::Expired);
+        }
+        if c.sub != user {
+            return Err(AuthError::Invalid("the subscription token is for another user"));
+        }
+        if c.channel != channel {
+            return Err(AuthError::Invalid("the subscription token is for another channel"));
+        }
+        Ok(SubscriptionGrant { expires_at: c.exp, info: c.info.map(|v| v.to_string()) })
     }
 }
 
@@ -208,6 +273,21 @@ pub fn mint_dev_token(
     if cfg.algorithm != JwtAlgorithm::Hs256 {
         return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into());
     }
+    mint_dev_token_with_channels(cfg, sub, ttl, device_id, roles, Vec::new())
+}
+
+/// `mint_dev_token` with a `channels` claim.
+pub fn mint_dev_token_with_channels(
+    cfg: &JwtConfig,
+    sub: &str,
+    ttl: Duration,
+    device_id: Option<String>,
+    roles: Vec<String>,
+    channels: Vec<String>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    if cfg.algorithm != JwtAlgorithm::Hs256 {
+        return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into());
+    }
     let claims = Claims {
         sub: sub.to_owned(),
         exp: (now() + ttl).as_secs(),
@@ -215,6 +295,30 @@ pub fn mint_dev_token(
         aud: cfg.audience.clone().map(serde_json::Value::String),
         device_id,
         roles,
+        channels,
+    };
+    let key = EncodingKey::from_secret(cfg.secret.as_bytes())?;
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+}
+
+/// Mints an HS256 subscription token for `sub` on `channel`, for development and tests.
+pub fn mint_subscription_token(
+    cfg: &JwtConfig,
+    sub: &str,
+    channel: &str,
+    ttl: Duration,
+    info: Option<serde_json::Value>,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    if cfg.algorithm != JwtAlgorithm::Hs256 {
+        return Err(jsonwebtoken::errors::ErrorKind::InvalidAlgorithm.into());
+    }
+    let claims = SubscriptionClaims {
+        sub: sub.to_owned(),
+        exp: (now() + ttl).as_secs(),
+        channel: channel.to_owned(),
+        iss: cfg.issuer.clone().map(serde_json::Value::String),
+        aud: cfg.audience.clone().map(serde_json::Value::String),
+        info,
     };
     let key = EncodingKey::from_secret(cfg.secret.as_bytes())?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)

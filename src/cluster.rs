@@ -188,6 +188,10 @@ pub async fn cleanup_once(node: &Node) {
     if let Some(limiter) = &node.backends.memory_limiter {
         limiter.retain_recent();
     }
+    if let Some((history, presence)) = &node.backends.memory_channels {
+        history.prune();
+        presence.prune();
+    }
     node.admission.prune();
     retention(node).await;
 }

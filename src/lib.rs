@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod channels;
 pub mod chat;
 pub mod client;
 pub mod cluster;

@@ -34,6 +34,12 @@ enum Command {
         /// Add the `admin` role.
         #[arg(long)]
         admin: bool,
+        /// Mint a subscription token for this channel instead of a connection token.
+        #[arg(long)]
+        channel: Option<String>,
+        /// The `channels` claim of a connection token (comma-separated; `prefix*` patterns).
+        #[arg(long, value_delimiter = ',', conflicts_with = "channel")]
+        channels: Vec<String>,
         #[command(flatten)]
         jwt: JwtConfig,
     },
@@ -88,9 +94,16 @@ fn main() -> ExitCode {
                 rtgate::telemetry::init(config.log_format, &config.log);
                 rtgate::server::serve(*config).await
             }
-            Command::Token { sub, ttl, device, admin, jwt } => {
+            Command::Token { sub, ttl, device, admin, channel, channels, jwt } => {
                 let roles = if admin { vec!["admin".to_owned()] } else { vec![] };
-                let token = rtgate::auth::mint_dev_token(&jwt, &sub, ttl, device, roles)?;
+                let token = match channel {
+                    Some(channel) => {
+                        rtgate::auth::mint_subscription_token(&jwt, &sub, &channel, ttl, None)?
+                    }
+                    None => rtgate::auth::mint_dev_token_with_channels(
+                        &jwt, &sub, ttl, device, roles, channels,
+                    )?,
+                };
                 println!("{token}");
                 Ok(())
             }

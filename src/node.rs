@@ -9,6 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     auth::{AuthConfigError, Authenticator},
+    channels::Channels,
     chat::feed::Feed,
     config::Config,
     dispatch::Router,
@@ -17,7 +18,11 @@ use crate::{
     state::{
         StateError,
         broker::{Broker, memory::MemoryBroker, redis::RedisBroker},
+        channel_presence::{
+            ChannelPresence, memory::MemoryChannelPresence, redis::RedisChannelPresence,
+        },
         guard::{Guarded, Health},
+        history::{History, memory::MemoryHistory, redis::RedisHistory},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
     },
@@ -33,7 +38,11 @@ use crate::{
 };
 
 /// The shared-state backends `Node::new` picks, before they are wired together.
-type Picked = (Arc<dyn PresenceStore>, Arc<dyn Broker>, Arc<dyn RateLimiter>, Backends);
+type Picked =
+    (Arc<dyn PresenceStore>, Arc<dyn Broker>, Arc<dyn RateLimiter>, ChannelState, Backends);
+
+/// The channel backends `Node::new` picks: history and presence.
+type ChannelState = (Arc<dyn History>, Arc<dyn ChannelPresence>);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -51,6 +60,8 @@ pub struct Backends {
     pub redis: Option<redis::aio::ConnectionManager>,
     /// In-memory per-user limiter, pruned by the cleanup job.
     pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
+    /// In-memory channel history and presence, pruned by the cleanup job.
+    pub memory_channels: Option<(Arc<MemoryHistory>, Arc<MemoryChannelPresence>)>,
     /// Down when a shared-state call found Redis unreachable: guarded calls then fail at once,
     /// and the liveness loop resynchronizes this instance's sessions once Redis answers again.
     pub health: Arc<Health>,
@@ -105,6 +116,8 @@ pub struct Node {
     pub chat_store: Arc<dyn ChatStore>,
     /// Local sessions' joined conversations and ordered message delivery.
     pub chat: Arc<Feed>,
+    /// Channels: this instance's subscriptions, their ordered delivery and presence.
+    pub channels: Arc<Channels>,
     pub writer: Writer,
     /// The writer task, awaited (bounded) at shutdown so buffered records are flushed.
     pub writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -138,36 +151,58 @@ impl Node {
         let auth = Authenticator::from_config(&config.jwt)?;
         let quota = Quota { limit: config.message_rate_limit, window: config.message_rate_window };
         let hub = Arc::new(Hub::default());
-        let (presence, broker, limiter, backends): Picked = match &config.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(StateError::from)?;
-                let conn =
-                    redis::aio::ConnectionManager::new(client).await.map_err(StateError::from)?;
-                let prefix = config.redis_prefix.clone();
-                let broker = RedisBroker::connect(url, prefix.clone()).await?;
-                let limiter = RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
-                (
-                    // Guarded: every Redis call bounded, timed, and refused at once while
-                    // Redis is known to be down.
-                    Arc::new(Guarded::new(
-                        RedisPresence::new(conn.clone(), prefix),
-                        health.clone(),
-                    )),
-                    Arc::new(Guarded::new(broker, health.clone())),
-                    Arc::new(Guarded::new(limiter, health.clone())),
-                    Backends { redis: Some(conn), memory_limiter: None, health },
-                )
-            }
-            None => {
-                let limiter = Arc::new(MemoryRateLimiter::new(quota));
-                (
-                    Arc::new(MemoryPresence::new()),
-                    Arc::new(MemoryBroker::new()),
-                    limiter.clone(),
-                    Backends { redis: None, memory_limiter: Some(limiter), health },
-                )
-            }
-        };
+        let (presence, broker, limiter, (history, channel_presence), backends): Picked =
+            match &config.redis_url {
+                Some(url) => {
+                    let client = redis::Client::open(url.as_str()).map_err(StateError::from)?;
+                    let conn = redis::aio::ConnectionManager::new(client)
+                        .await
+                        .map_err(StateError::from)?;
+                    let prefix = config.redis_prefix.clone();
+                    let broker = RedisBroker::connect(url, prefix.clone()).await?;
+                    let limiter =
+                        RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
+                    let history = RedisHistory::new(conn.clone(), prefix.clone());
+                    let channel_presence = RedisChannelPresence::new(conn.clone(), prefix.clone());
+                    (
+                        // Guarded: every Redis call bounded, timed, and refused at once while
+                        // Redis is known to be down.
+                        Arc::new(Guarded::new(
+                            RedisPresence::new(conn.clone(), prefix),
+                            health.clone(),
+                        )),
+                        Arc::new(Guarded::new(broker, health.clone())),
+                        Arc::new(Guarded::new(limiter, health.clone())),
+                        (
+                            Arc::new(Guarded::new(history, health.clone())),
+                            Arc::new(Guarded::new(channel_presence, health.clone())),
+                        ),
+                        Backends {
+                            redis: Some(conn),
+                            memory_limiter: None,
+                            memory_channels: None,
+                            health,
+                        },
+                    )
+                }
+                None => {
+                    let limiter = Arc::new(MemoryRateLimiter::new(quota));
+                    let history = Arc::new(MemoryHistory::new());
+                    let channel_presence = Arc::new(MemoryChannelPresence::new());
+                    (
+                        Arc::new(MemoryPresence::new()),
+                        Arc::new(MemoryBroker::new()),
+                        limiter.clone(),
+                        (history.clone(), channel_presence.clone()),
+                        Backends {
+                            redis: None,
+                            memory_limiter: Some(limiter),
+                            memory_channels: Some((history, channel_presence)),
+                            health,
+                        },
+                    )
+                }
+            };
         let (writer, writer_task) = Writer::spawn(
             store.clone(),
             WriterConfig {
@@ -177,13 +212,16 @@ impl Node {
             },
         );
         let chat = Arc::new(crate::chat::feed::feed(chat_store.clone(), config.chat_gap_timeout));
+        let channel_feed = Channels::feed(&config, history);
         let fanout = Arc::new(Fanout::new(
             incarnation.clone(),
             hub.clone(),
             chat.clone(),
+            channel_feed.clone(),
             broker,
             presence.clone(),
         ));
+        let channels = Channels::new(&config, channel_feed, channel_presence, fanout.clone());
         Ok(Node {
             events: EventMetrics::new(router.names()),
             throttle: Throttle::new(&config, limiter),
@@ -198,6 +236,7 @@ impl Node {
             store,
             chat_store,
             chat,
+            channels,
             writer,
             writer_task: std::sync::Mutex::new(Some(writer_task)),
             admission: Admission::new(&config),

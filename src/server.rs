@@ -117,6 +117,7 @@ impl Server {
         tokio::spawn(node.fanout.clone().run());
         let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
+        tokio::spawn(node.channels.clone().refresh_presence(node.shutdown.clone()));
 
         let app = http::router(HttpState { node: node.clone(), certs });
         let admission = node.clone();

@@ -9,8 +9,9 @@
 //!
 //! A payload that is a struct must be a JSON object: serde's derived struct deserializers also
 //! accept an array and fill the fields by position, so `parse` refuses anything but an object
-//! before serde sees it (`Dto::OBJECT`). A DTO field that is itself a struct would need the
-//! same check (deserialize it through `Box<RawValue>` and `is_object`); no DTO has one today.
+//! before serde sees it (`Dto::OBJECT`). A DTO field that is itself a struct takes the same
+//! check through `#[serde(deserialize_with = "validate::object")]` (`optional_object` for an
+//! `Option`).
 
 use serde::{Serialize, de::DeserializeOwned};
 use serde_json::value::RawValue;
@@ -133,6 +134,30 @@ pub fn identifier(s: &str) -> Result<(), validator::ValidationError> {
         return Err(rule("length", "must be 1 to 128 bytes"));
     }
     plain_text(s)
+}
+
+/// `deserialize_with` for a struct-typed DTO field: the value must be a JSON object (see the
+/// module docs), then it is parsed as `T`.
+pub fn object<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::{Deserialize, de::Error};
+    let raw = Box::<RawValue>::deserialize(d)?;
+    if !is_object(raw.get().as_bytes()) {
+        return Err(D::Error::custom("must be a JSON object"));
+    }
+    serde_json::from_str(raw.get()).map_err(D::Error::custom)
+}
+
+/// `object` for an `Option` field (with `#[serde(default)]`): absent is `None`; `null` is not.
+pub fn optional_object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    object(d).map(Some)
 }
 
 /// Parses and validates `raw` as `T`.

@@ -19,8 +19,24 @@ use crate::{
     validate::{self, Dto, FieldError},
 };
 
-/// The reply of a successful event, already serialized (`None` acks with `null`).
-pub type Reply = Option<Box<RawValue>>;
+/// The reply of a successful event, already serialized (`data: None` acks with `null`), and
+/// what must happen right after the ack is queued, if anything.
+pub struct Reply {
+    pub data: Option<Box<RawValue>>,
+    pub then: Option<AfterAck>,
+}
+
+/// Work a handler leaves for after its ack is queued (whether or not the client asked for
+/// one): a channel subscription goes live only then, so its first live publication follows
+/// the ack that carried the missed ones.
+pub type AfterAck = Box<dyn FnOnce() + Send>;
+
+/// A handler's reply with work for after the ack (`Reply::then`). Handlers return it instead of
+/// a plain `impl Serialize` when the order of the ack and later frames matters.
+pub struct Acked {
+    pub data: Box<RawValue>,
+    pub then: AfterAck,
+}
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, EventError>> + Send>>;
 
 /// Everything an event can fail with. Mapped to a wire code in exactly one place, `code()`.
@@ -42,6 +58,17 @@ pub enum EventError {
     /// A dependency this event needs is down; retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    BadChannel(String),
+    /// Denied, unknown namespace, or not this user's channel: one answer, nothing leaked. The
+    /// reason, when there is one the client may know (`token_expired`: its own token), goes
+    /// in `details.reason`.
+    #[error("permission denied")]
+    PermissionDenied(Option<&'static str>),
+    #[error("already subscribed to this channel")]
+    AlreadySubscribed,
+    #[error("not subscribed to this channel")]
+    NotSubscribed,
     /// A failure of ours. The message goes to the log, never to the client.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -57,6 +84,10 @@ impl EventError {
             EventError::NotFound(_) => Code::NotFound,
             EventError::LimitExceeded(_) => Code::LimitExceeded,
             EventError::Unavailable(_) => Code::Unavailable,
+            EventError::BadChannel(_) => Code::BadChannel,
+            EventError::PermissionDenied(_) => Code::PermissionDenied,
+            EventError::AlreadySubscribed => Code::AlreadySubscribed,
+            EventError::NotSubscribed => Code::NotSubscribed,
             EventError::Internal(_) => Code::InternalError,
         }
     }
@@ -75,6 +106,7 @@ impl EventError {
             EventError::RateLimited { limit, window_ms, reset_at_ms } => {
                 Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms }))
             }
+            EventError::PermissionDenied(Some(reason)) => Some(json!({ "reason": reason })),
             _ => None,
         }
     }
@@ -105,16 +137,41 @@ where
     }
 }
 
+struct AckedRoute<F>(F);
+
+impl<T, F, Fut> Route for AckedRoute<(F, std::marker::PhantomData<fn(T)>)>
+where
+    T: Dto,
+    F: Fn(Arc<SessionCtx>, T) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Acked, EventError>> + Send + 'static,
+{
+    fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture {
+        let dto = match validate::parse::<T>(&data) {
+            Ok(dto) => dto,
+            Err(errors) => {
+                return Box::pin(std::future::ready(Err(EventError::Validation(errors))));
+            }
+        };
+        let fut = (self.0.0)(ctx, dto);
+        Box::pin(async move { acked(fut.await?) })
+    }
+}
+
 /// A handler's reply as raw JSON. A reply that already is raw JSON (echoes, relays) is
 /// passed through instead of being serialized into a copy of itself.
 fn serialize<R: Serialize + 'static>(reply: R) -> Result<Reply, EventError> {
     let mut slot = Some(reply);
     if let Some(raw) = (&mut slot as &mut dyn Any).downcast_mut::<Option<Box<RawValue>>>() {
-        return Ok(raw.take());
+        return Ok(Reply { data: raw.take(), then: None });
     }
     // `Some(reply)` serializes exactly as `reply`.
     let raw = serde_json::value::to_raw_value(&slot).map_err(anyhow::Error::from)?;
-    Ok(Some(raw))
+    Ok(Reply { data: Some(raw), then: None })
+}
+
+/// `Acked` is not `Serialize`; its routes are typed separately (`Router::on_acked`).
+fn acked(reply: Acked) -> Result<Reply, EventError> {
+    Ok(Reply { data: Some(reply.data), then: Some(reply.then) })
 }
 
 /// Event name → handler. Built once at start-up, shared read-only by every session.
@@ -131,7 +188,7 @@ impl Router {
     /// The router with every built-in handler registered.
     pub fn with_builtins(config: &crate::config::Config) -> Self {
         let router = crate::presence::register(sys::register(Self::new(), config.dev_events));
-        crate::chat::events::register(router)
+        crate::channels::events::register(crate::chat::events::register(router))
     }
 
     /// Registers `handler` for `name`. Panics on a duplicate name: that is a programming
@@ -144,6 +201,19 @@ impl Router {
         R: Serialize + 'static,
     {
         let route = TypedRoute((handler, std::marker::PhantomData::<fn(T) -> R>));
+        let previous = self.routes.insert(name, Box::new(route));
+        assert!(previous.is_none(), "event `{name}` registered twice");
+        self
+    }
+
+    /// Registers a handler whose reply is `Acked`: the ack, then the reply's `then`.
+    pub fn on_acked<T, F, Fut>(mut self, name: &'static str, handler: F) -> Self
+    where
+        T: Dto,
+        F: Fn(Arc<SessionCtx>, T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Acked, EventError>> + Send + 'static,
+    {
+        let route = AckedRoute((handler, std::marker::PhantomData::<fn(T)>));
         let previous = self.routes.insert(name, Box::new(route));
         assert!(previous.is_none(), "event `{name}` registered twice");
         self

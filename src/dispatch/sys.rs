@@ -29,6 +29,7 @@ pub fn register(router: Router, dev_events: bool) -> Router {
         .on("sys:room-leave", room_leave)
         .on("sys:room-publish", room_publish)
         .on("sys:user-publish", user_publish)
+        .on("sys:channel-publish", channel_publish)
 }
 
 /// Acks with the payload it was given, unchanged: the whole pipeline with a handler that
@@ -153,4 +154,38 @@ async fn user_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::
     let local =
         bounded(ctx.node.fanout.to_user(user, frame)).await.map_err(|e| unavailable(&ctx, e))?;
     Ok(json!({ "localDeliveries": local }))
+}
+
+/// The `sys:channel-publish` payload: a publication "from the backend" (no `client_publish`
+/// or subscription needed), for tests and benchmarks until the server API exists.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelPublish {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+impl Dto for ChannelPublish {}
+
+async fn channel_publish(
+    ctx: Arc<SessionCtx>,
+    dto: ChannelPublish,
+) -> Result<serde_json::Value, EventError> {
+    let parsed = crate::channels::name::parse(&dto.channel).map_err(EventError::BadChannel)?;
+    let ns = ctx
+        .node
+        .config
+        .namespaces
+        .get(parsed.namespace)
+        .cloned()
+        .ok_or(EventError::PermissionDenied(None))?;
+    let position =
+        ctx.node.channels.publish(&dto.channel, &ns, &dto.data, None).await.map_err(|e| {
+            ctx.node.backends.mark_degraded("channel publish", &e);
+            EventError::Unavailable("channel history is unavailable".into())
+        })?;
+    Ok(match position {
+        Some(p) => json!({ "offset": p.offset, "epoch": &*p.epoch }),
+        None => json!({}),
+    })
 }

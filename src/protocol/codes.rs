@@ -63,6 +63,15 @@ codes! {
     LimitExceeded = ("limit_exceeded", None),
     /// A dependency the event needs is down; retry later.
     Unavailable = ("unavailable", None),
+    /// A channel name breaks the naming rules.
+    BadChannel = ("bad_channel", None),
+    /// The channel may not be subscribed to (or published to, read) by this connection: denied,
+    /// an unknown namespace, or not this user's channel, all alike.
+    PermissionDenied = ("permission_denied", None),
+    /// This connection is already subscribed to the channel.
+    AlreadySubscribed = ("already_subscribed", None),
+    /// The request needs a subscription to the channel on this connection.
+    NotSubscribed = ("not_subscribed", None),
     /// The server failed; the event may be retried.
     InternalError = ("internal_error", None),
 

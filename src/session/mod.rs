@@ -262,6 +262,8 @@ impl Drop for Registration {
         // shutdown waits for it and a panic cannot skip it.
         let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
         let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
+        let socket_id: Arc<str> = Arc::from(self.record.socket_id.as_str());
+        let channels = self.node.channels.session_closed(&socket_id);
         metrics::disconnected(self.kind, self.reason);
         self.node.writer.record(Record::Closed(ConnectionClosed {
             socket_id: self.record.socket_id.clone(),
@@ -276,6 +278,9 @@ impl Drop for Registration {
             }
             for conversation in emptied_conversations {
                 node.fanout.release_conversation(&conversation).await;
+            }
+            if let Some(channels) = channels {
+                channels.await;
             }
             crate::cluster::unregister(&node, &record).await;
         };
@@ -324,13 +329,16 @@ fn reply(ctx: &SessionCtx, done: InFlight, result: Result<Reply, EventError>) {
         }
     }
     match result {
-        Ok(data) => {
+        Ok(Reply { data, then }) => {
             if let Some(id) = done.id {
                 let frame = match data {
                     Some(raw) => encode_ack(id, &raw),
                     None => encode_ack(id, &null()),
                 };
                 ctx.outbound.send(frame);
+            }
+            if let Some(then) = then {
+                then();
             }
         }
         Err(err) => {

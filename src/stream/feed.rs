@@ -69,10 +69,14 @@ pub trait Source: Send + Sync + 'static {
         false
     }
 
-    /// The stream's state was lost: `sockets` were removed from it (`emptied`: no local
-    /// member is left). Called outside the feed's lock.
-    async fn state_lost(&self, _stream: Arc<str>, _sockets: Vec<Arc<str>>, _emptied: bool) {}
+    /// The stream's state was lost: `members` (each session's id and outbound queue) were
+    /// removed from it (`emptied`: no local member is left). Called outside the feed's lock.
+    async fn state_lost(&self, _stream: Arc<str>, _members: Vec<Lost>, _emptied: bool) {}
 }
+
+/// A session taken out of a stream whose state was lost: its id and its outbound queue (to
+/// tell it).
+pub type Lost = (Arc<str>, Outbound);
 
 /// How `finish_join` hands over the missed entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +214,7 @@ impl Stream {
 
     /// Forgets where the stream stood (its state was lost) and takes out its live members;
     /// members still joining stay, and their own read initializes the stream again.
-    fn reset(&mut self) -> Vec<Arc<str>> {
+    fn reset(&mut self) -> Vec<Lost> {
         self.delivered = None;
         self.epoch = None;
         self.known = 0;
@@ -221,9 +225,10 @@ impl Stream {
             .filter(|(_, m)| m.buffer.is_none())
             .map(|(socket, _)| socket.clone())
             .collect();
-        for socket in &live {
-            self.members.remove(socket);
-        }
+        let live: Vec<Lost> = live
+            .into_iter()
+            .filter_map(|socket| self.members.remove(&socket).map(|m| (socket, m.outbound)))
+            .collect();
         for member in self.members.values_mut() {
             member.floor = None;
             member.buffer = Some(Vec::new());
@@ -493,8 +498,8 @@ impl<S: Source> Feed<S> {
 
     /// Removes the `lost` members from the socket index and tells the source, outside the
     /// lock.
-    fn report_lost(self: &Arc<Self>, inner: &mut Inner, stream: &str, lost: Vec<Arc<str>>) {
-        for socket in &lost {
+    fn report_lost(self: &Arc<Self>, inner: &mut Inner, stream: &str, lost: Vec<Lost>) {
+        for (socket, _) in &lost {
             if let Some(joined) = inner.sockets.get_mut(socket) {
                 joined.remove(stream);
                 if joined.is_empty() {
@@ -602,13 +607,13 @@ mod tests {
     };
 
     /// A `state_lost` report: the stream and the sockets taken out of it.
-    type Lost = (Arc<str>, Vec<Arc<str>>);
+    type Report = (Arc<str>, Vec<Arc<str>>);
 
     #[derive(Default)]
     struct Mem {
         epoch: Mutex<Arc<str>>,
         entries: Mutex<Vec<(u64, Bytes)>>,
-        lost: Mutex<Vec<Lost>>,
+        lost: Mutex<Vec<Report>>,
         holes_end_state: bool,
     }
 
@@ -629,7 +634,8 @@ mod tests {
         fn hole_ends_state(&self) -> bool {
             self.holes_end_state
         }
-        async fn state_lost(&self, stream: Arc<str>, sockets: Vec<Arc<str>>, _: bool) {
+        async fn state_lost(&self, stream: Arc<str>, members: Vec<Lost>, _: bool) {
+            let sockets = members.into_iter().map(|(s, _)| s).collect();
             self.lost.lock().unwrap().push((stream, sockets));
         }
     }

@@ -8,4 +8,4 @@
 
 pub mod feed;
 
-pub use feed::{Deliver, Feed, Finish, Read, Source, Top};
+pub use feed::{Deliver, Feed, Finish, Lost, Read, Source, Top};

@@ -116,15 +116,18 @@ pub enum FanoutKind {
     Watchers,
     /// Chat: messages, removals and typing on a conversation's channel.
     Conversation,
+    /// Channels: publications and join/leave notices.
+    Channel,
 }
 
 impl FanoutKind {
-    const ALL: [FanoutKind; 5] = [
+    const ALL: [FanoutKind; 6] = [
         FanoutKind::Room,
         FanoutKind::User,
         FanoutKind::Socket,
         FanoutKind::Watchers,
         FanoutKind::Conversation,
+        FanoutKind::Channel,
     ];
 
     fn as_str(self) -> &'static str {
@@ -134,6 +137,7 @@ impl FanoutKind {
             FanoutKind::Socket => "socket",
             FanoutKind::Watchers => "watchers",
             FanoutKind::Conversation => "conversation",
+            FanoutKind::Channel => "channel",
         }
     }
 }
@@ -256,7 +260,7 @@ struct Series {
     writer_dropped: Counter,
     redis_duration: [Histogram; RedisOp::ALL.len()],
     redis_errors: [Counter; RedisOp::ALL.len()],
-    fanout_publishes: [Counter; 5],
+    fanout_publishes: [Counter; 6],
     fanout_deliveries: [Counter; 2],
     session_tasks: Gauge,
     runtime_tasks: Gauge,

@@ -7,6 +7,7 @@
 
 mod assets;
 mod auth;
+mod channels;
 mod chat;
 mod cli_client;
 mod cluster;

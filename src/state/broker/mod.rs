@@ -25,6 +25,8 @@ pub enum Channel {
     Presence,
     /// A chat conversation's messages, removals and typing; subscribed like a room.
     Conversation(String),
+    /// A channel's publications and join/leave notices; subscribed like a room.
+    Chan(String),
 }
 
 /// One message received from a subscribed channel.

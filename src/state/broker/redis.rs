@@ -6,6 +6,7 @@
 //! - `{prefix}ch:inst:{id}`: [`Channel::Instance`]
 //! - `{prefix}ch:presence`: [`Channel::Presence`]
 //! - `{prefix}ch:conv:{id}`: [`Channel::Conversation`]
+//! - `{prefix}ch:chan:{name}`: [`Channel::Chan`]
 //!
 //! # Why a dedicated RESP3 subscriber connection
 //! Publishing runs on an ordinary connection manager. Subscriptions live on a second one,
@@ -38,6 +39,7 @@ const ROOM: &str = "ch:room:";
 const INSTANCE: &str = "ch:inst:";
 const PRESENCE: &str = "ch:presence";
 const CONVERSATION: &str = "ch:conv:";
+const CHAN: &str = "ch:chan:";
 
 /// Broker over Redis pub/sub, shared by every instance using the same Redis and prefix.
 #[derive(Debug)]
@@ -202,6 +204,7 @@ fn channel_name(prefix: &str, channel: &Channel) -> String {
         Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
         Channel::Presence => format!("{prefix}{PRESENCE}"),
         Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
+        Channel::Chan(name) => format!("{prefix}{CHAN}{name}"),
     }
 }
 
@@ -211,6 +214,8 @@ fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
         Some(Channel::Presence)
     } else if let Some(room) = rest.strip_prefix(ROOM) {
         Some(Channel::Room(room.to_owned()))
+    } else if let Some(name) = rest.strip_prefix(CHAN) {
+        Some(Channel::Chan(name.to_owned()))
     } else if let Some(id) = rest.strip_prefix(CONVERSATION) {
         Some(Channel::Conversation(id.to_owned()))
     } else {
@@ -232,6 +237,7 @@ mod tests {
             Channel::Instance("inst-1".into()),
             Channel::Presence,
             Channel::Conversation("0b7e4a8e-6a55-4f6e-9d1c-3a6f2b1c9e10".into()),
+            Channel::Chan("news:sports#alice,bob".into()),
         ] {
             let name = channel_name(prefix, &channel);
             assert_eq!(parse_channel_name(prefix, name.as_bytes()), Some(channel), "{name}");

@@ -8,14 +8,20 @@
 //! local member; users and sockets are routed through the registry to the instances that hold
 //! them; presence transitions go to every instance.
 //!
-//! Envelope (our own, binary): `kind u8 | origin len u8 | origin | target len u16 | target |
-//! exclude len u16 | exclude | frame…`. Receivers ignore envelopes they published themselves.
+//! Envelopes (`envelope`) name the target; receivers ignore envelopes they published
+//! themselves. `streams` holds the ordered kinds (chat conversations, channels).
+
+mod envelope;
+mod streams;
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
+
+use envelope::{Envelope, Kind, decode, encode, prefixed, split_seq};
 
 use crate::{
+    channels::source::ChannelFeed,
     chat::feed::Feed,
     hub::{Hub, Interest},
     state::{
@@ -26,108 +32,13 @@ use crate::{
     telemetry::metrics::{self, FanoutKind, Origin},
 };
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-enum Kind {
-    Room = 1,
-    User = 2,
-    Socket = 3,
-    /// A presence update: the frame is prefixed with its version (u64, big-endian).
-    Watchers = 4,
-    /// A chat message: the frame is prefixed with its seq (i64, big-endian).
-    Chat = 5,
-    /// A member removed from a conversation: `exclude` names the user.
-    ChatKick = 6,
-    /// A volatile chat event (typing): `exclude` names the sending socket.
-    ChatVolatile = 7,
-}
-
-impl Kind {
-    fn from_u8(b: u8) -> Option<Kind> {
-        Some(match b {
-            1 => Kind::Room,
-            2 => Kind::User,
-            3 => Kind::Socket,
-            4 => Kind::Watchers,
-            5 => Kind::Chat,
-            6 => Kind::ChatKick,
-            7 => Kind::ChatVolatile,
-            _ => return None,
-        })
-    }
-}
-
-struct Envelope<'a> {
-    kind: Kind,
-    origin: &'a str,
-    target: &'a str,
-    exclude: Option<&'a str>,
-    frame: Bytes,
-}
-
-fn encode(env: &Envelope<'_>) -> Bytes {
-    let exclude = env.exclude.unwrap_or_default();
-    let mut buf = BytesMut::with_capacity(
-        6 + env.origin.len() + env.target.len() + exclude.len() + env.frame.len(),
-    );
-    buf.put_u8(env.kind as u8);
-    // Ids are bounded far below these widths (instance ids ≤ 64, rooms and users ≤ 128).
-    buf.put_u8(env.origin.len().min(255) as u8);
-    buf.put_slice(&env.origin.as_bytes()[..env.origin.len().min(255)]);
-    buf.put_u16(env.target.len().min(u16::MAX as usize) as u16);
-    buf.put_slice(env.target.as_bytes());
-    buf.put_u16(exclude.len() as u16);
-    buf.put_slice(exclude.as_bytes());
-    buf.put_slice(&env.frame);
-    buf.freeze()
-}
-
-/// Parses an envelope; `None` for anything malformed (a foreign publisher on our channels).
-fn decode(payload: &Bytes) -> Option<Envelope<'_>> {
-    let b = payload.as_ref();
-    let kind = Kind::from_u8(*b.first()?)?;
-    let mut at = 1;
-    let origin_len = *b.get(at)? as usize;
-    at += 1;
-    let origin = std::str::from_utf8(b.get(at..at + origin_len)?).ok()?;
-    at += origin_len;
-    let mut field = || -> Option<&str> {
-        let len = u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]) as usize;
-        let s = std::str::from_utf8(b.get(at + 2..at + 2 + len)?).ok()?;
-        at += 2 + len;
-        Some(s)
-    };
-    let target = field()?;
-    let exclude = field()?;
-    Some(Envelope {
-        kind,
-        origin,
-        target,
-        exclude: (!exclude.is_empty()).then_some(exclude),
-        frame: payload.slice(at..),
-    })
-}
-
-/// Splits a chat envelope's body into its seq (or a presence version, whose bits are read back
-/// with `as u64`) and frame.
-fn split_seq(body: &Bytes) -> Option<(i64, Bytes)> {
-    let seq = i64::from_be_bytes(body.get(..8)?.try_into().ok()?);
-    Some((seq, body.slice(8..)))
-}
-
-/// `n` (8 bytes, big-endian) then `frame`: a chat seq or a presence version in front of the
-/// frame it orders.
-fn prefixed(n: [u8; 8], frame: &Bytes) -> Bytes {
-    let mut body = BytesMut::with_capacity(8 + frame.len());
-    body.put_slice(&n);
-    body.put_slice(frame);
-    body.freeze()
-}
-
 pub struct Fanout {
     instance_id: String,
     hub: Arc<Hub>,
+    /// Chat conversations' ordered delivery.
     feed: Arc<Feed>,
+    /// Channels' ordered delivery (and their local subscribers).
+    channels: Arc<ChannelFeed>,
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
 }
@@ -137,10 +48,11 @@ impl Fanout {
         instance_id: String,
         hub: Arc<Hub>,
         feed: Arc<Feed>,
+        channels: Arc<ChannelFeed>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
     ) -> Self {
-        Self { instance_id, hub, feed, broker, presence }
+        Self { instance_id, hub, feed, channels, broker, presence }
     }
 
     fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
@@ -218,70 +130,6 @@ impl Fanout {
         Ok(local)
     }
 
-    /// Delivers chat message `seq` of `conversation` to its joined sessions cluster-wide, in
-    /// seq order on every instance (the feed reorders and fills gaps).
-    pub async fn to_conversation(
-        &self,
-        conversation: &str,
-        seq: i64,
-        frame: Bytes,
-    ) -> Result<(), StateError> {
-        let body = prefixed(seq.to_be_bytes(), &frame);
-        self.feed.receive(conversation, "", crate::chat::feed::seq(seq), frame);
-        let env = self.envelope(Kind::Chat, conversation, None, body);
-        metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
-    }
-
-    /// Removes `user`'s sessions from `conversation` everywhere, sending each `frame`.
-    pub async fn kick_from_conversation(
-        &self,
-        conversation: &str,
-        user: &str,
-        frame: Bytes,
-    ) -> Result<(), StateError> {
-        if self.feed.kick(conversation, user, &frame) {
-            self.release_conversation(conversation).await;
-        }
-        let env = self.envelope(Kind::ChatKick, conversation, Some(user), frame);
-        metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
-    }
-
-    /// A volatile event to `conversation`'s joined sessions except `socket_id`.
-    pub async fn typing(
-        &self,
-        conversation: &str,
-        socket_id: &str,
-        frame: Bytes,
-    ) -> Result<(), StateError> {
-        self.feed.broadcast(conversation, Some(socket_id), &frame, true);
-        let env = self.envelope(Kind::ChatVolatile, conversation, Some(socket_id), frame);
-        metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
-    }
-
-    /// Subscribes this instance to `conversation` (its first local member joined).
-    pub async fn watch_conversation(&self, conversation: &str) {
-        let channel = Channel::Conversation(conversation.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.subscribe(&channel)).await {
-            // The resync after the outage resubscribes and reads what was missed.
-            tracing::warn!(conversation, error = %e, "subscribing a conversation channel failed");
-        }
-    }
-
-    /// Unsubscribes `conversation` (its last local member left) — and subscribes again if a
-    /// member joined while the unsubscribe was in flight.
-    pub async fn release_conversation(&self, conversation: &str) {
-        let channel = Channel::Conversation(conversation.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.unsubscribe(&channel)).await {
-            tracing::warn!(conversation, error = %e, "unsubscribing a conversation channel failed");
-        }
-        if self.feed.has(conversation) {
-            self.watch_conversation(conversation).await;
-        }
-    }
-
     /// Joins `socket_id` to `room`, subscribing this instance to the room's channel when it
     /// is the first local member.
     pub async fn join(
@@ -327,8 +175,13 @@ impl Fanout {
         for conversation in self.feed.streams() {
             self.broker.subscribe(&Channel::Conversation(conversation.to_string())).await?;
         }
-        // Whatever was published while this instance was not listening is in the store.
+        for channel in self.channels.streams() {
+            self.broker.subscribe(&Channel::Chan(channel.to_string())).await?;
+        }
+        // Whatever was published while this instance was not listening is in the store (or
+        // the channel history).
         self.feed.catch_up_all();
+        self.channels.catch_up_all();
         Ok(())
     }
 
@@ -369,6 +222,19 @@ impl Fanout {
                 0
             }
             Kind::ChatVolatile => self.feed.broadcast(env.target, env.exclude, &env.frame, true),
+            Kind::ChannelPub => {
+                let Some((offset, epoch, frame)) = envelope::channel_position(&env.frame) else {
+                    return;
+                };
+                self.channels.receive(env.target, epoch, offset, frame);
+                0
+            }
+            Kind::ChannelPlain => {
+                self.channels.broadcast(env.target, env.exclude, &env.frame, false)
+            }
+            Kind::ChannelVolatile => {
+                self.channels.broadcast(env.target, env.exclude, &env.frame, true)
+            }
         };
         metrics::fanout_delivered(Origin::Remote, delivered);
     }
@@ -381,45 +247,6 @@ impl Fanout {
         };
         while let Some(msg) = rx.recv().await {
             self.deliver(&msg);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn envelope_round_trips_and_shares_the_frame() {
-        let frame = Bytes::from_static(br#"{"type":"event"}"#);
-        let env = encode(&Envelope {
-            kind: Kind::Room,
-            origin: "rtg-1",
-            target: "room/ä",
-            exclude: Some("s1"),
-            frame: frame.clone(),
-        });
-        let d = decode(&env).unwrap();
-        assert_eq!(
-            (d.kind, d.origin, d.target, d.exclude),
-            (Kind::Room, "rtg-1", "room/ä", Some("s1"))
-        );
-        assert_eq!(d.frame, frame);
-        let d2 =
-            encode(&Envelope { kind: Kind::User, origin: "o", target: "u", exclude: None, frame });
-        assert_eq!(decode(&d2).unwrap().exclude, None);
-    }
-
-    #[test]
-    fn malformed_envelopes_are_rejected_not_panicked_on() {
-        for bad in [
-            &b""[..],
-            b"\x09",
-            b"\x01\x05ab",
-            b"\x01\x01a\x00\x09xy",
-            b"\x01\x00\x00\x01\xff\x00\x00",
-        ] {
-            assert!(decode(&Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
         }
     }
 }
