@@ -8,6 +8,7 @@
 mod assets;
 mod auth;
 mod channels;
+mod channels_recovery;
 mod chat;
 mod cli_client;
 mod cluster;
