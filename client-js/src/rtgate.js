@@ -538,27 +538,36 @@ export class RtgateClient extends Emitter {
    */
   request(event, data, opts = {}) {
     return new Promise((resolve, reject) => {
-      const entry = {
-        order: ++this._order,
-        event,
-        data,
-        ack: true,
-        retry: Boolean(opts.retry),
-        resolve,
-        reject,
-        timer: null,
-        id: null,
-      };
-      const timeout = opts.timeout ?? this.options.requestTimeout;
-      if (timeout > 0 && Number.isFinite(timeout)) {
-        entry.timer = this._clock.setTimeout(() => {
-          entry.timer = null;
-          this._forget(entry);
-          reject(new RtgateError('timeout', `no answer to ${event} within ${timeout} ms`));
-        }, timeout);
-      }
-      this._submit(entry);
+      this._call(event, data, opts, (err, value) => (err ? reject(err) : resolve(value)));
     });
+  }
+
+  /**
+   * `request` with a callback, `done(err, value)`, called synchronously while the ack or error
+   * frame is handled: a reply and the server pushes right behind it (decoded from the same chunk,
+   * say) reach the caller in the order the server sent them, which a promise continuation cannot
+   * promise. For the helpers in this package.
+   */
+  _call(event, data, opts, done) {
+    const entry = {
+      order: ++this._order,
+      event,
+      data,
+      ack: true,
+      retry: Boolean(opts.retry),
+      done,
+      timer: null,
+      id: null,
+    };
+    const timeout = opts.timeout ?? this.options.requestTimeout;
+    if (timeout > 0 && Number.isFinite(timeout)) {
+      entry.timer = this._clock.setTimeout(() => {
+        entry.timer = null;
+        this._forget(entry);
+        done(new RtgateError('timeout', `no answer to ${event} within ${timeout} ms`));
+      }, timeout);
+    }
+    this._submit(entry);
   }
 
   /**
@@ -668,8 +677,7 @@ export class RtgateClient extends Emitter {
   _settle(entry, err, value) {
     if (entry.timer) this._clock.clearTimeout(entry.timer);
     entry.timer = null;
-    if (err) entry.reject?.(err);
-    else entry.resolve?.(value);
+    entry.done?.(err ?? null, value);
   }
 
   /** A JSON GET against the server's REST API with the current token. */
