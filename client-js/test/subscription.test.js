@@ -123,6 +123,26 @@ describe('subscribe', () => {
     );
   });
 
+  test('a subscription made in a connect listener subscribes once', async () => {
+    const clock = new FakeClock();
+    const wt = fakeTransport('webtransport');
+    const client = new RtgateClient({
+      url: 'http://127.0.0.1:3000',
+      certificateHash: 'none',
+      clock,
+      token: 't',
+      transports: { webtransport: wt.open },
+      autoConnect: false,
+    });
+    // The subscription starts at once, then the restore that follows the listeners sees it.
+    client.on('connect', ({ session }) => client.subscribe(`notify:#${session.userId}`));
+    client.connect();
+    await settle();
+    wt.last.push(HELLO);
+    await settle();
+    assert.deepEqual(wt.last.events('channel:subscribe').map((f) => f.data), [{ channel: 'notify:#alice' }]);
+  });
+
   test('`since` starts from a known position', async () => {
     const { client, wt } = await connected();
     const sub = client.subscribe(CH, { since: { offset: 3, epoch: 'e1' } });
