@@ -59,7 +59,8 @@ export class Subscription extends Emitter {
       data: options.data,
       recover: options.recover ?? true,
     };
-    this._since = options.since !== undefined; // the app's own `since` is used once even without `recover`
+    // The app's own `since` is used until a subscribe succeeds, even without `recover`.
+    this._since = options.since !== undefined;
     this._gen = 0; // increments whenever an attempt in progress must be forgotten
     this._pending = false; // an attempt (token, then request) is in progress on this connection
     this._onServer = false; // a subscribe went out on this connection and nothing undid it since
@@ -241,7 +242,6 @@ export class Subscription extends Emitter {
     const since = (this.options.recover || this._since) && this.epoch ? { offset: this.offset, epoch: this.epoch } : null;
     if (since && isPosition(since)) data.since = since;
     if (this.options.data !== undefined) data.data = this.options.data;
-    this._since = false;
     const wasRecovering = data.since !== undefined;
     this._onServer = true;
     // No timeout: the answer comes, or the connection ends (the heartbeat notices a dead one).
@@ -287,6 +287,7 @@ export class Subscription extends Emitter {
 
   _onSubscribed(ack, wasRecovering) {
     this._backoff.reset();
+    this._since = false;
     const recovered = ack.recovered === true;
     const publications = Array.isArray(ack.publications) ? ack.publications : [];
     // Not recovered: what came before is gone (another epoch, or history too short); the position

@@ -267,6 +267,25 @@ describe('recovery after a reconnect', () => {
     assert.deepEqual(rec.offsets(), [6, 3]);
   });
 
+  test("recover: false still starts from the app's since, also when the first attempt is retried", async () => {
+    const { client, clock, wt } = await connected();
+    const sub = client.subscribe(CH, { since: { offset: 3, epoch: 'e1' }, recover: false });
+    refuse(wt.last, lastSubscribe(wt.last), 'unavailable');
+    await clock.advance(1000);
+    assert.deepEqual(lastSubscribe(wt.last).data, { channel: CH, since: { offset: 3, epoch: 'e1' } });
+    await reconnect(clock, wt); // its answer lost with the connection
+    assert.deepEqual(lastSubscribe(wt.last).data, { channel: CH, since: { offset: 3, epoch: 'e1' } });
+    ack(wt.last, lastSubscribe(wt.last), { channel: CH, offset: 4, epoch: 'e1', recovered: true, publications: [{ offset: 4, data: 'd' }] });
+    assert.equal(sub.offset, 4);
+    const conns = wt.conns.length;
+    wt.last.drop();
+    await clock.advance(2000); // the client's second reconnect in a row
+    assert.equal(wt.conns.length, conns + 1);
+    wt.last.push(HELLO);
+    await settle();
+    assert.deepEqual(lastSubscribe(wt.last).data, { channel: CH });
+  });
+
   test('recover: false resubscribes without since', async () => {
     const { client, clock, wt } = await connected();
     await subscribed(client, wt, { options: { recover: false } });
