@@ -1,5 +1,5 @@
-// The rtgate demo page: a connection indicator, a token login, the user's conversations, and one
-// conversation with its members' presence. Every string that came from the server or another
+// The rtgate demo page: a connection indicator, a token login, the user's conversations, one
+// conversation with its members' presence, and a live channel panel. Every string that came from the server or another
 // user is rendered with textContent (see `text`), never as markup: the page's CSP forbids inline
 // script, and nothing from the wire is parsed as HTML.
 
@@ -119,6 +119,7 @@ function wire(client) {
     freshPresence.clear();
     log(`connected over ${transport} to ${session.instanceId}`);
     loadConversations(client);
+    subscribeChannels(client, session.userId);
     renderStatus();
   });
   client.on('disconnect', (reason, code) => {
@@ -360,12 +361,193 @@ async function send(content, li, clientMessageId = newClientMessageId()) {
   }
 }
 
+// ---- live channel ----------------------------------------------------------------------------
+// Subscriptions survive reconnects by themselves (the client resubscribes and recovers what was
+// missed); the page only shows what happens: publications as text, who is here, and whether the
+// last resubscribe recovered everything. No timers: everything is drawn when an event arrives.
+
+const PUBLIC_CHANNEL = 'public:demo';
+const MAX_SHOWN = 50; // publications kept on screen per channel
+/** channel -> {state, status, recovery, recovered, pubs}: what the panel shows, per channel. */
+const channelViews = new Map();
+/** clientId -> info: who is subscribed to PUBLIC_CHANNEL (subscribe ack, then join/leave). */
+const here = new Map();
+demo.channels = channelViews;
+
+/**
+ * At every connect: the public channel, and the signed-in user's own channel (the user may have
+ * changed with the token, and a user-limited channel only lets its user in).
+ */
+function subscribeChannels(client, userId) {
+  const mine = `notify:#${userId}`;
+  for (const sub of client.subscriptions()) {
+    if (sub.channel === PUBLIC_CHANNEL || sub.channel === mine) continue;
+    client.removeSubscription(sub);
+    channelViews.delete(sub.channel);
+  }
+  for (const channel of [PUBLIC_CHANNEL, mine]) {
+    if (!client.subscription(channel)) watchChannel(client, client.subscribe(channel));
+  }
+  renderChannels();
+}
+
+function watchChannel(client, sub) {
+  const { channel } = sub;
+  const view = { state: sub.state, status: 'subscribing…', recovery: '', recovered: null, pubs: [] };
+  channelViews.set(channel, view);
+  const current = () => demo.client === client && client.subscription(channel) === sub;
+  sub.on('state', (state) => {
+    if (!current()) return;
+    view.state = state;
+    if (channel === PUBLIC_CHANNEL && state !== 'subscribed') {
+      here.clear(); // unknown until the next subscribe says who is here
+      renderHere();
+    }
+    renderChannels();
+  });
+  sub.on('subscribing', ({ code }) => {
+    if (!current()) return;
+    view.status = code === 'transport_closed' ? 'waiting for the connection…' : `subscribing again (${code})…`;
+    renderChannels();
+  });
+  sub.on('subscribed', (ctx) => {
+    if (!current()) return;
+    view.status = `subscribed at offset ${ctx.offset}`;
+    view.recovered = ctx.wasRecovering ? ctx.recovered : null;
+    if (ctx.wasRecovering && ctx.recovered) {
+      // The missed publications are delivered right after this event: from the position held
+      // until now up to the ack's offset.
+      const missed = typeof sub.offset === 'number' ? ctx.offset - sub.offset : 0;
+      view.recovery = `recovered after reconnect: ${missed} missed`;
+    } else if (ctx.wasRecovering) {
+      view.recovery = 'not recovered: what was missed is gone, reloaded from history';
+    } else {
+      view.recovery = '';
+    }
+    log(`subscribed to ${channel}${ctx.wasRecovering ? ` (recovered: ${ctx.recovered})` : ''}`);
+    if (channel === PUBLIC_CHANNEL && ctx.presence) {
+      here.clear();
+      for (const info of ctx.presence) here.set(info.clientId, info);
+      renderHere();
+    }
+    if (!ctx.recovered) {
+      // A first subscribe, or a recovery that failed: what is on screen may be stale.
+      view.pubs = [];
+      reloadChannel(sub, view);
+    }
+    renderChannels();
+  });
+  sub.on('publication', (p) => {
+    if (!current()) return;
+    addPublications(view, [p]);
+    renderChannels();
+  });
+  sub.on('join', ({ info }) => {
+    if (!current() || !info) return;
+    log(`${info.userId} joined ${channel}`);
+    if (channel === PUBLIC_CHANNEL) here.set(info.clientId, info);
+    renderHere();
+  });
+  sub.on('leave', ({ info }) => {
+    if (!current() || !info) return;
+    log(`${info.userId} left ${channel}`);
+    if (channel === PUBLIC_CHANNEL) here.delete(info.clientId);
+    renderHere();
+  });
+  sub.on('unsubscribed', ({ code, reason }) => {
+    if (!current()) return;
+    view.status = `unsubscribed: ${code}`;
+    view.recovery = '';
+    log(`unsubscribed from ${channel}: ${code} ${reason}`);
+    renderChannels();
+  });
+  sub.on('error', (err) => {
+    if (current()) log(`${channel}: ${err.code ?? ''} ${err.message}`);
+  });
+}
+
+/** The latest publications from history, merged with those that arrived meanwhile. */
+async function reloadChannel(sub, view) {
+  try {
+    const h = await sub.history({ limit: 20, reverse: true });
+    if (channelViews.get(sub.channel) !== view) return;
+    addPublications(view, (h.publications ?? []).map((p) => ({ ...p, channel: sub.channel })));
+    renderChannels();
+  } catch (err) {
+    log(`history of ${sub.channel}: ${err.code ?? ''} ${err.message}`);
+  }
+}
+
+function addPublications(view, pubs) {
+  for (const p of pubs) {
+    if (Number.isSafeInteger(p.offset) && view.pubs.some((q) => q.offset === p.offset)) continue;
+    view.pubs.push(p);
+  }
+  view.pubs.sort((a, b) => {
+    const d = (a.offset ?? Infinity) - (b.offset ?? Infinity);
+    return Number.isNaN(d) ? 0 : d;
+  });
+  if (view.pubs.length > MAX_SHOWN) view.pubs.splice(0, view.pubs.length - MAX_SHOWN);
+}
+
+/** A publication's data as text: a string, a `text` field, or its JSON. */
+function publicationText(data) {
+  if (typeof data === 'string') return data;
+  if (typeof data?.text === 'string') return data.text;
+  return JSON.stringify(data) ?? '';
+}
+
+function publicationItem(p) {
+  const li = document.createElement('li');
+  if (Number.isSafeInteger(p.offset)) li.dataset.offset = String(p.offset);
+  if (Number.isSafeInteger(p.offset)) li.append(text('span', `#${p.offset}`, 'offset'));
+  if (p.info?.userId) li.append(text('span', p.info.userId, 'publisher'));
+  li.append(text('span', publicationText(p.data), 'content'));
+  return li;
+}
+
+function renderChannels() {
+  const root = $('channels');
+  root.replaceChildren();
+  for (const [channel, view] of channelViews) {
+    const block = document.createElement('div');
+    block.className = 'channel';
+    block.dataset.channel = channel;
+    block.dataset.state = view.state;
+    if (view.recovered !== null) block.dataset.recovered = String(view.recovered);
+    const head = document.createElement('div');
+    head.append(text('strong', channel), text('span', view.status, 'channel-status'), text('span', view.recovery, 'recovery'));
+    const list = document.createElement('ul');
+    for (const p of view.pubs) list.append(publicationItem(p));
+    if (view.pubs.length === 0) list.append(text('li', 'no publications yet', 'muted'));
+    block.append(head, list);
+    root.append(block);
+  }
+}
+
+function renderHere() {
+  const ul = $('channel-presence');
+  ul.replaceChildren();
+  const sub = demo.client?.subscription(PUBLIC_CHANNEL);
+  if (sub?.state !== 'subscribed') {
+    ul.append(text('li', 'unknown (not subscribed)', 'muted'));
+    return;
+  }
+  for (const info of here.values()) {
+    const li = text('li', `${info.userId} (${info.deviceId})`);
+    li.dataset.clientId = info.clientId;
+    ul.append(li);
+  }
+}
+
 // ---- the page's controls ---------------------------------------------------------------------
 
 function renderAll() {
   renderStatus();
   renderMembers();
   renderConversations();
+  renderChannels();
+  renderHere();
 }
 
 $('connect').addEventListener('click', connect);

@@ -236,6 +236,19 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
   onEvent(name: string, fn: (data: any) => void): () => void;
   offEvent(name: string, fn?: (data: any) => void): void;
   conversation(id: string): Conversation;
+  /**
+   * Subscribes to a channel; the Subscription subscribes again after every reconnect, recovering
+   * missed publications, until `unsubscribe()`. `T` is the type of the publications' `data`.
+   * Throws `already_subscribed` (an RtgateError) when this client has a Subscription to `channel`
+   * already: use `subscription(channel)`, or `removeSubscription` first.
+   */
+  subscribe<T = unknown>(channel: string, options?: SubscriptionOptions): Subscription<T>;
+  /** This client's Subscription to `channel`, or null. */
+  subscription<T = unknown>(channel: string): Subscription<T> | null;
+  /** Every Subscription of this client, whatever its state. */
+  subscriptions(): Subscription<unknown>[];
+  /** Unsubscribes and forgets a Subscription (or the one to that channel), freeing its channel. */
+  removeSubscription(sub: Subscription<any> | string): void;
 }
 
 export default RtgateClient;
@@ -316,4 +329,155 @@ export declare class Conversation extends Emitter<ConversationEvents> {
   ): Promise<SendAck>;
   typing(isTyping?: boolean): boolean;
   history(opts?: { beforeSeq?: number; limit?: number }): Promise<{ messages: ChatMessage[]; hasMore: boolean }>;
+}
+
+// ---- channels ------------------------------------------------------------------------------------
+
+export type SubscriptionState = 'unsubscribed' | 'subscribing' | 'subscribed';
+
+/** A place in a channel's history: an offset means something only with its epoch. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
+/** A connection in a channel's presence, or the publisher of a publication. */
+export interface ClientInfo {
+  userId: string;
+  clientId: string;
+  deviceId: string;
+  /** The subscriber's `data` (subscribe option) or its subscription token's `info`. */
+  data?: unknown;
+}
+
+export interface Publication<T = unknown> {
+  channel: string;
+  data: T;
+  /** In channels with history; absent otherwise. */
+  offset?: number;
+  /** With `publisher_info` in the namespace. */
+  info?: ClientInfo;
+}
+
+export interface SubscriptionOptions {
+  /**
+   * The subscription token, for namespaces with `subscribe = "token"`: called before every
+   * subscribe and resubscribe (after reconnects and `subscription_expired`). Throw when none can
+   * be had right now (retried with backoff); return `''` when there is none (the subscription
+   * ends with `no_token`).
+   */
+  getToken?: (channel: string) => string | Promise<string>;
+  /** Start from a known position: the first subscribe recovers what came after it. */
+  since?: StreamPosition;
+  /** Attached to this connection's presence entry and join/leave (any JSON, at most 1 KiB). */
+  data?: unknown;
+  /** Resubscribe with `since` after reconnects to recover missed publications. Default true. */
+  recover?: boolean;
+}
+
+/** The `subscribed` event, and what `ready()` resolves with. */
+export interface SubscribedContext {
+  channel: string;
+  /**
+   * True when every publication missed since the position was recovered (and delivered as
+   * `publication` events right after this one). False after a failed recovery, a first subscribe
+   * without `since`, or in a channel without history: reload the application's state.
+   */
+  recovered: boolean;
+  /** Whether this subscribe asked to recover (`since` was sent). */
+  wasRecovering: boolean;
+  /** Where the channel's history stood (0 and '' without history). */
+  offset: number;
+  epoch: string;
+  /** Who is subscribed, when the namespace keeps presence. */
+  presence?: ClientInfo[];
+}
+
+/**
+ * Why the state changed. `subscribing`: `subscribe_called`, `transport_closed`,
+ * `subscription_expired`, `state_lost`, … `unsubscribed`: `unsubscribe_called`, the server's
+ * `unsubscribed`, or the refusal (`permission_denied`, `bad_channel`, `no_token`, …).
+ */
+export interface SubscriptionChange {
+  code: string;
+  reason: string;
+}
+
+export interface JoinLeave {
+  channel: string;
+  info: ClientInfo;
+}
+
+export interface SubscriptionEvents<T> {
+  state: (state: SubscriptionState) => void;
+  subscribing: (change: SubscriptionChange) => void;
+  subscribed: (ctx: SubscribedContext) => void;
+  /** The subscription ended and will not come back by itself (`subscribe()` to start again). */
+  unsubscribed: (change: SubscriptionChange) => void;
+  /** Each publication once, in offset order: recovered ones first, then live ones. */
+  publication: (pub: Publication<T>) => void;
+  join: (ctx: JoinLeave) => void;
+  leave: (ctx: JoinLeave) => void;
+  /** A refusal (then `unsubscribed`, or a retry for `unavailable`), a failed getToken, … */
+  error: (err: RtgateError | Error) => void;
+}
+
+export interface PublishResult {
+  offset?: number;
+  epoch?: string;
+}
+
+export interface ChannelPresence {
+  clients: ClientInfo[];
+}
+
+export interface ChannelPresenceStats {
+  /** Subscribed connections. */
+  clients: number;
+  /** Distinct users among them. */
+  users: number;
+}
+
+export interface HistoryOptions {
+  /** Publications after this position (oldest first); another epoch gives none. */
+  since?: StreamPosition;
+  /** 1–100, default 10. */
+  limit?: number;
+  /** The newest `limit`, newest first. */
+  reverse?: boolean;
+}
+
+export interface HistoryResult<T = unknown> {
+  publications: Array<Omit<Publication<T>, 'channel'> & { channel?: string }>;
+  offset: number;
+  epoch: string;
+}
+
+export declare class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
+  readonly channel: string;
+  readonly state: SubscriptionState;
+  /** The offset of the last publication delivered, or where the history stood; null if unknown. */
+  readonly offset: number | null;
+  /** The epoch of `offset`; '' in a channel without history; null if unknown. */
+  readonly epoch: string | null;
+  /** The last `subscribed` context, or null. */
+  readonly lastSubscribed: SubscribedContext | null;
+  /** Starts subscribing again after `unsubscribed`; no-op otherwise. */
+  subscribe(): void;
+  /** Ends it here and on the server; it stays `unsubscribed`. */
+  unsubscribe(): void;
+  /**
+   * Resolves once subscribed; rejects when it is or becomes unsubscribed (`not_subscribed`, or the
+   * refusal's code), or with `timeout` after `timeoutMs` (default: none).
+   */
+  ready(timeoutMs?: number): Promise<SubscribedContext>;
+  /**
+   * These wait (up to the client's `requestTimeout`) for the subscription, which the server
+   * requires; on an unsubscribed one they reject with `not_subscribed`.
+   */
+  publish(data: T): Promise<PublishResult>;
+  presence(): Promise<ChannelPresence>;
+  presenceStats(): Promise<ChannelPresenceStats>;
+  /** Reads history; not passed through `publication`, not counted in the position. */
+  history(opts?: HistoryOptions): Promise<HistoryResult<T>>;
 }

@@ -1,12 +1,14 @@
 // rtgate browser client: one connection to an rtgate server over WebTransport (first choice) or
 // WebSocket (fallback), with the handshake, heartbeat, acknowledged requests, reconnection with
-// backoff and jitter, a bounded send queue, and restoration of presence subscriptions and chat
-// conversations after a reconnect. No dependencies; the wire contract is PROTOCOL.md.
+// backoff and jitter, a bounded send queue, and restoration of presence subscriptions, chat
+// conversations and channel subscriptions after a reconnect. No dependencies; the wire contract
+// is PROTOCOL.md.
 
 import { Backoff, DEFAULT_BACKOFF } from './backoff.js';
 import { Conversation } from './conversation.js';
 import { Emitter } from './emitter.js';
 import { Presence } from './presence.js';
+import { Subscription } from './subscription.js';
 import {
   RtgateError,
   openWebSocket,
@@ -14,7 +16,7 @@ import {
   webTransportAvailable,
 } from './transports.js';
 
-export { Backoff, Conversation, Presence, RtgateError };
+export { Backoff, Conversation, Presence, RtgateError, Subscription };
 
 export const PROTOCOL_VERSION = 1;
 
@@ -97,7 +99,8 @@ export class RtgateClient extends Emitter {
       websocket: options.transports?.websocket ?? openWebSocket,
     };
     this._wtAvailable = options.transports?.webtransport ? () => true : webTransportAvailable;
-    this.backoff = new Backoff(this.options.reconnect, options.random ?? Math.random);
+    this._random = options.random ?? Math.random;
+    this.backoff = new Backoff(this.options.reconnect, this._random);
 
     /** @type {'connecting'|'connected'|'reconnecting'|'disconnected'} */
     this.state = 'disconnected';
@@ -125,6 +128,7 @@ export class RtgateClient extends Emitter {
     this._inflight = new Map(); // id -> entry, written and waiting for ack/error
     this._serverEvents = new Emitter();
     this._conversations = new Map();
+    this._subscriptions = new Map(); // channel -> Subscription
     this.presence = new Presence(this);
 
     if (this.options.autoConnect) this.connect();
@@ -376,6 +380,7 @@ export class RtgateClient extends Emitter {
     // processed before anything flushed from the queue.
     this.presence._restore();
     for (const conv of this._conversations.values()) conv._restore();
+    for (const sub of this._subscriptions.values()) sub._restore();
     this._flush();
   }
 
@@ -443,6 +448,10 @@ export class RtgateClient extends Emitter {
     if (typeof name !== 'string') return;
     const convId = data && typeof data === 'object' ? data.conversationId : undefined;
     if (convId !== undefined) this._conversations.get(convId)?._onEvent(name, data);
+    const channel = data && typeof data === 'object' ? data.channel : undefined;
+    if (typeof channel === 'string' && name.startsWith('channel:')) {
+      this._subscriptions.get(channel)?._onEvent(name, data);
+    }
     if (name === 'presence:update') this.presence._onUpdate(data);
     this._serverEvents._emit(name, data);
     this._emit('event', name, data);
@@ -462,6 +471,9 @@ export class RtgateClient extends Emitter {
     const code = frame?.code ?? local?.code ?? (refusal ? CLOSE_CODES.get(refusal) : info?.code) ?? 1006;
     const reason = frame?.reason ?? local?.reason ?? refusal ?? (info?.reason || 'transport_close');
     const message = frame?.message;
+    // The server forgot this connection's subscriptions; they subscribe again after the next
+    // connect. Before the in-flight requests fail, so a subscribe's `disconnected` is stale.
+    for (const sub of this._subscriptions.values()) sub._onDisconnect();
     this._requeueInflight();
     this._attempt += 1;
     if (this._manual) {
@@ -538,27 +550,36 @@ export class RtgateClient extends Emitter {
    */
   request(event, data, opts = {}) {
     return new Promise((resolve, reject) => {
-      const entry = {
-        order: ++this._order,
-        event,
-        data,
-        ack: true,
-        retry: Boolean(opts.retry),
-        resolve,
-        reject,
-        timer: null,
-        id: null,
-      };
-      const timeout = opts.timeout ?? this.options.requestTimeout;
-      if (timeout > 0 && Number.isFinite(timeout)) {
-        entry.timer = this._clock.setTimeout(() => {
-          entry.timer = null;
-          this._forget(entry);
-          reject(new RtgateError('timeout', `no answer to ${event} within ${timeout} ms`));
-        }, timeout);
-      }
-      this._submit(entry);
+      this._call(event, data, opts, (err, value) => (err ? reject(err) : resolve(value)));
     });
+  }
+
+  /**
+   * `request` with a callback, `done(err, value)`, called synchronously while the ack or error
+   * frame is handled: a reply and the server pushes right behind it (decoded from the same chunk,
+   * say) reach the caller in the order the server sent them, which a promise continuation cannot
+   * promise. For the helpers in this package.
+   */
+  _call(event, data, opts, done) {
+    const entry = {
+      order: ++this._order,
+      event,
+      data,
+      ack: true,
+      retry: Boolean(opts.retry),
+      done,
+      timer: null,
+      id: null,
+    };
+    const timeout = opts.timeout ?? this.options.requestTimeout;
+    if (timeout > 0 && Number.isFinite(timeout)) {
+      entry.timer = this._clock.setTimeout(() => {
+        entry.timer = null;
+        this._forget(entry);
+        done(new RtgateError('timeout', `no answer to ${event} within ${timeout} ms`));
+      }, timeout);
+    }
+    this._submit(entry);
   }
 
   /**
@@ -597,6 +618,46 @@ export class RtgateClient extends Emitter {
     let conv = this._conversations.get(id);
     if (!conv) this._conversations.set(id, (conv = new Conversation(this, id)));
     return conv;
+  }
+
+  /**
+   * Subscribes to a channel and returns its Subscription, which subscribes again after every
+   * reconnect (recovering missed publications) until `unsubscribe()`. One Subscription per channel
+   * and client: a second `subscribe` to the same channel throws `already_subscribed` (use
+   * `subscription(channel)`, or `removeSubscription` first).
+   */
+  subscribe(channel, options = {}) {
+    if (typeof channel !== 'string' || channel === '') throw new TypeError('channel must be a non-empty string');
+    if (this._subscriptions.has(channel)) {
+      throw new RtgateError(
+        'already_subscribed',
+        `this client already has a subscription to ${channel}: use client.subscription(channel)`,
+      );
+    }
+    const sub = new Subscription(this, channel, options);
+    this._subscriptions.set(channel, sub);
+    sub.subscribe();
+    return sub;
+  }
+
+  /** The Subscription to `channel`, or null. */
+  subscription(channel) {
+    return this._subscriptions.get(channel) ?? null;
+  }
+
+  /** Every Subscription of this client, whatever its state. */
+  subscriptions() {
+    return [...this._subscriptions.values()];
+  }
+
+  /** Unsubscribes and forgets a Subscription (or the one to a channel name). */
+  removeSubscription(subOrChannel) {
+    const channel = typeof subOrChannel === 'string' ? subOrChannel : subOrChannel?.channel;
+    const sub = this._subscriptions.get(channel);
+    if (!sub || (typeof subOrChannel !== 'string' && sub !== subOrChannel)) return;
+    sub.unsubscribe();
+    sub._removed = true;
+    this._subscriptions.delete(channel);
   }
 
   /** Number of sends waiting for a connection. */
@@ -668,8 +729,7 @@ export class RtgateClient extends Emitter {
   _settle(entry, err, value) {
     if (entry.timer) this._clock.clearTimeout(entry.timer);
     entry.timer = null;
-    if (err) entry.reject?.(err);
-    else entry.resolve?.(value);
+    entry.done?.(err ?? null, value);
   }
 
   /** A JSON GET against the server's REST API with the current token. */

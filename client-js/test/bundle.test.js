@@ -49,7 +49,7 @@ describe('the single-file build of src/', () => {
     assert.equal(text.match(/^export\b/gm).length, 1);
   });
 
-  test('runs the client: handshake, request and ack, chat delivery, presence versions', async () => {
+  test('runs the client: handshake, request and ack, chat delivery, presence versions, channels', async () => {
     const clock = new FakeClock();
     const wt = fakeTransport('webtransport');
     const client = new m.RtgateClient({
@@ -91,6 +91,17 @@ describe('the single-file build of src/', () => {
     wt.last.push({ type: 'ack', id: s.id, data: { users: [{ userId: 'bob', online: false, devices: 0, version: 4 }] } });
     await sub;
     assert.equal(client.presence.get('bob').online, true);
+
+    const news = client.subscribe('news:sports');
+    assert.ok(news instanceof m.Subscription);
+    const offsets = [];
+    news.on('publication', (p) => offsets.push(p.offset));
+    const c = wt.last.events('channel:subscribe').at(-1);
+    wt.last.push({ type: 'ack', id: c.id, data: { channel: 'news:sports', offset: 1, epoch: 'e', recovered: false, publications: [] } });
+    for (const offset of [1, 2, 2, 3]) {
+      wt.last.push({ type: 'event', event: 'channel:publication', data: { channel: 'news:sports', offset, data: {} } });
+    }
+    assert.deepEqual(offsets, [2, 3]);
 
     wt.last.push({ type: 'disconnect', code: 3501, reason: 'invalid_token', reconnect: false });
     wt.last.drop(3501);
