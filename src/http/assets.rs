@@ -26,6 +26,7 @@ const CLIENT: &[(&str, &str, &str)] = &[
     ("emitter.js", JS, include_str!("../../client-js/src/emitter.js")),
     ("framing.js", JS, include_str!("../../client-js/src/framing.js")),
     ("presence.js", JS, include_str!("../../client-js/src/presence.js")),
+    ("subscription.js", JS, include_str!("../../client-js/src/subscription.js")),
     ("transports.js", JS, include_str!("../../client-js/src/transports.js")),
     ("rtgate.d.ts", TEXT, include_str!("../../client-js/src/rtgate.d.ts")),
 ];
