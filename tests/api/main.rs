@@ -10,6 +10,7 @@ mod auth;
 mod chat;
 mod cli_client;
 mod cluster;
+mod config_file;
 mod db_util;
 mod docs;
 mod drain;
