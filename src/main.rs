@@ -3,7 +3,7 @@
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
-use rtgate::config::{Config, JwtConfig};
+use rtgate::config::{Config, JwtConfig, LoadError};
 
 #[derive(Parser)]
 #[command(
@@ -80,7 +80,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Command::Serve(config) = &mut cli.command {
+        // Again, with the configuration file (if one is named) under the flags and variables.
+        // `serve` is always the first argument: `rtgate` takes no options of its own.
+        match Config::load(std::env::args_os().skip(1)) {
+            Ok(loaded) => **config = loaded,
+            Err(LoadError::Args(e)) => e.exit(),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

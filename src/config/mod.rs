@@ -1,9 +1,11 @@
 //! Configuration: one struct, every field with a documented default that runs on a laptop
-//! with nothing else installed. Each field can be set by a flag or an environment variable
-//! (flag wins). `rtgate serve --help` prints these doc comments; the README's table must
-//! list the same flags. `values` holds the flags' own types, `namespaces` the channel
-//! namespaces, which have no flags.
+//! with nothing else installed. Each field can be set by a flag, an environment variable or the
+//! configuration file (flag > variable > file > default). `rtgate serve --help` prints these
+//! doc comments; the README's table must list the same flags. `values` holds the flags' own
+//! types, `namespaces` the channel namespaces, which have no flags, and `file` the `--config`
+//! file where every setting may also live.
 
+mod file;
 mod namespaces;
 mod suggest;
 mod values;
@@ -12,6 +14,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser};
 
+pub use file::{FileError, LoadError};
 pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
@@ -27,6 +30,12 @@ fn duration(s: &str) -> Result<Duration, humantime::DurationError> {
 
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// A TOML file with any of these settings, each under its flag's name in snake_case
+    /// (`ping_interval = "25s"`), and the channel namespaces (`[namespaces.<name>]`). A flag or
+    /// an environment variable overrides the file; the file overrides the defaults.
+    #[arg(long, env = "RTGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+
     /// TCP address for HTTP: WebSocket at /ws, health, cert hash (WSS/HTTPS when a TLS cert is set).
     #[arg(long, env = "RTGATE_HTTP_ADDR", default_value = "0.0.0.0:3000")]
     pub http_addr: SocketAddr,
@@ -36,11 +45,13 @@ pub struct Config {
     pub wt_addr: SocketAddr,
 
     /// PEM certificate chain. With none, a self-signed ECDSA P-256 cert valid 14 days is made.
-    #[arg(long, env = "RTGATE_TLS_CERT", requires = "tls_key")]
+    // Paired with `--tls-key` by `check`, not clap's `requires`: clap does not count a default
+    // as present, and a value from the configuration file is a default to clap.
+    #[arg(long, env = "RTGATE_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
 
     /// PEM private key for `--tls-cert`.
-    #[arg(long, env = "RTGATE_TLS_KEY", requires = "tls_cert")]
+    #[arg(long, env = "RTGATE_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
 
     #[command(flatten)]
@@ -318,6 +329,10 @@ pub enum ConfigError {
     SplitHistory { path: String },
     #[error("--instance-id must be 1 to 64 characters of [A-Za-z0-9._:-], not {0:?}")]
     InstanceId(String),
+    #[error(
+        "--tls-cert and --tls-key go together: set both, or neither for a self-signed certificate"
+    )]
+    TlsPair,
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
 }
@@ -327,6 +342,9 @@ impl Config {
     pub fn check(&self) -> Result<(), ConfigError> {
         if self.split_history() && !self.allow_local_database {
             return Err(ConfigError::SplitHistory { path: self.sqlite_path.display().to_string() });
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::TlsPair);
         }
         if let Some(id) = &self.instance_id {
             let ok = !id.is_empty()
@@ -345,9 +363,11 @@ impl Config {
         self.redis_url.is_some() && self.database_url.is_none()
     }
 
-    /// The defaults (plus whatever `RTGATE_*` variables are set), as `serve` with no flags.
+    /// The defaults plus whatever environment variables are set, as `serve` with no flags,
+    /// but never a configuration file, even with `RTGATE_CONFIG` set: tests start from the same
+    /// baseline wherever they run. `Config::load` is what reads the file.
     pub fn from_env() -> Result<Self, clap::Error> {
-        DefaultsOnly::try_parse_from(["rtgate"]).map(|d| d.config)
+        DefaultsOnly::try_parse_from(["rtgate"]).map(|d| Config { config: None, ..d.config })
     }
 
     pub fn instance_id(&self) -> String {

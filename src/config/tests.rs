@@ -42,3 +42,11 @@ fn channel_settings_have_defaults_and_bound_the_namespaces() {
     );
     parse(&["--max-history-size", "100", "--history-meta-ttl", "6m"]).unwrap().check().unwrap();
 }
+
+#[test]
+fn a_tls_cert_needs_its_key_and_the_other_way_round() {
+    for args in [&["--tls-cert", "c.pem"][..], &["--tls-key", "k.pem"]] {
+        assert_eq!(parse(args).unwrap().check(), Err(ConfigError::TlsPair), "{args:?}");
+    }
+    parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().check().unwrap();
+}

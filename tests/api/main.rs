@@ -12,6 +12,7 @@ mod channels_recovery;
 mod chat;
 mod cli_client;
 mod cluster;
+mod config_file;
 mod db_util;
 mod docs;
 mod drain;
