@@ -46,6 +46,10 @@ pub fn namespaces() -> Namespaces {
             n.history_size = 5;
             n.recover = true;
         }),
+        ns("fire", &|n| {
+            n.history_size = 1000;
+            n.recover = true;
+        }),
         ns("cursor", &|n| {
             n.client_publish = true;
             n.volatile = true;

@@ -103,7 +103,11 @@ async fn a_reconnect_to_another_instance_recovers_exactly_what_was_missed(
     }
     let (mut sub, _) = cluster.at(1).connect(kind, "reader").await;
     let ack = subscribe(&mut sub, 1, "news:r", &mut seen, true).await;
-    assert_eq!((ack["data"]["recovered"].as_bool(), ack["data"]["offset"].as_u64()), (Some(true), Some(8)), "{ack}");
+    assert_eq!(
+        (ack["data"]["recovered"].as_bool(), ack["data"]["offset"].as_u64()),
+        (Some(true), Some(8)),
+        "{ack}"
+    );
     for n in 9..=12 {
         backend_publish(&mut publisher, n, "news:r", json!(n)).await;
     }
@@ -117,7 +121,9 @@ async fn a_reconnect_to_another_instance_recovers_exactly_what_was_missed(
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
 #[tokio::test]
-async fn recovery_beyond_the_history_window_or_from_another_epoch_says_so(#[case] backend: Backend) {
+async fn recovery_beyond_the_history_window_or_from_another_epoch_says_so(
+    #[case] backend: Backend,
+) {
     let cluster = start(backend, "channels-norecover").await;
     let (mut c, _) = cluster.at(0).connect(Kind::Ws, "reader").await;
     let (ack, _) = ask(&mut c, 1, "channel:subscribe", json!({"channel": "short:w"})).await;
@@ -127,18 +133,42 @@ async fn recovery_beyond_the_history_window_or_from_another_epoch_says_so(#[case
         backend_publish(&mut c, 10 + n, "short:w", json!(n)).await;
     }
     // Missed 12, history keeps 5: not recoverable.
-    let (ack, _) = ask(&mut c, 3, "channel:subscribe", json!({"channel": "short:w", "since": {"offset": 0, "epoch": epoch}})).await;
+    let (ack, _) = ask(
+        &mut c,
+        3,
+        "channel:subscribe",
+        json!({"channel": "short:w", "since": {"offset": 0, "epoch": epoch}}),
+    )
+    .await;
     let d = &ack["data"];
-    assert_eq!((d["recovered"].as_bool(), d["offset"].as_u64(), d["publications"].clone()), (Some(false), Some(12), json!([])), "{ack}");
+    assert_eq!(
+        (d["recovered"].as_bool(), d["offset"].as_u64(), d["publications"].clone()),
+        (Some(false), Some(12), json!([])),
+        "{ack}"
+    );
     ask(&mut c, 4, "channel:unsubscribe", json!({"channel": "short:w"})).await;
     // Within the window: recovered.
-    let (ack, _) = ask(&mut c, 5, "channel:subscribe", json!({"channel": "short:w", "since": {"offset": 9, "epoch": epoch}})).await;
-    let offsets: Vec<u64> = ack["data"]["publications"].as_array().unwrap().iter().map(|p| p["offset"].as_u64().unwrap()).collect();
+    let (ack, _) = ask(
+        &mut c,
+        5,
+        "channel:subscribe",
+        json!({"channel": "short:w", "since": {"offset": 9, "epoch": epoch}}),
+    )
+    .await;
+    let offsets: Vec<u64> = ack["data"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
     assert_eq!((ack["data"]["recovered"].as_bool(), offsets), (Some(true), vec![10, 11, 12]));
     ask(&mut c, 6, "channel:unsubscribe", json!({"channel": "short:w"})).await;
     // Another epoch, or a position ahead of the channel: not recovered.
-    for since in [json!({"offset": 11, "epoch": "e-other"}), json!({"offset": 99, "epoch": epoch})] {
-        let (ack, _) = ask(&mut c, 7, "channel:subscribe", json!({"channel": "short:w", "since": since})).await;
+    for since in [json!({"offset": 11, "epoch": "e-other"}), json!({"offset": 99, "epoch": epoch})]
+    {
+        let (ack, _) =
+            ask(&mut c, 7, "channel:subscribe", json!({"channel": "short:w", "since": since}))
+                .await;
         assert_eq!(ack["data"]["recovered"], false, "{ack}");
         ask(&mut c, 8, "channel:unsubscribe", json!({"channel": "short:w"})).await;
     }
@@ -160,16 +190,27 @@ async fn an_epoch_change_ends_live_subscriptions_with_state_lost() {
     read_until(&mut sub, &mut seen, 1, Duration::from_secs(5)).await;
     let client = redis::Client::open(redis_url()).unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS").arg(format!("{}ch:{{news:e}}:*", cluster.prefix)).query_async(&mut con).await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}ch:{{news:e}}:*", cluster.prefix))
+        .query_async(&mut con)
+        .await
+        .unwrap();
     assert_eq!(keys.len(), 2, "{keys:?}");
     let _: () = redis::cmd("DEL").arg(keys).query_async(&mut con).await.unwrap();
     let fresh = backend_publish(&mut publisher, 2, "news:e", json!("new epoch")).await;
     assert_eq!(fresh["offset"], 1);
     assert_ne!(fresh["epoch"].as_str(), Some(seen.epoch.as_str()));
     let lost = next(&mut sub, "channel:unsubscribed").await;
-    assert_eq!((lost["code"].as_str(), lost["resubscribe"].as_bool()), (Some("state_lost"), Some(true)), "{lost}");
+    assert_eq!(
+        (lost["code"].as_str(), lost["resubscribe"].as_bool()),
+        (Some("state_lost"), Some(true)),
+        "{lost}"
+    );
     let ack = subscribe(&mut sub, 2, "news:e", &mut seen, true).await;
-    assert_eq!((ack["data"]["recovered"].as_bool(), ack["data"]["epoch"].clone()), (Some(false), fresh["epoch"].clone()));
+    assert_eq!(
+        (ack["data"]["recovered"].as_bool(), ack["data"]["epoch"].clone()),
+        (Some(false), fresh["epoch"].clone())
+    );
     cleanup(&cluster.prefix).await;
     cluster.stop().await;
 }
@@ -190,7 +231,7 @@ async fn publish_many(mut c: Client, channel: &'static str, count: u64) -> Clien
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thousands_of_publications_arrive_once_in_order_across_reconnects_and_a_crash() {
     const PER_PUBLISHER: u64 = 1_500;
-    const CHANNEL: &str = "news:firehose";
+    const CHANNEL: &str = "fire:hose";
     let prefix = unique_prefix("channels-firehose");
     let config = |c: &mut rtgate::config::Config| {
         c.redis_url = Some(redis_url());
@@ -203,8 +244,9 @@ async fn thousands_of_publications_arrive_once_in_order_across_reconnects_and_a_
     let c_server = spawn(config).await;
     // The instance that will be killed runs as its own process, with the same namespaces
     // (from a configuration file).
-    let file = std::env::temp_dir().join(format!("rtgate-firehose-{}.toml", uuid::Uuid::new_v4().simple()));
-    std::fs::write(&file, "[namespaces.news]\nhistory_size = 5000\nrecover = true\n").unwrap();
+    let file = std::env::temp_dir()
+        .join(format!("rtgate-firehose-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&file, "[namespaces.fire]\nhistory_size = 1000\nrecover = true\n").unwrap();
     let mut b = ServerProcess::start(
         &["--config", file.to_str().unwrap(), "--event-rate-limit", "1000000"],
         &[("REDIS_URL", redis_url()), ("RTGATE_REDIS_PREFIX", prefix.clone())],
@@ -214,8 +256,16 @@ async fn thousands_of_publications_arrive_once_in_order_across_reconnects_and_a_
     let mut seen = Seen::default();
     let mut sub = b.connect(Kind::Wt, "reader").await;
     subscribe(&mut sub, 1, CHANNEL, &mut seen, false).await;
-    let p1 = tokio::spawn(publish_many(a.connect(Kind::Ws, "backend-a").await.0, CHANNEL, PER_PUBLISHER));
-    let p2 = tokio::spawn(publish_many(c_server.connect(Kind::Ws, "backend-c").await.0, CHANNEL, PER_PUBLISHER));
+    let p1 = tokio::spawn(publish_many(
+        a.connect(Kind::Ws, "backend-a").await.0,
+        CHANNEL,
+        PER_PUBLISHER,
+    ));
+    let p2 = tokio::spawn(publish_many(
+        c_server.connect(Kind::Ws, "backend-c").await.0,
+        CHANNEL,
+        PER_PUBLISHER,
+    ));
     let total = 2 * PER_PUBLISHER;
 
     // A polite reconnect to instance 0, a third of the way in.
