@@ -99,6 +99,23 @@ impl Protocol {
         }
     }
 
+    /// `channel:subscribe` (rtgate only), from `since` when given.
+    pub fn channel_subscribe(self, id: u64, channel: &str, since: Option<(u64, &str)>) -> String {
+        let mut data = json!({ "channel": channel });
+        if let Some((offset, epoch)) = since {
+            data["since"] = json!({ "offset": offset, "epoch": epoch });
+        }
+        json!({"type": "event", "event": "channel:subscribe", "id": id, "data": data}).to_string()
+    }
+
+    /// A publication to `channel` as the backend would make it (`sys:channel-publish`, a
+    /// `--dev-events` server), carrying its send time and padding.
+    pub fn channel_publish(self, id: u64, channel: &str, t_us: u64, pad: &str) -> String {
+        format!(
+            r#"{{"type":"event","event":"sys:channel-publish","id":{id},"data":{{"channel":"{channel}","data":{{"t":{t_us},"b":"{pad}"}}}}}}"#
+        )
+    }
+
     pub fn kind(self, frame: &[u8]) -> Kind {
         match self {
             Protocol::Rtgate => rtgate_kind(frame),
@@ -137,6 +154,14 @@ pub fn publish(id: u64, room: &str, t_us: u64, pad: &str) -> String {
 
 pub fn kind(frame: &[u8]) -> Kind {
     protocol().kind(frame)
+}
+
+pub fn channel_subscribe(id: u64, channel: &str, since: Option<(u64, &str)>) -> String {
+    protocol().channel_subscribe(id, channel, since)
+}
+
+pub fn channel_publish(id: u64, channel: &str, t_us: u64, pad: &str) -> String {
+    protocol().channel_publish(id, channel, t_us, pad)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

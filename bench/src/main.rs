@@ -80,12 +80,14 @@ enum Scenario {
     Idle(scenario::idle::Args),
     /// Acked `sys:echo`: closed loop (`--rate 0`) or a fixed total rate; latency and throughput.
     Echo(scenario::echo::Args),
-    /// N receivers in one room, one publisher; deliveries per second and publish→receive latency.
+    /// N receivers in one room (or channel), one publisher; deliveries per second and publish→receive latency.
     Fanout(scenario::fanout::Args),
     /// Connection storm with the full handshake; connects per second.
     Connect(scenario::connect::Args),
     /// Connect, one acked echo, disconnect, in a loop for a duration.
     Churn(scenario::churn::Args),
+    /// Subscribe with `since` N publications back, repeatedly; the latency of recovering them.
+    Recover(scenario::recover::Args),
 }
 
 fn main() -> ExitCode {
@@ -148,6 +150,7 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Fanout(a) => scenario::fanout::run(&ctx, a).await,
         Scenario::Connect(a) => scenario::connect::run(&ctx, a).await,
         Scenario::Churn(a) => scenario::churn::run(&ctx, a).await,
+        Scenario::Recover(a) => scenario::recover::run(&ctx, a).await,
     }
 }
 

@@ -1,5 +1,6 @@
-//! `fanout`: N receivers join one room (`sys:room-join`, a `--dev-events` server), one
-//! publisher keeps `--inflight` acked `sys:room-publish` requests outstanding for
+//! `fanout`: N receivers join one room (`sys:room-join`, a `--dev-events` server) — or, with
+//! `--channel`, subscribe to one channel (`channel:subscribe`) —, one publisher keeps
+//! `--inflight` acked `sys:room-publish` (`sys:channel-publish`) requests outstanding for
 //! `--duration`. Reports deliveries per second (all receivers together) and publish→receive
 //! latency from the send time each message carries.
 
@@ -46,6 +47,10 @@ pub struct Args {
     /// Record every k-th delivery's latency per receiver.
     #[arg(long, default_value_t = 4)]
     sample_every: u64,
+    /// Fan out through this channel instead of a room (rtgate only; the server needs a
+    /// namespace for it, e.g. `scripts/bench-channels.toml`).
+    #[arg(long)]
+    channel: Option<String>,
 }
 
 struct Shared {
@@ -79,8 +84,12 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // Join in parallel, then start receiving.
     let mut joins = Vec::new();
     for (i, mut conn) in opened.items {
+        let join = match &a.channel {
+            Some(channel) => frames::channel_subscribe(1, channel, None),
+            None => frames::room_join(1, ROOM),
+        };
         joins.push(tokio::spawn(async move {
-            conn.tx.send(&frames::room_join(1, ROOM)).await?;
+            conn.tx.send(&join).await?;
             loop {
                 let f = tokio::time::timeout(Duration::from_secs(30), conn.rx.recv())
                     .await
@@ -134,7 +143,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         lat.merge(&pool::lock(s));
     }
     let mut r = Report::new("fanout", &ctx.common.target, ctx.common.transport);
-    r.set("receivers", receivers.len() as u64)
+    r.set("via", a.channel.as_deref().unwrap_or("room"))
+        .set("receivers", receivers.len() as u64)
         .set("published", published)
         .set("publishes_per_s", per_sec(published, a.duration))
         .set("expected", expected)
@@ -244,7 +254,11 @@ async fn publish(
         while sent.len() < a.inflight.max(1) && Instant::now() < end {
             id += 1;
             let t = shared.epoch.elapsed().as_micros() as u64;
-            if conn.tx.send(&frames::publish(id, ROOM, t, &pad)).await.is_err() {
+            let frame = match &a.channel {
+                Some(channel) => frames::channel_publish(id, channel, t, &pad),
+                None => frames::publish(id, ROOM, t, &pad),
+            };
+            if conn.tx.send(&frame).await.is_err() {
                 return (acked, errors + 1, lat);
             }
             sent.push_back(Instant::now());

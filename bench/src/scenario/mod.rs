@@ -6,6 +6,7 @@ pub mod connect;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod recover;
 
 use crate::{pool, report::Report};
 
