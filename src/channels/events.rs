@@ -224,6 +224,10 @@ async fn join(
                         && (s.offset == page.top.offset
                             || page.entries.first().is_some_and(|(o, _)| *o == s.offset + 1))
                 });
+                // An ack is one frame through the connection's outbound budget: recovery that
+                // would not fit in half of it says "reload" instead of cutting the connection.
+                let fits = fits(ctx, &page.entries);
+                let recovered = recovered && fits;
                 let entries = if recovered { page.entries } else { Vec::new() };
                 (page.top, recovered, entries)
             }
@@ -371,6 +375,12 @@ impl Channels {
     }
 }
 
+/// Whether `entries` fit in one answer: half the connection's outbound budget.
+fn fits(ctx: &SessionCtx, entries: &[(u64, bytes::Bytes)]) -> bool {
+    let bytes: usize = entries.iter().map(|(_, f)| f.len() + 48).sum();
+    bytes <= ctx.node.config.outbound_queue_bytes / 2
+}
+
 /// The subscription `ctx` must hold to read `channel`, and its namespace.
 fn subscribed(ctx: &SessionCtx, channel: &str) -> Result<Arc<NamespaceConfig>, EventError> {
     let (_, ns) = resolve(ctx, channel)?;
@@ -435,7 +445,11 @@ async fn history(ctx: Arc<SessionCtx>, dto: HistoryDto) -> Result<HistoryAck, Ev
         .await
         .map_err(|e| unavailable(&ctx, "channel history", e))?;
     let other_epoch = dto.since.as_ref().is_some_and(|s| *s.epoch != *page.top.epoch);
-    let entries = if other_epoch { Vec::new() } else { page.entries };
+    let mut entries = if other_epoch { Vec::new() } else { page.entries };
+    // The answer is one frame: fewer publications rather than one the connection cannot take.
+    while !entries.is_empty() && !fits(&ctx, &entries) {
+        entries.pop();
+    }
     Ok(HistoryAck {
         publications: frames::publications(&dto.channel, &entries),
         offset: page.top.offset,

@@ -300,3 +300,26 @@ async fn connect(c: &mut Client, server: &TestServer) {
     c.send(&json!({"type": "connect", "token": server.token("reader")})).await;
     assert_eq!(c.recv().await.unwrap()["type"], "connected");
 }
+
+/// Missed publications that would not fit in the connection's outbound budget are not pushed
+/// into one ack (which would cut the connection as a slow consumer): the subscriber is told to
+/// reload instead, and a history read returns fewer.
+#[tokio::test]
+async fn recovery_too_big_for_one_ack_says_reload_and_keeps_the_connection() {
+    let cluster = start(Backend::Memory, "channels-bigrecover").await;
+    let (mut c, _) = cluster.at(0).connect(Kind::Ws, "reader").await;
+    let (ack, _) = ask(&mut c, 1, "channel:subscribe", json!({"channel": "news:big"})).await;
+    let epoch = ack["data"]["epoch"].clone();
+    ask(&mut c, 2, "channel:unsubscribe", json!({"channel": "news:big"})).await;
+    let big = "x".repeat(50_000);
+    for n in 0..8 {
+        backend_publish(&mut c, 10 + n, "news:big", json!(big)).await;
+    }
+    let (ack, _) = ask(&mut c, 3, "channel:subscribe", json!({"channel": "news:big", "since": {"offset": 0, "epoch": epoch}})).await;
+    assert_eq!((ack["data"]["recovered"].as_bool(), ack["data"]["offset"].as_u64()), (Some(false), Some(8)), "{}", ack["data"]["recovered"]);
+    let (h, _) = ask(&mut c, 4, "channel:history", json!({"channel": "news:big", "limit": 8})).await;
+    let n = h["data"]["publications"].as_array().map_or(0, Vec::len);
+    assert!((1..8).contains(&n), "{n} publications of 50 kB in one answer");
+    assert_eq!(c.request(5, "sys:echo", json!("still here")).await["data"], "still here");
+    cluster.stop().await;
+}
