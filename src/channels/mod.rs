@@ -55,12 +55,14 @@ struct Sub {
     generation: u64,
 }
 
+/// socket → channel → subscription.
+type Subs = HashMap<Arc<str>, HashMap<Arc<str>, Sub>>;
+
 pub struct Channels {
     feed: Arc<ChannelFeed>,
     presence: Arc<dyn ChannelPresence>,
     fanout: Arc<Fanout>,
-    /// socket → channel → subscription.
-    subs: Mutex<HashMap<Arc<str>, HashMap<Arc<str>, Sub>>>,
+    subs: Mutex<Subs>,
     generation: AtomicU64,
     max_subscriptions: usize,
     max_presence_list: usize,
@@ -95,7 +97,7 @@ impl Channels {
         channels
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Arc<str>, HashMap<Arc<str>, Sub>>> {
+    fn lock(&self) -> MutexGuard<'_, Subs> {
         // Every update leaves the map consistent before anything can panic.
         self.subs.lock().unwrap_or_else(|e| e.into_inner())
     }

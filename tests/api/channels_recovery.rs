@@ -315,9 +315,21 @@ async fn recovery_too_big_for_one_ack_says_reload_and_keeps_the_connection() {
     for n in 0..8 {
         backend_publish(&mut c, 10 + n, "news:big", json!(big)).await;
     }
-    let (ack, _) = ask(&mut c, 3, "channel:subscribe", json!({"channel": "news:big", "since": {"offset": 0, "epoch": epoch}})).await;
-    assert_eq!((ack["data"]["recovered"].as_bool(), ack["data"]["offset"].as_u64()), (Some(false), Some(8)), "{}", ack["data"]["recovered"]);
-    let (h, _) = ask(&mut c, 4, "channel:history", json!({"channel": "news:big", "limit": 8})).await;
+    let (ack, _) = ask(
+        &mut c,
+        3,
+        "channel:subscribe",
+        json!({"channel": "news:big", "since": {"offset": 0, "epoch": epoch}}),
+    )
+    .await;
+    assert_eq!(
+        (ack["data"]["recovered"].as_bool(), ack["data"]["offset"].as_u64()),
+        (Some(false), Some(8)),
+        "{}",
+        ack["data"]["recovered"]
+    );
+    let (h, _) =
+        ask(&mut c, 4, "channel:history", json!({"channel": "news:big", "limit": 8})).await;
     let n = h["data"]["publications"].as_array().map_or(0, Vec::len);
     assert!((1..8).contains(&n), "{n} publications of 50 kB in one answer");
     assert_eq!(c.request(5, "sys:echo", json!("still here")).await["data"], "still here");
