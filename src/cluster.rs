@@ -141,6 +141,9 @@ pub async fn leave(node: &Node) {
 /// that ended while the backend was unreachable.
 pub async fn resync(node: &Node) -> Result<(), StateError> {
     bounded(node.fanout.subscribe_base()).await?;
+    // A Redis that restarted empty lost channel presence too; refreshes keep only entries
+    // that still exist, so put this instance's back.
+    node.channels.restore_presence().await?;
     let local = node.hub.sessions();
     let live: HashSet<&str> = local.iter().map(|(id, _)| &**id).collect();
     for (id, entry) in &local {

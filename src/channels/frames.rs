@@ -134,6 +134,16 @@ pub fn client_info(client: &str, user: &str, device: &str, data: Option<&str>) -
         .unwrap_or_default()
 }
 
+/// The `userId` of a client info (`client_info`'s output).
+pub fn info_user(info: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct User {
+        user_id: String,
+    }
+    serde_json::from_slice::<User>(info).ok().map(|u| u.user_id)
+}
+
 /// A JSON array of already-encoded JSON values.
 pub fn array(items: &[Bytes]) -> Box<RawValue> {
     let mut out = Vec::with_capacity(2 + items.iter().map(|i| i.len() + 1).sum::<usize>());

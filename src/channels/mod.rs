@@ -227,6 +227,26 @@ impl Channels {
         }
     }
 
+    /// Adds this instance's presence entries again (after a shared-state outage: the store
+    /// may have lost them).
+    pub async fn restore_presence(&self) -> Result<(), crate::state::StateError> {
+        let entries: Vec<(Arc<str>, Arc<str>, Bytes)> = self
+            .lock()
+            .iter()
+            .flat_map(|(socket, subs)| {
+                subs.iter()
+                    .filter(|(_, sub)| sub.namespace.presence)
+                    .map(move |(channel, sub)| (channel.clone(), socket.clone(), sub.info.clone()))
+            })
+            .collect();
+        for (channel, socket, info) in entries {
+            let user = frames::info_user(&info).unwrap_or_default();
+            let add = self.presence.add(&channel, &socket, &user, info, PRESENCE_TTL);
+            crate::cluster::bounded(add).await?;
+        }
+        Ok(())
+    }
+
     fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed)
     }

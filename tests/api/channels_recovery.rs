@@ -335,3 +335,32 @@ async fn recovery_too_big_for_one_ack_says_reload_and_keeps_the_connection() {
     assert_eq!(c.request(5, "sys:echo", json!("still here")).await["data"], "still here");
     cluster.stop().await;
 }
+
+/// Redis restarts empty under a subscriber in a presence namespace: once the instance sees
+/// Redis again it puts its presence entries back (refreshes alone keep only entries that
+/// still exist).
+#[tokio::test]
+async fn channel_presence_comes_back_after_redis_restarts_empty() {
+    let mut redis = crate::redis_util::PrivateRedis::start().await;
+    let server = spawn(|c| {
+        c.redis_url = Some(redis.url());
+        c.namespaces = namespaces();
+        c.liveness_ttl = Duration::from_millis(600);
+    })
+    .await;
+    let (mut alice, _) = server.connect(Kind::Ws, "alice").await;
+    let (ack, _) = ask(&mut alice, 1, "channel:subscribe", json!({"channel": "room:p"})).await;
+    assert_eq!(ack["data"]["presence"].as_array().map(Vec::len), Some(1), "{ack}");
+    redis.restart().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 10;
+    loop {
+        id += 1;
+        let (stats, _) = ask(&mut alice, id, "channel:presence-stats", json!({"channel": "room:p"})).await;
+        if stats["data"]["clients"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "presence did not come back: {stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
