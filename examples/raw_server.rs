@@ -1,8 +1,8 @@
 //! The raw baseline for the benchmarks: the same transport libraries rtgate uses (axum's
-//! WebSocket, wtransport) and the same frames (`connect`, `sys:echo`, `sys:room-join`,
-//! `sys:room-publish`, `ping`), with none of rtgate's pipeline: no JWT check, no throttle,
-//! no validation, no registry or presence, no history, no byte budget. What rtgate costs on
-//! top of this is what `scripts/bench` reports as the rtgate/raw ratio.
+//! WebSocket, wtransport) and the same frames (`connect`, `sys:echo`, `channel:subscribe`,
+//! `sys:channel-publish`, `ping`), with none of rtgate's pipeline: no JWT check, no throttle,
+//! no validation, no namespaces, registry or presence, no history, no byte budget. What
+//! rtgate costs on top of this is what `scripts/bench` reports as the rtgate/raw ratio.
 //!
 //! ```sh
 //! cargo run --release --example raw_server -- --http-addr 127.0.0.1:3200 --wt-addr 127.0.0.1:4533
@@ -41,10 +41,10 @@ use wtransport::{Endpoint, Identity, ServerConfig, endpoint::IncomingSession};
 
 type Tx = mpsc::UnboundedSender<Utf8Bytes>;
 
-/// Rooms: name → member id → its outgoing queue.
+/// Channels: name → subscriber id → its outgoing queue.
 #[derive(Default)]
 struct Hub {
-    rooms: Mutex<HashMap<String, HashMap<u64, Tx>>>,
+    channels: Mutex<HashMap<String, HashMap<u64, Tx>>>,
     next_id: AtomicU64,
 }
 
@@ -68,32 +68,29 @@ struct In<'a> {
 }
 
 #[derive(Deserialize)]
-struct RoomData<'a> {
-    room: &'a str,
+struct SubscribeData<'a> {
+    channel: &'a str,
 }
 
 #[derive(Deserialize)]
 struct PublishData<'a> {
-    room: &'a str,
-    event: &'a str,
+    channel: &'a str,
     #[serde(borrow)]
     data: &'a RawValue,
-    #[serde(default, rename = "includeSelf")]
-    include_self: bool,
 }
 
 /// One connection's state, shared by both transports.
 struct Peer {
     id: u64,
     tx: Tx,
-    rooms: HashSet<String>,
+    channels: HashSet<String>,
     hub: Arc<Hub>,
 }
 
 impl Peer {
     fn new(hub: Arc<Hub>, tx: Tx) -> Self {
         let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
-        Self { id, tx, rooms: HashSet::new(), hub }
+        Self { id, tx, channels: HashSet::new(), hub }
     }
 
     /// Handles one frame; `false` ends the connection.
@@ -125,31 +122,33 @@ impl Peer {
         let raw = data.map_or("null", RawValue::get);
         match name {
             "sys:echo" => raw.to_owned(),
-            "sys:room-join" => {
-                if let Ok(d) = serde_json::from_str::<RoomData>(raw) {
-                    let mut rooms = lock(&self.hub.rooms);
-                    rooms.entry(d.room.to_owned()).or_default().insert(self.id, self.tx.clone());
-                    self.rooms.insert(d.room.to_owned());
-                }
-                "null".into()
+            "channel:subscribe" => {
+                let Ok(d) = serde_json::from_str::<SubscribeData>(raw) else {
+                    return "null".into();
+                };
+                let mut channels = lock(&self.hub.channels);
+                channels.entry(d.channel.to_owned()).or_default().insert(self.id, self.tx.clone());
+                self.channels.insert(d.channel.to_owned());
+                // rtgate's ack for a channel without history.
+                format!(
+                    r#"{{"channel":{},"offset":0,"epoch":"","recovered":false,"publications":[]}}"#,
+                    serde_json::Value::from(d.channel)
+                )
             }
-            "sys:room-publish" => {
+            "sys:channel-publish" => {
                 let Ok(d) = serde_json::from_str::<PublishData>(raw) else { return "null".into() };
-                // Encoded once, shared by every recipient.
+                // Encoded once, shared by every subscriber (the publisher too, if subscribed).
                 let frame = Utf8Bytes::from(format!(
-                    r#"{{"type":"event","event":{},"data":{}}}"#,
-                    serde_json::Value::from(d.event),
+                    r#"{{"type":"event","event":"channel:publication","data":{{"channel":{},"data":{}}}}}"#,
+                    serde_json::Value::from(d.channel),
                     d.data.get()
                 ));
-                let mut n = 0u64;
-                if let Some(members) = lock(&self.hub.rooms).get(d.room) {
-                    for (id, tx) in members {
-                        if (*id != self.id || d.include_self) && tx.send(frame.clone()).is_ok() {
-                            n += 1;
-                        }
+                if let Some(subscribers) = lock(&self.hub.channels).get(d.channel) {
+                    for tx in subscribers.values() {
+                        let _ = tx.send(frame.clone());
                     }
                 }
-                format!(r#"{{"localDeliveries":{n}}}"#)
+                "{}".into()
             }
             _ => "null".into(),
         }
@@ -162,12 +161,12 @@ impl Peer {
 
 impl Drop for Peer {
     fn drop(&mut self) {
-        let mut rooms = lock(&self.hub.rooms);
-        for room in &self.rooms {
-            if let Some(members) = rooms.get_mut(room) {
-                members.remove(&self.id);
-                if members.is_empty() {
-                    rooms.remove(room);
+        let mut channels = lock(&self.hub.channels);
+        for channel in &self.channels {
+            if let Some(subscribers) = channels.get_mut(channel) {
+                subscribers.remove(&self.id);
+                if subscribers.is_empty() {
+                    channels.remove(channel);
                 }
             }
         }

@@ -1,5 +1,5 @@
-//! The hub: the sessions connected to this instance, the rooms they are in, and the users
-//! whose presence they watch. It answers "which local sessions should get this frame" for
+//! The hub: the sessions connected to this instance, by user, and the users whose presence
+//! they watch. It answers "which local sessions should get this frame" for
 //! the fanout layer, and it never does I/O: every operation is a short critical section
 //! under one mutex, and delivering is queueing onto non-blocking `Outbound`s.
 
@@ -24,11 +24,10 @@ pub struct SessionEntry {
 
 struct Session {
     entry: SessionEntry,
-    rooms: HashSet<Arc<str>>,
     watching: HashSet<Arc<str>>,
 }
 
-/// The members of one room (or one user's sessions, or one user's watchers), each with its
+/// One user's sessions (or one user's watchers), each with its
 /// outbound queue: a broadcast walks this map alone, with no second lookup per recipient
 /// (a lookup per socket id held the 10k-receiver fanout at 0.79 of the raw baseline:
 /// BENCHMARKS.md, fanout A/B).
@@ -37,8 +36,6 @@ type Members = HashMap<Arc<str>, Outbound>;
 #[derive(Default)]
 struct Inner {
     sessions: HashMap<Arc<str>, Session>,
-    /// room → local members.
-    rooms: HashMap<Arc<str>, Members>,
     /// user → local sessions of that user.
     users: HashMap<Arc<str>, Members>,
     /// user → local sessions watching that user's presence.
@@ -51,17 +48,6 @@ struct Inner {
 struct Watchers {
     members: Members,
     delivered: u64,
-}
-
-/// What changed in this instance's room interest, so the caller can (un)subscribe the
-/// broker channel outside the lock.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Interest {
-    /// The first local member joined.
-    First,
-    /// The last local member left.
-    Last,
-    Unchanged,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -89,17 +75,15 @@ fn unwatch_one(map: &mut HashMap<Arc<str>, Watchers>, user: &str, socket_id: &st
     }
 }
 
-/// Removes `member` from `map[key]`; true when that emptied (and removed) the key.
-fn remove_member(map: &mut HashMap<Arc<str>, Members>, key: &str, member: &str) -> bool {
+/// Removes `member` from `map[key]`, forgetting the key when none is left.
+fn remove_member(map: &mut HashMap<Arc<str>, Members>, key: &str, member: &str) {
     let Some(set) = map.get_mut(key) else {
-        return false;
+        return;
     };
     set.remove(member);
     if set.is_empty() {
         map.remove(key);
-        return true;
     }
-    false
 }
 
 impl Hub {
@@ -116,63 +100,18 @@ impl Hub {
             .entry(entry.user_id.clone())
             .or_default()
             .insert(socket_id.clone(), entry.outbound.clone());
-        inner
-            .sessions
-            .insert(socket_id, Session { entry, rooms: HashSet::new(), watching: HashSet::new() });
+        inner.sessions.insert(socket_id, Session { entry, watching: HashSet::new() });
     }
 
-    /// Removes a session from everything; returns the rooms this instance no longer has any
-    /// member of.
-    pub fn remove(&self, socket_id: &str) -> Vec<Arc<str>> {
+    /// Removes a session from everything.
+    pub fn remove(&self, socket_id: &str) {
         let mut inner = self.lock();
         let Some(session) = inner.sessions.remove(socket_id) else {
-            return Vec::new();
+            return;
         };
         remove_member(&mut inner.users, &session.entry.user_id, socket_id);
         for user in &session.watching {
             unwatch_one(&mut inner.watchers, user, socket_id);
-        }
-        session
-            .rooms
-            .into_iter()
-            .filter(|room| remove_member(&mut inner.rooms, room, socket_id))
-            .collect()
-    }
-
-    pub fn join(
-        &self,
-        socket_id: &str,
-        room: &str,
-        max_rooms: usize,
-    ) -> Result<Interest, HubError> {
-        let mut inner = self.lock();
-        let session = inner.sessions.get_mut(socket_id).ok_or(HubError::UnknownSession)?;
-        if session.rooms.contains(room) {
-            return Ok(Interest::Unchanged);
-        }
-        if session.rooms.len() >= max_rooms {
-            return Err(HubError::Limit(max_rooms));
-        }
-        let room: Arc<str> = room.into();
-        session.rooms.insert(room.clone());
-        let outbound = session.entry.outbound.clone();
-        let members = inner.rooms.entry(room).or_default();
-        members.insert(socket_id.into(), outbound);
-        Ok(if members.len() == 1 { Interest::First } else { Interest::Unchanged })
-    }
-
-    pub fn leave(&self, socket_id: &str, room: &str) -> Interest {
-        let mut inner = self.lock();
-        let Some(session) = inner.sessions.get_mut(socket_id) else {
-            return Interest::Unchanged;
-        };
-        if !session.rooms.remove(room) {
-            return Interest::Unchanged;
-        }
-        if remove_member(&mut inner.rooms, room, socket_id) {
-            Interest::Last
-        } else {
-            Interest::Unchanged
         }
     }
 
@@ -209,16 +148,6 @@ impl Hub {
         for user in removed {
             unwatch_one(&mut inner.watchers, user, socket_id);
         }
-    }
-
-    /// Queues `frame` to every local member of `room` except `exclude`; returns how many.
-    pub fn deliver_room(&self, room: &str, frame: &Bytes, exclude: Option<&str>) -> usize {
-        let inner = self.lock();
-        let Some(members) = inner.rooms.get(room) else {
-            return 0;
-        };
-        let recipients = members.iter().filter(|(id, _)| Some(&***id) != exclude);
-        Self::deliver(recipients.map(|(_, o)| o), frame)
     }
 
     /// Queues `frame` to every local session of `user`.
@@ -274,11 +203,6 @@ impl Hub {
     /// Snapshot of every local session, for resynchronizing shared state after an outage.
     pub fn sessions(&self) -> Vec<(Arc<str>, SessionEntry)> {
         self.lock().sessions.iter().map(|(id, s)| (id.clone(), s.entry.clone())).collect()
-    }
-
-    /// Rooms this instance has members in, for resubscribing after an outage.
-    pub fn rooms(&self) -> Vec<Arc<str>> {
-        self.lock().rooms.keys().cloned().collect()
     }
 
     /// Bytes queued to every local session and to the fullest one, sampled for metrics (one
@@ -376,20 +300,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_room_delivers_to_its_members_but_the_excluded_one() {
-        let (hub, mut clients) = hub(4);
-        for s in ["s0", "s1", "s2"] {
-            hub.join(s, "r", 10).unwrap();
-        }
-        assert_eq!(hub.deliver_room("r", &frame(), Some("s1")), 2);
-        assert_eq!(receivers(&mut clients).await, vec![0, 2]);
-        assert_eq!(hub.leave("s0", "r"), Interest::Unchanged);
-        assert_eq!(hub.deliver_room("r", &frame(), None), 2);
-        assert_eq!(receivers(&mut clients).await, vec![1, 2]);
-        assert_eq!(hub.deliver_room("other", &frame(), None), 0);
-    }
-
-    #[tokio::test]
     async fn users_and_watchers_reach_every_session_until_removed() {
         let (hub, mut clients) = hub(4);
         assert_eq!(hub.deliver_user("u1", &frame()), 2);
@@ -405,19 +315,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_removed_session_leaves_every_map_and_reports_emptied_rooms() {
+    async fn a_removed_session_leaves_every_map() {
         let (hub, mut clients) = hub(2);
-        hub.join("s0", "solo", 10).unwrap();
-        hub.join("s0", "shared", 10).unwrap();
-        hub.join("s1", "shared", 10).unwrap();
         hub.watch("s0", &["u1".into()], 5).unwrap();
-        assert_eq!(hub.remove("s0"), vec![Arc::<str>::from("solo")]);
-        assert_eq!(hub.deliver_room("shared", &frame(), None), 1);
-        assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 0);
+        hub.watch("s1", &["u1".into()], 5).unwrap();
+        hub.remove("s0");
+        assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 1);
         assert_eq!(hub.deliver_user("u0", &frame()), 0);
         assert_eq!(hub.deliver_socket("s0", &frame()), 0);
         assert_eq!(receivers(&mut clients).await, vec![1]);
-        assert_eq!((hub.len(), hub.rooms()), (1, vec![Arc::<str>::from("shared")]));
+        assert_eq!((hub.len(), hub.count_user("u0"), hub.contains("s0")), (1, 0, false));
     }
 
     /// The maps hold `Outbound` clones; removing a session must drop every one of them, or
@@ -427,7 +334,6 @@ mod tests {
         let hub = Hub::default();
         let (entry, _client, task) = session("u");
         hub.insert("s".into(), entry);
-        hub.join("s", "r", 10).unwrap();
         hub.watch("s", &["v".into()], 5).unwrap();
         hub.remove("s");
         let ended = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;

@@ -128,7 +128,7 @@ pub fn uuid(s: &str) -> Result<(), validator::ValidationError> {
     }
 }
 
-/// An identifier (user id, room name): plain text, 1 to 128 bytes.
+/// An identifier (a user id): plain text, 1 to 128 bytes.
 pub fn identifier(s: &str) -> Result<(), validator::ValidationError> {
     if s.is_empty() || s.len() > 128 {
         return Err(rule("length", "must be 1 to 128 bytes"));

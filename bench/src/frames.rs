@@ -5,9 +5,9 @@
 //!
 //! With `--protocol socketio` the same scenarios speak Socket.IO 4 (Engine.IO 4 over
 //! WebSocket) to the Socket.IO peer in `anchors/socketio-bench` (its `echo`, `room:join`,
-//! `room:publish` → `msg` events): one load generator for all three servers, so a ratio
-//! against Socket.IO is not bounded by a slower client. The protocol is chosen once per
-//! process, before the first frame.
+//! `room:publish` → `msg` events; fanout's channel is a room there): one load generator for
+//! all three servers, so a ratio against Socket.IO is not bounded by a slower client. The
+//! protocol is chosen once per process, before the first frame.
 
 use std::sync::OnceLock;
 
@@ -32,9 +32,6 @@ pub fn set_protocol(p: Protocol) {
 pub fn protocol() -> Protocol {
     *PROTOCOL.get().unwrap_or(&Protocol::Rtgate)
 }
-
-/// The event name fanout publishes and receivers count.
-pub const FANOUT_EVENT: &str = "bench";
 
 impl Protocol {
     /// The WebSocket path to upgrade on.
@@ -77,24 +74,22 @@ impl Protocol {
         }
     }
 
-    pub fn room_join(self, id: u64, room: &str) -> String {
+    /// Joins fanout's group: `channel:subscribe` to `channel` (rtgate and the raw baseline),
+    /// or `room:join` to the room of that name (Socket.IO).
+    pub fn fanout_join(self, id: u64, channel: &str) -> String {
         match self {
-            Protocol::Rtgate => {
-                json!({"type": "event", "event": "sys:room-join", "id": id, "data": {"room": room}})
-                    .to_string()
-            }
-            Protocol::Socketio => format!("42{id}{}", json!(["room:join", room])),
+            Protocol::Rtgate => self.channel_subscribe(id, channel, None),
+            Protocol::Socketio => format!("42{id}{}", json!(["room:join", channel])),
         }
     }
 
-    /// A room publish carrying its send time (µs since the run's epoch) and padding.
-    pub fn publish(self, id: u64, room: &str, t_us: u64, pad: &str) -> String {
+    /// A fanout publish carrying its send time (µs since the run's epoch) and padding:
+    /// `sys:channel-publish` (rtgate and the raw baseline), or `room:publish` (Socket.IO).
+    pub fn fanout_publish(self, id: u64, channel: &str, t_us: u64, pad: &str) -> String {
         match self {
-            Protocol::Rtgate => format!(
-                r#"{{"type":"event","event":"sys:room-publish","id":{id},"data":{{"room":"{room}","event":"{FANOUT_EVENT}","data":{{"t":{t_us},"b":"{pad}"}}}}}}"#
-            ),
+            Protocol::Rtgate => self.channel_publish(id, channel, t_us, pad),
             Protocol::Socketio => format!(
-                r#"42{id}["room:publish",{{"room":"{room}","payload":{{"t":{t_us},"b":"{pad}"}}}}]"#
+                r#"42{id}["room:publish",{{"room":"{channel}","payload":{{"t":{t_us},"b":"{pad}"}}}}]"#
             ),
         }
     }
@@ -144,12 +139,12 @@ pub fn echo(id: u64, payload: &str) -> String {
     protocol().echo(id, payload)
 }
 
-pub fn room_join(id: u64, room: &str) -> String {
-    protocol().room_join(id, room)
+pub fn fanout_join(id: u64, channel: &str) -> String {
+    protocol().fanout_join(id, channel)
 }
 
-pub fn publish(id: u64, room: &str, t_us: u64, pad: &str) -> String {
-    protocol().publish(id, room, t_us, pad)
+pub fn fanout_publish(id: u64, channel: &str, t_us: u64, pad: &str) -> String {
+    protocol().fanout_publish(id, channel, t_us, pad)
 }
 
 pub fn kind(frame: &[u8]) -> Kind {
@@ -238,9 +233,8 @@ mod tests {
 
     #[test]
     fn reads_the_send_time_of_a_delivery() {
-        let f =
-            format!(r#"{{"type":"event","event":"{FANOUT_EVENT}","data":{{"t":1234,"b":"xx"}}}}"#);
-        assert_eq!(sent_at_us(f.as_bytes()), Some(1234));
+        let f = br#"{"type":"event","event":"channel:publication","data":{"channel":"bench:fanout","data":{"t":1234,"b":"xx"}}}"#;
+        assert_eq!(sent_at_us(f), Some(1234));
         assert_eq!(sent_at_us(b"{}"), None);
     }
 
@@ -249,8 +243,8 @@ mod tests {
         let p = Protocol::Socketio;
         assert_eq!(p.connect("t"), r#"40{"token":"t"}"#);
         assert_eq!(p.echo(7, "abc"), r#"427["echo","abc"]"#);
-        assert_eq!(p.room_join(1, "r"), r#"421["room:join","r"]"#);
-        let publish = p.publish(2, "r", 5, "pp");
+        assert_eq!(p.fanout_join(1, "r"), r#"421["room:join","r"]"#);
+        let publish = p.fanout_publish(2, "r", 5, "pp");
         let body: serde_json::Value = serde_json::from_str(&publish[3..]).expect("JSON array");
         assert_eq!(body, json!(["room:publish", {"room": "r", "payload": {"t": 5, "b": "pp"}}]));
         for (frame, kind) in [
@@ -269,8 +263,29 @@ mod tests {
 
     #[test]
     fn built_frames_are_json() {
-        for f in [connect("t"), echo(7, "abc"), room_join(1, "r"), publish(2, "r", 5, "pp")] {
+        let p = Protocol::Rtgate;
+        for f in [
+            p.connect("t"),
+            p.echo(7, "abc"),
+            p.fanout_join(1, "bench:fanout"),
+            p.fanout_publish(2, "bench:fanout", 5, "pp"),
+        ] {
             serde_json::from_str::<serde_json::Value>(&f).expect("valid JSON");
         }
+    }
+
+    #[test]
+    fn rtgate_fanout_subscribes_and_publishes_to_the_channel() {
+        let p = Protocol::Rtgate;
+        let join: serde_json::Value =
+            serde_json::from_str(&p.fanout_join(1, "bench:f")).expect("JSON");
+        assert_eq!(
+            join,
+            json!({"type": "event", "event": "channel:subscribe", "id": 1, "data": {"channel": "bench:f"}})
+        );
+        let publish: serde_json::Value =
+            serde_json::from_str(&p.fanout_publish(2, "bench:f", 5, "pp")).expect("JSON");
+        assert_eq!(publish["data"], json!({"channel": "bench:f", "data": {"t": 5, "b": "pp"}}));
+        assert_eq!(publish["event"], "sys:channel-publish");
     }
 }

@@ -80,7 +80,7 @@ enum Scenario {
     Idle(scenario::idle::Args),
     /// Acked `sys:echo`: closed loop (`--rate 0`) or a fixed total rate; latency and throughput.
     Echo(scenario::echo::Args),
-    /// N receivers in one room (or channel), one publisher; deliveries per second and publish→receive latency.
+    /// N receivers on one channel, one publisher; deliveries per second and publish→receive latency.
     Fanout(scenario::fanout::Args),
     /// Connection storm with the full handshake; connects per second.
     Connect(scenario::connect::Args),

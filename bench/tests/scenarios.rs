@@ -17,7 +17,9 @@ struct Running {
 }
 
 async fn spawn_server() -> Running {
-    let mut c = Config::from_env().expect("default config");
+    // The benchmark servers' namespaces (`bench:` for fanout), as scripts/bench passes them.
+    let namespaces = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench-channels.toml");
+    let mut c = Config::load(["rtgate", "--config", namespaces]).expect("bench config");
     c.http_addr = "127.0.0.1:0".parse().expect("addr");
     c.wt_addr = "127.0.0.1:0".parse().expect("addr");
     c.jwt.secret = SECRET.into();
@@ -89,7 +91,7 @@ async fn echo_closed_loop_over_both_transports_reports_throughput_and_latency() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fixed_rate_echo_fanout_connect_churn_and_idle_produce_results() {
+async fn fixed_rate_echo_fanout_recover_connect_churn_and_idle_produce_results() {
     let s = spawn_server().await;
     let r = bench(
         &s,
@@ -105,8 +107,17 @@ async fn fixed_rate_echo_fanout_connect_churn_and_idle_produce_results() {
             .await;
     assert_eq!(num(&r, "receivers"), 3.0, "{r}");
     assert!(num(&r, "published") > 0.0, "{r}");
-    // Every acked publish reached every receiver: the room and the counting both work.
+    // Every acked publish reached every receiver: the channel and the counting both work.
+    assert_eq!(r["via"], "bench:fanout", "{r}");
     assert_eq!(num(&r, "delivered"), num(&r, "expected"), "{r}");
+    // Through a channel with history, then recovering publications missed on it.
+    let history = ["--channel", "benchh:fanout"];
+    let fanout = ["fanout", "--receivers", "3", "--duration", "300ms", "--drain", "1s"];
+    let r = bench(&s, "ws", &[&fanout[..], &history[..]].concat()).await;
+    assert!(num(&r, "published") > 0.0, "{r}");
+    assert_eq!(num(&r, "delivered"), num(&r, "expected"), "{r}");
+    let r = bench(&s, "ws", &["recover", "--missed", "5", "--rounds", "3"]).await;
+    assert_eq!(num(&r, "recovered_per_round"), 5.0, "{r}");
 
     let r = bench(&s, "wt", &["connect", "--n", "5", "--concurrency", "2"]).await;
     assert_eq!(num(&r, "connected"), 5.0, "{r}");

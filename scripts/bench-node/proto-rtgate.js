@@ -1,9 +1,13 @@
 // rtgate adapter for the Socket.IO peer's load generator (loadgen.js `--proto rtgate`), so the
 // very same Node client drives rtgate, the raw baseline and Socket.IO. scripts/bench copies it
-// next to loadgen.js. The loadgen's events map onto rtgate's: `echo` → `sys:echo`,
-// `room:join` → `sys:room-join`, `room:publish` → `sys:room-publish` (event `msg`), so the
-// server must run with --dev-events. Frames are rtgate's WebSocket text frames (PROTOCOL.md).
+// next to loadgen.js. The loadgen's events map onto rtgate's: `echo` → `sys:echo`, a room `r`
+// is the channel `bench:r` (a namespace without history in scripts/bench-channels.toml),
+// `room:join` → `channel:subscribe`, `room:publish` → `sys:channel-publish`, and a
+// `channel:publication` arrives as the loadgen's `msg` event with the published data. The server
+// must run with --dev-events and that namespace (scripts/bench-flags.sh). Frames are rtgate's
+// WebSocket text frames (PROTOCOL.md).
 const WebSocket = require('ws');
+const CHANNEL_NS = 'bench:';
 exports.connect = function connect(url, token, onEvent) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url + '/ws', { perMessageDeflate: false });
@@ -11,8 +15,8 @@ exports.connect = function connect(url, token, onEvent) {
     const send = (o) => ws.send(JSON.stringify(o));
     const map = (name, data) => {
       if (name === 'echo') return ['sys:echo', data];
-      if (name === 'room:join') return ['sys:room-join', { room: data }];
-      if (name === 'room:publish') return ['sys:room-publish', { room: data.room, event: 'msg', data: data.payload }];
+      if (name === 'room:join') return ['channel:subscribe', { channel: CHANNEL_NS + data }];
+      if (name === 'room:publish') return ['sys:channel-publish', { channel: CHANNEL_NS + data.room, data: data.payload }];
       return [name, data];
     };
     const conn = {
@@ -31,7 +35,10 @@ exports.connect = function connect(url, token, onEvent) {
       else if (f.type === 'ack' || (f.type === 'error' && f.id !== undefined)) {
         const r = acks.get(f.id); if (r) { acks.delete(f.id); r(f.data); }
       }
-      else if (f.type === 'event') onEvent && onEvent(f.event, f.data);
+      else if (f.type === 'event') {
+        if (f.event === 'channel:publication') onEvent && onEvent('msg', f.data.data);
+        else onEvent && onEvent(f.event, f.data);
+      }
       else if (f.type === 'ping') send({ type: 'pong' });
       else if (!done && (f.type === 'error' || f.type === 'disconnect')) { done = true; reject(new Error(JSON.stringify(f))); }
     });

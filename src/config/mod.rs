@@ -186,7 +186,7 @@ pub struct Config {
     #[arg(long, env = "RTGATE_MAX_PRESENCE_SUBSCRIPTIONS", default_value_t = 100)]
     pub max_presence_subscriptions: usize,
 
-    /// Rooms one socket may be in.
+    /// Conversations one connection may join (`conversation:join`; the flag keeps its older name).
     #[arg(long, env = "RTGATE_MAX_ROOMS_PER_SOCKET", default_value_t = 100)]
     pub max_rooms_per_socket: usize,
 
@@ -223,7 +223,7 @@ pub struct Config {
     #[arg(skip)]
     pub namespaces: Namespaces,
 
-    /// Enables the `sys:room-*` and `sys:user-publish` events (open rooms, for tests and benchmarks only).
+    /// Enables `sys:user-publish` and `sys:channel-publish` (open to any authenticated client, for tests and benchmarks only).
     #[arg(long, env = "RTGATE_DEV_EVENTS")]
     pub dev_events: bool,
 

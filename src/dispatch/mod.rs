@@ -52,7 +52,7 @@ pub enum EventError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
-    /// A per-connection limit (rooms, subscriptions) would be exceeded.
+    /// A per-connection limit (conversations, subscriptions) would be exceeded.
     #[error("{0}")]
     LimitExceeded(String),
     /// A dependency this event needs is down; retrying later may work.

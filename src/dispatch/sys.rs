@@ -1,8 +1,8 @@
 //! Built-in `sys:*` events, used by tests, benchmarks and client health checks.
 //!
-//! The `sys:room-*` and `sys:user-publish` events are open rooms and direct pushes with no
-//! authorization beyond a valid token; they exist for tests and benchmarks and are only
-//! registered with `--dev-events`.
+//! `sys:user-publish` (a direct push to every connection of a user) and `sys:channel-publish`
+//! (a channel publication as the backend would make it) need no authorization beyond a valid
+//! token; they exist for tests and benchmarks and are only registered with `--dev-events`.
 
 use std::sync::Arc;
 
@@ -13,7 +13,6 @@ use validator::Validate;
 use super::{EventError, Router};
 use crate::{
     cluster::bounded,
-    hub::HubError,
     protocol::{MAX_EVENT_NAME_LEN, encode_event},
     session::SessionCtx,
     validate::{Dto, FieldError, identifier, validated},
@@ -24,12 +23,7 @@ pub fn register(router: Router, dev_events: bool) -> Router {
     if !dev_events {
         return router;
     }
-    router
-        .on("sys:room-join", room_join)
-        .on("sys:room-leave", room_leave)
-        .on("sys:room-publish", room_publish)
-        .on("sys:user-publish", user_publish)
-        .on("sys:channel-publish", channel_publish)
+    router.on("sys:user-publish", user_publish).on("sys:channel-publish", channel_publish)
 }
 
 /// Acks with the payload it was given, unchanged: the whole pipeline with a handler that
@@ -45,40 +39,16 @@ async fn volatile_echo(ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<(), 
     Ok(())
 }
 
-fn field(path: &str, rule: &str, message: &str) -> FieldError {
-    FieldError { path: path.into(), rule: rule.into(), message: message.into() }
-}
-
-/// The `sys:room-join` / `sys:room-leave` payload. Public (fields private) only so the
-/// `dto_parse` fuzz target can name it.
-#[derive(Debug, Deserialize, Validate)]
-#[serde(deny_unknown_fields)]
-pub struct Room {
-    #[validate(custom(function = "identifier"))]
-    room: String,
-}
-
-impl Dto for Room {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        validated(self)
-    }
-}
-
-/// The `sys:room-publish` / `sys:user-publish` payload. Public (fields private) only so the
-/// `dto_parse` fuzz target can name it.
+/// The `sys:user-publish` payload. Public (fields private) only so the `dto_parse` fuzz target
+/// can name it.
 #[derive(Debug, Deserialize, Validate)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Publish {
-    #[serde(default)]
-    room: Option<String>,
-    #[serde(default)]
-    user_id: Option<String>,
+    #[validate(custom(function = "identifier"))]
+    user_id: String,
     #[validate(custom(function = "event_name"))]
     event: String,
     data: Box<RawValue>,
-    /// Also deliver to the publishing session (rooms only).
-    #[serde(default)]
-    include_self: bool,
 }
 
 fn event_name(name: &str) -> Result<(), validator::ValidationError> {
@@ -92,67 +62,18 @@ fn event_name(name: &str) -> Result<(), validator::ValidationError> {
 
 impl Dto for Publish {
     fn validate(&self) -> Result<(), Vec<FieldError>> {
-        let mut errors = validated(self).err().unwrap_or_default();
-        let target = match (&self.room, &self.user_id) {
-            (Some(room), None) => identifier(room).map_err(|e| ("room", e)),
-            (None, Some(user)) => identifier(user).map_err(|e| ("userId", e)),
-            _ => {
-                errors.push(field("", "one_of", "exactly one of `room` and `userId` is required"));
-                Ok(())
-            }
-        };
-        if let Err((path, e)) = target {
-            errors.push(field(path, &e.code, &e.message.unwrap_or_default()));
-        }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        validated(self)
     }
 }
 
-async fn room_join(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
-    let max = ctx.node.config.max_rooms_per_socket;
-    ctx.node.fanout.join(&ctx.socket_id, &dto.room, max).await.map_err(|e| match e {
-        HubError::Limit(n) => {
-            EventError::LimitExceeded(format!("at most {n} rooms per connection"))
-        }
-        HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
-    })
-}
-
-async fn room_leave(ctx: Arc<SessionCtx>, dto: Room) -> Result<(), EventError> {
-    ctx.node.fanout.leave(&ctx.socket_id, &dto.room).await;
-    Ok(())
-}
-
-fn unavailable(ctx: &SessionCtx, e: crate::state::StateError) -> EventError {
-    ctx.node.backends.mark_degraded("publish", &e);
-    EventError::Unavailable("fanout is unavailable".into())
-}
-
-/// Publishes `{event, data}` to a room (`room`) and acks with the number of local deliveries.
-async fn room_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
-    let Some(room) = dto.room.as_deref() else {
-        return Err(EventError::Validation(vec![field("room", "required", "`room` is required")]));
-    };
-    let frame = encode_event(&dto.event, &dto.data);
-    let exclude = (!dto.include_self).then_some(&*ctx.socket_id);
-    let local = bounded(ctx.node.fanout.to_room(room, frame, exclude))
-        .await
-        .map_err(|e| unavailable(&ctx, e))?;
-    Ok(json!({ "localDeliveries": local }))
-}
-
-/// Publishes `{event, data}` to every session of `userId`, on every instance.
+/// Publishes `{event, data}` to every session of `userId`, on every instance, and acks with the
+/// number of local deliveries.
 async fn user_publish(ctx: Arc<SessionCtx>, dto: Publish) -> Result<serde_json::Value, EventError> {
-    let Some(user) = dto.user_id.as_deref() else {
-        return Err(EventError::Validation(vec![field(
-            "userId",
-            "required",
-            "`userId` is required",
-        )]));
-    };
     let frame = encode_event(&dto.event, &dto.data);
-    let local =
-        bounded(ctx.node.fanout.to_user(user, frame)).await.map_err(|e| unavailable(&ctx, e))?;
+    let local = bounded(ctx.node.fanout.to_user(&dto.user_id, frame)).await.map_err(|e| {
+        ctx.node.backends.mark_degraded("publish", &e);
+        EventError::Unavailable("fanout is unavailable".into())
+    })?;
     Ok(json!({ "localDeliveries": local }))
 }
 

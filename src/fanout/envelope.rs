@@ -8,7 +8,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
 pub(super) enum Kind {
-    Room = 1,
+    // 1 was a room (the `--dev-events` rooms, removed): never reused, so an instance of an
+    // older version in the same cluster cannot have its envelopes misread.
     User = 2,
     Socket = 3,
     /// A presence update: the frame is prefixed with its version (u64, big-endian).
@@ -32,7 +33,6 @@ pub(super) enum Kind {
 impl Kind {
     fn from_u8(b: u8) -> Option<Kind> {
         Some(match b {
-            1 => Kind::Room,
             2 => Kind::User,
             3 => Kind::Socket,
             4 => Kind::Watchers,
@@ -61,7 +61,8 @@ pub(super) fn encode(env: &Envelope<'_>) -> Bytes {
         6 + env.origin.len() + env.target.len() + exclude.len() + env.frame.len(),
     );
     buf.put_u8(env.kind as u8);
-    // Ids are bounded far below these widths (instance ids ≤ 64, rooms and users ≤ 128).
+    // Ids are bounded far below these widths (instance ids ≤ 64, users ≤ 128, channel names
+    // ≤ 255).
     buf.put_u8(env.origin.len().min(255) as u8);
     buf.put_slice(&env.origin.as_bytes()[..env.origin.len().min(255)]);
     buf.put_u16(env.target.len().min(u16::MAX as usize) as u16);
@@ -141,16 +142,16 @@ mod tests {
     fn envelope_round_trips_and_shares_the_frame() {
         let frame = Bytes::from_static(br#"{"type":"event"}"#);
         let env = encode(&Envelope {
-            kind: Kind::Room,
+            kind: Kind::ChannelPlain,
             origin: "rtg-1",
-            target: "room/ä",
+            target: "chat:ä",
             exclude: Some("s1"),
             frame: frame.clone(),
         });
         let d = decode(&env).unwrap();
         assert_eq!(
             (d.kind, d.origin, d.target, d.exclude),
-            (Kind::Room, "rtg-1", "room/ä", Some("s1"))
+            (Kind::ChannelPlain, "rtg-1", "chat:ä", Some("s1"))
         );
         assert_eq!(d.frame, frame);
         let d2 =
@@ -172,9 +173,12 @@ mod tests {
         for bad in [
             &b""[..],
             b"\x09",
-            b"\x01\x05ab",
-            b"\x01\x01a\x00\x09xy",
-            b"\x01\x00\x00\x01\xff\x00\x00",
+            b"\x02\x05ab",
+            b"\x02\x01a\x00\x09xy",
+            b"\x02\x00\x00\x01\xff\x00\x00",
+            // Well formed, but of kind 1 (the removed rooms) or past the last kind.
+            b"\x01\x00\x00\x00\x00\x00",
+            b"\x0b\x00\x00\x00\x00\x00",
         ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
         }

@@ -1,15 +1,16 @@
-//! Fanout: delivering one encoded frame to a room, a user (all devices) or a socket,
-//! wherever in the cluster the recipients are.
+//! Fanout: delivering one encoded frame to a user (all devices), a socket, presence watchers,
+//! a chat conversation or a channel, wherever in the cluster the recipients are.
 //!
-//! Local recipients are served straight from the hub; the same bytes go to the broker in an
-//! envelope naming the target, so every other instance delivers to its own local recipients.
-//! The frame is encoded once per publish and shared (`Bytes`) by every recipient on every
-//! instance. Rooms travel on per-room channels that an instance subscribes to while it has a
-//! local member; users and sockets are routed through the registry to the instances that hold
-//! them; presence transitions go to every instance.
+//! Local recipients are served straight from the hub (or a stream feed); the same bytes go to
+//! the broker in an envelope naming the target, so every other instance delivers to its own
+//! local recipients. The frame is encoded once per publish and shared (`Bytes`) by every
+//! recipient on every instance. Users and sockets are routed through the registry to the
+//! instances that hold them; presence transitions go to every instance; conversations and
+//! channels travel on broker channels of their own that an instance subscribes to while it has
+//! a local member (`streams`).
 //!
 //! Envelopes (`envelope`) name the target; receivers ignore envelopes they published
-//! themselves. `streams` holds the ordered kinds (chat conversations, channels).
+//! themselves.
 
 mod envelope;
 mod streams;
@@ -23,7 +24,7 @@ use envelope::{Envelope, Kind, decode, encode, prefixed, split_seq};
 use crate::{
     channels::source::ChannelFeed,
     chat::feed::Feed,
-    hub::{Hub, Interest},
+    hub::Hub,
     state::{
         StateError,
         broker::{Broker, Channel, Message},
@@ -57,21 +58,6 @@ impl Fanout {
 
     fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
         encode(&Envelope { kind, origin: &self.instance_id, target, exclude, frame })
-    }
-
-    /// Delivers `frame` to every member of `room` in the cluster, except `exclude`.
-    pub async fn to_room(
-        &self,
-        room: &str,
-        frame: Bytes,
-        exclude: Option<&str>,
-    ) -> Result<usize, StateError> {
-        let local = self.hub.deliver_room(room, &frame, exclude);
-        metrics::fanout_delivered(Origin::Local, local);
-        let env = self.envelope(Kind::Room, room, exclude, frame);
-        metrics::fanout_published(FanoutKind::Room);
-        self.broker.publish(&Channel::Room(room.to_owned()), env).await?;
-        Ok(local)
     }
 
     /// Delivers `frame` to every session of `user`, on every instance.
@@ -130,48 +116,11 @@ impl Fanout {
         Ok(local)
     }
 
-    /// Joins `socket_id` to `room`, subscribing this instance to the room's channel when it
-    /// is the first local member.
-    pub async fn join(
-        &self,
-        socket_id: &str,
-        room: &str,
-        max_rooms: usize,
-    ) -> Result<(), crate::hub::HubError> {
-        if self.hub.join(socket_id, room, max_rooms)? == Interest::First {
-            let channel = Channel::Room(room.to_owned());
-            let subscribe = self.broker.subscribe(&channel);
-            if let Err(e) = crate::cluster::bounded(subscribe).await {
-                // Local members still get local publishes; the resync after the outage
-                // resubscribes every room with members.
-                tracing::warn!(room, error = %e, "subscribing a room channel failed");
-            }
-        }
-        Ok(())
-    }
-
-    pub async fn leave(&self, socket_id: &str, room: &str) {
-        if self.hub.leave(socket_id, room) == Interest::Last {
-            self.unsubscribe_room(room).await;
-        }
-    }
-
-    pub async fn unsubscribe_room(&self, room: &str) {
-        let channel = Channel::Room(room.to_owned());
-        let unsubscribe = self.broker.unsubscribe(&channel);
-        if let Err(e) = crate::cluster::bounded(unsubscribe).await {
-            tracing::warn!(room, error = %e, "unsubscribing a room channel failed");
-        }
-    }
-
-    /// Subscribes the channels every instance needs, and every room with a local member
-    /// (after an outage).
+    /// Subscribes the channels every instance needs, and every conversation and channel with
+    /// a local member (after an outage).
     pub async fn subscribe_base(&self) -> Result<(), StateError> {
         self.broker.subscribe(&Channel::Instance(self.instance_id.clone())).await?;
         self.broker.subscribe(&Channel::Presence).await?;
-        for room in self.hub.rooms() {
-            self.broker.subscribe(&Channel::Room(room.to_string())).await?;
-        }
         for conversation in self.feed.streams() {
             self.broker.subscribe(&Channel::Conversation(conversation.to_string())).await?;
         }
@@ -200,7 +149,6 @@ impl Fanout {
             return; // Already delivered locally when published.
         }
         let delivered = match env.kind {
-            Kind::Room => self.hub.deliver_room(env.target, &env.frame, env.exclude),
             Kind::User => self.hub.deliver_user(env.target, &env.frame),
             Kind::Socket => self.hub.deliver_socket(env.target, &env.frame),
             Kind::Watchers => {

@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     state::{StateError, broker::Channel},
-    telemetry::metrics::{self, FanoutKind},
+    telemetry::metrics::{self, FanoutKind, Origin},
 };
 
 impl Fanout {
@@ -94,7 +94,8 @@ impl Fanout {
                 (Kind::ChannelPub, body)
             }
             None => {
-                self.channels.broadcast(channel, None, &frame, volatile);
+                let local = self.channels.broadcast(channel, None, &frame, volatile);
+                metrics::fanout_delivered(Origin::Local, local);
                 (if volatile { Kind::ChannelVolatile } else { Kind::ChannelPlain }, frame)
             }
         };
@@ -111,7 +112,8 @@ impl Fanout {
         exclude: Option<&str>,
         frame: Bytes,
     ) -> Result<(), StateError> {
-        self.channels.broadcast(channel, exclude, &frame, false);
+        let local = self.channels.broadcast(channel, exclude, &frame, false);
+        metrics::fanout_delivered(Origin::Local, local);
         let env = self.envelope(Kind::ChannelPlain, channel, exclude, frame);
         metrics::fanout_published(FanoutKind::Channel);
         self.broker.publish(&Channel::Chan(channel.to_owned()), env).await

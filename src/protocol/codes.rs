@@ -59,7 +59,8 @@ codes! {
     Overloaded = ("overloaded", None),
     /// A second `connect` on an established session.
     AlreadyConnected = ("already_connected", None),
-    /// A per-connection limit (rooms, presence subscriptions) would be exceeded.
+    /// A per-connection limit (conversations, channel or presence subscriptions) would be
+    /// exceeded.
     LimitExceeded = ("limit_exceeded", None),
     /// A dependency the event needs is down; retry later.
     Unavailable = ("unavailable", None),

@@ -260,7 +260,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Local state goes now, synchronously; shared state in a tracked task, so graceful
         // shutdown waits for it and a panic cannot skip it.
-        let emptied_rooms = self.node.hub.remove(&self.record.socket_id);
+        self.node.hub.remove(&self.record.socket_id);
         let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
         let socket_id: Arc<str> = Arc::from(self.record.socket_id.as_str());
         let channels = self.node.channels.session_closed(&socket_id);
@@ -273,9 +273,6 @@ impl Drop for Registration {
         let node = self.node.clone();
         let record = std::mem::take(&mut self.record);
         let teardown = async move {
-            for room in emptied_rooms {
-                node.fanout.unsubscribe_room(&room).await;
-            }
             for conversation in emptied_conversations {
                 node.fanout.release_conversation(&conversation).await;
             }

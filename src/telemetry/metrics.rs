@@ -110,7 +110,6 @@ pub enum Invalid {
 /// Which fanout target a publish was for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FanoutKind {
-    Room,
     User,
     Socket,
     Watchers,
@@ -121,8 +120,7 @@ pub enum FanoutKind {
 }
 
 impl FanoutKind {
-    const ALL: [FanoutKind; 6] = [
-        FanoutKind::Room,
+    const ALL: [FanoutKind; 5] = [
         FanoutKind::User,
         FanoutKind::Socket,
         FanoutKind::Watchers,
@@ -132,7 +130,6 @@ impl FanoutKind {
 
     fn as_str(self) -> &'static str {
         match self {
-            FanoutKind::Room => "room",
             FanoutKind::User => "user",
             FanoutKind::Socket => "socket",
             FanoutKind::Watchers => "watchers",
@@ -260,7 +257,7 @@ struct Series {
     writer_dropped: Counter,
     redis_duration: [Histogram; RedisOp::ALL.len()],
     redis_errors: [Counter; RedisOp::ALL.len()],
-    fanout_publishes: [Counter; 6],
+    fanout_publishes: [Counter; 5],
     fanout_deliveries: [Counter; 2],
     session_tasks: Gauge,
     runtime_tasks: Gauge,

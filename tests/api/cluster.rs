@@ -8,7 +8,7 @@ use rstest::rstest;
 use serde_json::{Value, json};
 
 use crate::{
-    helpers::{Client, Kind, TestServer, expect_closed, spawn},
+    helpers::{Client, FAN, Kind, TestServer, expect_closed, fan_namespaces, spawn, subscribe},
     redis_util::{cleanup, redis_url, unique_prefix},
 };
 
@@ -147,31 +147,38 @@ async fn presence_subscriptions_are_bounded_per_socket(#[case] backend: Backend)
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
 #[tokio::test]
-async fn room_fanout_reaches_members_on_every_instance(#[case] backend: Backend) {
-    let cluster = Cluster::start(backend, "rooms", |_| {}).await;
+async fn channel_fanout_reaches_subscribers_on_every_instance(#[case] backend: Backend) {
+    let cluster =
+        Cluster::start(backend, "channel-fanout", |c| c.namespaces = fan_namespaces()).await;
+    let lobby = format!("{FAN}:lobby");
     let mut members = Vec::new();
     for (i, kind) in [Kind::Ws, Kind::Wt, Kind::Ws, Kind::Wt].into_iter().enumerate() {
         let (mut c, _) = cluster.at(i).connect(kind, &format!("m{i}")).await;
-        assert_eq!(c.request(1, "sys:room-join", json!({"room": "lobby"})).await["type"], "ack");
+        subscribe(&mut c, 1, &lobby).await;
         members.push(c);
     }
     let (mut outsider, _) = cluster.at(0).connect(Kind::Ws, "outsider").await;
-    let publish = json!({"room": "lobby", "event": "chat", "data": {"n": 1}});
-    let ack = members[0].request(2, "sys:room-publish", publish).await;
-    assert_eq!(ack["type"], "ack", "{ack}");
-    for m in &mut members[1..] {
-        assert_eq!(next_event(m, "chat").await, json!({"n": 1}));
-    }
-    no_event(&mut members[0], "chat", Duration::from_millis(200)).await;
-    no_event(&mut outsider, "chat", Duration::from_millis(200)).await;
-
-    // After leaving, a member on the other instance gets nothing.
-    members[1].request(3, "sys:room-leave", json!({"room": "lobby"})).await;
-    members[0]
-        .request(4, "sys:room-publish", json!({"room": "lobby", "event": "chat", "data": 2}))
+    let (mut publisher, _) = cluster.at(0).connect(Kind::Wt, "backend").await;
+    let ack = publisher
+        .request(1, "sys:channel-publish", json!({"channel": lobby, "data": {"n": 1}}))
         .await;
-    assert_eq!(next_event(&mut members[2], "chat").await, json!(2));
-    no_event(&mut members[1], "chat", Duration::from_millis(200)).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    for m in &mut members {
+        let p = next_event(m, "channel:publication").await;
+        assert_eq!(p, json!({"channel": lobby, "data": {"n": 1}}));
+    }
+    no_event(&mut outsider, "channel:publication", Duration::from_millis(200)).await;
+
+    // After unsubscribing, a subscriber on the other instance gets nothing; the one still
+    // subscribed there does.
+    let ack = members[1].request(2, "channel:unsubscribe", json!({"channel": lobby})).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    publisher.request(2, "sys:channel-publish", json!({"channel": lobby, "data": 2})).await;
+    for i in [0, 2, 3] {
+        let p = next_event(&mut members[i], "channel:publication").await;
+        assert_eq!(p, json!({"channel": lobby, "data": 2}));
+    }
+    no_event(&mut members[1], "channel:publication", Duration::from_millis(200)).await;
     cleanup(&cluster.prefix).await;
 }
 

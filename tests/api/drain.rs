@@ -12,22 +12,23 @@ use std::{
 use serde_json::json;
 
 use crate::{
-    helpers::{Client, Kind, ServerProcess, spawn},
+    helpers::{Client, FAN, FanConfig, Kind, ServerProcess, fan_namespaces, spawn, subscribe},
     raw_http::{request, ws},
 };
 
 const GRACE: Duration = Duration::from_secs(3);
 
-/// Makes `stalled` a session the drain must wait for: it joins a room and then reads nothing
-/// while 30 MB of room traffic is queued for it, far more than the socket buffers hold, so its
-/// `server_shutdown` goodbye waits behind them for up to `--shutdown-grace`.
+/// Makes `stalled` a session the drain must wait for: it subscribes to a channel and then
+/// reads nothing while 30 MB of publications are queued for it, far more than the socket
+/// buffers hold, so its `server_shutdown` goodbye waits behind them for up to
+/// `--shutdown-grace`.
 async fn stall(stalled: &mut Client, publisher: &mut Client) {
-    let ack = stalled.request(1, "sys:room-join", json!({"room": "drain"})).await;
-    assert_eq!(ack["type"], "ack", "{ack}");
+    let channel = format!("{FAN}:drain");
+    subscribe(stalled, 1, &channel).await;
     let blob = "x".repeat(60_000);
     for id in 0..500u64 {
-        let data = json!({"room": "drain", "event": "blob", "data": blob});
-        let ack = publisher.request(id, "sys:room-publish", data).await;
+        let data = json!({"channel": channel, "data": blob});
+        let ack = publisher.request(id, "sys:channel-publish", data).await;
         assert_eq!(ack["type"], "ack", "{ack}");
     }
 }
@@ -69,6 +70,7 @@ async fn assert_answers_while_draining(http: SocketAddr, span: Duration) {
 async fn listener_answers_503_during_the_drain_then_closes() {
     let server = spawn(|c| {
         c.dev_events = true;
+        c.namespaces = fan_namespaces();
         c.outbound_queue_bytes = 64 << 20;
         c.event_rate_limit = 100_000;
         c.shutdown_grace = GRACE;
@@ -94,7 +96,9 @@ async fn listener_answers_503_during_the_drain_then_closes() {
 /// The real binary, the real signal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_keeps_the_listener_answering_503_through_the_drain() {
-    let mut server = ServerProcess::start(&STALL_FLAGS, &[]).await;
+    let conf = FanConfig::write();
+    let flags: Vec<&str> = STALL_FLAGS.into_iter().chain(["--config", conf.path()]).collect();
+    let mut server = ServerProcess::start(&flags, &[]).await;
     let mut stalled = server.connect(Kind::Ws, "stalled").await;
     let mut publisher = server.connect(Kind::Ws, "publisher").await;
     stall(&mut stalled, &mut publisher).await;

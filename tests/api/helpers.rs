@@ -444,3 +444,51 @@ pub async fn http_request(
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, serde_json::from_str(body).unwrap_or(Value::Null))
 }
+
+/// The namespace the tests whose subject is fanout itself publish through: public and
+/// without history, so a publication goes straight to the live subscribers on every instance
+/// (`sys:channel-publish`, a `--dev-events` server).
+pub const FAN: &str = "fan";
+
+/// Just the `FAN` namespace, for `Config::namespaces`.
+pub fn fan_namespaces() -> rtgate::config::Namespaces {
+    rtgate::config::Namespaces::new([rtgate::config::NamespaceConfig::new(FAN)])
+        .expect("valid namespaces")
+}
+
+/// `fan_namespaces` as a configuration file, for a server in its own process
+/// (`--config <path>`); removed on drop.
+pub struct FanConfig {
+    path: std::path::PathBuf,
+}
+
+impl FanConfig {
+    pub fn write() -> FanConfig {
+        let name = format!("rtgate-fan-{}.toml", uuid::Uuid::new_v4().simple());
+        let path = std::env::temp_dir().join(name);
+        std::fs::write(&path, format!("[namespaces.{FAN}]\nsubscribe = \"public\"\n")).unwrap();
+        FanConfig { path }
+    }
+
+    pub fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for FanConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Subscribes `c` to `channel` and asserts the ack.
+pub async fn subscribe(c: &mut Client, id: u64, channel: &str) {
+    let ack = c.request(id, "channel:subscribe", json!({ "channel": channel })).await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+}
+
+/// A `sys:channel-publish` frame (sent as is; `request` would wait for its ack).
+pub fn channel_publish(id: u64, channel: &str, data: &Value) -> Value {
+    let data = json!({ "channel": channel, "data": data });
+    json!({"type": "event", "event": "sys:channel-publish", "id": id, "data": data})
+}

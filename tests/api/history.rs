@@ -10,7 +10,10 @@ use serde_json::json;
 
 use crate::{
     db_util::{Db, Gate, TestDb},
-    helpers::{Kind, ServerProcess, TestServer, expect_closed, http_get_auth, spawn},
+    helpers::{
+        FAN, Kind, ServerProcess, TestServer, channel_publish, expect_closed, fan_namespaces,
+        http_get_auth, spawn, subscribe,
+    },
     redis_util::{cleanup, redis_url, unique_prefix},
 };
 
@@ -136,18 +139,19 @@ async fn slow_consumer_row_is_closed_with_slow_consumer(#[case] db: Db) {
     let server = spawn(|c| {
         tdb.apply(c);
         c.dev_events = true;
+        c.namespaces = fan_namespaces();
         c.outbound_queue_bytes = 64 * 1024;
         c.event_rate_limit = 10_000;
     })
     .await;
+    let firehose = format!("{FAN}:firehose");
     let (mut victim, _) = server.connect(Kind::Ws, "victim").await;
-    victim.request(1, "sys:room-join", json!({"room": "firehose"})).await;
+    subscribe(&mut victim, 1, &firehose).await;
     let (mut publisher, _) = server.connect(Kind::Ws, "publisher").await;
-    let blob = "x".repeat(60_000);
+    let blob = json!("x".repeat(60_000));
     // The victim reads nothing from here on; 300 × 60 KB overflows its queue and the socket.
     for id in 0..300u64 {
-        let ev = json!({"type": "event", "event": "sys:room-publish", "id": id, "data": {"room": "firehose", "event": "blob", "data": blob}});
-        publisher.send(&ev).await;
+        publisher.send(&channel_publish(id, &firehose, &blob)).await;
     }
     let store = tdb.store().await;
     let row = closed_row(store.as_ref(), "victim").await;

@@ -8,7 +8,9 @@ use serde_json::json;
 
 use crate::{
     cluster::next_event,
-    helpers::{Kind, ServerProcess, expect_closed, spawn},
+    helpers::{
+        FAN, FanConfig, Kind, ServerProcess, channel_publish, expect_closed, spawn, subscribe,
+    },
 };
 
 #[tokio::test]
@@ -73,33 +75,44 @@ fn rss_kib(pid: u32) -> u64 {
     line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
-/// A client joins a room and stops reading while the room is flooded with ~60 MB. It is closed
-/// as a slow consumer, the server's memory stays bounded, and a reading member gets every frame.
+/// A client subscribes to a channel and stops reading while the channel is flooded with
+/// ~60 MB. It is closed as a slow consumer, the server's memory stays bounded, and a reading
+/// subscriber gets every frame.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_reading_client_is_cut_off_and_memory_stays_bounded() {
+    let conf = FanConfig::write();
     let server = ServerProcess::start(
-        &["--dev-events", "--event-rate-limit", "100000", "--outbound-queue-bytes", "262144"],
+        &[
+            "--dev-events",
+            "--config",
+            conf.path(),
+            "--event-rate-limit",
+            "100000",
+            "--outbound-queue-bytes",
+            "262144",
+        ],
         &[],
     )
     .await;
+    let flood = format!("{FAN}:flood");
     let pid = server.child.id();
     let mut stalled = server.connect(Kind::Ws, "stalled").await;
-    stalled.request(1, "sys:room-join", json!({"room": "flood"})).await;
+    subscribe(&mut stalled, 1, &flood).await;
     let mut reader = server.connect(Kind::Wt, "reader").await;
-    reader.request(1, "sys:room-join", json!({"room": "flood"})).await;
+    subscribe(&mut reader, 1, &flood).await;
     let mut publisher = server.connect(Kind::Ws, "publisher").await;
     let before = rss_kib(pid);
 
-    let blob = "x".repeat(30_000);
+    let blob = json!("x".repeat(30_000));
     let total = 2000u64;
-    // The reading member reads concurrently, as a healthy client does; the publisher stays a
-    // few frames ahead of it, so only the stalled member falls behind.
+    // The reading subscriber reads concurrently, as a healthy client does; the publisher stays a
+    // few frames ahead of it, so only the stalled subscriber falls behind.
     let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let seen = progress.clone();
     let reading = tokio::spawn(async move {
         let mut received = 0u64;
         while received < total {
-            next_event(&mut reader, "blob").await;
+            next_event(&mut reader, "channel:publication").await;
             received += 1;
             seen.store(received, std::sync::atomic::Ordering::Release);
         }
@@ -122,8 +135,7 @@ async fn non_reading_client_is_cut_off_and_memory_stays_bounded() {
     };
     let started = Instant::now();
     for id in 0..total {
-        let ev = json!({"type": "event", "event": "sys:room-publish", "id": id, "data": {"room": "flood", "event": "blob", "data": blob}});
-        publisher.send(&ev).await;
+        publisher.send(&channel_publish(id, &flood, &blob)).await;
         while id >= progress.load(std::sync::atomic::Ordering::Acquire) + 4 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -131,14 +143,14 @@ async fn non_reading_client_is_cut_off_and_memory_stays_bounded() {
     let received = reading.await.unwrap();
     sampling.1.abort();
     let peak = sampling.0.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(received, total, "the reading member got every frame");
+    assert_eq!(received, total, "the reading subscriber got every frame");
     let (_, closed) = stalled.until_closed().await;
     assert!(matches!(closed, crate::helpers::Closed::Code(_) | crate::helpers::Closed::NoCode(_)));
-    // 60 MB went through the room; the stalled client may hold its 256 KiB queue plus socket
+    // 60 MB went through the channel; the stalled client may hold its 256 KiB queue plus socket
     // buffers. Allow generous allocator slack, far below what buffering the flood would take.
     let growth = peak.saturating_sub(before);
     eprintln!(
-        "server RSS before {before} KiB, peak {peak} KiB, growth {growth} KiB over 60 MB of room traffic"
+        "server RSS before {before} KiB, peak {peak} KiB, growth {growth} KiB over 60 MB of channel traffic"
     );
     assert!(
         growth < 24 * 1024,

@@ -14,7 +14,9 @@ use serde_json::json;
 
 use crate::{
     cluster::next_event,
-    helpers::{Kind, TestServer, expect_closed, spawn},
+    helpers::{
+        FAN, Kind, TestServer, channel_publish, expect_closed, fan_namespaces, spawn, subscribe,
+    },
     redis_util::{cleanup, keys, redis_url, unique_prefix},
 };
 
@@ -271,20 +273,20 @@ async fn ping_timeouts_are_counted_and_recorded_as_the_disconnect_reason() {
 async fn slow_consumer_closes_are_counted() {
     let server = spawn(|c| {
         c.dev_events = true;
+        c.namespaces = fan_namespaces();
         c.outbound_queue_bytes = 64 * 1024;
         c.event_rate_limit = 10_000;
     })
     .await;
     let before = scrape(&server).await;
+    let firehose = format!("{FAN}:metrics-firehose");
     let (mut victim, _) = server.connect(Kind::Ws, "metrics-victim").await;
-    victim.request(1, "sys:room-join", json!({"room": "metrics-firehose"})).await;
+    subscribe(&mut victim, 1, &firehose).await;
     let (mut publisher, _) = server.connect(Kind::Ws, "metrics-publisher").await;
-    let blob = "x".repeat(60_000);
+    let blob = json!("x".repeat(60_000));
     // The victim reads nothing from here on; 300 × 60 KB overflows its queue and the socket.
     for id in 0..300u64 {
-        let data = json!({"room": "metrics-firehose", "event": "blob", "data": blob});
-        let ev = json!({"type": "event", "event": "sys:room-publish", "id": id, "data": data});
-        publisher.send(&ev).await;
+        publisher.send(&channel_publish(id, &firehose, &blob)).await;
     }
     let after = eventually(&server, "slow consumer counted", |s| {
         s.get("rtgate_slow_consumer_closes_total", &[])
@@ -296,11 +298,12 @@ async fn slow_consumer_closes_are_counted() {
         after.get("rtgate_disconnects_total", &reason)
             >= before.get("rtgate_disconnects_total", &reason) + 1.0
     );
-    // In-process room publishes are delivered locally and still published to the broker.
-    let room = [("kind", "room")];
+    // Publications to a channel without history are delivered locally and still published
+    // to the broker.
+    let channel = [("kind", "channel")];
     assert!(
-        after.get("rtgate_fanout_publishes_total", &room)
-            >= before.get("rtgate_fanout_publishes_total", &room) + 1.0
+        after.get("rtgate_fanout_publishes_total", &channel)
+            >= before.get("rtgate_fanout_publishes_total", &channel) + 1.0
     );
     let local = [("origin", "local")];
     assert!(
@@ -309,8 +312,8 @@ async fn slow_consumer_closes_are_counted() {
     );
 }
 
-/// On Redis: the presence, limiter and broker calls land in the latency histogram, and a room
-/// publish from one instance is a remote delivery on the other.
+/// On Redis: the presence, limiter and broker calls land in the latency histogram, and a
+/// channel publication from one instance is a remote delivery on the other.
 #[tokio::test]
 async fn redis_latency_and_cross_instance_fanout_are_measured() {
     let prefix = unique_prefix("metrics");
@@ -318,7 +321,8 @@ async fn redis_latency_and_cross_instance_fanout_are_measured() {
         c.redis_url = Some(redis_url());
         c.redis_prefix = prefix.clone();
         c.dev_events = true;
-        c.message_events = vec!["sys:room-publish".into()];
+        c.namespaces = fan_namespaces();
+        c.message_events = vec!["sys:channel-publish".into()];
     };
     let a = spawn(on_redis).await;
     let b = spawn(on_redis).await;
@@ -328,12 +332,13 @@ async fn redis_latency_and_cross_instance_fanout_are_measured() {
     let before = scrape(&a).await;
     let before_b = scrape(&b).await;
 
+    let channel = format!("{FAN}:metrics");
     let (mut sub, _) = b.connect(Kind::Ws, "metrics-sub").await;
-    sub.request(1, "sys:room-join", json!({"room": "metrics-room"})).await;
+    subscribe(&mut sub, 1, &channel).await;
     let (mut publisher, _) = a.connect(Kind::Wt, "metrics-pub").await;
-    let data = json!({"room": "metrics-room", "event": "note", "data": {"n": 1}});
-    assert_eq!(publisher.request(2, "sys:room-publish", data).await["type"], "ack");
-    assert_eq!(next_event(&mut sub, "note").await["n"], 1);
+    let data = json!({"channel": channel, "data": {"n": 1}});
+    assert_eq!(publisher.request(2, "sys:channel-publish", data).await["type"], "ack");
+    assert_eq!(next_event(&mut sub, "channel:publication").await["data"]["n"], 1);
 
     let after = scrape(&a).await;
     for op in ["presence_register", "presence_query", "limiter_check", "broker_publish"] {

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::{
     cluster::next_event,
-    helpers::{Kind, ServerProcess, spawn},
+    helpers::{FAN, Kind, ServerProcess, fan_namespaces, spawn, subscribe},
     redis_util::{PrivateRedis, cleanup, keys, redis_url, unique_prefix},
 };
 
@@ -119,6 +119,7 @@ async fn keys_return_to_baseline_after_churn() {
         c.redis_url = Some(redis_url());
         c.redis_prefix = prefix.clone();
         c.dev_events = true;
+        c.namespaces = fan_namespaces();
         c.message_events = vec!["sys:echo".into()];
         // Clients that vanish are found by the heartbeat; keep it short for the test.
         c.ping_interval = Duration::from_millis(300);
@@ -135,7 +136,7 @@ async fn keys_return_to_baseline_after_churn() {
         for i in 0..10 {
             let kind = if i % 2 == 0 { Kind::Ws } else { Kind::Wt };
             let (mut c, _) = server.connect(kind, &format!("churn{}", i % 4)).await;
-            c.request(1, "sys:room-join", json!({"room": format!("r{i}")})).await;
+            subscribe(&mut c, 1, &format!("{FAN}:r{i}")).await;
             c.request(2, "presence:subscribe", json!({"userIds": ["x"]})).await;
             c.request(3, "sys:echo", json!(round)).await;
             clients.push(c);

@@ -29,8 +29,8 @@ async fn broker(backend: Backend, prefix: &str) -> Box<dyn Broker> {
     }
 }
 
-fn room(name: &str) -> Channel {
-    Channel::Room(name.into())
+fn chan(name: &str) -> Channel {
+    Channel::Chan(name.into())
 }
 
 async fn recv(rx: &mut UnboundedReceiver<Message>) -> Message {
@@ -53,7 +53,7 @@ async fn assert_quiet(rx: &mut UnboundedReceiver<Message>) {
 /// Publishes on `ch`, where nothing should be received, then proves it: a marker published
 /// after it on a subscribed channel arrives, and nothing else does.
 async fn assert_not_delivered(b: &dyn Broker, rx: &mut UnboundedReceiver<Message>, ch: &Channel) {
-    let marker = room("marker");
+    let marker = chan("marker");
     b.subscribe(&marker).await.unwrap();
     b.publish(ch, Bytes::from_static(b"must not arrive")).await.unwrap();
     b.publish(&marker, Bytes::from_static(b"marker")).await.unwrap();
@@ -73,7 +73,7 @@ async fn subscribed_channel_receives_payload_byte_for_byte(#[case] backend: Back
     let prefix = unique_prefix("broker-bytes");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    let ch = room("bytes");
+    let ch = chan("bytes");
     b.subscribe(&ch).await.unwrap();
 
     let every_byte: Bytes = (0..=255u8).collect::<Vec<_>>().into();
@@ -96,7 +96,7 @@ async fn unsubscribed_channel_receives_nothing(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-unsubscribed");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    assert_not_delivered(b.as_ref(), &mut rx, &room("other")).await;
+    assert_not_delivered(b.as_ref(), &mut rx, &chan("other")).await;
 }
 
 #[rstest]
@@ -107,7 +107,7 @@ async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-unsubscribe");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    let leaving = room("leaving");
+    let leaving = chan("leaving");
     b.subscribe(&leaving).await.unwrap();
 
     b.publish(&leaving, Bytes::from_static(b"before")).await.unwrap();
@@ -127,7 +127,7 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-idempotent");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    let ch = room("twice");
+    let ch = chan("twice");
     b.subscribe(&ch).await.unwrap();
     b.subscribe(&ch).await.unwrap();
 
@@ -147,25 +147,25 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
 #[tokio::test]
-async fn room_instance_and_presence_channels_are_distinct(#[case] backend: Backend) {
+async fn chan_instance_and_presence_channels_are_distinct(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-distinct");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    // The same name as a room and as an instance must not collide.
-    let as_room = room("x");
+    // The same name as a channel and as an instance must not collide.
+    let as_chan = chan("x");
     let as_instance = Channel::Instance("x".into());
 
-    b.subscribe(&as_room).await.unwrap();
+    b.subscribe(&as_chan).await.unwrap();
     b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
     b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
-    b.publish(&as_room, Bytes::from_static(b"room")).await.unwrap();
-    assert_eq!(recv(&mut rx).await, msg(&as_room, b"room"));
+    b.publish(&as_chan, Bytes::from_static(b"chan")).await.unwrap();
+    assert_eq!(recv(&mut rx).await, msg(&as_chan, b"chan"));
     assert_quiet(&mut rx).await;
 
     b.subscribe(&as_instance).await.unwrap();
     b.subscribe(&Channel::Presence).await.unwrap();
-    b.unsubscribe(&as_room).await.unwrap();
-    b.publish(&as_room, Bytes::from_static(b"room")).await.unwrap();
+    b.unsubscribe(&as_chan).await.unwrap();
+    b.publish(&as_chan, Bytes::from_static(b"chan")).await.unwrap();
     b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
     b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
 
@@ -185,7 +185,7 @@ async fn one_channel_preserves_publish_order(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-order");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    let ch = room("ordered");
+    let ch = chan("ordered");
     b.subscribe(&ch).await.unwrap();
 
     for i in 0..COUNT {
@@ -225,27 +225,27 @@ async fn redis_two_brokers_are_two_instances() {
     let mut rx_b = b.take_receiver().unwrap();
     let mut rx_other = other_cluster.take_receiver().unwrap();
 
-    let shared_room = room("shared");
+    let shared = chan("shared");
     let inst_b = Channel::Instance("b".into());
-    b.subscribe(&shared_room).await.unwrap();
+    b.subscribe(&shared).await.unwrap();
     b.subscribe(&inst_b).await.unwrap();
-    other_cluster.subscribe(&shared_room).await.unwrap();
+    other_cluster.subscribe(&shared).await.unwrap();
 
-    a.publish(&shared_room, Bytes::from_static(b"to the room")).await.unwrap();
+    a.publish(&shared, Bytes::from_static(b"to the channel")).await.unwrap();
     a.publish(&inst_b, Bytes::from_static(b"to instance b")).await.unwrap();
-    assert_eq!(recv(&mut rx_b).await, msg(&shared_room, b"to the room"));
+    assert_eq!(recv(&mut rx_b).await, msg(&shared, b"to the channel"));
     assert_eq!(recv(&mut rx_b).await, msg(&inst_b, b"to instance b"));
 
     // A publishes to itself too once it has local interest.
-    a.subscribe(&shared_room).await.unwrap();
-    a.publish(&shared_room, Bytes::from_static(b"both")).await.unwrap();
-    assert_eq!(recv(&mut rx_a).await, msg(&shared_room, b"both"));
-    assert_eq!(recv(&mut rx_b).await, msg(&shared_room, b"both"));
+    a.subscribe(&shared).await.unwrap();
+    a.publish(&shared, Bytes::from_static(b"both")).await.unwrap();
+    assert_eq!(recv(&mut rx_a).await, msg(&shared, b"both"));
+    assert_eq!(recv(&mut rx_b).await, msg(&shared, b"both"));
 
     // Reaching the other cluster would have arrived before this marker.
-    other_cluster.subscribe(&room("marker")).await.unwrap();
-    other_cluster.publish(&room("marker"), Bytes::from_static(b"marker")).await.unwrap();
-    assert_eq!(recv(&mut rx_other).await, msg(&room("marker"), b"marker"));
+    other_cluster.subscribe(&chan("marker")).await.unwrap();
+    other_cluster.publish(&chan("marker"), Bytes::from_static(b"marker")).await.unwrap();
+    assert_eq!(recv(&mut rx_other).await, msg(&chan("marker"), b"marker"));
     assert_quiet(&mut rx_other).await;
     assert_quiet(&mut rx_a).await;
     assert_quiet(&mut rx_b).await;
@@ -325,7 +325,7 @@ async fn redis_resubscribes_after_restart(#[case] outage: Duration) {
     let mut server = RedisProcess::start(port).await;
     let b = RedisBroker::connect(&server.url(), unique_prefix("broker-restart")).await.unwrap();
     let mut rx = b.take_receiver().unwrap();
-    let ch = room("survivor");
+    let ch = chan("survivor");
     b.subscribe(&ch).await.unwrap();
     b.publish(&ch, Bytes::from_static(b"before")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&ch, b"before"));

@@ -1,8 +1,9 @@
-//! `fanout`: N receivers join one room (`sys:room-join`, a `--dev-events` server) — or, with
-//! `--channel`, subscribe to one channel (`channel:subscribe`) —, one publisher keeps
-//! `--inflight` acked `sys:room-publish` (`sys:channel-publish`) requests outstanding for
-//! `--duration`. Reports deliveries per second (all receivers together) and publish→receive
-//! latency from the send time each message carries.
+//! `fanout`: N receivers subscribe to one channel (`channel:subscribe`; `--channel`, by
+//! default `bench:fanout`, whose namespace `scripts/bench-channels.toml` defines without
+//! history), one publisher keeps `--inflight` acked `sys:channel-publish` requests (a
+//! `--dev-events` server) outstanding for `--duration`. Reports deliveries per second (all
+//! receivers together) and publish→receive latency from the send time each message carries.
+//! Against the Socket.IO peer the channel is a room (`room:join`, `room:publish`).
 
 use std::{
     sync::{
@@ -23,13 +24,12 @@ use crate::{
     report::{Latency, Report, per_sec},
 };
 
-const ROOM: &str = "bench-room";
 /// Latency shards, so receivers rarely contend on one lock.
 const SHARDS: usize = 16;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Receivers in the room.
+    /// Receivers on the channel.
     #[arg(long, default_value_t = 1000)]
     receivers: usize,
     /// Publishing time.
@@ -47,10 +47,11 @@ pub struct Args {
     /// Record every k-th delivery's latency per receiver.
     #[arg(long, default_value_t = 4)]
     sample_every: u64,
-    /// Fan out through this channel instead of a room (rtgate only; the server needs a
-    /// namespace for it, e.g. `scripts/bench-channels.toml`).
-    #[arg(long)]
-    channel: Option<String>,
+    /// The channel to fan out through. rtgate needs its namespace configured (`bench:` has no
+    /// history, `benchh:` stores every publication: `scripts/bench-channels.toml`); the raw
+    /// baseline takes any name; for Socket.IO it is the room's name.
+    #[arg(long, default_value = "bench:fanout")]
+    channel: String,
 }
 
 struct Shared {
@@ -84,21 +85,18 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // Join in parallel, then start receiving.
     let mut joins = Vec::new();
     for (i, mut conn) in opened.items {
-        let join = match &a.channel {
-            Some(channel) => frames::channel_subscribe(1, channel, None),
-            None => frames::room_join(1, ROOM),
-        };
+        let join = frames::fanout_join(1, &a.channel);
         joins.push(tokio::spawn(async move {
             conn.tx.send(&join).await?;
             loop {
                 let f = tokio::time::timeout(Duration::from_secs(30), conn.rx.recv())
                     .await
-                    .context("no answer to room-join")??
+                    .context("no answer to the subscribe")??
                     .context("closed before joining")?;
                 match frames::kind(&f) {
                     Kind::Ack => return Ok::<_, anyhow::Error>((i, conn)),
                     Kind::Ping => conn.tx.send(frames::pong()).await?,
-                    Kind::Error => bail!("room-join refused: {}", String::from_utf8_lossy(&f)),
+                    Kind::Error => bail!("subscribe refused: {}", String::from_utf8_lossy(&f)),
                     _ => {}
                 }
             }
@@ -143,7 +141,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         lat.merge(&pool::lock(s));
     }
     let mut r = Report::new("fanout", &ctx.common.target, ctx.common.transport);
-    r.set("via", a.channel.as_deref().unwrap_or("room"))
+    r.set("via", a.channel.as_str())
         .set("receivers", receivers.len() as u64)
         .set("published", published)
         .set("publishes_per_s", per_sec(published, a.duration))
@@ -254,10 +252,7 @@ async fn publish(
         while sent.len() < a.inflight.max(1) && Instant::now() < end {
             id += 1;
             let t = shared.epoch.elapsed().as_micros() as u64;
-            let frame = match &a.channel {
-                Some(channel) => frames::channel_publish(id, channel, t, &pad),
-                None => frames::publish(id, ROOM, t, &pad),
-            };
+            let frame = frames::fanout_publish(id, &a.channel, t, &pad);
             if conn.tx.send(&frame).await.is_err() {
                 return (acked, errors + 1, lat);
             }

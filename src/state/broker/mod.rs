@@ -17,15 +17,15 @@ use super::StateError;
 /// Where a message goes. Instances subscribe to the channels they have local interest in.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Channel {
-    /// Members of a room (conversation); an instance subscribes while it has a local member.
-    Room(String),
     /// One instance: messages for specific users or sockets routed there via the registry.
     Instance(String),
     /// Presence transitions, which every instance receives.
     Presence,
-    /// A chat conversation's messages, removals and typing; subscribed like a room.
+    /// A chat conversation's messages, removals and typing; an instance subscribes while it
+    /// has a local member.
     Conversation(String),
-    /// A channel's publications and join/leave notices; subscribed like a room.
+    /// A channel's publications and join/leave notices; an instance subscribes while it has a
+    /// local subscriber.
     Chan(String),
 }
 

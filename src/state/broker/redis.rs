@@ -2,7 +2,6 @@
 //! of subscribed channels, and the task that turns Redis pushes into [`Message`]s.
 //!
 //! # Channel names
-//! - `{prefix}ch:room:{name}`: [`Channel::Room`]
 //! - `{prefix}ch:inst:{id}`: [`Channel::Instance`]
 //! - `{prefix}ch:presence`: [`Channel::Presence`]
 //! - `{prefix}ch:conv:{id}`: [`Channel::Conversation`]
@@ -35,7 +34,6 @@ use tokio::task::AbortHandle;
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
 
-const ROOM: &str = "ch:room:";
 const INSTANCE: &str = "ch:inst:";
 const PRESENCE: &str = "ch:presence";
 const CONVERSATION: &str = "ch:conv:";
@@ -200,7 +198,6 @@ fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
 
 fn channel_name(prefix: &str, channel: &Channel) -> String {
     match channel {
-        Channel::Room(name) => format!("{prefix}{ROOM}{name}"),
         Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
         Channel::Presence => format!("{prefix}{PRESENCE}"),
         Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
@@ -212,8 +209,6 @@ fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
     let rest = std::str::from_utf8(name).ok()?.strip_prefix(prefix)?;
     if rest == PRESENCE {
         Some(Channel::Presence)
-    } else if let Some(room) = rest.strip_prefix(ROOM) {
-        Some(Channel::Room(room.to_owned()))
     } else if let Some(name) = rest.strip_prefix(CHAN) {
         Some(Channel::Chan(name.to_owned()))
     } else if let Some(id) = rest.strip_prefix(CONVERSATION) {
@@ -231,9 +226,9 @@ mod tests {
     fn channel_names_round_trip() {
         let prefix = "rtgate:";
         for channel in [
-            Channel::Room("general".into()),
-            Channel::Room("a:b:ch:inst:c".into()),
-            Channel::Room(String::new()),
+            Channel::Chan("general".into()),
+            Channel::Chan("a:b:ch:inst:c".into()),
+            Channel::Chan(String::new()),
             Channel::Instance("inst-1".into()),
             Channel::Presence,
             Channel::Conversation("0b7e4a8e-6a55-4f6e-9d1c-3a6f2b1c9e10".into()),
@@ -243,7 +238,7 @@ mod tests {
             assert_eq!(parse_channel_name(prefix, name.as_bytes()), Some(channel), "{name}");
         }
         assert_eq!(channel_name(prefix, &Channel::Presence), "rtgate:ch:presence");
-        assert_eq!(channel_name(prefix, &Channel::Room("r".into())), "rtgate:ch:room:r");
+        assert_eq!(channel_name(prefix, &Channel::Chan("c".into())), "rtgate:ch:chan:c");
         assert_eq!(channel_name(prefix, &Channel::Instance("i".into())), "rtgate:ch:inst:i");
     }
 
@@ -254,6 +249,8 @@ mod tests {
             &b"other:ch:presence"[..],
             b"rtgate:ch:presencex",
             b"rtgate:ch:unknown:x",
+            // The removed rooms' channels.
+            b"rtgate:ch:room:r",
             b"rtgate:",
             b"\xff\xfe",
         ] {
