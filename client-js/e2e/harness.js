@@ -186,22 +186,30 @@ export async function openDemo(browser, server, tok, { query = '', initScript } 
 }
 
 /**
- * Another user in their own page, driving the client directly over WebSocket (to mix transports
- * with the demo's WebTransport).
+ * Another user in their own page, driving the client directly (`window.other`), over the transport
+ * forced by `transport`: WebSocket unless told (to mix transports with the demo's WebTransport).
+ * `initScript` runs in the page before any of its scripts.
  */
-export async function clientPage(browser, server, tok) {
+export async function clientPage(browser, server, tok, { transport = 'websocket', initScript } = {}) {
   const context = await newContext(browser, server);
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
   await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
-  await page.evaluate(async (t) => {
-    const { RtgateClient } = await import('/client/rtgate.js');
-    const c = new RtgateClient({ token: t, transport: 'websocket' });
-    window.other = c;
-    await new Promise((r) => c.once('connect', r));
-  }, tok);
+  await page.evaluate(
+    async ([t, kind, wtPort]) => {
+      const { RtgateClient } = await import('/client/rtgate.js');
+      const c = new RtgateClient({ token: t, transport: kind, wtPort });
+      window.other = c;
+      await new Promise((r) => c.once('connect', r));
+    },
+    [tok, transport, server.wtPort],
+  );
   return {
     page,
     context,
+    errors,
     send: (conversationId, content) =>
       page.evaluate(([id, text]) => window.other.conversation(id).send(text), [conversationId, content]),
   };
