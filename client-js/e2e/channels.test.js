@@ -2,7 +2,9 @@
 // one transport and every case run over WebTransport and over WebSocket: delivery to several
 // pages in offset order and rendered as text, recovery after a dropped connection, a failed
 // recovery after a restart (new epoch), a refused subscription that is not retried, presence and
-// join/leave.
+// join/leave; and in namespaces from a configuration file: subscription tokens that expire and
+// are renewed without a gap, claims, client publishing, volatile namespaces (datagrams on
+// WebTransport).
 //
 // The backend publishes from a page of its own with `sys:channel-publish` (`--dev-events`). Pages
 // record what their client sees (see `installRecorder`): the subscription's events in order, the
@@ -539,6 +541,259 @@ for (const transport of TRANSPORTS) {
       } finally {
         await own.dispose();
       }
+    });
+  });
+}
+
+// ---- namespaces from a configuration file ---------------------------------------------------------
+
+const CONFIG = `
+[namespaces.secret]
+subscribe = "token"
+history_size = 100
+history_ttl = "5m"
+recover = true
+
+[namespaces.vol]
+volatile = true
+
+[namespaces.claimed]
+subscribe = "claim"
+
+[namespaces.chat]
+client_publish = true
+publisher_info = true
+history_size = 10
+recover = true
+`;
+
+/**
+ * Runs in a page before its scripts: copies every WebTransport datagram the page reads to
+ * `window.__datagrams` (as text), so a test can tell which frames came as datagrams.
+ */
+function tapDatagrams() {
+  window.__datagrams = [];
+  const proto = globalThis.WebTransportDatagramDuplexStream?.prototype;
+  const desc = proto && Object.getOwnPropertyDescriptor(proto, 'readable');
+  window.__datagramTap = Boolean(desc?.get);
+  if (!desc?.get) return;
+  const tapped = new WeakMap();
+  const decoder = new TextDecoder();
+  Object.defineProperty(proto, 'readable', {
+    configurable: true,
+    get() {
+      let readable = tapped.get(this);
+      if (!readable) {
+        readable = desc.get.call(this).pipeThrough(
+          new TransformStream({
+            transform(chunk, controller) {
+              window.__datagrams.push(decoder.decode(chunk));
+              controller.enqueue(chunk);
+            },
+          }),
+        );
+        tapped.set(this, readable);
+      }
+      return readable;
+    },
+  });
+}
+
+for (const transport of TRANSPORTS) {
+  describe(`configured namespaces over ${transport}`, () => {
+    let server;
+    before(async () => {
+      // No leeway: a subscription token ends when its `exp` says.
+      server = new Server([...DEV, '--jwt-leeway', '0s'], { config: CONFIG });
+      await server.start();
+    });
+    after(async () => server?.dispose());
+
+    test('an expiring subscription token is renewed through getToken with no gap', async () => {
+      const channel = `secret:doc-${transport}`;
+      const back = await backend(server);
+      const alice = await subscriber(server, 'alice', transport);
+      await alice.page.exposeFunction('mintSubToken', (ch) => token('alice', '--channel', ch, '--ttl', '2s'));
+      await alice.page.evaluate((ch) => {
+        window.tokens = [];
+        window.watch(ch, {
+          getToken: async (c) => {
+            const t = await window.mintSubToken(c);
+            window.tokens.push(t);
+            return t;
+          },
+        });
+      }, channel);
+      await waitCount(alice.page, channel, 'subscribed', 1);
+
+      // Publications every 50 ms across at least two expiries (each token lives 1–2 s).
+      const stream = await back.startStream(channel, 'tick', 50);
+      await waitCount(alice.page, channel, 'subscribed', 3, 15000);
+      const acks = await stream.stop();
+      const last = acks.at(-1).offset;
+      await waitCount(alice.page, channel, 'publication', last);
+      await sleep(300);
+
+      const log = await events(alice.page, channel);
+      const pubs = log.filter(([n]) => n === 'publication').map(([, p]) => p.offset);
+      assert.deepEqual(pubs, range(1, last), 'every publication once, in order, none missing');
+      const restarts = log.filter(([n]) => n === 'subscribing').map(([, x]) => x.code);
+      assert.ok(restarts.length >= 2, `${restarts.length} renewals`);
+      assert.deepEqual(new Set(restarts), new Set(['subscription_expired']));
+      const subscribed = log.filter(([n]) => n === 'subscribed').map(([, x]) => [x.recovered, x.wasRecovering]);
+      assert.deepEqual(subscribed.slice(1), subscribed.slice(1).map(() => [true, true]), 'each renewal recovered');
+      assert.equal(await alice.page.evaluate((ch) => window.sub(ch).state, channel), 'subscribed');
+
+      // The server's pushes, and one fresh token per subscribe.
+      const pushes = (await frames(alice.page)).filter((f) => f.event === 'channel:unsubscribed').map((f) => f.data);
+      assert.equal(pushes.length, restarts.length);
+      for (const p of pushes) {
+        assert.deepEqual({ ...p, reason: typeof p.reason }, { channel, code: 'subscription_expired', reason: 'string', resubscribe: true });
+      }
+      const subs = await sent(alice.page, 'channel:subscribe', channel);
+      const tokens = await alice.page.evaluate(() => window.tokens);
+      assert.equal(subs.length, tokens.length);
+      assert.deepEqual(subs.map((s) => s.data.token), tokens);
+      assert.equal(new Set(tokens).size, tokens.length, 'a new token each time');
+      assert.ok(subs.slice(1).every((s) => s.data.since?.offset >= 1), 'each renewal subscribed with since');
+      assert.deepEqual(alice.errors, []);
+      await alice.context.close();
+      await back.context.close();
+    });
+
+    test('a subscription token already expired is refused with token_expired, once', async () => {
+      const channel = `secret:late-${transport}`;
+      const alice = await subscriber(server, 'alice', transport);
+      const stale = token('alice', '--channel', channel, '--ttl', '1s');
+      await sleep(2100);
+      const outcome = await alice.page.evaluate(async ([ch, t]) => {
+        const sub = window.watch(ch, { getToken: () => t });
+        return sub.ready(10000).then(
+          () => null,
+          (e) => ({ code: e.code, details: e.details }),
+        );
+      }, [channel, stale]);
+      assert.deepEqual(outcome, { code: 'permission_denied', details: { reason: 'token_expired' } });
+      await sleep(2500);
+      assert.equal((await sent(alice.page, 'channel:subscribe', channel)).length, 1);
+      assert.deepEqual(await lines(alice.page, channel), ['unsubscribed permission_denied']);
+      await alice.context.close();
+    });
+
+    test('subscription tokens for another user or channel, and claims, are checked', async () => {
+      const channel = `secret:doc-${transport}`;
+      const alice = await subscriber(server, 'alice', transport);
+      const refusal = (ch, tok) =>
+        alice.page.evaluate(
+          ([c, t]) => {
+            window.other.removeSubscription(c);
+            return window
+              .watch(c, t === null ? undefined : { getToken: () => t })
+              .ready(10000)
+              .then(() => 'subscribed', (e) => e.code);
+          },
+          [ch, tok],
+        );
+      assert.equal(await refusal(channel, token('bob', '--channel', channel)), 'permission_denied', "bob's token");
+      assert.equal(await refusal(channel, token('alice', '--channel', `${channel}-other`)), 'permission_denied', 'another channel');
+      assert.equal(await refusal(channel, null), 'permission_denied', 'no token');
+      assert.equal(await refusal(channel, token('alice', '--channel', channel)), 'subscribed');
+
+      // `claim`: the connection token's `channels` lists what its user may subscribe to.
+      assert.equal(await refusal(`claimed:a-${transport}`, null), 'permission_denied', 'no claim');
+      const carol = await clientPage(browser, server, token('carol', '--channels', `claimed:a-*,claimed:b-${transport}`), { transport });
+      await carol.page.evaluate(installRecorder);
+      const claimed = (ch) =>
+        carol.page.evaluate((c) => window.watch(c).ready(10000).then(() => 'subscribed', (e) => e.code), ch);
+      assert.equal(await claimed(`claimed:a-${transport}`), 'subscribed', 'a prefix pattern');
+      assert.equal(await claimed(`claimed:b-${transport}`), 'subscribed', 'an exact entry');
+      assert.equal(await claimed(`claimed:b-${transport}-x`), 'permission_denied', 'an exact entry is not a prefix');
+      assert.equal(await claimed(`claimed:c-${transport}`), 'permission_denied', 'not listed');
+      assert.deepEqual(alice.errors, []);
+      assert.deepEqual(carol.errors, []);
+      await alice.context.close();
+      await carol.context.close();
+    });
+
+    test('subscribers publish where client_publish is set, with publisher info', async () => {
+      const channel = `chat:room-${transport}`;
+      const alice = await subscriber(server, 'alice', transport);
+      const bob = await subscriber(server, 'bob', transport);
+      for (const p of [alice, bob]) {
+        await watch(p.page, channel);
+        await waitCount(p.page, channel, 'subscribed', 1);
+      }
+      const ack = await alice.page.evaluate((ch) => window.sub(ch).publish({ text: 'hi from alice' }), channel);
+      assert.equal(ack.offset, 1);
+      assert.equal(typeof ack.epoch, 'string');
+      const aliceSession = await alice.page.evaluate(() => window.other.session);
+      for (const p of [alice, bob]) {
+        await waitCount(p.page, channel, 'publication', 1);
+        const [[, pub]] = (await events(p.page, channel)).filter(([n]) => n === 'publication');
+        assert.deepEqual(pub, {
+          channel,
+          offset: 1,
+          data: { text: 'hi from alice' },
+          info: { userId: 'alice', clientId: aliceSession.sessionId, deviceId: aliceSession.deviceId },
+        });
+      }
+      // Publishing needs a subscription on this connection, and client_publish in the namespace.
+      const publish = (p, ch) =>
+        p.page.evaluate((c) => window.other.request('channel:publish', { channel: c, data: 'x' }).then(() => 'published', (e) => e.code), ch);
+      assert.equal(await publish(bob, `chat:elsewhere-${transport}`), 'not_subscribed');
+      await watch(bob.page, `vol:x-${transport}`);
+      await waitCount(bob.page, `vol:x-${transport}`, 'subscribed', 1);
+      assert.equal(await publish(bob, `vol:x-${transport}`), 'permission_denied');
+      assert.deepEqual(alice.errors, []);
+      await alice.context.close();
+      await bob.context.close();
+    });
+
+    test(`a volatile namespace delivers without offsets${transport === 'webtransport' ? ', as datagrams' : ''}`, async () => {
+      const channel = `vol:cursor-${transport}`;
+      const back = await backend(server);
+      const alice = await subscriber(server, 'alice', transport, { initScript: tapDatagrams });
+      await watch(alice.page, channel);
+      await waitCount(alice.page, channel, 'subscribed', 1);
+      const [sub] = await sent(alice.page, 'channel:subscribe', channel);
+      const ack = await answerTo(alice.page, sub.id);
+      assert.deepEqual(ack.data, { channel, offset: 0, epoch: '', recovered: false, publications: [] });
+
+      const sentData = range(1, 5).map((i) => ({ x: i }));
+      for (const d of sentData) {
+        assert.deepEqual(await back.publish(channel, d), {}, 'no offset in a volatile namespace');
+        await sleep(30);
+      }
+      await waitCount(alice.page, channel, 'publication', 5, 5000);
+      await sleep(300);
+      const pubs = (await events(alice.page, channel)).filter(([n]) => n === 'publication').map(([, p]) => p);
+      assert.deepEqual(
+        pubs.map((p) => p.data),
+        sentData,
+        'all of them, in order (loopback: no datagram is lost or reordered)',
+      );
+      assert.ok(pubs.every((p) => p.offset === undefined));
+      const datagrams = await alice.page.evaluate(() => window.__datagrams.map((d) => JSON.parse(d)));
+      const asDatagrams = datagrams.filter((f) => f.event === 'channel:publication' && f.data.channel === channel);
+      if (transport === 'webtransport') {
+        assert.equal(await alice.page.evaluate(() => window.__datagramTap), true, 'the datagram tap is installed');
+        assert.deepEqual(asDatagrams.map((f) => f.data.data), sentData, 'every publication came as a datagram');
+      } else {
+        assert.deepEqual(asDatagrams, []);
+      }
+
+      // Nothing to recover: the resubscribe after a drop carries no `since`.
+      await dropConnection(alice.page);
+      await waitCount(alice.page, channel, 'subscribed', 2);
+      const subs = await sent(alice.page, 'channel:subscribe', channel);
+      assert.equal(subs.length, 2);
+      assert.equal(subs[1].data.since, undefined);
+      assert.deepEqual((await lines(alice.page, channel)).slice(-2), ['subscribing transport_closed', 'subscribed recovered=false wasRecovering=false']);
+      await back.publish(channel, { x: 6 });
+      await waitCount(alice.page, channel, 'publication', 6, 5000);
+      assert.deepEqual(alice.errors, []);
+      await alice.context.close();
+      await back.context.close();
     });
   });
 }
