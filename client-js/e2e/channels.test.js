@@ -2,9 +2,9 @@
 // one transport and every case run over WebTransport and over WebSocket: delivery to several
 // pages in offset order and rendered as text, recovery after a dropped connection, a failed
 // recovery after a restart (new epoch), a refused subscription that is not retried, presence and
-// join/leave; and in namespaces from a configuration file: subscription tokens that expire and
-// are renewed without a gap, claims, client publishing, volatile namespaces (datagrams on
-// WebTransport).
+// join/leave; in namespaces from a configuration file: subscription tokens that expire and are
+// renewed without a gap, claims, client publishing, volatile namespaces (datagrams on
+// WebTransport); and the demo's Live channel panel.
 //
 // The backend publishes from a page of its own with `sys:channel-publish` (`--dev-events`). Pages
 // record what their client sees (see `installRecorder`): the subscription's events in order, the
@@ -12,9 +12,10 @@
 // server that sent something twice from a client that dropped the copy.
 
 import assert from 'node:assert/strict';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { Server, clientPage, launchBrowser, openDemo, token, waitState } from './harness.js';
+import { SHOTS, Server, clientPage, launchBrowser, openDemo, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {
@@ -797,3 +798,151 @@ for (const transport of TRANSPORTS) {
     });
   });
 }
+
+// ---- the demo's Live channel panel ----------------------------------------------------------------
+
+/** Counts the page's live intervals: installed before the demo's own scripts run. */
+function countIntervals() {
+  const live = new Set();
+  const set = window.setInterval.bind(window);
+  const clear = window.clearInterval.bind(window);
+  window.setInterval = (...args) => {
+    const id = set(...args);
+    live.add(id);
+    return id;
+  };
+  window.clearInterval = (id) => {
+    live.delete(id);
+    return clear(id);
+  };
+  window.__liveIntervals = () => live.size;
+}
+
+const block = (channel) => `#channels .channel[data-channel="${channel}"]`;
+
+/** The panel's publications of `channel`: [offset, text]. */
+function shownPublications(page, channel) {
+  return page.$$eval(`${block(channel)} li[data-offset]`, (els) =>
+    els.map((e) => [Number(e.dataset.offset), e.querySelector('.content').textContent]),
+  );
+}
+
+describe('the demo Live channel panel', () => {
+  let server;
+  before(async () => {
+    server = new Server([...DEV, ...QUICK_HEARTBEAT]);
+    await server.start();
+  });
+  after(async () => server?.dispose());
+
+  for (const transport of TRANSPORTS) {
+    test(`shows public:demo and the user's own notify channel, and recovers after a drop (${transport})`, async () => {
+      const back = await backend(server);
+      const before = (await back.publish('public:demo', 'published before')).offset;
+      const alice = await openDemo(browser, server, token('alice'), { query: `&transport=${transport}` });
+      await waitState(alice.page, 'connected');
+      assert.equal(await alice.page.textContent('#transport'), `via ${transport}`);
+      await alice.page.waitForSelector(`${block('public:demo')}[data-state="subscribed"]`);
+      await alice.page.waitForSelector(`${block('notify:#alice')}[data-state="subscribed"]`);
+      // A first subscribe shows the latest history.
+      await alice.page.waitForSelector(`${block('public:demo')} li[data-offset="${before}"]`);
+
+      const bob = await openDemo(browser, server, token('bob'), { query: `&transport=${transport}` });
+      await waitState(bob.page, 'connected');
+      await bob.page.waitForSelector(`${block('notify:#bob')}[data-state="subscribed"]`);
+      // Here now: both, on both pages (the ack's list, then joins).
+      for (const page of [alice.page, bob.page]) {
+        await page.waitForFunction(() => {
+          const names = [...document.querySelectorAll('#channel-presence li[data-client-id]')].map((li) => li.textContent.split(' ')[0]);
+          return names.includes('alice') && names.includes('bob');
+        });
+      }
+
+      const hello = await back.publish('public:demo', 'hello <everyone>');
+      const forAlice = await back.publish('notify:#alice', { text: `for alice only (${transport})` });
+      const forBob = await back.publish('notify:#bob', `for bob only (${transport})`);
+      await alice.page.waitForSelector(`${block('public:demo')} li[data-offset="${hello.offset}"]`);
+      await alice.page.waitForSelector(`${block('notify:#alice')} li[data-offset="${forAlice.offset}"]`);
+      await bob.page.waitForSelector(`${block('notify:#bob')} li[data-offset="${forBob.offset}"]`);
+      assert.deepEqual((await shownPublications(alice.page, 'notify:#alice')).at(-1), [forAlice.offset, `for alice only (${transport})`]);
+      assert.deepEqual((await shownPublications(bob.page, 'notify:#bob')).at(-1), [forBob.offset, `for bob only (${transport})`]);
+      assert.equal(await alice.page.locator('#channels', { hasText: 'for bob only' }).count(), 0);
+      assert.deepEqual(
+        await alice.page.$$eval('#channels .channel', (els) => els.map((e) => e.dataset.channel)),
+        ['public:demo', 'notify:#alice'],
+      );
+
+      // Bob leaves: alice's list loses him.
+      await bob.context.close();
+      await alice.page.waitForFunction(
+        () => ![...document.querySelectorAll('#channel-presence li')].some((li) => li.textContent.startsWith('bob ')),
+      );
+
+      // A drop: the panel recovers the two publications missed meanwhile and says so.
+      await reconnectAfter(alice.page, 3000);
+      await dropConnection(alice.page);
+      await waitState(alice.page, 'reconnecting');
+      await alice.page.waitForSelector(`${block('public:demo')}[data-state="subscribing"]`);
+      assert.equal(await alice.page.textContent('#channel-presence'), 'unknown (not subscribed)');
+      const missed = [await back.publish('public:demo', 'missed 1'), await back.publish('public:demo', 'missed 2')];
+      assert.equal(await alice.page.getAttribute('#status', 'data-state'), 'reconnecting', 'alice was away');
+      await waitState(alice.page, 'connected');
+      await alice.page.waitForSelector(`${block('public:demo')}[data-state="subscribed"][data-recovered="true"]`);
+      assert.equal(await alice.page.textContent(`${block('public:demo')} .recovery`), 'recovered after reconnect: 2 missed');
+      await alice.page.waitForSelector(`${block('public:demo')} li[data-offset="${missed[1].offset}"]`);
+      // Those of the other transport's run come before `before`.
+      assert.deepEqual((await shownPublications(alice.page, 'public:demo')).filter(([o]) => o >= before), [
+        [before, 'published before'],
+        [hello.offset, 'hello <everyone>'],
+        [missed[0].offset, 'missed 1'],
+        [missed[1].offset, 'missed 2'],
+      ]);
+      await alice.page.waitForSelector('#channel-presence li[data-client-id]');
+      if (transport === 'webtransport') await alice.page.locator('#live').screenshot({ path: join(SHOTS, 'channels.png') });
+
+      // Signing in as someone else: the panel follows the new user's notify channel.
+      await alice.page.fill('#token', token('carol'));
+      await alice.page.click('#connect');
+      await alice.page.waitForSelector(`${block('notify:#carol')}[data-state="subscribed"]`);
+      assert.deepEqual(
+        await alice.page.$$eval('#channels .channel', (els) => els.map((e) => e.dataset.channel)),
+        ['public:demo', 'notify:#carol'],
+      );
+      assert.equal(await alice.page.locator('#channels', { hasText: 'for alice only' }).count(), 0);
+      assert.deepEqual(alice.errors, []);
+      assert.deepEqual(bob.errors, []);
+      await alice.context.close();
+      await back.context.close();
+    });
+  }
+
+  test('keeps one interval timer through connects, drops and channel traffic', async () => {
+    const back = await backend(server);
+    const { page, context, errors } = await openDemo(browser, server, token('ivy'), { initScript: countIntervals });
+    await waitState(page, 'connected');
+    await page.waitForSelector(`${block('notify:#ivy')}[data-state="subscribed"]`);
+    const back2 = await backend(server);
+    const streams = [await back.startStream('public:demo', 'tick', 30), await back2.startStream('notify:#ivy', 'note', 30)];
+    for (let i = 0; i < 3; i++) {
+      await page.click('#disconnect');
+      await waitState(page, 'disconnected');
+      await page.click('#connect');
+      await waitState(page, 'connected');
+      await page.waitForSelector(`${block('public:demo')}[data-state="subscribed"]`);
+    }
+    await dropConnection(page);
+    await waitState(page, 'reconnecting');
+    await waitState(page, 'connected');
+    await page.waitForSelector(`${block('notify:#ivy')}[data-state="subscribed"]`);
+    await sleep(500);
+    for (const s of streams) await s.stop();
+    const notes = await page.$$eval(`${block('notify:#ivy')} li[data-offset]`, (els) => els.length);
+    assert.ok(notes > 0, 'notify traffic reached the panel');
+    const live = await page.evaluate(() => window.__liveIntervals());
+    assert.ok(live <= 1, `${live} intervals are running`);
+    assert.deepEqual(errors, []);
+    await context.close();
+    await back.context.close();
+    await back2.context.close();
+  });
+});
