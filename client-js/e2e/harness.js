@@ -9,7 +9,7 @@
 // locally the tests run against the client being edited, with a binary built from elsewhere.
 
 import { spawn, execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -47,12 +47,18 @@ export function token(sub, ...extra) {
 
 /**
  * A server process on loopback. `start()` can be called again after `stop()` and reuses the same
- * ports and database file, like a restarted deployment.
+ * ports and database file, like a restarted deployment. `config`: the text of a TOML file passed
+ * with `--config` (channel namespaces, say).
  */
 export class Server {
-  constructor(args = []) {
-    this.args = args;
+  constructor(args = [], { config } = {}) {
     this.dir = mkdtempSync(join(tmpdir(), 'rtgate-e2e-'));
+    this.args = args;
+    if (config !== undefined) {
+      const file = join(this.dir, 'rtgate.toml');
+      writeFileSync(file, config);
+      this.args = ['--config', file, ...args];
+    }
     this.http = '127.0.0.1:0';
     this.wt = '127.0.0.1:0';
     this.proc = null;
@@ -83,9 +89,20 @@ export class Server {
         clearTimeout(timer);
         resolveReady(line);
       });
+      // A binary that is missing (being rebuilt, say) fails the start instead of the process.
+      proc.on('error', (err) => {
+        clearTimeout(timer);
+        if (this.proc === proc) this.proc = null; // nothing to stop
+        reject(new Error(`cannot run ${BIN}: ${err.message}`));
+      });
       proc.on('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`rtgate exited with ${code}\n${this.logs.join('')}`));
+        const logs = this.logs.join('');
+        if (this.args.includes('--config') && /unexpected argument '--config'/.test(logs)) {
+          reject(new Error(`${BIN} does not support --config (a build from before the configuration file): rebuild it\n${logs}`));
+          return;
+        }
+        reject(new Error(`rtgate exited with ${code}\n${logs}`));
       });
     });
     const field = (name) => ready.split(' ').find((kv) => kv.startsWith(`${name}=`)).slice(name.length + 1);
@@ -186,22 +203,30 @@ export async function openDemo(browser, server, tok, { query = '', initScript } 
 }
 
 /**
- * Another user in their own page, driving the client directly over WebSocket (to mix transports
- * with the demo's WebTransport).
+ * Another user in their own page, driving the client directly (`window.other`), over the transport
+ * forced by `transport`: WebSocket unless told (to mix transports with the demo's WebTransport).
+ * `initScript` runs in the page before any of its scripts.
  */
-export async function clientPage(browser, server, tok) {
+export async function clientPage(browser, server, tok, { transport = 'websocket', initScript } = {}) {
   const context = await newContext(browser, server);
+  if (initScript) await context.addInitScript(initScript);
   const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(e));
   await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
-  await page.evaluate(async (t) => {
-    const { RtgateClient } = await import('/client/rtgate.js');
-    const c = new RtgateClient({ token: t, transport: 'websocket' });
-    window.other = c;
-    await new Promise((r) => c.once('connect', r));
-  }, tok);
+  await page.evaluate(
+    async ([t, kind, wtPort]) => {
+      const { RtgateClient } = await import('/client/rtgate.js');
+      const c = new RtgateClient({ token: t, transport: kind, wtPort });
+      window.other = c;
+      await new Promise((r) => c.once('connect', r));
+    },
+    [tok, transport, server.wtPort],
+  );
   return {
     page,
     context,
+    errors,
     send: (conversationId, content) =>
       page.evaluate(([id, text]) => window.other.conversation(id).send(text), [conversationId, content]),
   };
