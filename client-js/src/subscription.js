@@ -277,6 +277,15 @@ export class Subscription extends Emitter {
         this._scheduleRetry();
         return;
       }
+      // A subscription token that had already expired (a cached one, say): ask getToken once
+      // more, as the client does for its own token; a second refusal is final.
+      if (err.code === 'permission_denied' && err.details?.reason === 'token_expired'
+        && this.options.getToken && !this._retriedExpired) {
+        this._retriedExpired = true;
+        this._onServer = false;
+        this._start();
+        return;
+      }
       // permission_denied, bad_channel, limit_exceeded, validation_failed, already_subscribed…:
       // the same subscribe would be refused again.
       this._setUnsubscribed(err.code, err.message, err);
@@ -287,6 +296,7 @@ export class Subscription extends Emitter {
 
   _onSubscribed(ack, wasRecovering) {
     this._backoff.reset();
+    this._retriedExpired = false;
     this._since = false;
     const recovered = ack.recovered === true;
     const publications = Array.isArray(ack.publications) ? ack.publications : [];

@@ -421,6 +421,40 @@ describe('refusals', () => {
     });
   }
 
+  test('an already expired subscription token: getToken is asked once more, then the refusal is final', async () => {
+    const { client, wt } = await connected();
+    const tokens = ['stale', 'fresh'];
+    const sub = client.subscribe(CH, { getToken: () => tokens.shift() ?? 'stale-again' });
+    await settle();
+    const expired = (frame) =>
+      wt.last.push({ type: 'error', id: frame.id, code: 'permission_denied', message: 'permission denied', details: { reason: 'token_expired' } });
+    expired(lastSubscribe(wt.last));
+    await settle();
+    assert.deepEqual(wt.last.events('channel:subscribe').map((f) => f.data.token), ['stale', 'fresh']);
+    ack(wt.last, lastSubscribe(wt.last), { channel: CH, offset: 0, epoch: 'e1', recovered: false, publications: [] });
+    assert.equal(sub.state, 'subscribed');
+    // A later expired refusal gets its one retry again; a second in a row is final.
+    sub.unsubscribe();
+    sub.subscribe();
+    await settle();
+    expired(lastSubscribe(wt.last));
+    await settle();
+    expired(lastSubscribe(wt.last));
+    await settle();
+    assert.equal(sub.state, 'unsubscribed');
+    assert.equal(wt.last.events('channel:subscribe').length, 4);
+  });
+
+  test('permission_denied without the token_expired reason is final at once, also with getToken', async () => {
+    const { client, wt } = await connected();
+    const sub = client.subscribe(CH, { getToken: () => 'tok' });
+    await settle();
+    refuse(wt.last, lastSubscribe(wt.last), 'permission_denied');
+    await settle();
+    assert.equal(sub.state, 'unsubscribed');
+    assert.equal(wt.last.events('channel:subscribe').length, 1);
+  });
+
   test("unavailable: retried after the client's backoff delays, which reset on success", async () => {
     const { client, clock, wt } = await connected();
     const sub = client.subscribe(CH);
