@@ -116,6 +116,27 @@ trait Route: Send + Sync {
     fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture;
 }
 
+/// The validate stage, then the handler, whose output `finish` turns into the reply.
+fn start<T, F, Fut, O>(
+    handler: &F,
+    ctx: Arc<SessionCtx>,
+    data: &RawValue,
+    finish: fn(O) -> Result<Reply, EventError>,
+) -> HandlerFuture
+where
+    T: Dto,
+    F: Fn(Arc<SessionCtx>, T) -> Fut,
+    Fut: Future<Output = Result<O, EventError>> + Send + 'static,
+    O: 'static,
+{
+    let dto = match validate::parse::<T>(data) {
+        Ok(dto) => dto,
+        Err(errors) => return Box::pin(std::future::ready(Err(EventError::Validation(errors)))),
+    };
+    let fut = handler(ctx, dto);
+    Box::pin(async move { finish(fut.await?) })
+}
+
 struct TypedRoute<F>(F);
 
 impl<T, F, Fut, R> Route for TypedRoute<(F, std::marker::PhantomData<fn(T) -> R>)>
@@ -126,14 +147,7 @@ where
     R: Serialize + 'static,
 {
     fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture {
-        let dto = match validate::parse::<T>(&data) {
-            Ok(dto) => dto,
-            Err(errors) => {
-                return Box::pin(std::future::ready(Err(EventError::Validation(errors))));
-            }
-        };
-        let fut = (self.0.0)(ctx, dto);
-        Box::pin(async move { serialize(fut.await?) })
+        start(&self.0.0, ctx, &data, serialize::<R>)
     }
 }
 
@@ -146,14 +160,7 @@ where
     Fut: Future<Output = Result<Acked, EventError>> + Send + 'static,
 {
     fn call(&self, ctx: Arc<SessionCtx>, data: Box<RawValue>) -> HandlerFuture {
-        let dto = match validate::parse::<T>(&data) {
-            Ok(dto) => dto,
-            Err(errors) => {
-                return Box::pin(std::future::ready(Err(EventError::Validation(errors))));
-            }
-        };
-        let fut = (self.0.0)(ctx, dto);
-        Box::pin(async move { acked(fut.await?) })
+        start(&self.0.0, ctx, &data, acked)
     }
 }
 

@@ -356,7 +356,8 @@ async fn channel_presence_comes_back_after_redis_restarts_empty() {
     let mut id = 10;
     loop {
         id += 1;
-        let (stats, _) = ask(&mut alice, id, "channel:presence-stats", json!({"channel": "room:p"})).await;
+        let (stats, _) =
+            ask(&mut alice, id, "channel:presence-stats", json!({"channel": "room:p"})).await;
         if stats["data"]["clients"] == 1 {
             break;
         }
