@@ -217,8 +217,13 @@ async fn retention(node: &Node) {
     let presence =
         drain("presence_logs", batch, || store.delete_presence_before(presence_cutoff, batch))
             .await;
-    if connections + presence > 0 {
-        tracing::info!(connections, presence, "retention removed old history");
+    let unused_cutoff = now - cfg.history_meta_ttl.as_millis() as i64;
+    let channel_history = drain("channel_publications", batch, || {
+        store.delete_expired_channel_history(now, unused_cutoff, batch)
+    })
+    .await;
+    if connections + presence + channel_history > 0 {
+        tracing::info!(connections, presence, channel_history, "retention removed old history");
     }
 }
 

@@ -22,7 +22,7 @@ use crate::{
             ChannelPresence, memory::MemoryChannelPresence, redis::RedisChannelPresence,
         },
         guard::{Guarded, Health},
-        history::{History, memory::MemoryHistory, redis::RedisHistory},
+        history::{History, memory::MemoryHistory, redis::RedisHistory, routed::Routed},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
     },
@@ -212,6 +212,7 @@ impl Node {
             },
         );
         let chat = Arc::new(crate::chat::feed::feed(chat_store.clone(), config.chat_gap_timeout));
+        let history = Arc::new(Routed::new(history, store.channel_history()));
         let channel_feed = Channels::feed(&config, history);
         let fanout = Arc::new(Fanout::new(
             incarnation.clone(),

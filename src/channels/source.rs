@@ -50,6 +50,7 @@ impl ChannelSource {
             size: ns.history_size,
             ttl: ns.history_ttl,
             meta_ttl: self.meta_ttl,
+            durable: ns.history_durable,
         })
     }
 }

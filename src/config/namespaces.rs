@@ -43,6 +43,9 @@ pub struct NamespaceConfig {
     pub history_size: usize,
     /// How long history is kept after the channel's last publication.
     pub history_ttl: Duration,
+    /// History in the database (PostgreSQL or the SQLite file) instead of shared state: it
+    /// survives Redis and server restarts, each entry kept `history_ttl` after it was published.
+    pub history_durable: bool,
     /// `channel:subscribe` with `since` recovers missed publications (needs history).
     pub recover: bool,
     /// Publications are never stored and travel as datagrams on WebTransport.
@@ -50,7 +53,7 @@ pub struct NamespaceConfig {
 }
 
 /// The options a `[namespaces.<name>]` table may set, for "unknown option" suggestions.
-const OPTIONS: [&str; 9] = [
+const OPTIONS: [&str; 10] = [
     "subscribe",
     "client_publish",
     "publisher_info",
@@ -58,6 +61,7 @@ const OPTIONS: [&str; 9] = [
     "join_leave",
     "history_size",
     "history_ttl",
+    "history_durable",
     "recover",
     "volatile",
 ];
@@ -75,6 +79,7 @@ impl NamespaceConfig {
             join_leave: false,
             history_size: 0,
             history_ttl: Duration::from_secs(5 * 60),
+            history_durable: false,
             recover: false,
             volatile: false,
         }
@@ -108,6 +113,12 @@ impl NamespaceConfig {
         }
         if self.volatile && self.recover {
             return conflict("volatile", "volatile = true excludes recover = true");
+        }
+        if self.history_durable && !self.has_history() {
+            return conflict(
+                "history_durable",
+                "history_durable = true needs history (history_size > 0)",
+            );
         }
         if self.recover && !self.has_history() {
             return conflict("recover", "recover = true needs history (history_size > 0)");
@@ -144,6 +155,7 @@ impl NamespaceConfig {
                 "join_leave" => ns.join_leave = option.bool()?,
                 "history_size" => ns.history_size = option.size()?,
                 "history_ttl" => ns.history_ttl = option.duration()?,
+                "history_durable" => ns.history_durable = option.bool()?,
                 "recover" => ns.recover = option.bool()?,
                 _ => ns.volatile = option.bool()?,
             }

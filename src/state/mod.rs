@@ -40,6 +40,10 @@ pub enum StateError {
     /// answer again.
     #[error("shared state is unreachable (not attempted until it answers again)")]
     Down,
+    /// A durable channel history's database failed or did not answer. Not a shared-state
+    /// outage: it never marks shared state degraded.
+    #[error("channel history database: {0}")]
+    Database(String),
 }
 
 impl StateError {
@@ -55,7 +59,7 @@ impl StateError {
                     || e.is_connection_refusal()
                     || e.is_unrecoverable_error()
             }
-            StateError::Protocol(_) => false,
+            StateError::Protocol(_) | StateError::Database(_) => false,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Durable history: connection and presence logs (and chat, in `chat`) in PostgreSQL
+//! Durable history: connection and presence logs (chat in `chat`, durable channel history in
+//! `channel_history`) in PostgreSQL
 //! (`DATABASE_URL=postgres://…`) or an embedded SQLite file (the default), behind one `Store`
 //! trait with one test suite run against both (`tests/store/`).
 //!
@@ -6,6 +7,7 @@
 //! and survives database outages within a bounded buffer. Reads serve the history API.
 //! Every timestamp crossing this trait is Unix milliseconds (`i64`).
 
+pub mod channel_history;
 pub mod chat;
 pub mod postgres;
 pub mod sqlite;
@@ -122,6 +124,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes at most `batch` presence rows older than `before_ms`. Returns how many.
     async fn delete_presence_before(&self, before_ms: i64, batch: u32) -> Result<u64, StoreError>;
+
+    /// The durable channel history kept in this database.
+    fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History>;
+
+    /// Retention of durable channel history: publications expired by `now_ms`, and channels
+    /// unused since `unused_before_ms`, at most `batch` of each. Returns how many rows went.
+    async fn delete_expired_channel_history(
+        &self,
+        now_ms: i64,
+        unused_before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Both backends select the same column names (times as Unix ms), so one mapper reads a row

@@ -22,6 +22,7 @@ const MAX_MS: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
 pub struct PgStore {
     pool: PgPool,
     chat: Sql<sqlx::Postgres>,
+    channels: std::sync::Arc<super::channel_history::SqlHistory<sqlx::Postgres>>,
 }
 
 const DIALECT: Dialect = Dialect {
@@ -33,7 +34,14 @@ chat_store_via_sql!(PgStore);
 
 impl PgStore {
     pub fn new(pool: PgPool) -> Self {
-        Self { chat: Sql { pool: pool.clone(), dialect: DIALECT }, pool }
+        Self {
+            chat: Sql { pool: pool.clone(), dialect: DIALECT },
+            channels: std::sync::Arc::new(super::channel_history::SqlHistory::new(
+                pool.clone(),
+                DIALECT,
+            )),
+            pool,
+        }
     }
 
     /// A lazily connecting pool: the server starts while PostgreSQL is down, and the writer's
@@ -206,5 +214,18 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
+        self.channels.clone()
+    }
+
+    async fn delete_expired_channel_history(
+        &self,
+        now_ms: i64,
+        unused_before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.channels.delete_expired(now_ms, unused_before_ms, batch).await
     }
 }

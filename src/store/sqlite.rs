@@ -40,6 +40,7 @@ const CACHE_KIB: u32 = 256;
 pub struct SqliteStore {
     pool: SqlitePool,
     chat: Sql<Sqlite>,
+    channels: std::sync::Arc<super::channel_history::SqlHistory<Sqlite>>,
 }
 
 /// Times are stored as Unix milliseconds already.
@@ -49,7 +50,14 @@ chat_store_via_sql!(SqliteStore);
 
 impl SqliteStore {
     pub fn new(pool: SqlitePool) -> Self {
-        Self { chat: Sql { pool: pool.clone(), dialect: DIALECT }, pool }
+        Self {
+            chat: Sql { pool: pool.clone(), dialect: DIALECT },
+            channels: std::sync::Arc::new(super::channel_history::SqlHistory::new(
+                pool.clone(),
+                DIALECT,
+            )),
+            pool,
+        }
     }
 
     /// Open connections in the pool (all of them, soon after `open`).
@@ -264,5 +272,18 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected())
+    }
+
+    fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
+        self.channels.clone()
+    }
+
+    async fn delete_expired_channel_history(
+        &self,
+        now_ms: i64,
+        unused_before_ms: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        self.channels.delete_expired(now_ms, unused_before_ms, batch).await
     }
 }

@@ -73,4 +73,16 @@ impl Store for Fake {
     async fn delete_presence_before(&self, _: i64, _: u32) -> Result<u64, StoreError> {
         Ok(0)
     }
+    /// Unit tests that reach channel history get the in-memory one.
+    fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
+        std::sync::Arc::new(crate::state::history::memory::MemoryHistory::new())
+    }
+    async fn delete_expired_channel_history(
+        &self,
+        _: i64,
+        _: i64,
+        _: u32,
+    ) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }

@@ -365,3 +365,79 @@ async fn channel_presence_comes_back_after_redis_restarts_empty() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A namespace with `history_durable` keeps its history in the database: emptying Redis
+/// changes nothing for it (no `state_lost`, offsets go on in the same epoch), and after every
+/// instance was stopped and a new one started on the same database, a subscriber recovers what
+/// it missed. Memory + SQLite is one instance; Redis + PostgreSQL is two on one Redis and one
+/// schema.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn durable_history_survives_redis_and_every_instance_restarting(#[case] backend: Backend) {
+    use crate::{
+        cluster::Cluster,
+        db_util::{Db, TestDb},
+    };
+    let db = TestDb::new(if backend == Backend::Redis { Db::Postgres } else { Db::Sqlite }).await;
+    let tweak = |c: &mut rtgate::config::Config| {
+        db.apply(c);
+        let mut ledger = rtgate::config::NamespaceConfig::new("ledger");
+        ledger.history_size = 100;
+        ledger.recover = true;
+        ledger.history_durable = true;
+        c.namespaces = rtgate::config::Namespaces::new([ledger]).unwrap();
+    };
+    let cluster = Cluster::start(backend, "channels-durable", tweak).await;
+    let (mut publisher, _) = cluster.at(0).connect(Kind::Ws, "backend").await;
+    let (mut sub, _) = cluster.at(1).connect(Kind::Wt, "reader").await;
+    let mut seen = Seen::default();
+    subscribe(&mut sub, 1, "ledger:x", &mut seen, false).await;
+    for n in 1..=3 {
+        backend_publish(&mut publisher, n, "ledger:x", json!(n)).await;
+    }
+    read_until(&mut sub, &mut seen, 3, Duration::from_secs(5)).await;
+    let epoch = seen.epoch.clone();
+    if backend == Backend::Redis {
+        // As a Redis restarted without persistence: every key of this cluster gone.
+        cleanup(&cluster.prefix).await;
+        let fourth = backend_publish(&mut publisher, 4, "ledger:x", json!(4)).await;
+        assert_eq!((fourth["offset"].as_u64(), fourth["epoch"].as_str()), (Some(4), Some(&*epoch)));
+        read_until(&mut sub, &mut seen, 4, Duration::from_secs(5)).await;
+    } else {
+        backend_publish(&mut publisher, 4, "ledger:x", json!(4)).await;
+        read_until(&mut sub, &mut seen, 4, Duration::from_secs(5)).await;
+    }
+    drop(sub);
+    backend_publish(&mut publisher, 5, "ledger:x", json!(5)).await;
+    drop(publisher);
+    let prefix = cluster.prefix.clone();
+    cluster.stop().await;
+
+    // A new instance (the memory case: new in-memory state) on the same database.
+    let server = spawn(|c| {
+        tweak(c);
+        c.dev_events = true;
+        if backend == Backend::Redis {
+            c.redis_url = Some(redis_url());
+            c.redis_prefix = prefix.clone();
+        }
+    })
+    .await;
+    let (mut sub, _) = server.connect(Kind::Ws, "reader").await;
+    let ack = subscribe(&mut sub, 1, "ledger:x", &mut seen, true).await;
+    assert_eq!(
+        (ack["data"]["recovered"].as_bool(), ack["data"]["epoch"].as_str()),
+        (Some(true), Some(&*epoch)),
+        "{ack}"
+    );
+    let (mut publisher, _) = server.connect(Kind::Ws, "backend").await;
+    assert_eq!(backend_publish(&mut publisher, 6, "ledger:x", json!(6)).await["offset"], 6);
+    read_until(&mut sub, &mut seen, 6, Duration::from_secs(5)).await;
+    seen.assert_complete(6);
+    server.shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), server.task).await;
+    cleanup(&prefix).await;
+    db.cleanup().await;
+}

@@ -161,6 +161,7 @@ fn the_example_file_parses() {
     let doc = ns("doc");
     assert!(doc.presence && doc.join_leave && !doc.has_history());
     assert_eq!(ns("notify").subscribe, SubscribeMode::User);
+    assert!(ns("notify").history_durable && !news.history_durable);
     assert_eq!(ns("chat").subscribe, SubscribeMode::Token);
     assert_eq!(c.max_connections, 50_000);
     assert_eq!(c.message_events, ["message:send", "reaction:add"]);

@@ -27,6 +27,7 @@ fn builtins_are_public_and_notify() {
             join_leave: true,
             history_size: 100,
             history_ttl: MIN5,
+            history_durable: false,
             recover: true,
             volatile: false,
         }
@@ -120,6 +121,7 @@ fn contradictions_are_refused_naming_the_option() {
         ("recover = true\nhistory_size = 0", "recover", "needs history"),
         ("volatile = true\nhistory_size = 5", "volatile", "excludes history"),
         ("volatile = true\nrecover = true", "volatile", "excludes recover"),
+        ("history_durable = true", "history_durable", "needs history"),
         ("history_size = 5\nhistory_ttl = \"0s\"", "history_ttl", "longer than 0"),
         ("subscribe = \"proxy\"", "subscribe", "not available in this version"),
     ];
@@ -132,6 +134,13 @@ fn contradictions_are_refused_naming_the_option() {
     // The same options are fine once the rule is met.
     parse("[doc]\njoin_leave = true\npresence = true").unwrap();
     parse("[doc]\nrecover = true\nhistory_size = 1").unwrap();
+    assert!(
+        parse("[doc]\nhistory_durable = true\nhistory_size = 1")
+            .unwrap()
+            .get("doc")
+            .unwrap()
+            .history_durable
+    );
     parse("[doc]\nhistory_ttl = \"0s\"").unwrap();
 }
 

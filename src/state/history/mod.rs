@@ -11,9 +11,13 @@
 //! epoch.
 //!
 //! Entries are opaque bytes (the channels feature stores each publication's JSON fields).
+//!
+//! Implementations: `memory` (one node), `redis` (shared), and, for namespaces that ask for
+//! durable history, `store::channel_history` in the database; `routed` picks per channel.
 
 pub mod memory;
 pub mod redis;
+pub mod routed;
 
 use std::{sync::Arc, time::Duration};
 
@@ -30,6 +34,8 @@ pub struct HistoryOptions {
     pub ttl: Duration,
     /// How long the position (offset and epoch) is kept after the last append; at least `ttl`.
     pub meta_ttl: Duration,
+    /// Kept in the database rather than shared state (`routed`).
+    pub durable: bool,
 }
 
 /// Where a channel's history stands: its last offset (0 before the first append) and epoch.
