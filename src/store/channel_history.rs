@@ -79,7 +79,7 @@ where
     for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     DB::QueryResult: RowsAffected,
 {
-    async fn append(
+    async fn append_sql(
         &self,
         channel: &str,
         entry: Bytes,
@@ -148,7 +148,7 @@ where
         position_row::<DB>(&row)
     }
 
-    async fn read(
+    async fn read_sql(
         &self,
         channel: &str,
         range: Range,
@@ -190,7 +190,7 @@ where
         Ok(HistoryPage { top, entries })
     }
 
-    async fn remove(&self, channel: &str) -> Result<(), StoreError> {
+    async fn remove_sql(&self, channel: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM channel_publications WHERE channel = $1")
             .bind(channel)
             .execute(&self.pool)
@@ -266,39 +266,36 @@ where
     Ok(Position { offset: offset(seq), epoch: Arc::from(epoch) })
 }
 
-#[async_trait::async_trait]
-impl<DB> History for SqlHistory<DB>
-where
-    DB: Database,
-    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB>,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    for<'c> &'c str: sqlx::ColumnIndex<DB::Row>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Vec<u8>: sqlx::Encode<'q, DB> + sqlx::Decode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    DB::QueryResult: RowsAffected,
-{
-    async fn append(
-        &self,
-        channel: &str,
-        entry: Bytes,
-        opts: &HistoryOptions,
-    ) -> Result<Position, StateError> {
-        within(SqlHistory::append(self, channel, entry, opts)).await
-    }
+/// `History` for each driver: concrete impls, so the driver bounds above are written once.
+macro_rules! history_via_sql {
+    ($db:ty) => {
+        #[async_trait::async_trait]
+        impl History for SqlHistory<$db> {
+            async fn append(
+                &self,
+                channel: &str,
+                entry: Bytes,
+                opts: &HistoryOptions,
+            ) -> Result<Position, StateError> {
+                within(self.append_sql(channel, entry, opts)).await
+            }
 
-    async fn read(
-        &self,
-        channel: &str,
-        range: Range,
-        limit: usize,
-        opts: &HistoryOptions,
-    ) -> Result<HistoryPage, StateError> {
-        within(SqlHistory::read(self, channel, range, limit, opts)).await
-    }
+            async fn read(
+                &self,
+                channel: &str,
+                range: Range,
+                limit: usize,
+                opts: &HistoryOptions,
+            ) -> Result<HistoryPage, StateError> {
+                within(self.read_sql(channel, range, limit, opts)).await
+            }
 
-    async fn remove(&self, channel: &str) -> Result<(), StateError> {
-        within(SqlHistory::remove(self, channel)).await
-    }
+            async fn remove(&self, channel: &str) -> Result<(), StateError> {
+                within(self.remove_sql(channel)).await
+            }
+        }
+    };
 }
+
+history_via_sql!(sqlx::Sqlite);
+history_via_sql!(sqlx::Postgres);
