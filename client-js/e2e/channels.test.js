@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { SHOTS, Server, clientPage, launchBrowser, openDemo, token, waitState } from './harness.js';
+import { SHOTS, Server, clientPage, countIntervals, launchBrowser, openDemo, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {
@@ -802,22 +802,6 @@ for (const transport of TRANSPORTS) {
 
 // ---- the demo's Live channel panel ----------------------------------------------------------------
 
-/** Counts the page's live intervals: installed before the demo's own scripts run. */
-function countIntervals() {
-  const live = new Set();
-  const set = window.setInterval.bind(window);
-  const clear = window.clearInterval.bind(window);
-  window.setInterval = (...args) => {
-    const id = set(...args);
-    live.add(id);
-    return id;
-  };
-  window.clearInterval = (id) => {
-    live.delete(id);
-    return clear(id);
-  };
-  window.__liveIntervals = () => live.size;
-}
 
 const block = (channel) => `#channels .channel[data-channel="${channel}"]`;
 

@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { Server, clientPage, launchBrowser, openDemo, rest, token, waitState } from './harness.js';
+import { Server, clientPage, countIntervals, launchBrowser, openDemo, rest, token, waitState } from './harness.js';
 
 let browser;
 before(async () => {
@@ -16,22 +16,6 @@ after(async () => {
   await browser?.close();
 });
 
-/** Counts the page's live intervals: installed before the demo's own scripts run. */
-function countIntervals() {
-  const live = new Set();
-  const set = window.setInterval.bind(window);
-  const clear = window.clearInterval.bind(window);
-  window.setInterval = (...args) => {
-    const id = set(...args);
-    live.add(id);
-    return id;
-  };
-  window.clearInterval = (id) => {
-    live.delete(id);
-    return clear(id);
-  };
-  window.__liveIntervals = () => live.size;
-}
 
 /** Alice creates a conversation with `members` in the demo UI and has joined it. */
 async function createAndJoin(page, members) {

@@ -247,3 +247,21 @@ export async function rest(server, tok, method, path, body) {
 export async function waitState(page, state, timeout = 20000) {
   await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
 }
+
+/** Counts the page's live intervals: pass as `initScript`, so it is
+ * installed before the demo's own scripts run (runs in the page, not in Node). */
+export function countIntervals() {
+  const live = new Set();
+  const set = window.setInterval.bind(window);
+  const clear = window.clearInterval.bind(window);
+  window.setInterval = (...args) => {
+    const id = set(...args);
+    live.add(id);
+    return id;
+  };
+  window.clearInterval = (id) => {
+    live.delete(id);
+    return clear(id);
+  };
+  window.__liveIntervals = () => live.size;
+}

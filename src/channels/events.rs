@@ -1,13 +1,18 @@
-//! The `channel:*` events: subscribe (authorization per namespace, recovery), unsubscribe,
-//! publish, presence, presence stats and history. Every refusal that could tell whether a
-//! channel exists for someone else is the same `permission_denied`.
+//! The `channel:*` events, registered here: subscribe (authorization per namespace, recovery)
+//! and unsubscribe in this file; the requests a subscription allows (publish, presence,
+//! presence stats, history) in `requests`; their payloads in `dto`. Every refusal that could
+//! tell whether a channel exists for someone else is the same `permission_denied`.
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::value::RawValue;
 
-use super::{Channels, Sub, frames, name};
+use super::{
+    Sub,
+    dto::{ChannelDto, SubscribeDto},
+    frames, name, requests,
+};
 use crate::{
     auth::AuthError,
     cluster::bounded,
@@ -16,11 +21,8 @@ use crate::{
     session::SessionCtx,
     state::history::{Position, Range},
     stream::{Deliver, Finish, Top},
-    validate::{Dto, FieldError, optional_object},
 };
 
-/// Largest `data` a subscriber may attach to its presence, in bytes of JSON.
-pub const MAX_CLIENT_DATA: usize = 1024;
 /// Source reads a subscribe repeats when another join's read raced it (`Finish::Stale`).
 const JOIN_ATTEMPTS: usize = 3;
 
@@ -28,99 +30,20 @@ pub fn register(router: Router) -> Router {
     router
         .on_acked("channel:subscribe", subscribe)
         .on("channel:unsubscribe", unsubscribe)
-        .on("channel:publish", publish)
-        .on("channel:presence", presence)
-        .on("channel:presence-stats", presence_stats)
-        .on("channel:history", history)
+        .on("channel:publish", requests::publish)
+        .on("channel:presence", requests::presence)
+        .on("channel:presence-stats", requests::presence_stats)
+        .on("channel:history", requests::history)
 }
 
-/// A position in a channel's history, as a client holds it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Since {
-    pub offset: u64,
-    pub epoch: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SubscribeDto {
-    channel: String,
-    #[serde(default)]
-    token: Option<String>,
-    #[serde(default, deserialize_with = "optional_object")]
-    since: Option<Since>,
-    #[serde(default)]
-    data: Option<Box<RawValue>>,
-}
-
-impl Dto for SubscribeDto {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        match &self.data {
-            Some(d) if d.get().len() > MAX_CLIENT_DATA => Err(vec![FieldError {
-                path: "data".into(),
-                rule: "length".into(),
-                message: format!("must be at most {MAX_CLIENT_DATA} bytes of JSON"),
-            }]),
-            _ => Ok(()),
-        }
-    }
-}
-
-/// `{"channel"}`: unsubscribe, presence, presence stats.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChannelDto {
-    channel: String,
-}
-
-impl Dto for ChannelDto {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PublishDto {
-    channel: String,
-    data: Box<RawValue>,
-}
-
-impl Dto for PublishDto {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HistoryDto {
-    channel: String,
-    #[serde(default, deserialize_with = "optional_object")]
-    since: Option<Since>,
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    reverse: bool,
-}
-
-/// Most publications one `channel:history` returns.
-pub const MAX_HISTORY_LIMIT: u32 = 100;
-
-impl Dto for HistoryDto {
-    fn validate(&self) -> Result<(), Vec<FieldError>> {
-        match self.limit {
-            Some(l) if !(1..=MAX_HISTORY_LIMIT).contains(&l) => Err(vec![FieldError {
-                path: "limit".into(),
-                rule: "range".into(),
-                message: format!("must be 1 to {MAX_HISTORY_LIMIT}"),
-            }]),
-            _ => Ok(()),
-        }
-    }
-}
-
-fn unavailable(ctx: &SessionCtx, what: &str, e: crate::state::StateError) -> EventError {
+pub(super) fn unavailable(ctx: &SessionCtx, what: &str, e: crate::state::StateError) -> EventError {
     ctx.node.backends.mark_degraded(what, &e);
     EventError::Unavailable(format!("{what} is unavailable"))
 }
 
 /// The channel's name and namespace, or the refusal: `bad_channel` for a bad name,
 /// `permission_denied` for a namespace that does not exist.
-fn resolve<'a>(
+pub(super) fn resolve<'a>(
     ctx: &SessionCtx,
     channel: &'a str,
 ) -> Result<(name::ChannelName<'a>, Arc<NamespaceConfig>), EventError> {
@@ -318,141 +241,8 @@ async fn unsubscribe(ctx: Arc<SessionCtx>, dto: ChannelDto) -> Result<(), EventE
     Ok(())
 }
 
-#[derive(Serialize, Default)]
-struct PublishAck {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offset: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    epoch: Option<Arc<str>>,
-}
-
-async fn publish(ctx: Arc<SessionCtx>, dto: PublishDto) -> Result<PublishAck, EventError> {
-    let (channel, ns) = resolve(&ctx, &dto.channel)?;
-    if !ns.client_publish {
-        return Err(EventError::PermissionDenied(None));
-    }
-    let channels = &ctx.node.channels;
-    if !channels.is_subscribed(&ctx.socket_id, channel.full) {
-        return Err(EventError::NotSubscribed);
-    }
-    let info = ns
-        .publisher_info
-        .then(|| frames::client_info(&ctx.socket_id, &ctx.user_id, &ctx.device_id, None));
-    let position = channels
-        .publish(channel.full, &ns, &dto.data, info.as_deref())
-        .await
-        .map_err(|e| unavailable(&ctx, "channel history", e))?;
-    Ok(PublishAck { offset: position.as_ref().map(|p| p.offset), epoch: position.map(|p| p.epoch) })
-}
-
-impl Channels {
-    /// Publishes `data` to `channel` (of namespace `ns`), stored first when the namespace
-    /// keeps history, then delivered cluster-wide. The position when stored. The caller has
-    /// authorized it (a subscriber where `client_publish` allows, the backend, `--dev-events`).
-    pub async fn publish(
-        &self,
-        channel: &str,
-        ns: &NamespaceConfig,
-        data: &RawValue,
-        info: Option<&[u8]>,
-    ) -> Result<Option<Position>, crate::state::StateError> {
-        let fields = frames::fields(data, info);
-        let source = self.feed.source();
-        let Some(opts) = source.options(channel) else {
-            let frame = frames::publication_frame(channel, None, &fields);
-            bounded(self.fanout.to_channel(channel, None, frame, ns.volatile)).await?;
-            return Ok(None);
-        };
-        let position = bounded(source.history().append(channel, fields.clone(), &opts)).await?;
-        let frame = frames::publication_frame(channel, Some(position.offset), &fields);
-        let pos = Some((&*position.epoch, position.offset));
-        if let Err(e) = bounded(self.fanout.to_channel(channel, pos, frame, false)).await {
-            // Stored: instances that miss it fill the gap from history when the next one
-            // arrives (or on their next catch-up).
-            tracing::warn!(channel, error = %e, "publishing a stored publication failed");
-        }
-        Ok(Some(position))
-    }
-}
-
 /// Whether `entries` fit in one answer: half the connection's outbound budget.
-fn fits(ctx: &SessionCtx, entries: &[(u64, bytes::Bytes)]) -> bool {
+pub(super) fn fits(ctx: &SessionCtx, entries: &[(u64, bytes::Bytes)]) -> bool {
     let bytes: usize = entries.iter().map(|(_, f)| f.len() + 48).sum();
     bytes <= ctx.node.config.outbound_queue_bytes / 2
-}
-
-/// The subscription `ctx` must hold to read `channel`, and its namespace.
-fn subscribed(ctx: &SessionCtx, channel: &str) -> Result<Arc<NamespaceConfig>, EventError> {
-    let (_, ns) = resolve(ctx, channel)?;
-    if !ctx.node.channels.is_subscribed(&ctx.socket_id, channel) {
-        return Err(EventError::NotSubscribed);
-    }
-    Ok(ns)
-}
-
-#[derive(Serialize)]
-struct PresenceAck {
-    clients: Box<RawValue>,
-}
-
-async fn presence(ctx: Arc<SessionCtx>, dto: ChannelDto) -> Result<PresenceAck, EventError> {
-    let ns = subscribed(&ctx, &dto.channel)?;
-    if !ns.presence {
-        return Err(EventError::PermissionDenied(None));
-    }
-    let channels = &ctx.node.channels;
-    let list = bounded(channels.presence.list(&dto.channel, channels.max_presence_list))
-        .await
-        .map_err(|e| unavailable(&ctx, "channel presence", e))?;
-    Ok(PresenceAck { clients: frames::array(&list) })
-}
-
-#[derive(Serialize)]
-struct StatsAck {
-    clients: usize,
-    users: usize,
-}
-
-async fn presence_stats(ctx: Arc<SessionCtx>, dto: ChannelDto) -> Result<StatsAck, EventError> {
-    let ns = subscribed(&ctx, &dto.channel)?;
-    if !ns.presence {
-        return Err(EventError::PermissionDenied(None));
-    }
-    let stats = bounded(ctx.node.channels.presence.stats(&dto.channel))
-        .await
-        .map_err(|e| unavailable(&ctx, "channel presence", e))?;
-    Ok(StatsAck { clients: stats.clients, users: stats.users })
-}
-
-#[derive(Serialize)]
-struct HistoryAck {
-    publications: Box<RawValue>,
-    offset: u64,
-    epoch: Arc<str>,
-}
-
-async fn history(ctx: Arc<SessionCtx>, dto: HistoryDto) -> Result<HistoryAck, EventError> {
-    subscribed(&ctx, &dto.channel)?;
-    let source = ctx.node.channels.feed.source();
-    let opts = source.options(&dto.channel).ok_or(EventError::PermissionDenied(None))?;
-    let limit = dto.limit.unwrap_or(10) as usize;
-    let range = match (&dto.since, dto.reverse) {
-        (_, true) => Range::Newest,
-        (Some(since), false) => Range::After(since.offset),
-        (None, false) => Range::After(0),
-    };
-    let page = bounded(source.history().read(&dto.channel, range, limit, &opts))
-        .await
-        .map_err(|e| unavailable(&ctx, "channel history", e))?;
-    let other_epoch = dto.since.as_ref().is_some_and(|s| *s.epoch != *page.top.epoch);
-    let mut entries = if other_epoch { Vec::new() } else { page.entries };
-    // The answer is one frame: fewer publications rather than one the connection cannot take.
-    while !entries.is_empty() && !fits(&ctx, &entries) {
-        entries.pop();
-    }
-    Ok(HistoryAck {
-        publications: frames::publications(&dto.channel, &entries),
-        offset: page.top.offset,
-        epoch: page.top.epoch,
-    })
 }

@@ -6,15 +6,18 @@
 //! - `frames`: what goes on the wire and into history, encoded once.
 //! - `source`: channel history as a `stream::Source`, so ordering, gap filling and recovery
 //!   are the stream feed's (the same machinery as chat's), not a copy.
-//! - `events`: the `channel:*` handlers (validation and authorization, then this module).
+//! - `events`: the `channel:*` handlers: subscribe and unsubscribe (authorization, recovery);
+//!   `requests`: publish, presence and history within a subscription; `dto`: their payloads.
 //!
 //! This module owns the subscriptions of this instance's sessions: the feed knows which
 //! sessions receive which channel; `subs` knows, per session, what each subscription needs
 //! at its end (presence to remove, a leave to announce, a token's expiry to watch).
 
+pub mod dto;
 pub mod events;
 pub mod frames;
 pub mod name;
+pub mod requests;
 pub mod source;
 
 use std::{
@@ -28,16 +31,21 @@ use std::{
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use serde_json::value::RawValue;
 
 use self::{
     frames::Unsubscribe,
     source::{ChannelFeed, ChannelSource},
 };
 use crate::{
+    cluster::bounded,
     config::{Config, NamespaceConfig},
     fanout::Fanout,
     session::outbound::Outbound,
-    state::{channel_presence::ChannelPresence, history::History},
+    state::{
+        channel_presence::ChannelPresence,
+        history::{History, Position},
+    },
     stream::Lost,
 };
 
@@ -249,5 +257,35 @@ impl Channels {
 
     fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+impl Channels {
+    /// Publishes `data` to `channel` (of namespace `ns`), stored first when the namespace
+    /// keeps history, then delivered cluster-wide. The position when stored. The caller has
+    /// authorized it (a subscriber where `client_publish` allows, the backend, `--dev-events`).
+    pub async fn publish(
+        &self,
+        channel: &str,
+        ns: &NamespaceConfig,
+        data: &RawValue,
+        info: Option<&[u8]>,
+    ) -> Result<Option<Position>, crate::state::StateError> {
+        let fields = frames::fields(data, info);
+        let source = self.feed.source();
+        let Some(opts) = source.options(channel) else {
+            let frame = frames::publication_frame(channel, None, &fields);
+            bounded(self.fanout.to_channel(channel, None, frame, ns.volatile)).await?;
+            return Ok(None);
+        };
+        let position = bounded(source.history().append(channel, fields.clone(), &opts)).await?;
+        let frame = frames::publication_frame(channel, Some(position.offset), &fields);
+        let pos = Some((&*position.epoch, position.offset));
+        if let Err(e) = bounded(self.fanout.to_channel(channel, pos, frame, false)).await {
+            // Stored: instances that miss it fill the gap from history when the next one
+            // arrives (or on their next catch-up).
+            tracing::warn!(channel, error = %e, "publishing a stored publication failed");
+        }
+        Ok(Some(position))
     }
 }

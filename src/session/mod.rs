@@ -14,6 +14,7 @@
 mod handshake;
 pub mod heartbeat;
 pub mod outbound;
+mod registration;
 
 use std::{collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -27,7 +28,6 @@ use tracing::Instrument;
 use crate::{
     auth::Identity,
     dispatch::{EventError, HandlerFuture, Reply},
-    hub::SessionEntry,
     node::Node,
     protocol::{
         ClientFrame, Code, ConnectedInfo, EventFrame, HeartbeatInfo, LimitsInfo, PING_FRAME,
@@ -37,14 +37,12 @@ use crate::{
     transport::{FrameReader, PeerInfo, ReadError, Transport},
 };
 use crate::{
-    state::{now_ms, presence::SocketRecord},
-    store::{ConnectionClosed, ConnectionOpened, writer::Record},
     telemetry::metrics::{self, Invalid, RateScope},
     throttle::{Refused, SocketThrottle},
-    transport::TransportKind,
 };
 use heartbeat::{Beat, Heartbeat};
 use outbound::{Dead, Outbound};
+use registration::Registration;
 
 /// What a handler knows about the session it serves.
 pub struct SessionCtx {
@@ -212,77 +210,6 @@ async fn user_cap(node: &Node, user: &str) -> Option<String> {
         Err(_) => node.hub.count_user(user),
     };
     (open >= max).then(|| format!("at most {max} connections per user"))
-}
-
-/// Keeps the session registered — in the hub, and in shared state — for exactly as long as
-/// it is live, on every exit path (including a panic unwinding through the session).
-struct Registration {
-    node: Arc<Node>,
-    record: SocketRecord,
-    kind: TransportKind,
-    /// Why the session ended, for the connection log. Stays `server_error` if the session
-    /// unwinds from a panic.
-    reason: &'static str,
-}
-
-impl Registration {
-    fn new(ctx: &SessionCtx) -> Self {
-        let entry = SessionEntry {
-            user_id: ctx.user_id.clone(),
-            device_id: ctx.device_id.clone(),
-            transport: ctx.peer.kind,
-            connected_at_ms: now_ms(),
-            outbound: ctx.outbound.clone(),
-        };
-        let record = crate::cluster::record(&ctx.node, &ctx.socket_id, &entry);
-        ctx.node.writer.record(Record::Opened(ConnectionOpened {
-            socket_id: record.socket_id.clone(),
-            user_id: record.user_id.clone(),
-            device_id: record.device_id.clone(),
-            transport: record.transport.clone(),
-            ip_address: ctx.peer.remote.ip().to_string(),
-            user_agent: ctx.peer.user_agent.clone(),
-            server_instance: record.instance_id.clone(),
-            connected_at_ms: record.connected_at_ms as i64,
-        }));
-        ctx.node.hub.insert(ctx.socket_id.clone(), entry);
-        metrics::connected(ctx.peer.kind);
-        Self {
-            node: ctx.node.clone(),
-            record,
-            kind: ctx.peer.kind,
-            reason: Code::ServerError.as_str(),
-        }
-    }
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        // Local state goes now, synchronously; shared state in a tracked task, so graceful
-        // shutdown waits for it and a panic cannot skip it.
-        self.node.hub.remove(&self.record.socket_id);
-        let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
-        let socket_id: Arc<str> = Arc::from(self.record.socket_id.as_str());
-        let channels = self.node.channels.session_closed(&socket_id);
-        metrics::disconnected(self.kind, self.reason);
-        self.node.writer.record(Record::Closed(ConnectionClosed {
-            socket_id: self.record.socket_id.clone(),
-            disconnected_at_ms: now_ms() as i64,
-            reason: self.reason.to_owned(),
-        }));
-        let node = self.node.clone();
-        let record = std::mem::take(&mut self.record);
-        let teardown = async move {
-            for conversation in emptied_conversations {
-                node.fanout.release_conversation(&conversation).await;
-            }
-            if let Some(channels) = channels {
-                channels.await;
-            }
-            crate::cluster::unregister(&node, &record).await;
-        };
-        self.node.sessions.spawn(teardown.instrument(tracing::Span::current()));
-    }
 }
 
 /// An event whose pipeline is running.
@@ -564,166 +491,4 @@ async fn finish(
 }
 
 #[cfg(test)]
-mod tests {
-    //! The session loop over in-process channels with paused time: deterministic heartbeat
-    //! and pipeline checks without sockets.
-
-    use std::time::Duration;
-
-    use serde_json::{Value, json};
-
-    use super::*;
-    use crate::{
-        config::Config,
-        dispatch::Router,
-        transport::channel::{self, ChannelClient, Written},
-    };
-
-    async fn node(router: Router) -> Arc<Node> {
-        let mut cfg = Config::from_env().expect("defaults");
-        cfg.jwt.secret = "session-unit".into();
-        cfg.ping_interval = Duration::from_secs(25);
-        cfg.pong_timeout = Duration::from_secs(20);
-        // These tests send no chat events; a lazy in-memory SQLite never opens.
-        let chat = sqlx::sqlite::SqlitePoolOptions::new()
-            .connect_lazy("sqlite::memory:")
-            .expect("lazy pool");
-        let stores = crate::node::Stores {
-            history: Arc::new(crate::store::testing::Fake::default()),
-            chat: Arc::new(crate::store::sqlite::SqliteStore::new(chat)),
-        };
-        Arc::new(Node::with_store(cfg, router, stores).await.expect("node"))
-    }
-
-    fn token(node: &Node) -> String {
-        crate::auth::mint_dev_token(&node.config.jwt, "u1", Duration::from_secs(3600), None, vec![])
-            .expect("token")
-    }
-
-    async fn next(client: &mut ChannelClient) -> Value {
-        match client.rx.recv().await {
-            Some(Written::Frame(b)) => serde_json::from_slice(&b).expect("json"),
-            other => panic!("expected a frame, got {other:?}"),
-        }
-    }
-
-    fn send(client: &ChannelClient, v: Value) {
-        client.tx.send(Ok(Bytes::from(v.to_string()))).expect("session alive");
-    }
-
-    async fn connected(node: &Arc<Node>) -> (ChannelClient, tokio::task::JoinHandle<()>) {
-        let (transport, mut client) = channel::pair();
-        let task = tokio::spawn(run(node.clone(), transport));
-        send(&client, json!({"type": "connect", "token": token(node)}));
-        assert_eq!(next(&mut client).await["type"], "connected");
-        (client, task)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn silent_client_gets_pinged_then_closed_at_interval_plus_timeout() {
-        let node = node(Router::new()).await;
-        let (mut client, task) = connected(&node).await;
-        let t0 = Instant::now();
-        assert_eq!(next(&mut client).await["type"], "ping");
-        assert_eq!(t0.elapsed(), Duration::from_secs(25));
-        let d = next(&mut client).await;
-        assert_eq!(
-            (d["type"].as_str(), d["reason"].as_str()),
-            (Some("disconnect"), Some("ping_timeout"))
-        );
-        assert_eq!(t0.elapsed(), Duration::from_secs(45));
-        assert_eq!(client.rx.recv().await, Some(Written::Closed(3001, "ping_timeout".into())));
-        task.await.expect("session ends");
-        assert!(node.hub.is_empty());
-    }
-
-    /// A handler that waits a long time must not stop the loop from answering the heartbeat,
-    /// and events behind it wait their turn (arrival order is kept).
-    #[tokio::test(start_paused = true)]
-    async fn slow_handler_does_not_block_heartbeat_and_order_is_kept() {
-        let router = Router::new()
-            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                Ok::<_, EventError>(d)
-            })
-            .on("test:slow", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                tokio::time::sleep(Duration::from_secs(120)).await;
-                Ok::<_, EventError>("slow done")
-            });
-        let node = node(router).await;
-        let (mut client, _task) = connected(&node).await;
-        send(&client, json!({"type": "event", "event": "test:slow", "id": 1}));
-        send(&client, json!({"type": "event", "event": "sys:echo", "id": 2, "data": "after"}));
-        // Four heartbeats pass while the slow handler runs; answering them keeps the session.
-        for _ in 0..4 {
-            assert_eq!(next(&mut client).await["type"], "ping");
-            send(&client, json!({"type": "pong"}));
-        }
-        let first = next(&mut client).await;
-        assert_eq!((first["id"].as_u64(), first["data"].as_str()), (Some(1), Some("slow done")));
-        let second = next(&mut client).await;
-        assert_eq!((second["id"].as_u64(), second["data"].as_str()), (Some(2), Some("after")));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn too_many_pending_events_are_refused_with_overloaded() {
-        let router = Router::new()
-            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                Ok::<_, EventError>(d)
-            })
-            .on("test:block", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                std::future::pending::<()>().await;
-                Ok::<_, EventError>(())
-            });
-        let node = node(router).await;
-        let max = node.config.max_pending_events as u64;
-        let (mut client, _task) = connected(&node).await;
-        send(&client, json!({"type": "event", "event": "test:block", "id": 0}));
-        for id in 1..=max + 1 {
-            send(&client, json!({"type": "event", "event": "sys:echo", "id": id}));
-        }
-        let refused = next(&mut client).await;
-        assert_eq!(
-            (refused["code"].as_str(), refused["id"].as_u64()),
-            (Some("overloaded"), Some(max + 1))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn panicking_handler_fails_its_event_and_the_session_stays() {
-        let router = Router::new()
-            .on("test:panic", |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                if true {
-                    panic!("handler bug");
-                }
-                Ok::<_, EventError>(())
-            })
-            .on("sys:echo", |_ctx: Arc<SessionCtx>, d: Box<serde_json::value::RawValue>| async {
-                Ok::<_, EventError>(d)
-            });
-        let node = node(router).await;
-        let (mut client, _task) = connected(&node).await;
-        send(&client, json!({"type": "event", "event": "test:panic", "id": 1}));
-        assert_eq!(next(&mut client).await["code"], "internal_error");
-        send(&client, json!({"type": "event", "event": "sys:echo", "id": 2, "data": "alive"}));
-        assert_eq!(next(&mut client).await["data"], "alive");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn handler_errors_map_to_codes_and_internal_details_stay_private() {
-        let router = Router::new().on(
-            "test:fail",
-            |_ctx: Arc<SessionCtx>, _: Box<serde_json::value::RawValue>| async {
-                Err::<(), _>(EventError::Internal(anyhow::anyhow!("db password is hunter2")))
-            },
-        );
-        let node = node(router).await;
-        let (mut client, _task) = connected(&node).await;
-        send(&client, json!({"type": "event", "event": "test:fail", "id": 9}));
-        let e = next(&mut client).await;
-        assert_eq!(
-            (e["code"].as_str(), e["message"].as_str()),
-            (Some("internal_error"), Some("internal error"))
-        );
-        assert!(!e.to_string().contains("hunter2"));
-    }
-}
+mod tests;
