@@ -103,9 +103,12 @@ async fn main() {
     let end = Instant::now() + a.duration;
     let mut tasks = Vec::new();
     for i in 0..a.clients {
+        // A day beyond the run: expiry is not what churn measures, and this machine's wall
+        // clock has been seen to step forward by a minute, which expired a 2×-duration token
+        // in the middle of a soak.
+        let ttl = a.duration + Duration::from_secs(86_400);
         let token =
-            rtgate::auth::mint_dev_token(&jwt, &format!("churn-{i}"), a.duration * 2, None, vec![])
-                .unwrap();
+            rtgate::auth::mint_dev_token(&jwt, &format!("churn-{i}"), ttl, None, vec![]).unwrap();
         let (url, done, failed, events) = (a.url.clone(), done.clone(), failed.clone(), a.events);
         tasks.push(tokio::spawn(async move {
             while Instant::now() < end {
