@@ -28,6 +28,11 @@ pub struct Identity {
     /// `exp`, in seconds since the epoch.
     pub expires_at: u64,
     pub admin: bool,
+    /// `iat`, in seconds since the epoch, when the token has one: a revocation of the user's
+    /// tokens "issued before" a time compares it (a token without `iat` counts as revoked).
+    pub issued_at: Option<u64>,
+    /// `jti`, when the token has one: a single token can be revoked by it.
+    pub jti: Option<String>,
     /// `channels` claim: channels (or `prefix*` patterns) the user may subscribe to in
     /// namespaces with `subscribe = "claim"`.
     pub channels: Vec<String>,
@@ -100,6 +105,10 @@ struct Claims {
     roles: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     channels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
 }
 
 /// A subscription token's claims: a connection token's key and rules, for one channel.
@@ -207,6 +216,11 @@ impl Authenticator {
             expires_at: c.exp,
             admin: c.roles.iter().any(|r| r == "admin"),
             channels: c.channels,
+            issued_at: c.iat,
+            // Revocation keys embed it: bounded and printable like a user id.
+            jti: c
+                .jti
+                .filter(|j| !j.is_empty() && j.len() <= 128 && !j.chars().any(char::is_control)),
         })
     }
 
@@ -296,6 +310,8 @@ pub fn mint_dev_token_with_channels(
         device_id,
         roles,
         channels,
+        iat: Some(now().as_secs()),
+        jti: Some(uuid::Uuid::new_v4().simple().to_string()),
     };
     let key = EncodingKey::from_secret(cfg.secret.as_bytes())?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)

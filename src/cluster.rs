@@ -195,6 +195,10 @@ pub async fn cleanup_once(node: &Node) {
         history.prune();
         presence.prune();
     }
+    if let Some((revocations, idempotency)) = &node.backends.memory_api {
+        revocations.prune();
+        idempotency.prune();
+    }
     node.admission.prune();
     retention(node).await;
 }

@@ -20,6 +20,11 @@ pub struct SessionEntry {
     pub transport: TransportKind,
     pub connected_at_ms: u64,
     pub outbound: Outbound,
+    /// The session's current token, for revocations.
+    pub token: crate::session::SessionToken,
+    /// The session itself, for what the backend does on a user's behalf (server-side
+    /// subscriptions). Weak: the session owns its context, the hub only finds it.
+    pub ctx: std::sync::Weak<crate::session::SessionCtx>,
 }
 
 struct Session {
@@ -113,6 +118,54 @@ impl Hub {
         for user in &session.watching {
             unwatch_one(&mut inner.watchers, user, socket_id);
         }
+    }
+
+    /// Ends the local sessions `select` picks, with `code`: those of `user` when given, else
+    /// every session. Returns how many. The sessions say goodbye themselves (`Outbound::kick`).
+    pub fn kick(
+        &self,
+        user: Option<&str>,
+        select: impl Fn(&str, &SessionEntry) -> bool,
+        code: crate::protocol::Code,
+        message: &str,
+    ) -> usize {
+        let picked: Vec<Outbound> = {
+            let inner = self.lock();
+            let pick = |(id, s): (&Arc<str>, &Session)| {
+                select(id, &s.entry).then(|| s.entry.outbound.clone())
+            };
+            match user {
+                Some(user) => inner
+                    .users
+                    .get(user)
+                    .into_iter()
+                    .flat_map(|m| m.keys())
+                    .filter_map(|id| inner.sessions.get_key_value(id))
+                    .filter_map(pick)
+                    .collect(),
+                None => inner.sessions.iter().filter_map(pick).collect(),
+            }
+        };
+        for outbound in &picked {
+            outbound.kick(code, message.to_owned());
+        }
+        picked.len()
+    }
+
+    /// The live local sessions of `user`.
+    pub fn contexts_of(&self, user: &str) -> Vec<Arc<crate::session::SessionCtx>> {
+        let inner = self.lock();
+        let Some(members) = inner.users.get(user) else { return Vec::new() };
+        members
+            .keys()
+            .filter_map(|id| inner.sessions.get(id))
+            .filter_map(|s| s.entry.ctx.upgrade())
+            .collect()
+    }
+
+    /// The local sessions of `user`, by socket id.
+    pub fn sockets_of(&self, user: &str) -> Vec<Arc<str>> {
+        self.lock().users.get(user).map(|m| m.keys().cloned().collect()).unwrap_or_default()
     }
 
     /// Adds `users` to what `socket_id` watches, refusing the whole request past `max`.
@@ -244,6 +297,8 @@ mod tests {
             transport: TransportKind::Channel,
             connected_at_ms: 0,
             outbound,
+            token: crate::session::SessionToken::for_tests(),
+            ctx: std::sync::Weak::new(),
         };
         (entry, client, task)
     }

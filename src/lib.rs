@@ -13,12 +13,14 @@
 //!
 //! `ARCHITECTURE.md` at the repository root is the map; `PROTOCOL.md` is the wire contract.
 
+pub mod api;
 pub mod auth;
 pub mod certs;
 pub mod channels;
 pub mod chat;
 pub mod client;
 pub mod cluster;
+pub mod commands;
 pub mod config;
 pub mod dispatch;
 pub mod fanout;

@@ -23,8 +23,10 @@ use crate::{
         },
         guard::{Guarded, Health},
         history::{History, memory::MemoryHistory, redis::RedisHistory, routed::Routed},
+        idempotency::{Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
+        revocation::{Revocations, memory::MemoryRevocations, redis::RedisRevocations},
     },
     store::{
         Store, StoreError,
@@ -38,8 +40,17 @@ use crate::{
 };
 
 /// The shared-state backends `Node::new` picks, before they are wired together.
-type Picked =
-    (Arc<dyn PresenceStore>, Arc<dyn Broker>, Arc<dyn RateLimiter>, ChannelState, Backends);
+type Picked = (
+    Arc<dyn PresenceStore>,
+    Arc<dyn Broker>,
+    Arc<dyn RateLimiter>,
+    ChannelState,
+    ApiState,
+    Backends,
+);
+
+/// The server API's shared state: token revocations and idempotency keys.
+type ApiState = (Arc<dyn Revocations>, Arc<dyn Idempotency>);
 
 /// The channel backends `Node::new` picks: history and presence.
 type ChannelState = (Arc<dyn History>, Arc<dyn ChannelPresence>);
@@ -62,6 +73,8 @@ pub struct Backends {
     pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
     /// In-memory channel history and presence, pruned by the cleanup job.
     pub memory_channels: Option<(Arc<MemoryHistory>, Arc<MemoryChannelPresence>)>,
+    /// In-memory revocations and idempotency keys, pruned by the cleanup job.
+    pub memory_api: Option<(Arc<MemoryRevocations>, Arc<MemoryIdempotency>)>,
     /// Down when a shared-state call found Redis unreachable: guarded calls then fail at once,
     /// and the liveness loop resynchronizes this instance's sessions once Redis answers again.
     pub health: Arc<Health>,
@@ -106,6 +119,10 @@ pub struct Node {
     pub throttle: Throttle,
     pub hub: Arc<Hub>,
     pub presence: Arc<dyn PresenceStore>,
+    /// Tokens the backend revoked, checked at connect and refresh.
+    pub revocations: Arc<dyn Revocations>,
+    /// The server API's idempotency keys.
+    pub idempotency: Arc<dyn Idempotency>,
     pub fanout: Arc<Fanout>,
     pub backends: Backends,
     /// Connection and presence history (PostgreSQL or SQLite). Sessions never call it; they
@@ -151,7 +168,7 @@ impl Node {
         let auth = Authenticator::from_config(&config.jwt)?;
         let quota = Quota { limit: config.message_rate_limit, window: config.message_rate_window };
         let hub = Arc::new(Hub::default());
-        let (presence, broker, limiter, (history, channel_presence), backends): Picked =
+        let (presence, broker, limiter, (history, channel_presence), api, backends): Picked =
             match &config.redis_url {
                 Some(url) => {
                     let client = redis::Client::open(url.as_str()).map_err(StateError::from)?;
@@ -164,6 +181,8 @@ impl Node {
                         RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
                     let history = RedisHistory::new(conn.clone(), prefix.clone());
                     let channel_presence = RedisChannelPresence::new(conn.clone(), prefix.clone());
+                    let revocations = RedisRevocations::new(conn.clone(), prefix.clone());
+                    let idempotency = RedisIdempotency::new(conn.clone(), prefix.clone());
                     (
                         // Guarded: every Redis call bounded, timed, and refused at once while
                         // Redis is known to be down.
@@ -177,10 +196,15 @@ impl Node {
                             Arc::new(Guarded::new(history, health.clone())),
                             Arc::new(Guarded::new(channel_presence, health.clone())),
                         ),
+                        (
+                            Arc::new(Guarded::new(revocations, health.clone())),
+                            Arc::new(Guarded::new(idempotency, health.clone())),
+                        ),
                         Backends {
                             redis: Some(conn),
                             memory_limiter: None,
                             memory_channels: None,
+                            memory_api: None,
                             health,
                         },
                     )
@@ -189,15 +213,19 @@ impl Node {
                     let limiter = Arc::new(MemoryRateLimiter::new(quota));
                     let history = Arc::new(MemoryHistory::new());
                     let channel_presence = Arc::new(MemoryChannelPresence::new());
+                    let revocations = Arc::new(MemoryRevocations::new());
+                    let idempotency = Arc::new(MemoryIdempotency::new());
                     (
                         Arc::new(MemoryPresence::new()),
                         Arc::new(MemoryBroker::new()),
                         limiter.clone(),
                         (history.clone(), channel_presence.clone()),
+                        (revocations.clone(), idempotency.clone()),
                         Backends {
                             redis: None,
                             memory_limiter: Some(limiter),
                             memory_channels: Some((history, channel_presence)),
+                            memory_api: Some((revocations, idempotency)),
                             health,
                         },
                     )
@@ -232,6 +260,8 @@ impl Node {
             router,
             hub,
             presence,
+            revocations: api.0,
+            idempotency: api.1,
             fanout,
             backends,
             store,

@@ -43,6 +43,8 @@ pub struct Server {
     https: Option<Arc<rustls::ServerConfig>>,
     wt: Endpoint<wtransport::endpoint::endpoint_side::Server>,
     wt_addr: SocketAddr,
+    /// The server API's own listener (`--api-addr`), plain HTTP.
+    api: Option<std::net::TcpListener>,
 }
 
 impl Server {
@@ -74,10 +76,21 @@ impl Server {
         let wt = Endpoint::server(wt_config(&config, &certs)?)
             .with_context(|| format!("binding UDP {}", config.wt_addr))?;
         let wt_addr = wt.local_addr()?;
+        let api = match config.api.addr {
+            Some(addr) => {
+                Some(listen_tcp(addr).with_context(|| format!("binding TCP {addr} (--api-addr)"))?)
+            }
+            None => None,
+        };
 
         let router = Router::with_builtins(&config);
         let node = Arc::new(Node::new(config, router).await?);
-        Ok(Server { node, certs, http, http_addr, https, wt, wt_addr })
+        Ok(Server { node, certs, http, http_addr, https, wt, wt_addr, api })
+    }
+
+    /// Where the server API listens when it has a listener of its own.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -110,11 +123,12 @@ impl Server {
     /// drain the HTTP listener keeps accepting (`/ws` and `/health/ready` answer 503); it closes
     /// after.
     pub async fn run(self) -> anyhow::Result<()> {
-        let Server { node, certs, http, https, wt, .. } = self;
+        let Server { node, certs, http, https, wt, api, .. } = self;
         // Shared state before listeners: the instance must be alive and subscribed before a
         // session registers, or a reaper elsewhere would take its sockets for a dead one's.
         cluster::join(&node).await;
         tokio::spawn(node.fanout.clone().run());
+        tokio::spawn(crate::commands::run(node.clone()));
         let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
         tokio::spawn(node.channels.clone().refresh_presence(node.shutdown.clone()));
@@ -133,6 +147,24 @@ impl Server {
         let listener = tokio::net::TcpListener::from_std(http)?;
         let serving = front.serve(listener, app, http_stop.clone());
         let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
+        // The server API's own listener: the same front door (time limits, PROXY header,
+        // trusted proxies), no TLS, and it stops with the HTTP port after the drain.
+        let api_serving = match api {
+            Some(api) => {
+                let admission = node.clone();
+                let door = FrontDoor::new(
+                    node.config.http_header_timeout,
+                    Proxies::from_config(&node.config),
+                    Arc::new(move |ip| admission.admission.ip_allowed(ip)),
+                );
+                let routes = http::with_cors(
+                    crate::api::router(node.clone()),
+                    &node.config.api.cors_origins,
+                );
+                Some(door.serve(tokio::net::TcpListener::from_std(api)?, routes, http_stop.clone()))
+            }
+            None => None,
+        };
 
         node.shutdown.cancelled().await;
         tracing::info!(sessions = node.hub.len(), "shutting down: draining sessions");
@@ -149,6 +181,9 @@ impl Server {
         // WebSockets are sessions, already drained above.
         http_stop.cancel();
         serving.finish(front::CLOSE_GRACE).await;
+        if let Some(api) = api_serving {
+            api.finish(front::CLOSE_GRACE).await;
+        }
         let _ = tokio::join!(liveness, cleanup);
         // Every session has unregistered; nothing will heartbeat this incarnation again.
         cluster::leave(&node).await;
@@ -284,6 +319,11 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
         request.not_found().await;
         return None;
     }
+    if !node.config.api.origin_allowed(request.origin()) {
+        // Refused before a session exists: the page's origin is not in --allowed-origins.
+        request.forbidden().await;
+        return None;
+    }
     if !node.admission.ip_allowed(request.remote_address().ip()) {
         request.too_many_requests().await;
         return None;
@@ -324,6 +364,14 @@ fn announce_ready(server: &Server) {
     let scheme = if server.node.config.tls_cert.is_some() { "wss" } else { "ws" };
     let ws_url = format!("{scheme}://{http}{}", http::WS_PATH);
     let wt_url = format!("https://{wt}{WT_PATH}");
+    let api_url = match server.api_addr() {
+        Some(addr) => format!("http://{addr}/api/v1"),
+        None => format!("{}://{http}/api/v1", if scheme == "wss" { "https" } else { "http" }),
+    };
+    let api_access = match server.node.config.api.keys.len() {
+        0 => "loopback clients only: set --api-keys".to_owned(),
+        n => format!("{n} API key(s)"),
+    };
     if server.node.config.log_format == crate::config::LogFormat::Json {
         // Printed, not logged: scripts wait for these whatever the log filter says. The shape
         // is the JSON log lines' own (`timestamp`, `level`, `fields.message`, `target`).
@@ -345,6 +393,7 @@ fn announce_ready(server: &Server) {
                 "version": env!("CARGO_PKG_VERSION"),
                 "websocket": ws_url,
                 "webtransport": wt_url,
+                "api": api_url,
                 "selfSigned": server.certs.self_signed,
                 "instance": server.node.instance_id,
                 "incarnation": server.node.incarnation,
@@ -362,7 +411,7 @@ fn announce_ready(server: &Server) {
         return;
     }
     println!(
-        "rtgate {} listening ({})\n  websocket     {ws_url}   (TCP {}; health at /health/ready)\n  webtransport  {wt_url}   (UDP {}; cert sha-256 {hash}{})",
+        "rtgate {} listening ({})\n  websocket     {ws_url}   (TCP {}; health at /health/ready)\n  webtransport  {wt_url}   (UDP {}; cert sha-256 {hash}{})\n  server api    {api_url}   ({api_access}; /api/v1/openapi.json)",
         env!("CARGO_PKG_VERSION"),
         server.node.incarnation,
         http.port(),

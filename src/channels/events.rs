@@ -94,8 +94,29 @@ struct SubscribeAck<'a> {
 async fn subscribe(ctx: Arc<SessionCtx>, dto: SubscribeDto) -> Result<Acked, EventError> {
     let (channel, ns) = resolve(&ctx, &dto.channel)?;
     let grant = authorize(&ctx, &ns, &channel, dto.token.as_deref())?;
+    subscribe_authorized(&ctx, &ns, &dto, grant).await
+}
+
+/// Subscribes `ctx` to a channel on the backend's word (the server API): no authorization by
+/// the namespace, no recovery. The session gets `channel:subscribed` with what a
+/// `channel:subscribe` ack would carry, then the channel's live publications.
+pub async fn server_subscribe(ctx: Arc<SessionCtx>, channel: &str) -> Result<(), EventError> {
+    let (_, ns) = resolve(&ctx, channel)?;
+    let dto = SubscribeDto { channel: channel.to_owned(), token: None, since: None, data: None };
+    let Acked { data, then } = subscribe_authorized(&ctx, &ns, &dto, None).await?;
+    ctx.outbound.send(crate::protocol::encode_event("channel:subscribed", &data));
+    then();
+    Ok(())
+}
+
+async fn subscribe_authorized(
+    ctx: &Arc<SessionCtx>,
+    ns: &Arc<NamespaceConfig>,
+    dto: &SubscribeDto,
+    grant: Option<(u64, Option<String>)>,
+) -> Result<Acked, EventError> {
     let channels = &ctx.node.channels;
-    let channel = channel.full;
+    let channel = dto.channel.as_str();
     if channels.is_subscribed(&ctx.socket_id, channel) {
         return Err(EventError::AlreadySubscribed);
     }
@@ -109,7 +130,7 @@ async fn subscribe(ctx: Arc<SessionCtx>, dto: SubscribeDto) -> Result<Acked, Eve
     if first {
         channels.fanout.watch_channel(channel).await;
     }
-    match join(&ctx, &ns, channel, &dto, grant).await {
+    match join(ctx, ns, channel, dto, grant).await {
         Ok(acked) => Ok(acked),
         Err(e) => {
             if channels.feed.leave(&ctx.socket_id, channel) {

@@ -13,6 +13,7 @@
 //! sessions receive which channel; `subs` knows, per session, what each subscription needs
 //! at its end (presence to remove, a leave to announce, a token's expiry to watch).
 
+pub mod backend;
 pub mod dto;
 pub mod events;
 pub mod frames;

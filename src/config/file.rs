@@ -279,6 +279,7 @@ impl<'a> ConfigFile<'a> {
             }
             ConfigError::InstanceId(_) => from_file("instance_id"),
             ConfigError::TlsPair => from_file("tls_cert").or_else(|| from_file("tls_key")),
+            ConfigError::Api { key, .. } => from_file(key),
             ConfigError::Namespace(e) => self.namespace_span(e).or_else(|| match e {
                 NamespaceError::HistoryTooLarge { .. } => from_file("max_history_size"),
                 NamespaceError::HistoryOutlivesMeta { .. } => from_file("history_meta_ttl"),

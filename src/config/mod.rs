@@ -5,7 +5,9 @@
 //! types, `namespaces` the channel namespaces, which have no flags, and `file` the `--config`
 //! file where every setting may also live.
 
+mod api;
 mod file;
+mod jwt;
 mod namespaces;
 mod suggest;
 mod values;
@@ -14,7 +16,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser};
 
+pub use api::ApiConfig;
 pub use file::{FileError, LoadError};
+pub use jwt::JwtConfig;
 pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
@@ -56,6 +60,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub jwt: JwtConfig,
+
+    #[command(flatten)]
+    pub api: ApiConfig,
 
     /// Interval between server pings.
     #[arg(long, env = "RTGATE_PING_INTERVAL", default_value = "25s", value_parser = duration)]
@@ -284,33 +291,6 @@ pub struct Config {
     pub log: String,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct JwtConfig {
-    /// HS256 secret. Ignored for RS256/ES256.
-    #[arg(long = "jwt-secret", env = "RTGATE_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_default_value = true, hide_env_values = true)]
-    pub secret: String,
-
-    /// The only algorithm accepted; a token whose header names another one is refused.
-    #[arg(long = "jwt-algorithm", env = "RTGATE_JWT_ALGORITHM", value_enum, default_value_t = JwtAlgorithm::Hs256)]
-    pub algorithm: JwtAlgorithm,
-
-    /// PEM public key for RS256/ES256.
-    #[arg(long = "jwt-public-key", env = "RTGATE_JWT_PUBLIC_KEY")]
-    pub public_key: Option<PathBuf>,
-
-    /// Required `iss` claim, when set.
-    #[arg(long = "jwt-issuer", env = "RTGATE_JWT_ISSUER")]
-    pub issuer: Option<String>,
-
-    /// Required `aud` claim, when set.
-    #[arg(long = "jwt-audience", env = "RTGATE_JWT_AUDIENCE")]
-    pub audience: Option<String>,
-
-    /// Clock skew tolerated on `exp` and `nbf`.
-    #[arg(long = "jwt-leeway", env = "RTGATE_JWT_LEEWAY", default_value = "5s", value_parser = duration)]
-    pub leeway: Duration,
-}
-
 #[derive(Parser)]
 struct DefaultsOnly {
     #[command(flatten)]
@@ -335,6 +315,9 @@ pub enum ConfigError {
     TlsPair,
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
+    /// A server API or origin setting; `key` names it as the configuration file does.
+    #[error("{message}")]
+    Api { key: &'static str, message: String },
 }
 
 impl Config {
@@ -355,6 +338,7 @@ impl Config {
             }
         }
         self.namespaces.check_limits(self.max_history_size, self.history_meta_ttl)?;
+        self.api.check()?;
         Ok(())
     }
 

@@ -19,7 +19,10 @@ use crate::{
 };
 
 pub fn register(router: Router, dev_events: bool) -> Router {
-    let router = router.on("sys:echo", echo).on("sys:volatile-echo", volatile_echo);
+    let router = router
+        .on("sys:echo", echo)
+        .on("sys:volatile-echo", volatile_echo)
+        .on("sys:refresh", refresh);
     if !dev_events {
         return router;
     }
@@ -37,6 +40,35 @@ async fn echo(_ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<Box<RawValue
 async fn volatile_echo(ctx: Arc<SessionCtx>, data: Box<RawValue>) -> Result<(), EventError> {
     ctx.outbound.send_volatile(encode_event("sys:volatile-echo", &data));
     Ok(())
+}
+
+/// The `sys:refresh` payload: a new connection token for the same user.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    token: String,
+}
+
+impl Dto for Refresh {}
+
+/// Replaces the session's token with a newer one of the same user (and device, when the
+/// token pins one): the session then ends at the new token's expiry, and a revocation is
+/// judged by the new token. The connect token's other claims (`channels`, roles) stay.
+async fn refresh(ctx: Arc<SessionCtx>, dto: Refresh) -> Result<serde_json::Value, EventError> {
+    let denied = |why: &str| EventError::Forbidden(format!("refresh refused: {why}"));
+    let identity = ctx.node.auth.verify(&dto.token).map_err(|e| denied(&e.to_string()))?;
+    if identity.user_id != *ctx.user_id {
+        return Err(denied("the token is for another user"));
+    }
+    if identity.device_id.as_deref().is_some_and(|d| d != &*ctx.device_id) {
+        return Err(denied("the token is for another device"));
+    }
+    if crate::session::is_revoked(&ctx.node, &identity).await {
+        return Err(denied("the token was revoked"));
+    }
+    let cfg = &ctx.node.config.jwt;
+    ctx.token.replace(&identity, cfg.leeway, cfg.refresh_notice);
+    Ok(json!({ "expiresAt": identity.expires_at.saturating_mul(1000) }))
 }
 
 /// The `sys:user-publish` payload. Public (fields private) only so the `dto_parse` fuzz target

@@ -28,6 +28,8 @@ pub(super) enum Kind {
     ChannelPlain = 9,
     /// As `ChannelPlain`, volatile (datagrams on WebTransport, dropped over budget).
     ChannelVolatile = 10,
+    /// A cluster command (`commands::Command`, JSON) for every instance; no target.
+    Command = 11,
 }
 
 impl Kind {
@@ -42,6 +44,7 @@ impl Kind {
             8 => Kind::ChannelPub,
             9 => Kind::ChannelPlain,
             10 => Kind::ChannelVolatile,
+            11 => Kind::Command,
             _ => return None,
         })
     }
@@ -178,7 +181,7 @@ mod tests {
             b"\x02\x00\x00\x01\xff\x00\x00",
             // Well formed, but of kind 1 (the removed rooms) or past the last kind.
             b"\x01\x00\x00\x00\x00\x00",
-            b"\x0b\x00\x00\x00\x00\x00",
+            b"\x0c\x00\x00\x00\x00\x00",
         ] {
             assert!(decode(&Bytes::copy_from_slice(bad)).is_none(), "{bad:?}");
         }

@@ -42,7 +42,15 @@ pub struct Fanout {
     channels: Arc<ChannelFeed>,
     broker: Arc<dyn Broker>,
     presence: Arc<dyn PresenceStore>,
+    /// Cluster commands from other instances, for `commands::run` (taken once).
+    commands: (tokio::sync::mpsc::Sender<Bytes>, std::sync::Mutex<Option<CommandRx>>),
 }
+
+type CommandRx = tokio::sync::mpsc::Receiver<Bytes>;
+
+/// Cluster commands waiting to be applied; more are dropped (with a warning). Commands are
+/// rare API calls, so this is never reached short of a flood.
+const COMMAND_QUEUE: usize = 1024;
 
 impl Fanout {
     pub fn new(
@@ -53,7 +61,20 @@ impl Fanout {
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
     ) -> Self {
-        Self { instance_id, hub, feed, channels, broker, presence }
+        let (tx, rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
+        let commands = (tx, std::sync::Mutex::new(Some(rx)));
+        Self { instance_id, hub, feed, channels, broker, presence, commands }
+    }
+
+    /// Sends a cluster command (`commands::Command`, encoded) to every other instance.
+    pub async fn command(&self, body: Bytes) -> Result<(), StateError> {
+        let env = self.envelope(Kind::Command, "", None, body);
+        self.broker.publish(&Channel::Presence, env).await
+    }
+
+    /// The commands other instances send; `None` after the first call.
+    pub fn take_commands(&self) -> Option<CommandRx> {
+        self.commands.1.lock().ok()?.take()
     }
 
     fn envelope(&self, kind: Kind, target: &str, exclude: Option<&str>, frame: Bytes) -> Bytes {
@@ -182,6 +203,12 @@ impl Fanout {
             }
             Kind::ChannelVolatile => {
                 self.channels.broadcast(env.target, env.exclude, &env.frame, true)
+            }
+            Kind::Command => {
+                if self.commands.0.try_send(env.frame.clone()).is_err() {
+                    tracing::warn!("cluster command queue full; a command was dropped");
+                }
+                0
             }
         };
         metrics::fanout_delivered(Origin::Remote, delivered);

@@ -87,7 +87,7 @@ pub(super) async fn create(
     body: Result<JsonObject<CreateBody>, BodyRejection>,
 ) -> Result<Response, ApiError> {
     let caller = bearer(&state, &headers)?;
-    let JsonObject(body) = body.map_err(|e| bad_request(e.0))?;
+    let JsonObject(body) = body.map_err(|e| bad_request(e.message()))?;
     if body.title.as_ref().is_some_and(|t| t.chars().count() > MAX_TITLE_CHARS) {
         return Err(bad_request(format!("`title` must be at most {MAX_TITLE_CHARS} characters")));
     }
@@ -181,7 +181,7 @@ pub(super) async fn add_member(
 ) -> Result<StatusCode, ApiError> {
     let caller = bearer(&state, &headers)?;
     let id = conversation_id(&id)?;
-    let JsonObject(body) = body.map_err(|e| bad_request(e.0))?;
+    let JsonObject(body) = body.map_err(|e| bad_request(e.message()))?;
     let user = user_id(&body.user_id, "userId")?;
     let conversation = membership(&state, &caller, &id).await?;
     if conversation.role != Role::Owner {

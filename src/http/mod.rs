@@ -4,7 +4,7 @@
 //! `client_addr` says who the client of a request is.
 
 mod assets;
-mod body;
+pub(crate) mod body;
 mod chat;
 pub mod client_addr;
 mod echo;
@@ -58,13 +58,47 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/conversations/{id}/members/{user}", delete(chat::remove_member))
         .route("/api/conversations/{id}/messages", get(chat::messages));
     let router = assets::routes(router);
+    let node = state.node.clone();
     // Not even routed unless asked for: the echo has no auth and a cap far above the frame cap.
     let router = if state.node.config.ws_echo {
         router.route(echo::ECHO_PATH, get(echo::echo))
     } else {
         router
     };
-    router.with_state(state)
+    let router = router.with_state(state);
+    // The server API is here unless it has a listener of its own (`--api-addr`).
+    let router = if node.config.api.addr.is_none() {
+        router.merge(crate::api::router(node.clone()))
+    } else {
+        router
+    };
+    with_cors(router, &node.config.api.cors_origins)
+}
+
+/// CORS for pages on the origins of `--cors-origins`: the REST APIs, the client's files and
+/// preflights. Nothing is added when none is configured. Credentials are never allowed: the
+/// APIs take tokens in `Authorization`, not cookies, so `*` stays safe.
+pub fn with_cors(router: Router, origins: &[String]) -> Router {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return router;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| o.parse().ok()))
+    };
+    let cors = CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::DELETE,
+        ])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .expose_headers([header::HeaderName::from_static(crate::api::publish::REPLAYED)])
+        .max_age(std::time::Duration::from_secs(600));
+    router.layer(cors)
 }
 
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
@@ -80,6 +114,10 @@ async fn websocket(
     let node = state.node;
     if node.shutdown.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    if !node.config.api.origin_allowed(headers.get(header::ORIGIN).and_then(|v| v.to_str().ok())) {
+        return (StatusCode::FORBIDDEN, "this origin may not open a session (--allowed-origins)")
+            .into_response();
     }
     // Most connections were counted when they were accepted. One from a trusted proxy was
     // not (the client behind it was unknown then): it counts here, under the address the proxy

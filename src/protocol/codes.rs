@@ -97,6 +97,9 @@ codes! {
     TooManyConnections = ("too_many_connections", Some(3008)),
     /// An unexpected server failure ended the session.
     ServerError = ("server_error", Some(3009)),
+    /// The application's backend asked this session to reconnect (server API `disconnect`
+    /// with `reconnect: true`).
+    ForceReconnect = ("force_reconnect", Some(3010)),
 
     // Codes that close the session; the client must not reconnect on its own (3500–3999).
     /// The first frame carried no token.
@@ -107,6 +110,11 @@ codes! {
     ProtocolError = ("protocol_error", Some(3502)),
     /// The client speaks a protocol version this server does not.
     UnsupportedVersion = ("unsupported_version", Some(3503)),
+    /// The application's backend disconnected this session or its user (server API
+    /// `disconnect`).
+    ForceDisconnect = ("force_disconnect", Some(3504)),
+    /// The session's token was revoked (server API `revoke`); connect again with a new token.
+    TokenRevoked = ("token_revoked", Some(3505)),
 }
 
 impl Code {

@@ -60,6 +60,9 @@ pub(super) async fn run<R: FrameReader>(
     }
     let token = connect.token.as_deref().unwrap_or_default();
     let identity = node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?;
+    if super::token::is_revoked(node, &identity).await {
+        return Err(Refused(Code::TokenRevoked, "token revoked".into()));
+    }
     // A device pinned by the token wins over the one the client names.
     let device = identity.device_id.clone().or(connect.device);
     if device.as_deref().is_some_and(|d| !valid_device(d)) {

@@ -15,6 +15,7 @@ mod handshake;
 pub mod heartbeat;
 pub mod outbound;
 mod registration;
+mod token;
 
 use std::{collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -43,13 +44,18 @@ use crate::{
 use heartbeat::{Beat, Heartbeat};
 use outbound::{Dead, Outbound};
 use registration::Registration;
+use token::TokenBeat;
+pub use token::{SessionToken, is_revoked};
 
 /// What a handler knows about the session it serves.
 pub struct SessionCtx {
     pub socket_id: Arc<str>,
     pub user_id: Arc<str>,
     pub device_id: Arc<str>,
+    /// The connect token's identity. Its expiry, `iat` and `jti` are the connect token's;
+    /// `token` has the current ones after a `sys:refresh`.
     pub identity: Identity,
+    pub token: SessionToken,
     pub peer: PeerInfo,
     pub node: Arc<Node>,
     pub outbound: Outbound,
@@ -172,18 +178,20 @@ async fn admit<R: FrameReader>(
     span.record("user_id", identity.user_id.as_str());
     span.record("device_id", &*device_id);
 
+    let cfg = &node.config;
+    let token = SessionToken::new(&identity, cfg.jwt.leeway, cfg.jwt.refresh_notice);
     let ctx = Arc::new(SessionCtx {
         socket_id: socket_id.clone(),
         user_id: identity.user_id.as_str().into(),
         device_id,
         identity,
+        token,
         peer,
         node: node.clone(),
         outbound,
     });
     let registration = Registration::new(&ctx);
     crate::cluster::register(node, &registration.record).await;
-    let cfg = &node.config;
     ctx.outbound.send(encode_connected(&ConnectedInfo {
         session_id: &ctx.socket_id,
         user_id: &ctx.user_id,
@@ -294,11 +302,16 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     let node = &ctx.node;
     let cfg = &node.config;
     let mut hb = Heartbeat::new(Instant::now(), cfg.ping_interval, cfg.pong_timeout);
-    // The heartbeat and the token expiry share one timer: every `select!` iteration polls
-    // each of its timers, and this loop runs twice per message.
-    let expires_at = Instant::now() + ctx.identity.remaining(cfg.jwt.leeway);
-    let wakeup = |hb: &Heartbeat| hb.next_wakeup().min(expires_at);
-    let timer = sleep_until(wakeup(&hb));
+    // The heartbeat and the token share one timer: every `select!` iteration polls each of
+    // its timers, and this loop runs twice per message. `token_at` is when the token next
+    // needs a look (its notice or its end); a refresh only moves those later, so a stale
+    // `token_at` costs one early look, never a missed one.
+    let mut token_at = match ctx.token.poll(Instant::now()) {
+        TokenBeat::Wait(at) => at,
+        TokenBeat::Expired | TokenBeat::Notify(_) => Instant::now(),
+    };
+    let wakeup = |hb: &Heartbeat, token_at: Instant| hb.next_wakeup().min(token_at);
+    let timer = sleep_until(wakeup(&hb, token_at));
     // One future for "stop now" (shutdown, or the outbound side died), created once: a fresh
     // `cancelled()` registers with the token's waiter list and unregisters on drop, which
     // cost more per message than the echo handler itself.
@@ -340,13 +353,26 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                         End::Close(Code::SlowConsumer, "outbound queue overflowed".into())
                     }
                     Some(Dead::WriteFailed(e)) => End::Gone(e),
+                    Some(Dead::Kicked(code, message)) => End::Close(code, message),
                     None => End::Gone("outbound closed".into()),
                 };
             }
             _ = &mut timer => {
                 let now = Instant::now();
-                if now >= expires_at {
-                    return End::Close(Code::TokenExpired, "token expired".into());
+                if now >= token_at {
+                    match ctx.token.poll(now) {
+                        TokenBeat::Expired => {
+                            return End::Close(Code::TokenExpired, "token expired".into());
+                        }
+                        TokenBeat::Notify(expires_at) => {
+                            ctx.outbound.send(token::expiring_frame(expires_at));
+                            token_at = match ctx.token.poll(now) {
+                                TokenBeat::Wait(at) => at,
+                                _ => now,
+                            };
+                        }
+                        TokenBeat::Wait(at) => token_at = at,
+                    }
                 }
                 match hb.poll(now) {
                     Beat::TimedOut => {
@@ -357,7 +383,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     Beat::Ping => { ctx.outbound.send(PING_FRAME.clone()); }
                     Beat::Idle => {}
                 }
-                timer.as_mut().reset(wakeup(&hb));
+                timer.as_mut().reset(wakeup(&hb, token_at));
             }
             frame = reader.read_frame() => match frame {
                 Ok(Some(bytes)) => {
@@ -366,7 +392,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     }
                     // Only a pong moves the wakeup; re-arming the timer on every frame would
                     // take the timer wheel's lock once per message.
-                    let next = wakeup(&hb);
+                    let next = wakeup(&hb, token_at);
                     if next != timer.deadline() {
                         timer.as_mut().reset(next);
                     }

@@ -37,6 +37,9 @@ pub enum Dead {
     SlowConsumer,
     /// Writing failed: the peer is gone.
     WriteFailed(String),
+    /// Something outside the session ended it (the server API's disconnect, a revoked
+    /// token): the session closes with this code.
+    Kicked(crate::protocol::Code, String),
 }
 
 /// The queue itself. A `VecDeque` behind a mutex rather than an mpsc channel: a channel
@@ -175,6 +178,12 @@ impl Outbound {
             }
         }
         state.push(Cmd::Close { code, reason });
+    }
+
+    /// Ends the session from outside it: its loop stops and says goodbye with `code`. The
+    /// first reason to end a session wins.
+    pub fn kick(&self, code: crate::protocol::Code, message: String) {
+        self.state().kill(Dead::Kicked(code, message));
     }
 
     /// Queues the transport close after everything already queued.

@@ -28,13 +28,15 @@ pub(super) struct Registration {
 }
 
 impl Registration {
-    pub(super) fn new(ctx: &SessionCtx) -> Self {
+    pub(super) fn new(ctx: &Arc<SessionCtx>) -> Self {
         let entry = SessionEntry {
             user_id: ctx.user_id.clone(),
             device_id: ctx.device_id.clone(),
             transport: ctx.peer.kind,
             connected_at_ms: now_ms(),
             outbound: ctx.outbound.clone(),
+            token: ctx.token.clone(),
+            ctx: Arc::downgrade(ctx),
         };
         let record = crate::cluster::record(&ctx.node, &ctx.socket_id, &entry);
         ctx.node.writer.record(Record::Opened(ConnectionOpened {

@@ -27,8 +27,10 @@ use super::{
     broker::{Broker, Channel, Message},
     channel_presence::{self, ChannelPresence},
     history::{History, HistoryOptions, HistoryPage, Position, Range},
+    idempotency::{Claim, Idempotency},
     presence::{PresenceStore, Reaped, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
+    revocation::{Revocations, TokenRef},
 };
 use crate::telemetry::metrics::{RedisOp, redis_call, redis_skipped};
 
@@ -126,6 +128,10 @@ impl<T: PresenceStore> PresenceStore for Guarded<T> {
         self.call(RedisOp::PresenceSocketsOfInstance, false, call).await
     }
 
+    async fn instances(&self) -> Result<Vec<(String, usize)>, StateError> {
+        self.call(RedisOp::PresenceInstances, false, self.inner.instances()).await
+    }
+
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
         self.call(RedisOp::PresenceHeartbeat, true, self.inner.heartbeat(instance_id, ttl)).await
     }
@@ -197,6 +203,38 @@ impl<T: ChannelPresence> ChannelPresence for Guarded<T> {
     async fn refresh(&self, entries: &[(String, String)], ttl: Duration) -> Result<(), StateError> {
         let call = self.inner.refresh(entries, ttl);
         self.call(RedisOp::ChannelPresenceRefresh, false, call).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Revocations> Revocations for Guarded<T> {
+    async fn revoke_user(&self, user: &str, before: u64, until_ms: u64) -> Result<(), StateError> {
+        let call = self.inner.revoke_user(user, before, until_ms);
+        self.call(RedisOp::RevokeUser, false, call).await
+    }
+
+    async fn revoke_token(&self, jti: &str, until_ms: u64) -> Result<(), StateError> {
+        self.call(RedisOp::RevokeToken, false, self.inner.revoke_token(jti, until_ms)).await
+    }
+
+    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StateError> {
+        self.call(RedisOp::RevokedCheck, false, self.inner.is_revoked(token)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Idempotency> Idempotency for Guarded<T> {
+    async fn claim(&self, key: &str, window: Duration) -> Result<Claim, StateError> {
+        self.call(RedisOp::IdempotencyClaim, false, self.inner.claim(key, window)).await
+    }
+
+    async fn complete(&self, key: &str, result: &str, window: Duration) -> Result<(), StateError> {
+        let call = self.inner.complete(key, result, window);
+        self.call(RedisOp::IdempotencyComplete, false, call).await
+    }
+
+    async fn release(&self, key: &str) -> Result<(), StateError> {
+        self.call(RedisOp::IdempotencyRelease, false, self.inner.release(key)).await
     }
 }
 

@@ -9,6 +9,8 @@
 //! - `broker`: publish/subscribe of already-encoded bytes between instances.
 //! - `history`: channel history, entries at gapless offsets within an epoch.
 //! - `channel_presence`: who is subscribed to a channel, entries that expire unless refreshed.
+//! - `revocation`: tokens the backend revoked (a user's, issued before a time; one by `jti`).
+//! - `idempotency`: the server API's idempotency keys, claimed before a publish.
 //! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
 //!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
@@ -19,8 +21,10 @@ pub mod broker;
 pub mod channel_presence;
 pub mod guard;
 pub mod history;
+pub mod idempotency;
 pub mod presence;
 pub mod ratelimit;
+pub mod revocation;
 
 /// Upper bound on one shared-state call (`guard::Guarded` applies it to every Redis call;
 /// `cluster::bounded` to calls that make several).

@@ -159,6 +159,7 @@ pub enum RedisOp {
     PresenceHeartbeat,
     PresenceReap,
     PresenceLeave,
+    PresenceInstances,
     HistoryAppend,
     HistoryRead,
     HistoryRemove,
@@ -173,10 +174,16 @@ pub enum RedisOp {
     BrokerSubscribe,
     BrokerUnsubscribe,
     BrokerPing,
+    RevokeUser,
+    RevokeToken,
+    RevokedCheck,
+    IdempotencyClaim,
+    IdempotencyComplete,
+    IdempotencyRelease,
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 23] = [
+    pub const ALL: [RedisOp; 30] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -186,6 +193,7 @@ impl RedisOp {
         RedisOp::PresenceHeartbeat,
         RedisOp::PresenceReap,
         RedisOp::PresenceLeave,
+        RedisOp::PresenceInstances,
         RedisOp::HistoryAppend,
         RedisOp::HistoryRead,
         RedisOp::HistoryRemove,
@@ -200,6 +208,12 @@ impl RedisOp {
         RedisOp::BrokerSubscribe,
         RedisOp::BrokerUnsubscribe,
         RedisOp::BrokerPing,
+        RedisOp::RevokeUser,
+        RedisOp::RevokeToken,
+        RedisOp::RevokedCheck,
+        RedisOp::IdempotencyClaim,
+        RedisOp::IdempotencyComplete,
+        RedisOp::IdempotencyRelease,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -213,6 +227,7 @@ impl RedisOp {
             RedisOp::PresenceHeartbeat => "presence_heartbeat",
             RedisOp::PresenceReap => "presence_reap",
             RedisOp::PresenceLeave => "presence_leave",
+            RedisOp::PresenceInstances => "presence_instances",
             RedisOp::HistoryAppend => "history_append",
             RedisOp::HistoryRead => "history_read",
             RedisOp::HistoryRemove => "history_remove",
@@ -227,6 +242,12 @@ impl RedisOp {
             RedisOp::BrokerSubscribe => "broker_subscribe",
             RedisOp::BrokerUnsubscribe => "broker_unsubscribe",
             RedisOp::BrokerPing => "broker_ping",
+            RedisOp::RevokeUser => "revoke_user",
+            RedisOp::RevokeToken => "revoke_token",
+            RedisOp::RevokedCheck => "revoked_check",
+            RedisOp::IdempotencyClaim => "idempotency_claim",
+            RedisOp::IdempotencyComplete => "idempotency_complete",
+            RedisOp::IdempotencyRelease => "idempotency_release",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! Set `TEST_LOG=1` to see the server's logs.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod api_util;
 mod assets;
 mod auth;
 mod channels;
@@ -26,12 +27,15 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod metrics;
+mod origins;
 mod presence_race;
 mod proxies;
 mod raw_http;
 mod redis_util;
 mod relay;
 mod resilience;
+mod server_api;
+mod server_api_sessions;
 mod session;
 mod shutdown;
 mod tls;

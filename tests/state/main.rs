@@ -4,6 +4,7 @@
 //! fails the Redis cases; it never skips them.
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
+mod api_state;
 mod broker;
 mod channel_presence;
 mod common;

@@ -473,3 +473,22 @@ async fn redis_keys_return_to_the_liveness_baseline() {
     assert_eq!(redis_keys(&prefix).await, versions);
     finish(Backend::Redis, &prefix).await;
 }
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn instances_lists_the_live_ones_with_their_socket_counts(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-instances");
+    let store = store(backend, &prefix).await;
+    assert!(store.instances().await.unwrap().is_empty());
+    store.heartbeat("i1", Duration::from_secs(60)).await.unwrap();
+    store.heartbeat("i2", Duration::from_secs(60)).await.unwrap();
+    store.heartbeat("dead", Duration::from_millis(1)).await.unwrap();
+    for s in [socket("a", "d", "i1"), socket("b", "d", "i1"), socket("c", "d", "i2")] {
+        store.register(&s).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(store.instances().await.unwrap(), [("i1".to_owned(), 2), ("i2".to_owned(), 1)]);
+    finish(backend, &prefix).await;
+}

@@ -180,6 +180,19 @@ impl PresenceStore for MemoryPresence {
         Ok(ids)
     }
 
+    async fn instances(&self) -> Result<Vec<(String, usize)>, StateError> {
+        let maps = self.maps();
+        let now = Instant::now();
+        let mut live: Vec<(String, usize)> = maps
+            .instances
+            .iter()
+            .filter(|(id, _)| !maps.is_dead(id, now))
+            .map(|(id, socks)| (id.clone(), socks.len()))
+            .collect();
+        live.sort();
+        Ok(live)
+    }
+
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
         let mut maps = self.maps();
         maps.alive_until.insert(instance_id.to_owned(), Instant::now() + ttl);

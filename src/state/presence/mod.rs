@@ -115,6 +115,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Ids of the sockets registered by an instance.
     async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError>;
 
+    /// Every live instance with how many sockets it has registered, by id.
+    async fn instances(&self) -> Result<Vec<(String, usize)>, StateError>;
+
     /// Marks `instance_id` alive for `ttl` (also records it as a known instance). An instance
     /// must heartbeat before it registers sockets: to the reaper, a known instance without a
     /// live heartbeat is dead.

@@ -418,6 +418,29 @@ impl PresenceStore for RedisPresence {
         Ok(ids)
     }
 
+    async fn instances(&self) -> Result<Vec<(String, usize)>, StateError> {
+        let mut conn = self.conn.clone();
+        let reply: Value =
+            redis::cmd("SMEMBERS").arg(self.instances_key()).query_async(&mut conn).await?;
+        let mut ids: Vec<String> = decode(reply, "instances")?;
+        ids.sort();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("EXISTS").arg(self.alive_key(id)).cmd("SCARD").arg(self.inst_socks_key(id));
+        }
+        let reply: Value = pipe.query_async(&mut conn).await?;
+        let counts: Vec<usize> = decode(reply, "instances")?;
+        Ok(ids
+            .into_iter()
+            .zip(counts.chunks(2))
+            .filter(|(_, c)| c.first().copied().unwrap_or(0) == 1)
+            .map(|(id, c)| (id, c.get(1).copied().unwrap_or(0)))
+            .collect())
+    }
+
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
         // PX 0 is an error in Redis; a zero TTL means "dead at once", which 1 ms approximates.
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);

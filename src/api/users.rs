@@ -1,0 +1,239 @@
+//! Users and their sessions: disconnect a user or one session, users' status in batch, and
+//! token revocation (a user's tokens issued before a time, or one token by `jti`).
+
+use std::time::Duration;
+
+use axum::{Json, extract::State};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    ApiState,
+    error::{ApiError, ApiErrorBody, ApiJson},
+    publish::Empty,
+};
+use crate::{
+    cluster::bounded,
+    commands::{self, Command},
+    state::now_ms,
+    store::HistoryQuery,
+};
+
+/// A user id as tokens carry it: 1 to 128 bytes, no control characters.
+pub(super) fn user_id(user: &str) -> Result<(), ApiError> {
+    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "a user id is 1 to 128 bytes without control characters",
+        ));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectRequest {
+    user: String,
+    /// Only this session (`sessionId` from `connected`); every session of the user when absent.
+    session: Option<String>,
+    /// `true`: the sessions get `force_reconnect` (3010) and reconnect; `false` (default):
+    /// `force_disconnect` (3504), and clients stay away until the application acts.
+    #[serde(default)]
+    reconnect: bool,
+    /// For humans, in the `disconnect` frame's `message` (at most 256 bytes).
+    message: Option<String>,
+}
+
+/// Disconnects a user's sessions (or one session) on every instance.
+#[utoipa::path(post, path = "/api/v1/disconnect", tag = "users", request_body = DisconnectRequest,
+    responses(
+        (status = 200, body = Empty),
+        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 415, body = ApiErrorBody), (status = 503, body = ApiErrorBody),
+    ))]
+pub async fn disconnect(
+    State(api): State<ApiState>,
+    ApiJson(req): ApiJson<DisconnectRequest>,
+) -> Result<Json<Empty>, ApiError> {
+    user_id(&req.user)?;
+    let message = req.message.unwrap_or_else(|| "disconnected by the server".into());
+    if message.len() > 256 || message.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("`message` is at most 256 bytes, no control characters"));
+    }
+    let cmd = Command::Disconnect {
+        user: req.user,
+        session: req.session,
+        reconnect: req.reconnect,
+        message,
+    };
+    commands::broadcast(&api.node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// 1 to 1000 user ids.
+    users: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserStatus {
+    user: String,
+    online: bool,
+    /// Distinct devices connected now.
+    devices: usize,
+    /// Sessions connected now.
+    sessions: usize,
+    /// For an offline user, when they were last seen going offline (Unix ms), from the
+    /// presence history; `null` when online or never seen (or the history did not answer).
+    last_seen: Option<i64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StatusResult {
+    /// In the order asked.
+    users: Vec<UserStatus>,
+}
+
+const MAX_STATUS_USERS: usize = 1000;
+
+/// Whether users are online, on how many devices, and when offline ones were last seen.
+#[utoipa::path(post, path = "/api/v1/users-status", tag = "users", request_body = StatusRequest,
+    responses(
+        (status = 200, body = StatusResult),
+        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 415, body = ApiErrorBody), (status = 503, body = ApiErrorBody),
+    ))]
+pub async fn users_status(
+    State(api): State<ApiState>,
+    ApiJson(req): ApiJson<StatusRequest>,
+) -> Result<Json<StatusResult>, ApiError> {
+    if req.users.is_empty() || req.users.len() > MAX_STATUS_USERS {
+        return Err(ApiError::bad_request(format!("`users` lists 1 to {MAX_STATUS_USERS} ids")));
+    }
+    for u in &req.users {
+        user_id(u)?;
+    }
+    let node = &api.node;
+    let presence = bounded(node.presence.query(&req.users))
+        .await
+        .map_err(|e| ApiError::unavailable("presence", &e))?;
+    let last_seen = futures_util::future::join_all(presence.iter().map(|p| async move {
+        if p.online {
+            return None;
+        }
+        let q = HistoryQuery {
+            user_id: p.user_id.clone(),
+            from_ms: 0,
+            to_ms: i64::MAX,
+            before_id: None,
+            limit: 1,
+        };
+        let read =
+            tokio::time::timeout(Duration::from_millis(1500), node.store.presence_history(&q));
+        match read.await {
+            Ok(Ok(rows)) => rows.first().map(|r| r.log.at_ms),
+            _ => None,
+        }
+    }))
+    .await;
+    let users = presence
+        .into_iter()
+        .zip(last_seen)
+        .map(|(p, last_seen)| UserStatus {
+            user: p.user_id,
+            online: p.online,
+            devices: p.devices,
+            sessions: p.sockets,
+            last_seen,
+        })
+        .collect();
+    Ok(Json(StatusResult { users }))
+}
+
+/// How long a revocation is kept when the call does not say: the revoked tokens should have
+/// expired by then.
+const DEFAULT_REVOCATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RevokeUserRequest {
+    user: String,
+    /// Tokens whose `iat` is at or before this time (Unix seconds) are revoked; default now. A
+    /// token without `iat` is always covered.
+    issued_before: Option<u64>,
+    /// Unix ms when the last revoked token expires anyway (its `exp`); the revocation is
+    /// forgotten then. Default: 7 days from now.
+    until: Option<u64>,
+}
+
+/// Revokes a user's tokens issued before a time: their sessions end with `token_revoked`
+/// (3505) on every instance, and those tokens are refused at connect and refresh.
+#[utoipa::path(post, path = "/api/v1/revoke-user", tag = "users", request_body = RevokeUserRequest,
+    responses(
+        (status = 200, body = Empty),
+        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 415, body = ApiErrorBody), (status = 503, body = ApiErrorBody),
+    ))]
+pub async fn revoke_user(
+    State(api): State<ApiState>,
+    ApiJson(req): ApiJson<RevokeUserRequest>,
+) -> Result<Json<Empty>, ApiError> {
+    user_id(&req.user)?;
+    let before = req.issued_before.unwrap_or(now_ms() / 1000);
+    let until = until(req.until)?;
+    let node = &api.node;
+    bounded(node.revocations.revoke_user(&req.user, before, until))
+        .await
+        .map_err(|e| ApiError::unavailable("revocations", &e))?;
+    let cmd = Command::RevokeUser { user: req.user, before };
+    commands::broadcast(node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeTokenRequest {
+    /// The token's `jti` claim.
+    jti: String,
+    /// Unix ms when the token expires anyway (its `exp`). Default: 7 days from now.
+    until: Option<u64>,
+}
+
+/// Revokes one token by its `jti`: sessions using it end with `token_revoked` (3505), and it
+/// is refused at connect and refresh.
+#[utoipa::path(post, path = "/api/v1/revoke-token", tag = "users", request_body = RevokeTokenRequest,
+    responses(
+        (status = 200, body = Empty),
+        (status = 400, body = ApiErrorBody), (status = 401, body = ApiErrorBody),
+        (status = 415, body = ApiErrorBody), (status = 503, body = ApiErrorBody),
+    ))]
+pub async fn revoke_token(
+    State(api): State<ApiState>,
+    ApiJson(req): ApiJson<RevokeTokenRequest>,
+) -> Result<Json<Empty>, ApiError> {
+    if req.jti.is_empty() || req.jti.len() > 128 || req.jti.chars().any(char::is_control) {
+        return Err(ApiError::bad_request("`jti` is 1 to 128 bytes without control characters"));
+    }
+    let until = until(req.until)?;
+    let node = &api.node;
+    bounded(node.revocations.revoke_token(&req.jti, until))
+        .await
+        .map_err(|e| ApiError::unavailable("revocations", &e))?;
+    let cmd = Command::RevokeToken { jti: req.jti };
+    commands::broadcast(node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
+    Ok(Json(Empty {}))
+}
+
+fn until(until: Option<u64>) -> Result<u64, ApiError> {
+    let now = now_ms();
+    match until {
+        None => Ok(now + DEFAULT_REVOCATION.as_millis() as u64),
+        // Beyond a year is a unit mistake (seconds for ms would be in the past, ns far ahead).
+        Some(u) if u > now + 366 * 24 * 3600 * 1000 => {
+            Err(ApiError::bad_request("`until` is Unix milliseconds within a year from now"))
+        }
+        Some(u) => Ok(u),
+    }
+}

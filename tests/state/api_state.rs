@@ -1,0 +1,115 @@
+//! The server API's shared state, against both backends: revocations (a user's tokens up to a
+//! time, never narrowed by a later call; one token by `jti`; both forgotten after `until`) and
+//! idempotency keys (claimed once, pending, done with the first result, released on failure,
+//! forgotten after the window).
+
+use std::{sync::Arc, time::Duration};
+
+use redis::aio::ConnectionManager;
+use rstest::rstest;
+use rtgate::state::{
+    idempotency::{Claim, Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
+    now_ms,
+    revocation::{Revocations, TokenRef, memory::MemoryRevocations, redis::RedisRevocations},
+};
+
+use crate::common::{self, Backend};
+
+async fn conn() -> ConnectionManager {
+    let client = redis::Client::open(common::redis_url()).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+async fn revocations(backend: Backend, prefix: &str) -> Arc<dyn Revocations> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryRevocations::new()),
+        Backend::Redis => Arc::new(RedisRevocations::new(conn().await, prefix.to_owned())),
+    }
+}
+
+async fn idempotency(backend: Backend, prefix: &str) -> Arc<dyn Idempotency> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryIdempotency::new()),
+        Backend::Redis => Arc::new(RedisIdempotency::new(conn().await, prefix.to_owned())),
+    }
+}
+
+fn token<'a>(user: &'a str, issued_at: Option<u64>, jti: Option<&'a str>) -> TokenRef<'a> {
+    TokenRef { user, issued_at, jti }
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn a_user_revocation_covers_tokens_up_to_its_time(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("revoke-user");
+    let r = revocations(backend, &prefix).await;
+    let until = now_ms() + 60_000;
+    assert!(!r.is_revoked(token("ann", Some(100), None)).await.unwrap());
+    r.revoke_user("ann", 100, until).await.unwrap();
+    assert!(r.is_revoked(token("ann", Some(99), None)).await.unwrap());
+    assert!(r.is_revoked(token("ann", Some(100), None)).await.unwrap());
+    assert!(!r.is_revoked(token("ann", Some(101), None)).await.unwrap());
+    assert!(r.is_revoked(token("ann", None, None)).await.unwrap(), "no iat: covered");
+    assert!(!r.is_revoked(token("bob", Some(1), None)).await.unwrap());
+    // An earlier time never narrows it; a later one widens it.
+    r.revoke_user("ann", 50, until).await.unwrap();
+    assert!(r.is_revoked(token("ann", Some(100), None)).await.unwrap());
+    r.revoke_user("ann", 200, until).await.unwrap();
+    assert!(r.is_revoked(token("ann", Some(150), None)).await.unwrap());
+    if backend == Backend::Redis {
+        common::cleanup(&prefix).await;
+    }
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn a_token_revocation_covers_that_jti_until_it_lapses(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("revoke-jti");
+    let r = revocations(backend, &prefix).await;
+    r.revoke_token("j1", now_ms() + 60_000).await.unwrap();
+    assert!(r.is_revoked(token("ann", Some(1), Some("j1"))).await.unwrap());
+    assert!(!r.is_revoked(token("ann", Some(1), Some("j2"))).await.unwrap());
+    assert!(!r.is_revoked(token("ann", Some(1), None)).await.unwrap());
+    // Both kinds are forgotten after `until`.
+    r.revoke_token("short", now_ms() + 150).await.unwrap();
+    r.revoke_user("brief", 10, now_ms() + 150).await.unwrap();
+    assert!(r.is_revoked(token("x", Some(1), Some("short"))).await.unwrap());
+    assert!(r.is_revoked(token("brief", Some(1), None)).await.unwrap());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!r.is_revoked(token("x", Some(1), Some("short"))).await.unwrap());
+    assert!(!r.is_revoked(token("brief", Some(1), None)).await.unwrap());
+    if backend == Backend::Redis {
+        common::cleanup(&prefix).await;
+    }
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn an_idempotency_key_is_claimed_once_then_answers_with_its_result(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("idem");
+    let i = idempotency(backend, &prefix).await;
+    let window = Duration::from_secs(60);
+    assert_eq!(i.claim("k", window).await.unwrap(), Claim::Fresh);
+    assert_eq!(i.claim("k", window).await.unwrap(), Claim::Pending);
+    i.complete("k", r#"{"offset":3}"#, window).await.unwrap();
+    assert_eq!(i.claim("k", window).await.unwrap(), Claim::Done(r#"{"offset":3}"#.into()));
+    // A released key (the work failed) can be claimed again.
+    assert_eq!(i.claim("f", window).await.unwrap(), Claim::Fresh);
+    i.release("f").await.unwrap();
+    assert_eq!(i.claim("f", window).await.unwrap(), Claim::Fresh);
+    // After the window the key is new again.
+    let short = Duration::from_millis(100);
+    assert_eq!(i.claim("w", short).await.unwrap(), Claim::Fresh);
+    i.complete("w", "{}", short).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(i.claim("w", window).await.unwrap(), Claim::Fresh);
+    if backend == Backend::Redis {
+        common::cleanup(&prefix).await;
+    }
+}
