@@ -74,7 +74,9 @@ export interface ClientOptions {
    * Called before every connect and reconnect; return a fresh JWT. Throw when none can be had right
    * now (the attempt is retried with backoff); return `''` when nobody is signed in (the client
    * stops with `auth_required`). Returning a token the server already refused stops the client
-   * (README, Reconnection rules).
+   * (README, Reconnection rules). Also called when the server warns that the session's token is
+   * about to expire (`sys:token-expiring`), to replace it without reconnecting (README, Token
+   * refresh).
    */
   getToken?: () => string | Promise<string>;
   /** A fixed token, when `getToken` is not given. */
@@ -119,6 +121,7 @@ export interface SessionInfo {
   userId: string;
   deviceId: string;
   instanceId: string;
+  /** When the session's token expires, ms since the epoch; updated by each token refresh. */
   expiresAt: number;
   heartbeat: { intervalMs: number; timeoutMs: number };
   limits: { maxFrameBytes: number };
@@ -158,11 +161,17 @@ export interface PresenceSnapshot {
 
 /** Why the client stopped reconnecting by itself (the `stopped` event). */
 export interface StopInfo {
-  /** The code name: `token_expired`, `invalid_token`, `auth_required`, `protocol_error`, `unsupported_version`, … */
+  /**
+   * The code name: `token_expired`, `invalid_token`, `auth_required`, `token_revoked`,
+   * `force_disconnect`, `protocol_error`, `unsupported_version`, …
+   */
   reason: string;
-  /** Its numeric close code (3002, 3501, 3500, 3502, 3503, …). */
+  /** Its numeric close code (3002, 3501, 3500, 3505, 3504, 3502, 3503, …). */
   code: number;
-  /** True when the token was refused: the user must sign in again, then call `connect()`. */
+  /**
+   * True when the token was refused (`token_expired`, `auth_required`, `invalid_token`,
+   * `token_revoked`): the user must sign in again, then call `connect()`.
+   */
   auth: boolean;
   /** The server's or the client's explanation, for humans and logs. */
   message?: string;
@@ -191,6 +200,25 @@ export interface ClientEvents {
   presence: (status: PresenceStatus) => void;
   /** Every server-pushed event. */
   event: (name: string, data: any) => void;
+  /**
+   * A token refresh succeeded: after `sys:token-expiring`, `getToken()` gave a new token and the
+   * server accepted it (`sys:refresh`). The session now runs on it (`client.token`) and ends at
+   * `expiresAt` (ms since the epoch, also `client.session.expiresAt`).
+   */
+  token_refreshed: (info: { expiresAt: number }) => void;
+  /**
+   * A token refresh failed: `getToken()` threw (`token_failed`) or returned no token
+   * (`auth_required`) or the session's own token (`token_unchanged`), or the server refused the
+   * new one (`forbidden`, `validation_failed`) or did not answer (`timeout`). The connection stays
+   * up until the old token expires, then the usual reconnection rules apply.
+   */
+  token_refresh_failed: (err: RtgateError) => void;
+  /**
+   * The server subscribed this connection to a channel (`channel:subscribed`): the app's own
+   * Subscription to it, or a new one made for it. Emitted before the Subscription's `subscribed`
+   * event and the publications that came with it, so listeners attached here see them all.
+   */
+  server_subscribed: (sub: Subscription<unknown>) => void;
 }
 
 export interface RequestOptions {
@@ -216,9 +244,9 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
   readonly connected: boolean;
   /** The transport of the current connection, or null. */
   readonly transport: TransportKind | null;
-  /** The current connection's `connected` frame, or null. */
+  /** The current connection's `connected` frame (its `expiresAt` updated by refreshes), or null. */
   readonly session: SessionInfo | null;
-  /** The last token from `getToken`. */
+  /** The last token from `getToken` sent in `connect`, or accepted by a token refresh. */
   readonly token: string | null;
   /** Sends waiting for a connection. */
   readonly queued: number;
@@ -240,7 +268,8 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
    * Subscribes to a channel; the Subscription subscribes again after every reconnect, recovering
    * missed publications, until `unsubscribe()`. `T` is the type of the publications' `data`.
    * Throws `already_subscribed` (an RtgateError) when this client has a Subscription to `channel`
-   * already: use `subscription(channel)`, or `removeSubscription` first.
+   * already (its own, or one the server made: `server_subscribed`): use `subscription(channel)`,
+   * or `removeSubscription` first.
    */
   subscribe<T = unknown>(channel: string, options?: SubscriptionOptions): Subscription<T>;
   /** This client's Subscription to `channel`, or null. */
@@ -384,7 +413,7 @@ export interface SubscribedContext {
    * without `since`, or in a channel without history: reload the application's state.
    */
   recovered: boolean;
-  /** Whether this subscribe asked to recover (`since` was sent). */
+  /** Whether this subscribe asked to recover (`since` was sent); false when the server subscribed. */
   wasRecovering: boolean;
   /** Where the channel's history stood (0 and '' without history). */
   offset: number;
@@ -395,8 +424,9 @@ export interface SubscribedContext {
 
 /**
  * Why the state changed. `subscribing`: `subscribe_called`, `transport_closed`,
- * `subscription_expired`, `state_lost`, … `unsubscribed`: `unsubscribe_called`, the server's
- * `unsubscribed`, or the refusal (`permission_denied`, `bad_channel`, `no_token`, …).
+ * `subscription_expired`, `state_lost`, `server_subscribed`, … `unsubscribed`:
+ * `unsubscribe_called`, the server's `unsubscribed`, or the refusal (`permission_denied`,
+ * `bad_channel`, `no_token`, …).
  */
 export interface SubscriptionChange {
   code: string;

@@ -57,15 +57,22 @@ const CLOSE_CODES = new Map([
   ['payload_too_large', 3007],
   ['too_many_connections', 3008],
   ['server_error', 3009],
+  ['force_reconnect', 3010],
   ['auth_required', 3500],
   ['invalid_token', 3501],
   ['protocol_error', 3502],
   ['unsupported_version', 3503],
+  ['force_disconnect', 3504],
+  ['token_revoked', 3505],
 ]);
 
-/** Closes that refused the token itself: the same token would be refused again. */
+/**
+ * Closes that refused the token itself: the same token would be refused again. `token_revoked`
+ * is one (a different token may still be welcome); `force_disconnect` is not: the backend ended
+ * the session or the user, and a new token would not change its mind.
+ */
 function isTokenRefusal(code) {
-  return code === 3002 || code === 3500 || code === 3501;
+  return code === 3002 || code === 3500 || code === 3501 || code === 3505;
 }
 
 const MAX_REFUSED = 16; // refused tokens remembered, oldest forgotten first
@@ -108,7 +115,10 @@ export class RtgateClient extends Emitter {
     this.transport = null;
     /** The server's `connected` frame of the current connection, or null. */
     this.session = null;
-    /** The last token `getToken` returned; the REST calls use it too. */
+    /**
+     * The last token `getToken` returned for a connect, or the one a `sys:refresh` got accepted;
+     * the REST calls use it too.
+     */
     this.token = null;
 
     this._conn = null;
@@ -119,9 +129,10 @@ export class RtgateClient extends Emitter {
     this._localClose = null;
     this._lastDisconnect = null;
     this._handshakeError = null; // code of an `error` frame that refused this connection's handshake
-    this._sentToken = null; // the token in the current connection's `connect` frame
+    this._sentToken = null; // the token the current session runs on: its `connect` frame's, or a refresh's
     this._refused = new Map(); // token -> {reason, code, reported} of the close that refused it
     this._authRetried = false; // the one attempt with a new token after a terminal auth refusal
+    this._refresh = null; // {conn, notice} of the token refresh in progress on the current connection
     this._nextId = 1;
     this._order = 0;
     this._queue = []; // entries waiting for a connection, kept in call order
@@ -156,6 +167,7 @@ export class RtgateClient extends Emitter {
   disconnect() {
     this._manual = true;
     this._attempt += 1;
+    this._refresh = null; // a token arriving from getToken now is not sent
     for (const name of Object.keys(this._timers)) this._clear(name);
     const conn = this._conn;
     if (conn) {
@@ -449,10 +461,12 @@ export class RtgateClient extends Emitter {
     const convId = data && typeof data === 'object' ? data.conversationId : undefined;
     if (convId !== undefined) this._conversations.get(convId)?._onEvent(name, data);
     const channel = data && typeof data === 'object' ? data.channel : undefined;
-    if (typeof channel === 'string' && name.startsWith('channel:')) {
-      this._subscriptions.get(channel)?._onEvent(name, data);
+    if (typeof channel === 'string' && channel !== '' && name.startsWith('channel:')) {
+      if (name === 'channel:subscribed') this._onServerSubscribed(channel, data);
+      else this._subscriptions.get(channel)?._onEvent(name, data);
     }
     if (name === 'presence:update') this.presence._onUpdate(data);
+    if (name === 'sys:token-expiring') this._onTokenExpiring(data);
     this._serverEvents._emit(name, data);
     this._emit('event', name, data);
   }
@@ -463,6 +477,7 @@ export class RtgateClient extends Emitter {
     this.transport = null;
     this.session = null;
     const wasConnected = this.state === 'connected';
+    this._refresh = null; // the next connect sends a fresh token anyway
     for (const name of ['heartbeat', 'stable', 'connect']) this._clear(name);
     const frame = this._lastDisconnect;
     const local = this._localClose;
@@ -540,6 +555,74 @@ export class RtgateClient extends Emitter {
       if (this._manual) return;
       this._startAttempt();
     });
+  }
+
+  // ---- token refresh ---------------------------------------------------------------------
+
+  /**
+   * `sys:token-expiring`: the server ends this session with `token_expired` at `expiresAt` unless
+   * a fresh token reaches it first. Only `getToken` can supply one; with a fixed `token` the
+   * session just ends, and the reconnection rules take it from there.
+   */
+  _onTokenExpiring(data) {
+    const expiresAt = data && typeof data === 'object' ? data.expiresAt : undefined;
+    if (this._refresh) {
+      // One refresh at a time. A notice meanwhile may be about the token being sent (the server
+      // warns at once when little of it remains): remembered, answered when this one succeeds.
+      this._refresh.notice = typeof expiresAt === 'number' ? expiresAt : Infinity;
+      return;
+    }
+    this._startRefresh();
+  }
+
+  async _startRefresh() {
+    if (!this.options.getToken || this._manual || !this._conn || this.state !== 'connected') return;
+    const refresh = { conn: this._conn, notice: null };
+    this._refresh = refresh;
+    // A close or disconnect() clears `_refresh`: a token arriving after that is not sent (a
+    // request made offline would wait in the queue and reach the next session).
+    const current = () => this._refresh === refresh && this._conn === refresh.conn && this.state === 'connected';
+    let token;
+    try {
+      token = await this._getToken();
+    } catch (err) {
+      if (current()) this._refreshFailed(err instanceof RtgateError ? err : new RtgateError('token_failed', String(err?.message ?? err)));
+      return;
+    }
+    if (!current()) return;
+    if (token === this._sentToken) {
+      // The session already runs on it: sending it cannot move the expiry.
+      this._refreshFailed(new RtgateError('token_unchanged', 'getToken() returned the token this session already has'));
+      return;
+    }
+    this._call('sys:refresh', { token }, {}, (err, ack) => {
+      if (this._refresh !== refresh) return; // the session ended meanwhile
+      if (err) this._refreshFailed(err);
+      else this._refreshed(refresh, token, ack);
+    });
+  }
+
+  _refreshed(refresh, token, ack) {
+    this._refresh = null;
+    // The session runs on the new token now: the REST calls use it, and a close that refuses
+    // the token later (token_expired at the new expiry, token_revoked) refuses this one.
+    this.token = token;
+    this._sentToken = token;
+    const expiresAt = ack && typeof ack === 'object' ? ack.expiresAt : undefined;
+    if (typeof expiresAt === 'number' && this.session) this.session = { ...this.session, expiresAt };
+    this._emit('token_refreshed', { expiresAt });
+    // A notice for an older expiry was for the token just replaced; one for this expiry (or a
+    // later one) is for the new token, and needs a refresh of its own.
+    if (refresh.notice !== null && !(refresh.notice < expiresAt)) this._startRefresh();
+  }
+
+  /**
+   * The session stays up and ends with `token_expired` at the old expiry; the reconnect after it
+   * asks getToken again. No retry here: a notice during a failed refresh was for the same token.
+   */
+  _refreshFailed(err) {
+    this._refresh = null;
+    this._emit('token_refresh_failed', err);
   }
 
   // ---- requests and the queue ----------------------------------------------------------
@@ -638,6 +721,21 @@ export class RtgateClient extends Emitter {
     this._subscriptions.set(channel, sub);
     sub.subscribe();
     return sub;
+  }
+
+  /**
+   * `channel:subscribed`: the backend subscribed this connection to `channel`. The app's own
+   * Subscription to it is reused (its listeners stay); otherwise one is made, as if by
+   * `subscribe(channel)`, so it also subscribes again after a reconnect. `server_subscribed`
+   * hands it over before its `subscribed` event and publications: listeners attached there miss
+   * none of them.
+   */
+  _onServerSubscribed(channel, data) {
+    let sub = this._subscriptions.get(channel);
+    if (!sub) this._subscriptions.set(channel, (sub = new Subscription(this, channel)));
+    const gen = sub._onServerSubscribing();
+    this._emit('server_subscribed', sub);
+    sub._onServerSubscribed(gen, data);
   }
 
   /** The Subscription to `channel`, or null. */

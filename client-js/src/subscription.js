@@ -349,6 +349,26 @@ export class Subscription extends Emitter {
     if (this.state === 'subscribed') this._setSubscribing('transport_closed', 'connection lost');
   }
 
+  /**
+   * The backend subscribed this connection (`channel:subscribed`), first step: the server has the
+   * subscription now, so an attempt of ours in progress is forgotten (its answer, an
+   * `already_subscribed` say, is stale). Returns the generation the second step must still see.
+   */
+  _onServerSubscribing() {
+    const wasSubscribed = this.state === 'subscribed';
+    this._forget();
+    this._onServer = true; // an unsubscribe() from here on tells the server
+    const gen = this._gen; // before the events: a listener that unsubscribes changes it
+    if (!wasSubscribed) this._setSubscribing('server_subscribed', 'subscribed by the server');
+    return gen;
+  }
+
+  /** Second step, after the client's `server_subscribed` listeners: the push is the ack. */
+  _onServerSubscribed(gen, data) {
+    if (gen !== this._gen) return; // a listener unsubscribed, or the connection ended
+    this._onSubscribed(data, false);
+  }
+
   /** A server push about this channel. */
   _onEvent(name, data) {
     if (this.state !== 'subscribed') return; // about a subscription already ended here

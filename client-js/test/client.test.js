@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 
 import { Backoff } from '../src/backoff.js';
-import { RtgateClient, forgetTransportChoice } from '../src/rtgate.js';
+import { RtgateClient, forgetTransportChoice, isRetryable } from '../src/rtgate.js';
 import { FakeClock, HELLO, fakeTransport, settle } from './fakes.js';
 
 function setup(opts = {}, { wt = [], ws = [] } = {}) {
@@ -852,3 +852,352 @@ function ackLastFrame(conn, event, data) {
   conn.push({ type: 'ack', id: f.id, data });
   return f;
 }
+
+// ---- token refresh while connected ----------------------------------------------------------------
+
+const expiring = (expiresAt) => ({ type: 'event', event: 'sys:token-expiring', data: { expiresAt } });
+
+/** A promise with its resolve/reject outside, for a getToken the test answers when it wants. */
+function deferred() {
+  let resolve;
+  let reject;
+  const promise = new Promise((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
+}
+
+/** Records the refresh events as [name, arg]. */
+function refreshEvents(client) {
+  const seen = [];
+  client.on('token_refreshed', (info) => seen.push(['token_refreshed', info]));
+  client.on('token_refresh_failed', (err) => seen.push(['token_refresh_failed', err.code]));
+  return seen;
+}
+
+describe('token refresh', () => {
+  test('on sys:token-expiring: getToken, sys:refresh with the token, the expiry and token updated', async () => {
+    const t = tokens('t1', 't2');
+    const fetched = [];
+    const fetch = async (url, init) => {
+      fetched.push(init.headers.Authorization);
+      return { ok: true, json: async () => ({ messages: [], hasMore: false }) };
+    };
+    const { client, wtT } = setup({ getToken: t.getToken, fetch });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT, { ...HELLO, expiresAt: 1000 });
+    wtT.last.push(expiring(1000));
+    await settle();
+    assert.deepEqual(t.calls, ['t1', 't2']);
+    const [frame] = wtT.last.events('sys:refresh');
+    assert.deepEqual(frame.data, { token: 't2' });
+    assert.equal(typeof frame.id, 'number', 'an acknowledged event');
+    assert.equal(client.token, 't1', 'the new token counts once the server accepted it');
+    wtT.last.push({ type: 'ack', id: frame.id, data: { expiresAt: 5000 } });
+    assert.deepEqual(events, [['token_refreshed', { expiresAt: 5000 }]]);
+    assert.equal(client.token, 't2');
+    assert.equal(client.session.expiresAt, 5000);
+    assert.equal(client.session.sessionId, HELLO.sessionId, 'the rest of the session stays');
+    await client.conversation('c1').history();
+    assert.deepEqual(fetched, ['Bearer t2'], 'REST calls use the refreshed token');
+    assert.equal(client.state, 'connected');
+  });
+
+  test('a close that refuses the token after a refresh refuses the refreshed one', async () => {
+    // getToken keeps returning the token the revoked session ran on: it is never sent again.
+    const t = tokens('t1', 't2');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push(expiring(1000));
+    await settle();
+    wtT.last.push({ type: 'ack', id: wtT.last.events('sys:refresh')[0].id, data: { expiresAt: 5000 } });
+    wtT.last.push({ type: 'disconnect', code: 3505, reason: 'token_revoked', reconnect: false });
+    wtT.last.drop(3505, 'token_revoked');
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 1);
+    assert.equal(client.state, 'disconnected');
+    assert.deepEqual(seen.at(-1)[1], {
+      reason: 'token_revoked',
+      code: 3505,
+      auth: true,
+      message: 'getToken() returned the token the server refused (token_revoked)',
+    });
+  });
+
+  test('refused by the server: token_refresh_failed, the connection and the old token stay', async () => {
+    const t = tokens('t1', 't2', 't3');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT, { ...HELLO, expiresAt: 1000 });
+    wtT.last.push(expiring(1000));
+    await settle();
+    const [frame] = wtT.last.events('sys:refresh');
+    wtT.last.push({ type: 'error', id: frame.id, code: 'forbidden', message: 'token revoked' });
+    assert.deepEqual(events, [['token_refresh_failed', 'forbidden']]);
+    assert.equal(client.state, 'connected');
+    assert.equal(wtT.last.closed, null);
+    assert.equal(client.token, 't1');
+    assert.equal(client.session.expiresAt, 1000);
+    // The session then ends with token_expired at the old expiry; the reconnect path takes over.
+    wtT.last.push({ type: 'disconnect', code: 3002, reason: 'token_expired', reconnect: true });
+    wtT.last.drop(3002, 'token_expired');
+    await clock.advance(1000);
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(wtT.last.sent[0].token, 't3');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 0);
+  });
+
+  test('getToken failing, or giving no token or the same token: failed, nothing sent, still connected', async () => {
+    const answers = [
+      ['t1'],
+      [new Error('token service down'), 'token_failed'],
+      ['', 'auth_required'],
+      ['t1', 'token_unchanged'],
+    ];
+    let n = 0;
+    const getToken = async () => {
+      const a = answers[n++][0];
+      if (a instanceof Error) throw a;
+      return a;
+    };
+    const { client, wtT } = setup({ getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT);
+    for (let i = 1; i < answers.length; i++) {
+      wtT.last.push(expiring(1000));
+      await settle();
+    }
+    assert.deepEqual(events, answers.slice(1).map(([, code]) => ['token_refresh_failed', code]));
+    assert.equal(wtT.last.events('sys:refresh').length, 0);
+    assert.equal(client.state, 'connected');
+    assert.equal(client.token, 't1');
+  });
+
+  test('with a fixed token nothing happens', async () => {
+    const { client, wtT } = setup({ getToken: undefined, token: 'fixed' });
+    const events = refreshEvents(client);
+    const pushed = [];
+    client.onEvent('sys:token-expiring', (d) => pushed.push(d));
+    client.connect();
+    await accept(wtT);
+    wtT.last.push(expiring(1000));
+    await settle();
+    assert.deepEqual(wtT.last.events(), []);
+    assert.deepEqual(events, []);
+    assert.deepEqual(pushed, [{ expiresAt: 1000 }], 'the app still sees the push');
+    assert.equal(client.state, 'connected');
+  });
+
+  test('overlapping notices: one refresh at a time; a notice for an older expiry is not answered twice', async () => {
+    const pending = [];
+    const getToken = () => {
+      if (pending.length === 0) {
+        pending.push(null);
+        return 't1';
+      }
+      const d = deferred();
+      pending.push(d);
+      return d.promise;
+    };
+    const { client, wtT } = setup({ getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT, { ...HELLO, expiresAt: 1000 });
+    wtT.last.push(expiring(1000));
+    wtT.last.push(expiring(1000)); // a duplicate while getToken runs
+    await settle();
+    assert.equal(pending.length, 2, 'getToken asked once');
+    pending[1].resolve('t2');
+    await settle();
+    wtT.last.push(expiring(1000)); // and one while sys:refresh waits for its ack
+    const refreshes = wtT.last.events('sys:refresh');
+    assert.equal(refreshes.length, 1);
+    wtT.last.push({ type: 'ack', id: refreshes[0].id, data: { expiresAt: 5000 } });
+    await settle();
+    assert.equal(pending.length, 2, 'the notices were for the token just replaced');
+    assert.deepEqual(events, [['token_refreshed', { expiresAt: 5000 }]]);
+    // The new token's own notice starts the next refresh.
+    wtT.last.push(expiring(5000));
+    await settle();
+    assert.equal(pending.length, 3);
+  });
+
+  test("a notice for the new token arriving before the refresh's ack is answered after it", async () => {
+    const t = tokens('t1', 't2', 't3');
+    const { client, wtT } = setup({ getToken: t.getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT, { ...HELLO, expiresAt: 1000 });
+    wtT.last.push(expiring(1000));
+    await settle();
+    const [first] = wtT.last.events('sys:refresh');
+    // The new token expires soon too: the server warns at once, ahead of the ack.
+    wtT.last.push(expiring(1020));
+    wtT.last.push({ type: 'ack', id: first.id, data: { expiresAt: 1020 } });
+    await settle();
+    const refreshes = wtT.last.events('sys:refresh');
+    assert.deepEqual(refreshes.map((f) => f.data.token), ['t2', 't3']);
+    wtT.last.push({ type: 'ack', id: refreshes[1].id, data: { expiresAt: 9000 } });
+    assert.deepEqual(events, [
+      ['token_refreshed', { expiresAt: 1020 }],
+      ['token_refreshed', { expiresAt: 9000 }],
+    ]);
+    assert.equal(client.session.expiresAt, 9000);
+  });
+
+  test('no refresh after the client was closed or the connection ended', async () => {
+    const d = deferred();
+    let calls = 0;
+    const getToken = () => (++calls === 2 ? d.promise : `t${calls}`);
+    const { client, wtT } = setup({ getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT);
+    wtT.last.push(expiring(1000));
+    await settle();
+    client.disconnect(); // while getToken runs
+    d.resolve('t2');
+    await settle();
+    assert.equal(wtT.last.events('sys:refresh').length, 0);
+    assert.deepEqual(events, []);
+    assert.equal(client.token, 't1');
+
+    const d2 = deferred();
+    calls = 0;
+    const dropped = setup({ getToken: () => (++calls === 2 ? d2.promise : `t${calls}`) });
+    dropped.client.connect();
+    await accept(dropped.wtT);
+    dropped.wtT.last.push(expiring(1000));
+    await settle();
+    dropped.wtT.last.drop(); // the connection ends while getToken runs
+    await dropped.clock.advance(1000);
+    await accept(dropped.wtT);
+    d2.resolve('t2');
+    await settle();
+    assert.equal(dropped.wtT.calls, 2);
+    assert.deepEqual(dropped.wtT.conns.map((c) => c.events('sys:refresh').length), [0, 0], 'sent on neither connection');
+    assert.equal(dropped.client.queued, 0);
+  });
+
+  test('a refresh lost with its connection is not reported', async () => {
+    const t = tokens('t1', 't2', 't3');
+    const { client, clock, wtT } = setup({ getToken: t.getToken });
+    const events = refreshEvents(client);
+    client.connect();
+    await accept(wtT);
+    wtT.last.push(expiring(1000));
+    await settle();
+    assert.equal(wtT.last.events('sys:refresh').length, 1);
+    wtT.last.drop();
+    await clock.advance(1000);
+    await accept(wtT);
+    assert.deepEqual(events, [], 'the reconnect sent a fresh token anyway');
+    assert.equal(client.state, 'connected');
+  });
+});
+
+// ---- closing codes the application's backend causes -----------------------------------------------
+
+describe('closes asked for by the backend', () => {
+  test('the code table: force_reconnect retries, force_disconnect and token_revoked do not', () => {
+    assert.equal(isRetryable(3010), true);
+    assert.equal(isRetryable(3504), false);
+    assert.equal(isRetryable(3505), false);
+  });
+
+  test('force_reconnect (3010): reconnects after the backoff delay, with a fixed token too', async () => {
+    const { client, clock, wtT, seen } = setup({ getToken: undefined, token: 'fixed' });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3010, reason: 'force_reconnect', reconnect: true });
+    wtT.last.drop(3010, 'force_reconnect');
+    assert.deepEqual(seen.slice(-2), [
+      ['disconnect', 'force_reconnect', 3010],
+      ['reconnect_attempt', 1, 1000],
+    ]);
+    await clock.advance(1000);
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(wtT.last.sent[0].token, 'fixed');
+  });
+
+  test('force_disconnect (3504): stops at once, even when getToken has another token', async () => {
+    const t = tokens('a', 'b');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3504, reason: 'force_disconnect', message: 'bye', reconnect: false });
+    wtT.last.drop(3504, 'force_disconnect');
+    await clock.advance(120000);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(wtT.calls, 1);
+    assert.equal(t.calls.length, 1);
+    assert.deepEqual(seen.slice(-2), [
+      ['disconnect', 'force_disconnect', 3504],
+      ['stopped', { reason: 'force_disconnect', code: 3504, auth: false, message: 'bye' }],
+    ]);
+  });
+
+  test('token_revoked (3505), then a different token from getToken: its one attempt', async () => {
+    const t = tokens('a', 'b');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3505, reason: 'token_revoked', reconnect: false });
+    wtT.last.drop(3505, 'token_revoked');
+    assert.deepEqual(seen.slice(-2), [
+      ['disconnect', 'token_revoked', 3505],
+      ['reconnect_attempt', 1, 1000],
+    ]);
+    await clock.advance(1000);
+    assert.equal(wtT.last.sent[0].token, 'b');
+    await accept(wtT);
+    assert.equal(client.state, 'connected');
+    assert.equal(seen.filter((s) => s[0] === 'stopped').length, 0);
+  });
+
+  test('token_revoked, then the same token: stops without sending it again', async () => {
+    const t = tokens('a');
+    const { client, clock, wtT, seen } = setup({ getToken: t.getToken });
+    client.connect();
+    await accept(wtT);
+    wtT.last.push({ type: 'disconnect', code: 3505, reason: 'token_revoked', reconnect: false });
+    wtT.last.drop(3505, 'token_revoked');
+    await clock.advance(120000);
+    assert.equal(wtT.calls, 1);
+    assert.equal(client.state, 'disconnected');
+    assert.equal(seen.at(-1)[0], 'stopped');
+    assert.equal(seen.at(-1)[1].auth, true);
+    assert.deepEqual(seen.filter((s) => s[0] === 'disconnect'), [['disconnect', 'token_revoked', 3505]]);
+  });
+
+  test('token_revoked with a fixed token stops at once; a refused handshake counts without its frame', async () => {
+    const fixed = setup({ getToken: undefined, token: 'fixed' });
+    fixed.client.connect();
+    await accept(fixed.wtT);
+    fixed.wtT.last.push({ type: 'disconnect', code: 3505, reason: 'token_revoked', reconnect: false });
+    fixed.wtT.last.drop(3505, 'token_revoked');
+    await fixed.clock.advance(120000);
+    assert.equal(fixed.wtT.calls, 1);
+    assert.deepEqual(fixed.seen.at(-1), ['stopped', { reason: 'token_revoked', code: 3505, auth: true }]);
+
+    // A handshake refused with token_revoked whose close overtook the disconnect frame.
+    const t = tokens('r1', 'r2', 'r3');
+    const h = setup({ getToken: t.getToken });
+    h.client.connect();
+    await settle();
+    refuse(h.wtT.last, 'token_revoked', 3505, { frame: false });
+    await h.clock.advance(1000);
+    assert.equal(h.wtT.calls, 2, 'one attempt with the different token');
+    refuse(h.wtT.last, 'token_revoked', 3505, { frame: false });
+    await h.clock.advance(120000);
+    assert.equal(h.wtT.calls, 2, 'a second refusal in a row is final');
+    assert.deepEqual(h.seen.filter((s) => s[0] === 'stopped').map((s) => [s[1].reason, s[1].code, s[1].auth]), [['token_revoked', 3505, true]]);
+  });
+});

@@ -651,3 +651,131 @@ describe('unsubscribe', () => {
     assert.deepEqual(lastSubscribe(wt.last).data, { channel: CH, since: { offset: 5, epoch: 'e1' } });
   });
 });
+
+describe('server-side subscriptions', () => {
+  const subscribedPush = (data) => ({
+    type: 'event',
+    event: 'channel:subscribed',
+    data: { channel: CH, offset: 0, epoch: '', recovered: false, publications: [], ...data },
+  });
+
+  /** Collects `server_subscribed`, recording each Subscription's events from that moment on. */
+  function serverSubscribed(client) {
+    const handed = [];
+    client.on('server_subscribed', (sub) => handed.push({ sub, state: sub.state, rec: record(sub) }));
+    return handed;
+  }
+
+  test('channel:subscribed makes a subscribed Subscription and delivers its publications in order', async () => {
+    const { client, clock, wt } = await connected();
+    const handed = serverSubscribed(client);
+    wt.last.push(subscribedPush({
+      offset: 7,
+      epoch: 'e1',
+      recovered: true,
+      publications: [pub(6).data, pub(7).data],
+    }));
+    assert.equal(handed.length, 1);
+    const [{ sub, state, rec }] = handed;
+    assert.ok(sub instanceof Subscription);
+    assert.equal(state, 'subscribing', 'handed over before it is subscribed, so no event is missed');
+    assert.equal(client.subscription(CH), sub);
+    assert.equal(sub.state, 'subscribed');
+    assert.deepEqual(rec.seen.map(([ev, a]) => [ev, ev === 'publication' ? a.offset : a]), [
+      ['state', 'subscribed'],
+      ['subscribed', { channel: CH, recovered: true, wasRecovering: false, offset: 7, epoch: 'e1' }],
+      ['publication', 6],
+      ['publication', 7],
+    ]);
+    assert.deepEqual(rec.seen.at(-1)[1], { channel: CH, offset: 7, data: { n: 7 } });
+    assert.deepEqual([sub.offset, sub.epoch], [7, 'e1']);
+    assert.deepEqual(wt.last.events('channel:subscribe'), [], 'the client asks for nothing');
+    assert.deepEqual(await sub.ready(), sub.lastSubscribed);
+    // Live publications follow, each once.
+    wt.last.push(pub(7));
+    wt.last.push(pub(8));
+    assert.deepEqual(rec.offsets(), [6, 7, 8]);
+    // After a reconnect it subscribes again with since, like one the app made.
+    await reconnect(clock, wt);
+    assert.equal(sub.state, 'subscribing');
+    assert.deepEqual(lastSubscribe(wt.last).data, { channel: CH, since: { offset: 8, epoch: 'e1' } });
+    ack(wt.last, lastSubscribe(wt.last), { channel: CH, offset: 9, epoch: 'e1', recovered: true, publications: [pub(9).data] });
+    assert.equal(sub.state, 'subscribed');
+    assert.deepEqual(rec.offsets(), [6, 7, 8, 9]);
+    assert.throws(() => client.subscribe(CH), (e) => e instanceof RtgateError && e.code === 'already_subscribed');
+  });
+
+  test("reuses the app's Subscription: its subscribe in flight is superseded, its refusal ignored", async () => {
+    const { client, wt } = await connected();
+    const handed = serverSubscribed(client);
+    const sub = client.subscribe(CH);
+    const rec = record(sub);
+    const mine = lastSubscribe(wt.last);
+    wt.last.push(subscribedPush({ offset: 3, epoch: 'e1' }));
+    assert.equal(handed.length, 1);
+    assert.equal(handed[0].sub, sub);
+    assert.equal(sub.state, 'subscribed');
+    // The server already had it: the app's own subscribe is refused, which changes nothing.
+    refuse(wt.last, mine, 'already_subscribed');
+    assert.equal(sub.state, 'subscribed');
+    assert.deepEqual(rec.of('error'), []);
+    assert.deepEqual(rec.of('unsubscribed'), []);
+    assert.deepEqual(rec.of('subscribed').map((c) => [c.offset, c.epoch]), [[3, 'e1']]);
+    assert.equal(client.subscriptions().length, 1);
+  });
+
+  test('an already subscribed Subscription stays subscribed, without a state change', async () => {
+    const { client, wt } = await connected();
+    const sub = await subscribed(client, wt, { offset: 5, epoch: 'e1' });
+    const rec = record(sub);
+    wt.last.push(subscribedPush({ offset: 6, epoch: 'e1', recovered: true, publications: [pub(6).data] }));
+    assert.deepEqual(rec.seen.map(([ev]) => ev), ['subscribed', 'publication']);
+    assert.deepEqual(rec.offsets(), [6]);
+    assert.equal(sub.state, 'subscribed');
+  });
+
+  test('an app unsubscribing in server_subscribed: nothing delivered, the server told', async () => {
+    const { client, wt } = await connected();
+    const seen = [];
+    client.on('server_subscribed', (sub) => {
+      sub.on('publication', (p) => seen.push(p.offset));
+      client.removeSubscription(sub);
+    });
+    wt.last.push(subscribedPush({ offset: 1, epoch: 'e1', recovered: true, publications: [pub(1).data] }));
+    assert.deepEqual(seen, []);
+    assert.equal(client.subscription(CH), null);
+    assert.deepEqual(wt.last.events('channel:unsubscribe').map((f) => f.data), [{ channel: CH }]);
+
+    // The same from the app's own Subscription's `subscribing` listener.
+    const sub = client.subscribe('news:other');
+    await settle();
+    ack(wt.last, lastSubscribe(wt.last), { channel: 'news:other', offset: 0, epoch: '', recovered: false, publications: [] });
+    sub.unsubscribe();
+    sub.on('subscribing', () => sub.unsubscribe());
+    wt.last.push(subscribedPush({ channel: 'news:other' }));
+    assert.equal(sub.state, 'unsubscribed');
+  });
+
+  test('server-side unsubscribe: unsubscribed, not resubscribed, also after a reconnect', async () => {
+    const { client, clock, wt } = await connected();
+    const handed = serverSubscribed(client);
+    wt.last.push(subscribedPush({ offset: 2, epoch: 'e1' }));
+    const [{ sub, rec }] = handed;
+    wt.last.push({
+      type: 'event', event: 'channel:unsubscribed',
+      data: { channel: CH, code: 'unsubscribed', reason: 'unsubscribed by the backend', resubscribe: false },
+    });
+    assert.equal(sub.state, 'unsubscribed');
+    assert.deepEqual(rec.of('unsubscribed'), [{ code: 'unsubscribed', reason: 'unsubscribed by the backend' }]);
+    wt.last.push(pub(3));
+    assert.deepEqual(rec.offsets(), []);
+    await reconnect(clock, wt);
+    assert.deepEqual(wt.last.events('channel:subscribe'), []);
+    assert.equal(sub.state, 'unsubscribed');
+    // A later server-side subscribe brings the same object back, from its position.
+    wt.last.push(subscribedPush({ offset: 4, epoch: 'e1', recovered: true, publications: [pub(3).data, pub(4).data] }));
+    assert.equal(handed[1].sub, sub);
+    assert.equal(sub.state, 'subscribed');
+    assert.deepEqual(rec.offsets(), [3, 4]);
+  });
+});
