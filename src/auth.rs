@@ -33,6 +33,9 @@ pub struct Identity {
     pub issued_at: Option<u64>,
     /// `jti`, when the token has one: a single token can be revoked by it.
     pub jti: Option<String>,
+    /// Made by the connect proxy, not a token: the refresh proxy extends it, not
+    /// `sys:refresh`.
+    pub proxied: bool,
     /// `channels` claim: channels (or `prefix*` patterns) the user may subscribe to in
     /// namespaces with `subscribe = "claim"`.
     pub channels: Vec<String>,
@@ -217,6 +220,7 @@ impl Authenticator {
             admin: c.roles.iter().any(|r| r == "admin"),
             channels: c.channels,
             issued_at: c.iat,
+            proxied: false,
             // Revocation keys embed it: bounded and printable like a user id.
             jti: c
                 .jti

@@ -29,6 +29,7 @@ pub mod hub;
 pub mod node;
 pub mod presence;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod session;
 pub mod state;

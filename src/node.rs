@@ -63,6 +63,8 @@ pub enum NodeError {
     Redis(#[from] StateError),
     #[error("opening the database: {0}")]
     Store(#[from] StoreError),
+    #[error("loading the system's root certificates for HTTPS proxy calls: {0}")]
+    Proxy(std::io::Error),
 }
 
 /// Which shared-state backend is in use, and whether it currently answers.
@@ -133,6 +135,8 @@ pub struct Node {
     pub chat_store: Arc<dyn ChatStore>,
     /// Local sessions' joined conversations and ordered message delivery.
     pub chat: Arc<Feed>,
+    /// Proxy calls into the application's backend.
+    pub proxies: crate::proxy::Proxies,
     /// Channels: this instance's subscriptions, their ordered delivery and presence.
     pub channels: Arc<Channels>,
     pub writer: Writer,
@@ -267,6 +271,7 @@ impl Node {
             store,
             chat_store,
             chat,
+            proxies: crate::proxy::Proxies::new(&config.proxy).map_err(NodeError::Proxy)?,
             channels,
             writer,
             writer_task: std::sync::Mutex::new(Some(writer_task)),

@@ -333,6 +333,9 @@ async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport
         remote: request.remote_address(),
         user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
         origin: request.origin().map(|s| s.chars().take(256).collect()),
+        headers: http::proxy_headers(&node.config.proxy, |name| {
+            request.headers().get(name).map(String::as_str)
+        }),
     };
     let conn = tokio::time::timeout_at(deadline, request.accept()).await.ok()?.ok()?;
     // The session's frames ride on the first bidirectional stream the client opens.

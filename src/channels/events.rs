@@ -52,13 +52,22 @@ pub(super) fn resolve<'a>(
     Ok((parsed, ns.ok_or(EventError::PermissionDenied(None))?))
 }
 
-/// Whether this connection may subscribe; `Some(exp, info)` for a subscription token.
-fn authorize(
+/// What an authorization grants beyond the subscription itself.
+#[derive(Default)]
+struct Grant {
+    /// A subscription token's `exp`: the subscription ends then.
+    expires_at: Option<u64>,
+    /// Presence info from a subscription token or the subscribe proxy.
+    info: Option<String>,
+}
+
+/// Whether this connection may subscribe, and what the authorization grants.
+async fn authorize(
     ctx: &SessionCtx,
     ns: &NamespaceConfig,
     channel: &name::ChannelName<'_>,
-    token: Option<&str>,
-) -> Result<Option<(u64, Option<String>)>, EventError> {
+    dto: &SubscribeDto,
+) -> Result<Grant, EventError> {
     let user = &*ctx.user_id;
     let allowed = match ns.subscribe {
         SubscribeMode::Public => true,
@@ -67,17 +76,22 @@ fn authorize(
             ctx.identity.channels.iter().any(|entry| name::claim_matches(entry, channel.full))
         }
         SubscribeMode::Token => {
-            let token = token.unwrap_or_default();
+            let token = dto.token.as_deref().unwrap_or_default();
             return match ctx.node.auth.verify_subscription(token, user, channel.full) {
-                Ok(grant) => Ok(Some((grant.expires_at, grant.info))),
+                Ok(g) => Ok(Grant { expires_at: Some(g.expires_at), info: g.info }),
                 Err(AuthError::Expired) => Err(EventError::PermissionDenied(Some("token_expired"))),
                 Err(_) => Err(EventError::PermissionDenied(None)),
             };
         }
-        // Refused at start (`Config::check`); kept total.
-        SubscribeMode::Proxy => false,
+        SubscribeMode::Proxy => {
+            let url = ns.subscribe_proxy_url.as_deref();
+            let url = url.or(ctx.node.proxies.config().subscribe_url.as_deref());
+            let data = dto.data.as_deref();
+            let info = crate::proxy::events::subscribe(ctx, url, channel.full, data).await?;
+            return Ok(Grant { expires_at: None, info });
+        }
     };
-    if allowed { Ok(None) } else { Err(EventError::PermissionDenied(None)) }
+    if allowed { Ok(Grant::default()) } else { Err(EventError::PermissionDenied(None)) }
 }
 
 #[derive(Serialize)]
@@ -93,7 +107,7 @@ struct SubscribeAck<'a> {
 
 async fn subscribe(ctx: Arc<SessionCtx>, dto: SubscribeDto) -> Result<Acked, EventError> {
     let (channel, ns) = resolve(&ctx, &dto.channel)?;
-    let grant = authorize(&ctx, &ns, &channel, dto.token.as_deref())?;
+    let grant = authorize(&ctx, &ns, &channel, &dto).await?;
     subscribe_authorized(&ctx, &ns, &dto, grant).await
 }
 
@@ -103,7 +117,7 @@ async fn subscribe(ctx: Arc<SessionCtx>, dto: SubscribeDto) -> Result<Acked, Eve
 pub async fn server_subscribe(ctx: Arc<SessionCtx>, channel: &str) -> Result<(), EventError> {
     let (_, ns) = resolve(&ctx, channel)?;
     let dto = SubscribeDto { channel: channel.to_owned(), token: None, since: None, data: None };
-    let Acked { data, then } = subscribe_authorized(&ctx, &ns, &dto, None).await?;
+    let Acked { data, then } = subscribe_authorized(&ctx, &ns, &dto, Grant::default()).await?;
     ctx.outbound.send(crate::protocol::encode_event("channel:subscribed", &data));
     then();
     Ok(())
@@ -113,7 +127,7 @@ async fn subscribe_authorized(
     ctx: &Arc<SessionCtx>,
     ns: &Arc<NamespaceConfig>,
     dto: &SubscribeDto,
-    grant: Option<(u64, Option<String>)>,
+    grant: Grant,
 ) -> Result<Acked, EventError> {
     let channels = &ctx.node.channels;
     let channel = dto.channel.as_str();
@@ -148,7 +162,7 @@ async fn join(
     ns: &Arc<NamespaceConfig>,
     channel: &str,
     dto: &SubscribeDto,
-    grant: Option<(u64, Option<String>)>,
+    grant: Grant,
 ) -> Result<Acked, EventError> {
     let channels = &ctx.node.channels;
     let source = channels.feed.source();
@@ -204,10 +218,7 @@ async fn join(
     let Some((top, recovered, entries)) = answer else {
         return Err(EventError::Unavailable("the channel is too busy to subscribe; retry".into()));
     };
-    let data = grant
-        .as_ref()
-        .and_then(|(_, info)| info.clone())
-        .or_else(|| dto.data.as_ref().map(|d| d.get().to_owned()));
+    let data = grant.info.clone().or_else(|| dto.data.as_ref().map(|d| d.get().to_owned()));
     let info = frames::client_info(&ctx.socket_id, &ctx.user_id, &ctx.device_id, data.as_deref());
     let presence = if ns.presence {
         let add = channels.presence.add(
@@ -239,7 +250,7 @@ async fn join(
         channel.clone(),
         Sub { namespace: ns.clone(), outbound: ctx.outbound.clone(), info, generation },
     );
-    if let Some((exp, _)) = grant {
+    if let Some(exp) = grant.expires_at {
         channels.expire_at(ctx.socket_id.clone(), channel.clone(), generation, exp);
     }
     let ack = SubscribeAck {

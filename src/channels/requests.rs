@@ -39,8 +39,17 @@ pub(super) async fn publish(
     let info = ns
         .publisher_info
         .then(|| frames::client_info(&ctx.socket_id, &ctx.user_id, &ctx.device_id, None));
+    // The backend may refuse the publication or rewrite it first.
+    let rewritten = if ns.publish_proxy {
+        let url = ns.publish_proxy_url.as_deref();
+        let url = url.or(ctx.node.proxies.config().publish_url.as_deref());
+        crate::proxy::events::publish(&ctx, url, channel.full, &dto.data).await?
+    } else {
+        None
+    };
+    let data = rewritten.as_deref().unwrap_or(&dto.data);
     let position = channels
-        .publish(channel.full, &ns, &dto.data, info.as_deref())
+        .publish(channel.full, &ns, data, info.as_deref())
         .await
         .map_err(|e| unavailable(&ctx, "channel history", e))?;
     Ok(PublishAck { offset: position.as_ref().map(|p| p.offset), epoch: position.map(|p| p.epoch) })

@@ -9,6 +9,7 @@ mod api;
 mod file;
 mod jwt;
 mod namespaces;
+mod proxy;
 mod suggest;
 mod values;
 
@@ -20,6 +21,7 @@ pub use api::ApiConfig;
 pub use file::{FileError, LoadError};
 pub use jwt::JwtConfig;
 pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
+pub use proxy::ProxyConfig;
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
 
@@ -63,6 +65,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub api: ApiConfig,
+
+    #[command(flatten)]
+    pub proxy: ProxyConfig,
 
     /// Interval between server pings.
     #[arg(long, env = "RTGATE_PING_INTERVAL", default_value = "25s", value_parser = duration)]
@@ -339,6 +344,9 @@ impl Config {
         }
         self.namespaces.check_limits(self.max_history_size, self.history_meta_ttl)?;
         self.api.check()?;
+        self.proxy.check()?;
+        self.namespaces
+            .check_proxies(self.proxy.subscribe_url.is_some(), self.proxy.publish_url.is_some())?;
         Ok(())
     }
 

@@ -9,6 +9,9 @@ use serde::Deserialize;
 
 use super::suggest;
 
+mod error;
+pub use error::NamespaceError;
+
 /// Who may subscribe to a namespace's channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -21,7 +24,7 @@ pub enum SubscribeMode {
     Claim,
     /// Only the users a user-limited name lists after its last `#` (`notify:#alice`).
     User,
-    /// Reserved for the backend subscribe proxy; refused until it exists.
+    /// Whoever the application's backend allows, asked per subscription (the subscribe proxy).
     Proxy,
 }
 
@@ -50,10 +53,17 @@ pub struct NamespaceConfig {
     pub recover: bool,
     /// Publications are never stored and travel as datagrams on WebTransport.
     pub volatile: bool,
+    /// The subscribe proxy of this namespace (`subscribe = "proxy"`); `--proxy-subscribe-url`
+    /// when unset.
+    pub subscribe_proxy_url: Option<String>,
+    /// Client publications go through the publish proxy, which may refuse or rewrite them.
+    pub publish_proxy: bool,
+    /// This namespace's publish proxy; `--proxy-publish-url` when unset.
+    pub publish_proxy_url: Option<String>,
 }
 
 /// The options a `[namespaces.<name>]` table may set, for "unknown option" suggestions.
-const OPTIONS: [&str; 10] = [
+const OPTIONS: [&str; 13] = [
     "subscribe",
     "client_publish",
     "publisher_info",
@@ -64,6 +74,9 @@ const OPTIONS: [&str; 10] = [
     "history_durable",
     "recover",
     "volatile",
+    "subscribe_proxy_url",
+    "publish_proxy",
+    "publish_proxy_url",
 ];
 
 impl NamespaceConfig {
@@ -82,6 +95,9 @@ impl NamespaceConfig {
             history_durable: false,
             recover: false,
             volatile: false,
+            subscribe_proxy_url: None,
+            publish_proxy: false,
+            publish_proxy_url: None,
         }
     }
 
@@ -99,8 +115,20 @@ impl NamespaceConfig {
         let conflict = |option, rule| {
             Err(NamespaceError::Conflict { namespace: self.name.clone(), option, rule })
         };
-        if self.subscribe == SubscribeMode::Proxy {
-            return Err(NamespaceError::ProxyUnavailable { namespace: self.name.clone() });
+        for (option, url) in [
+            ("subscribe_proxy_url", &self.subscribe_proxy_url),
+            ("publish_proxy_url", &self.publish_proxy_url),
+        ] {
+            if let Some(Err(reason)) = url.as_deref().map(super::proxy::check_url) {
+                return Err(NamespaceError::BadValue {
+                    namespace: self.name.clone(),
+                    option,
+                    reason,
+                });
+            }
+        }
+        if self.publish_proxy && !self.client_publish {
+            return conflict("publish_proxy", "publish_proxy = true needs client_publish = true");
         }
         if self.join_leave && !self.presence {
             return conflict("join_leave", "join_leave = true needs presence = true");
@@ -157,6 +185,9 @@ impl NamespaceConfig {
                 "history_ttl" => ns.history_ttl = option.duration()?,
                 "history_durable" => ns.history_durable = option.bool()?,
                 "recover" => ns.recover = option.bool()?,
+                "subscribe_proxy_url" => ns.subscribe_proxy_url = Some(option.string()?),
+                "publish_proxy" => ns.publish_proxy = option.bool()?,
+                "publish_proxy_url" => ns.publish_proxy_url = Some(option.string()?),
                 _ => ns.volatile = option.bool()?,
             }
         }
@@ -192,6 +223,10 @@ impl OptionValue<'_> {
 
     fn bool(&self) -> Result<bool, NamespaceError> {
         self.value.as_bool().ok_or_else(|| self.wrong_type("true or false"))
+    }
+
+    fn string(&self) -> Result<String, NamespaceError> {
+        self.value.as_str().map(str::to_owned).ok_or_else(|| self.wrong_type("a string"))
     }
 
     fn size(&self) -> Result<usize, NamespaceError> {
@@ -301,81 +336,36 @@ impl Namespaces {
         Ok(())
     }
 
+    /// Every namespace that asks for a proxy has one: its own URL or the global one.
+    pub(crate) fn check_proxies(
+        &self,
+        subscribe: bool,
+        publish: bool,
+    ) -> Result<(), NamespaceError> {
+        for ns in self.iter() {
+            if ns.subscribe == SubscribeMode::Proxy
+                && ns.subscribe_proxy_url.is_none()
+                && !subscribe
+            {
+                return Err(NamespaceError::NoProxy {
+                    namespace: ns.name.clone(),
+                    option: "subscribe",
+                });
+            }
+            if ns.publish_proxy && ns.publish_proxy_url.is_none() && !publish {
+                return Err(NamespaceError::NoProxy {
+                    namespace: ns.name.clone(),
+                    option: "publish_proxy",
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// For built-ins, which are valid by construction (a unit test holds them to the rules).
     fn collect(configs: impl IntoIterator<Item = NamespaceConfig>) -> Self {
         let by_name = configs.into_iter().map(|ns| (ns.name.clone(), Arc::new(ns))).collect();
         Namespaces { by_name }
-    }
-}
-
-/// A namespace the server must not start with. Each names the namespace, and
-/// `NamespaceError::option` the option at fault, so a file reader can point at its line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NamespaceError {
-    #[error("namespace name {0:?} must be 1 to 64 characters of [A-Za-z0-9_-]")]
-    Name(String),
-    #[error("namespace {0:?} is configured twice")]
-    Duplicate(String),
-    #[error("namespace {0:?} must be a table of options")]
-    NotATable(String),
-    #[error("namespace {namespace:?}: unknown option {option:?}{}", suggest::hint(*.suggestion))]
-    UnknownOption { namespace: String, option: String, suggestion: Option<&'static str> },
-    #[error("namespace {namespace:?}: {option} must be {expected}, not {found}")]
-    WrongType {
-        namespace: String,
-        option: &'static str,
-        expected: &'static str,
-        found: &'static str,
-    },
-    #[error("namespace {namespace:?}: {option}: {reason}")]
-    BadValue { namespace: String, option: &'static str, reason: String },
-    #[error("namespace {namespace:?}: {rule}")]
-    Conflict { namespace: String, option: &'static str, rule: &'static str },
-    #[error(
-        "namespace {namespace:?}: subscribe = \"proxy\" is reserved for the backend subscribe \
-         proxy, which is not available in this version"
-    )]
-    ProxyUnavailable { namespace: String },
-    #[error("namespace {namespace:?}: history_size {size} is larger than --max-history-size {max}")]
-    HistoryTooLarge { namespace: String, size: usize, max: usize },
-    #[error(
-        "namespace {namespace:?}: history_ttl {ttl} must be shorter than --history-meta-ttl \
-         {meta}, or offsets would start over while history is still kept"
-    )]
-    HistoryOutlivesMeta { namespace: String, ttl: String, meta: String },
-}
-
-impl NamespaceError {
-    /// The namespace at fault.
-    pub fn namespace(&self) -> &str {
-        match self {
-            NamespaceError::Name(n)
-            | NamespaceError::Duplicate(n)
-            | NamespaceError::NotATable(n) => n,
-            NamespaceError::UnknownOption { namespace, .. }
-            | NamespaceError::WrongType { namespace, .. }
-            | NamespaceError::BadValue { namespace, .. }
-            | NamespaceError::Conflict { namespace, .. }
-            | NamespaceError::ProxyUnavailable { namespace }
-            | NamespaceError::HistoryTooLarge { namespace, .. }
-            | NamespaceError::HistoryOutlivesMeta { namespace, .. } => namespace,
-        }
-    }
-
-    /// The option at fault, when one is.
-    pub fn option(&self) -> Option<&str> {
-        match self {
-            NamespaceError::Name(_)
-            | NamespaceError::Duplicate(_)
-            | NamespaceError::NotATable(_) => None,
-            NamespaceError::UnknownOption { option, .. } => Some(option),
-            NamespaceError::WrongType { option, .. }
-            | NamespaceError::BadValue { option, .. }
-            | NamespaceError::Conflict { option, .. } => Some(option),
-            NamespaceError::ProxyUnavailable { .. } => Some("subscribe"),
-            NamespaceError::HistoryTooLarge { .. } => Some("history_size"),
-            NamespaceError::HistoryOutlivesMeta { .. } => Some("history_ttl"),
-        }
     }
 }
 

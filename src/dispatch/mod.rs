@@ -69,6 +69,9 @@ pub enum EventError {
     AlreadySubscribed,
     #[error("not subscribed to this channel")]
     NotSubscribed,
+    /// The application's backend refused (a proxy call), with its code and message.
+    #[error("{message}")]
+    App { code: u16, message: String },
     /// A failure of ours. The message goes to the log, never to the client.
     #[error("internal error: {0:#}")]
     Internal(#[from] anyhow::Error),
@@ -88,6 +91,7 @@ impl EventError {
             EventError::PermissionDenied(_) => Code::PermissionDenied,
             EventError::AlreadySubscribed => Code::AlreadySubscribed,
             EventError::NotSubscribed => Code::NotSubscribed,
+            EventError::App { .. } => Code::AppError,
             EventError::Internal(_) => Code::InternalError,
         }
     }
@@ -107,6 +111,7 @@ impl EventError {
                 Some(json!({ "limit": limit, "windowMs": window_ms, "resetAt": reset_at_ms }))
             }
             EventError::PermissionDenied(Some(reason)) => Some(json!({ "reason": reason })),
+            EventError::App { code, .. } => Some(json!({ "appCode": code })),
             _ => None,
         }
     }
@@ -195,7 +200,8 @@ impl Router {
     /// The router with every built-in handler registered.
     pub fn with_builtins(config: &crate::config::Config) -> Self {
         let router = crate::presence::register(sys::register(Self::new(), config.dev_events));
-        crate::channels::events::register(crate::chat::events::register(router))
+        let router = crate::channels::events::register(crate::chat::events::register(router));
+        crate::proxy::events::register(router, config)
     }
 
     /// Registers `handler` for `name`. Panics on a duplicate name: that is a programming

@@ -101,6 +101,25 @@ pub fn with_cors(router: Router, origins: &[String]) -> Router {
     router.layer(cors)
 }
 
+/// The headers of a session request the connect proxy gets, by `lookup` (lower-case name to
+/// value); none when no connect proxy is configured. Values are capped like other headers.
+pub(crate) fn proxy_headers<'a>(
+    config: &crate::config::ProxyConfig,
+    lookup: impl Fn(&str) -> Option<&'a str>,
+) -> Vec<(String, String)> {
+    if config.connect_url.is_none() {
+        return Vec::new();
+    }
+    config
+        .headers
+        .iter()
+        .filter_map(|name| {
+            let value = lookup(name)?;
+            Some((name.clone(), value.chars().take(4096).collect()))
+        })
+        .collect()
+}
+
 fn header_string(headers: &HeaderMap, name: header::HeaderName) -> Option<String> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect())
 }
@@ -131,6 +150,9 @@ async fn websocket(
         remote: client.addr,
         user_agent: header_string(&headers, header::USER_AGENT),
         origin: header_string(&headers, header::ORIGIN),
+        headers: proxy_headers(&node.config.proxy, |name| {
+            headers.get(name).and_then(|v| v.to_str().ok())
+        }),
     };
     let max = node.config.max_frame_bytes;
     upgrade

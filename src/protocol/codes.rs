@@ -75,6 +75,9 @@ codes! {
     NotSubscribed = ("not_subscribed", None),
     /// The server failed; the event may be retried.
     InternalError = ("internal_error", None),
+    /// The application's backend refused the request (a proxy call); `details.appCode` is its
+    /// code (1000–1999) and `message` its message.
+    AppError = ("app_error", None),
 
     // Codes that close the session; the client should reconnect (3000–3499).
     /// The server is shutting down or restarting; reconnect after `retryAfterMs`.
@@ -100,6 +103,8 @@ codes! {
     /// The application's backend asked this session to reconnect (server API `disconnect`
     /// with `reconnect: true`).
     ForceReconnect = ("force_reconnect", Some(3010)),
+    /// The connect proxy did not answer (or failed); reconnect with backoff.
+    BackendUnavailable = ("backend_unavailable", Some(3011)),
 
     // Codes that close the session; the client must not reconnect on its own (3500–3999).
     /// The first frame carried no token.
@@ -115,6 +120,8 @@ codes! {
     ForceDisconnect = ("force_disconnect", Some(3504)),
     /// The session's token was revoked (server API `revoke`); connect again with a new token.
     TokenRevoked = ("token_revoked", Some(3505)),
+    /// The connect proxy refused the connection (its message says why).
+    ConnectRefused = ("connect_refused", Some(3506)),
 }
 
 impl Code {

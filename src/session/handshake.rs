@@ -5,7 +5,8 @@ use crate::{
     auth::Identity,
     node::Node,
     protocol::{ClientFrame, Code, PROTOCOL_VERSION, decode_client_frame},
-    transport::{FrameReader, ReadError},
+    proxy::ProxyError,
+    transport::{FrameReader, PeerInfo, ReadError},
 };
 
 pub(super) enum Refusal {
@@ -27,6 +28,8 @@ fn valid_device(d: &str) -> bool {
 pub(super) async fn run<R: FrameReader>(
     node: &Node,
     reader: &mut R,
+    socket_id: &str,
+    peer: &PeerInfo,
 ) -> Result<(Identity, Option<String>), Refusal> {
     use Refusal::*;
     let bytes = match reader.read_frame().await {
@@ -59,7 +62,22 @@ pub(super) async fn run<R: FrameReader>(
         ));
     }
     let token = connect.token.as_deref().unwrap_or_default();
-    let identity = node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?;
+    let identity = if token.is_empty() && node.proxies.config().connect_url.is_some() {
+        // No token: the application's backend says who this is, from the request's headers.
+        match crate::proxy::events::connect(node, socket_id, peer).await {
+            Ok(identity) => identity,
+            Err(ProxyError::Refused { message, .. }) => {
+                return Err(Refused(Code::ConnectRefused, message));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "connect proxy failed");
+                let msg = "the application's backend is unavailable; retry later";
+                return Err(Refused(Code::BackendUnavailable, msg.into()));
+            }
+        }
+    } else {
+        node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?
+    };
     if super::token::is_revoked(node, &identity).await {
         return Err(Refused(Code::TokenRevoked, "token revoked".into()));
     }

@@ -148,14 +148,16 @@ async fn serve<R: FrameReader>(
 async fn admit<R: FrameReader>(
     node: &Arc<Node>,
     socket_id: Arc<str>,
-    peer: PeerInfo,
+    mut peer: PeerInfo,
     reader: &mut R,
     outbound: Outbound,
 ) -> Result<(Arc<SessionCtx>, Registration), End> {
     let handshake = tokio::select! {
-        r = timeout(node.config.handshake_timeout, handshake::run(node, reader)) => r,
+        r = timeout(node.config.handshake_timeout, handshake::run(node, reader, &socket_id, &peer)) => r,
         _ = node.shutdown.cancelled() => return Err(End::Close(Code::ServerShutdown, "server is shutting down".into())),
     };
+    // Only the connect proxy wanted them; a live session holds none.
+    peer.headers = Vec::new();
     let (identity, device) = match handshake {
         Err(_) => {
             let msg = format!("no connect frame within {:?}", node.config.handshake_timeout);
@@ -306,10 +308,9 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     // its timers, and this loop runs twice per message. `token_at` is when the token next
     // needs a look (its notice or its end); a refresh only moves those later, so a stale
     // `token_at` costs one early look, never a missed one.
-    let mut token_at = match ctx.token.poll(Instant::now()) {
-        TokenBeat::Wait(at) => at,
-        TokenBeat::Expired | TokenBeat::Notify(_) => Instant::now(),
-    };
+    // Due at once: the first look (made by the timer, like every other) finds out what the
+    // token needs, a notice already due at connect included.
+    let mut token_at = Instant::now();
     let wakeup = |hb: &Heartbeat, token_at: Instant| hb.next_wakeup().min(token_at);
     let timer = sleep_until(wakeup(&hb, token_at));
     // One future for "stop now" (shutdown, or the outbound side died), created once: a fresh
@@ -365,7 +366,7 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                             return End::Close(Code::TokenExpired, "token expired".into());
                         }
                         TokenBeat::Notify(expires_at) => {
-                            ctx.outbound.send(token::expiring_frame(expires_at));
+                            token::notify(ctx, expires_at);
                             token_at = match ctx.token.poll(now) {
                                 TokenBeat::Wait(at) => at,
                                 _ => now,

@@ -124,7 +124,35 @@ impl SessionToken {
 }
 
 /// The `sys:token-expiring` push for a token that expires at `expires_at` (ms).
-pub(super) fn expiring_frame(expires_at: u64) -> bytes::Bytes {
+/// The token is about to expire: a session the connect proxy made asks the refresh proxy (in
+/// a task of its own; the session loop never awaits it), any other is told to refresh.
+pub(super) fn notify(ctx: &std::sync::Arc<super::SessionCtx>, expires_at: u64) {
+    let cfg = &ctx.node.config;
+    if !ctx.identity.proxied {
+        ctx.outbound.send(expiring_frame(expires_at));
+        return;
+    }
+    if cfg.proxy.refresh_url.is_none() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        match crate::proxy::events::refresh(&ctx).await {
+            Ok(Some(exp)) => {
+                let cfg = &ctx.node.config.jwt;
+                let identity = Identity { expires_at: exp, ..ctx.identity.clone() };
+                ctx.token.replace(&identity, cfg.leeway, cfg.refresh_notice);
+            }
+            // The backend lets it expire; so does a failed call (the session ends at expiry).
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "refresh proxy failed; the session ends at its expiry")
+            }
+        }
+    });
+}
+
+fn expiring_frame(expires_at: u64) -> bytes::Bytes {
     let data = serde_json::value::to_raw_value(&serde_json::json!({ "expiresAt": expires_at }))
         .unwrap_or_default();
     crate::protocol::encode_event("sys:token-expiring", &data)
@@ -163,6 +191,7 @@ mod tests {
             admin: false,
             issued_at: Some(now),
             jti: Some("j1".into()),
+            proxied: false,
             channels: vec![],
         }
     }

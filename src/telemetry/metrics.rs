@@ -30,7 +30,7 @@ use ::metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{protocol::Code, transport::TransportKind};
+use crate::{protocol::Code, proxy::ProxyKind, transport::TransportKind};
 
 /// Every series name, in one place. README.md documents each one.
 pub mod names {
@@ -49,6 +49,8 @@ pub mod names {
     pub const WRITER_DROPPED: &str = "rtgate_db_writer_dropped_total";
     pub const REDIS_DURATION: &str = "rtgate_redis_command_duration_seconds";
     pub const REDIS_ERRORS: &str = "rtgate_redis_errors_total";
+    pub const PROXY_DURATION: &str = "rtgate_proxy_duration_seconds";
+    pub const PROXY_ERRORS: &str = "rtgate_proxy_errors_total";
     pub const FANOUT_PUBLISHES: &str = "rtgate_fanout_publishes_total";
     pub const FANOUT_DELIVERIES: &str = "rtgate_fanout_deliveries_total";
     pub const SESSION_TASKS: &str = "rtgate_session_tasks";
@@ -71,6 +73,8 @@ pub mod names {
         WRITER_DROPPED,
         REDIS_DURATION,
         REDIS_ERRORS,
+        PROXY_DURATION,
+        PROXY_ERRORS,
         FANOUT_PUBLISHES,
         FANOUT_DELIVERIES,
         SESSION_TASKS,
@@ -278,6 +282,8 @@ struct Series {
     writer_dropped: Counter,
     redis_duration: [Histogram; RedisOp::ALL.len()],
     redis_errors: [Counter; RedisOp::ALL.len()],
+    proxy_duration: [Histogram; ProxyKind::ALL.len()],
+    proxy_errors: [[Counter; PROXY_REASONS.len()]; ProxyKind::ALL.len()],
     fanout_publishes: [Counter; 5],
     fanout_deliveries: [Counter; 2],
     session_tasks: Gauge,
@@ -301,6 +307,11 @@ impl Series {
             writer_dropped: counter!(WRITER_DROPPED),
             redis_duration: RedisOp::ALL.map(|op| histogram!(REDIS_DURATION, "op" => op.as_str())),
             redis_errors: RedisOp::ALL.map(|op| counter!(REDIS_ERRORS, "op" => op.as_str())),
+            proxy_duration: ProxyKind::ALL
+                .map(|k| histogram!(PROXY_DURATION, "kind" => k.as_str())),
+            proxy_errors: ProxyKind::ALL.map(|k| {
+                PROXY_REASONS.map(|r| counter!(PROXY_ERRORS, "kind" => k.as_str(), "reason" => r))
+            }),
             fanout_publishes: FanoutKind::ALL
                 .map(|k| counter!(FANOUT_PUBLISHES, "kind" => k.as_str())),
             fanout_deliveries: ["local", "remote"]
@@ -332,6 +343,15 @@ fn describe() {
     describe_counter!(WRITER_DROPPED, "History records dropped because the writer buffer was full");
     describe_histogram!(REDIS_DURATION, Unit::Seconds, "Latency of shared-state calls on Redis");
     describe_counter!(REDIS_ERRORS, "Shared-state calls on Redis that failed");
+    describe_histogram!(
+        PROXY_DURATION,
+        Unit::Seconds,
+        "Latency of proxy calls to the application's backend"
+    );
+    describe_counter!(
+        PROXY_ERRORS,
+        "Proxy calls that failed or were refused by the backend, by reason"
+    );
     describe_counter!(FANOUT_PUBLISHES, "Fanout messages published to the broker, by target kind");
     describe_counter!(FANOUT_DELIVERIES, "Frames queued to local sessions by fanout, by origin");
     describe_gauge!(SESSION_TASKS, "Session tasks (and their teardowns) still running");
@@ -362,7 +382,9 @@ fn install_recorder() -> Option<PrometheusHandle> {
     let builder = PrometheusBuilder::new();
     let builder = match builder
         .set_buckets_for_metric(Matcher::Full(names::REDIS_DURATION.into()), REDIS_BUCKETS)
-    {
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(names::PROXY_DURATION.into()), REDIS_BUCKETS)
+        }) {
         Ok(b) => b,
         // Only an empty bucket list fails; fall back to summaries rather than no metrics.
         Err(_) => PrometheusBuilder::new(),
@@ -454,6 +476,28 @@ pub fn redis_call(op: RedisOp, started: Instant, ok: bool) {
     s.redis_duration[op as usize].record(started.elapsed().as_secs_f64());
     if !ok {
         s.redis_errors[op as usize].increment(1);
+    }
+}
+
+/// Why a proxy call failed: `proxy::ProxyError::reason`'s closed set.
+pub const PROXY_REASONS: [&str; 8] = [
+    "refused",
+    "timeout",
+    "unreachable",
+    "status",
+    "bad_reply",
+    "overloaded",
+    "circuit_open",
+    "not_configured",
+];
+
+/// Records one proxy call: its time, and why it failed when it did (`refused` is the
+/// backend's own answer, counted so a backend's refusal rate shows).
+pub fn proxy_call(kind: ProxyKind, started: Instant, failed: Option<&str>) {
+    let s = series();
+    s.proxy_duration[kind as usize].record(started.elapsed().as_secs_f64());
+    if let Some(i) = failed.and_then(|r| PROXY_REASONS.iter().position(|x| *x == r)) {
+        s.proxy_errors[kind as usize][i].increment(1);
     }
 }
 

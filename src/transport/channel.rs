@@ -39,6 +39,7 @@ impl Transport for ChannelTransport {
 
     fn split(self) -> (PeerInfo, ChannelReader, ChannelWriter) {
         let peer = PeerInfo {
+            headers: Vec::new(),
             kind: TransportKind::Channel,
             remote: SocketAddr::from((Ipv4Addr::LOCALHOST, 1)),
             user_agent: None,

@@ -46,6 +46,9 @@ pub struct PeerInfo {
     pub remote: SocketAddr,
     pub user_agent: Option<String>,
     pub origin: Option<String>,
+    /// The request headers the connect proxy gets (`--proxy-headers`), collected only when
+    /// one is configured; the handshake takes them, so a live session holds none.
+    pub headers: Vec<(String, String)>,
 }
 
 /// Why reading a frame failed.

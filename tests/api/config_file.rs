@@ -203,7 +203,7 @@ fn mistakes_are_refused_with_their_line() {
         ("[namespaces.\"a.b\"]\n", 1, 13, "namespace name \"a.b\" must be 1 to 64 characters"),
         // Contradictions: a namespace's own rules, then those `Config::check` finds.
         ("[namespaces.doc]\njoin_leave = true\n", 2, 1, "namespace \"doc\": join_leave = true needs presence = true"),
-        ("[namespaces.doc]\nsubscribe = \"proxy\"\n", 2, 1, "not available in this version"),
+        ("[namespaces.doc]\nsubscribe = \"proxy\"\n", 2, 1, "subscribe asks for a proxy, but none is configured"),
         ("max_history_size = 10\n[namespaces.news]\nhistory_size = 11\n", 3, 1, "history_size 11 is larger than --max-history-size 10"),
         ("\nmax_history_size = 10\n", 2, 1, "namespace \"notify\": history_size 100 is larger than --max-history-size 10"),
         ("instance_id = \"no spaces\"\n", 1, 1, "--instance-id must be 1 to 64 characters"),

@@ -134,6 +134,15 @@ pub struct WtClient {
 }
 
 impl WtClient {
+    /// The client side of an established WebTransport session: opens the frame stream.
+    pub async fn on(
+        conn: wtransport::Connection,
+        endpoint: Endpoint<wtransport::endpoint::endpoint_side::Client>,
+    ) -> WtClient {
+        let (send, recv) = conn.open_bi().await.unwrap().await.unwrap();
+        WtClient { conn, send, recv, buf: BytesMut::new(), _endpoint: endpoint }
+    }
+
     /// Finishes the client's send stream (EOF to the server).
     pub async fn finish(&mut self) {
         let _ = self.send.finish().await;
@@ -164,14 +173,7 @@ impl Client {
                     .build();
                 let endpoint = Endpoint::client(cfg).unwrap();
                 let conn = endpoint.connect(format!("https://{wt}{WT_PATH}")).await.unwrap();
-                let (send, recv) = conn.open_bi().await.unwrap().await.unwrap();
-                Client::Wt(Box::new(WtClient {
-                    conn,
-                    send,
-                    recv,
-                    buf: BytesMut::new(),
-                    _endpoint: endpoint,
-                }))
+                Client::Wt(Box::new(WtClient::on(conn, endpoint).await))
             }
         }
     }

@@ -8,6 +8,8 @@
 mod api_util;
 mod assets;
 mod auth;
+mod backend;
+mod backend_proxy;
 mod channels;
 mod channels_recovery;
 mod chat;

@@ -30,6 +30,9 @@ fn builtins_are_public_and_notify() {
             history_durable: false,
             recover: true,
             volatile: false,
+            subscribe_proxy_url: None,
+            publish_proxy: false,
+            publish_proxy_url: None,
         }
     );
     let notify = ns.get("notify").unwrap();
@@ -123,7 +126,8 @@ fn contradictions_are_refused_naming_the_option() {
         ("volatile = true\nrecover = true", "volatile", "excludes recover"),
         ("history_durable = true", "history_durable", "needs history"),
         ("history_size = 5\nhistory_ttl = \"0s\"", "history_ttl", "longer than 0"),
-        ("subscribe = \"proxy\"", "subscribe", "not available in this version"),
+        ("publish_proxy = true", "publish_proxy", "needs client_publish"),
+        ("subscribe_proxy_url = \"ftp://backend\"", "subscribe_proxy_url", "must be an http"),
     ];
     for (options, option, why) in cases {
         let err = parse(&format!("[doc]\n{options}")).unwrap_err();
