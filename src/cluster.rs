@@ -39,8 +39,31 @@ pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecor
     }
 }
 
+/// The `data` of a `session.connected` (no `reason`) or `session.disconnected` webhook.
+pub(crate) fn session_event(s: &SocketRecord, reason: &str) -> serde_json::Value {
+    let mut data = serde_json::json!({
+        "sessionId": s.socket_id,
+        "userId": s.user_id,
+        "deviceId": s.device_id,
+        "transport": s.transport,
+        "instance": s.instance_id,
+        "connectedAt": s.connected_at_ms,
+    });
+    if !reason.is_empty() {
+        data["reason"] = reason.into();
+        data["at"] = now_ms().into();
+    }
+    data
+}
+
 /// A cluster-wide transition: recorded in the presence history and pushed to watchers.
 async fn transition(node: &Node, t: &Transition) {
+    let kind = match t.status {
+        crate::state::presence::Status::Online => "user.online",
+        crate::state::presence::Status::Offline => "user.offline",
+    };
+    let data = serde_json::json!({ "userId": t.user_id, "deviceId": t.device_id, "at": t.at_ms });
+    crate::webhooks::emit(node, kind, data);
     node.writer.record(Record::Presence(PresenceLog {
         user_id: t.user_id.clone(),
         device_id: t.device_id.clone(),
@@ -181,6 +204,13 @@ pub async fn cleanup_once(node: &Node) {
                     instance: r.instance_id.clone(),
                     at_ms: now_ms() as i64,
                 });
+                for s in &r.sockets {
+                    crate::webhooks::emit(
+                        node,
+                        "session.disconnected",
+                        session_event(s, "instance_lost"),
+                    );
+                }
                 for t in &r.offline {
                     transition(node, t).await;
                 }
@@ -226,8 +256,19 @@ async fn retention(node: &Node) {
         store.delete_expired_channel_history(now, unused_cutoff, batch)
     })
     .await;
-    if connections + presence + channel_history > 0 {
-        tracing::info!(connections, presence, channel_history, "retention removed old history");
+    let webhook_cutoff = now - cfg.webhooks.retention.as_millis() as i64;
+    let outbox = store.outbox();
+    let webhooks =
+        drain("webhook_outbox", batch, || outbox.delete_finished_before(webhook_cutoff, batch))
+            .await;
+    if connections + presence + channel_history + webhooks > 0 {
+        tracing::info!(
+            connections,
+            presence,
+            channel_history,
+            webhooks,
+            "retention removed old history"
+        );
     }
 }
 

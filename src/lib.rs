@@ -39,3 +39,4 @@ pub mod telemetry;
 pub mod throttle;
 pub mod transport;
 pub mod validate;
+pub mod webhooks;

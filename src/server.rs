@@ -129,6 +129,9 @@ impl Server {
         cluster::join(&node).await;
         tokio::spawn(node.fanout.clone().run());
         tokio::spawn(crate::commands::run(node.clone()));
+        if node.config.webhooks.enabled() {
+            tokio::spawn(crate::webhooks::deliver::run(node.clone()));
+        }
         let liveness = tokio::spawn(cluster::liveness_loop(node.clone()));
         let cleanup = tokio::spawn(cluster::cleanup_loop(node.clone()));
         tokio::spawn(node.channels.clone().refresh_presence(node.shutdown.clone()));

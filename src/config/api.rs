@@ -22,28 +22,38 @@ pub struct ApiConfig {
     pub keys: Vec<String>,
 
     /// Serves the server API on this address (e.g. an internal port) instead of the HTTP port.
-    #[arg(long = "api-addr", env = "RTGATE_API_ADDR")]
+    #[arg(id = "api_addr", long = "api-addr", env = "RTGATE_API_ADDR")]
     pub addr: Option<SocketAddr>,
 
     /// How long the cluster remembers a publish's idempotency key: a publish with a key seen
     /// within it answers with the first one's result and publishes nothing.
-    #[arg(long = "idempotency-window", env = "RTGATE_IDEMPOTENCY_WINDOW", default_value = "5m", value_parser = duration)]
+    #[arg(id = "idempotency_window", long = "idempotency-window", env = "RTGATE_IDEMPOTENCY_WINDOW", default_value = "5m", value_parser = duration)]
     pub idempotency_window: Duration,
 
     /// Largest server API request body, in bytes.
-    #[arg(long = "api-max-body-bytes", env = "RTGATE_API_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    #[arg(id = "api_max_body_bytes", long = "api-max-body-bytes", env = "RTGATE_API_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     pub max_body_bytes: usize,
 
     /// Origins (`https://app.example.com`, comma-separated) whose pages may call the REST APIs
     /// and load `/client/*` (CORS). Empty: no cross-origin access. `*` allows any origin, then
     /// without credentials.
-    #[arg(long = "cors-origins", env = "RTGATE_CORS_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        id = "cors_origins",
+        long = "cors-origins",
+        env = "RTGATE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
     pub cors_origins: Vec<String>,
 
     /// Origins allowed to open a session (`Origin` of the WebSocket upgrade or the WebTransport
     /// CONNECT), comma-separated; others get HTTP 403. Empty: any origin, and clients that send
     /// none (native apps, servers).
-    #[arg(long = "allowed-origins", env = "RTGATE_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        id = "allowed_origins",
+        long = "allowed-origins",
+        env = "RTGATE_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 }
 

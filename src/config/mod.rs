@@ -12,6 +12,7 @@ mod namespaces;
 mod proxy;
 mod suggest;
 mod values;
+mod webhooks;
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -24,6 +25,7 @@ pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode}
 pub use proxy::ProxyConfig;
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
+pub use webhooks::{WEBHOOK_EVENTS, WebhookConfig};
 
 /// The HS256 secret used when none is configured. Fine for a laptop; `serve` warns loudly
 /// when it is in use, because anyone can mint tokens with it.
@@ -68,6 +70,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub proxy: ProxyConfig,
+
+    #[command(flatten)]
+    pub webhooks: WebhookConfig,
 
     /// Interval between server pings.
     #[arg(long, env = "RTGATE_PING_INTERVAL", default_value = "25s", value_parser = duration)]
@@ -345,6 +350,7 @@ impl Config {
         self.namespaces.check_limits(self.max_history_size, self.history_meta_ttl)?;
         self.api.check()?;
         self.proxy.check()?;
+        self.webhooks.check()?;
         self.namespaces
             .check_proxies(self.proxy.subscribe_url.is_some(), self.proxy.publish_url.is_some())?;
         Ok(())

@@ -12,33 +12,42 @@ use super::{ConfigError, duration};
 pub struct ProxyConfig {
     /// Backend URL that authenticates a `connect` without a token, from the headers of the
     /// WebSocket upgrade or WebTransport CONNECT (`--proxy-headers`).
-    #[arg(long = "proxy-connect-url", env = "RTGATE_PROXY_CONNECT_URL")]
+    #[arg(id = "proxy_connect_url", long = "proxy-connect-url", env = "RTGATE_PROXY_CONNECT_URL")]
     pub connect_url: Option<String>,
 
     /// Backend URL that extends a session the connect proxy made, before it expires.
-    #[arg(long = "proxy-refresh-url", env = "RTGATE_PROXY_REFRESH_URL")]
+    #[arg(id = "proxy_refresh_url", long = "proxy-refresh-url", env = "RTGATE_PROXY_REFRESH_URL")]
     pub refresh_url: Option<String>,
 
     /// Backend URL that allows or denies subscriptions in namespaces with `subscribe = "proxy"`
     /// (unless the namespace names its own).
-    #[arg(long = "proxy-subscribe-url", env = "RTGATE_PROXY_SUBSCRIBE_URL")]
+    #[arg(
+        id = "proxy_subscribe_url",
+        long = "proxy-subscribe-url",
+        env = "RTGATE_PROXY_SUBSCRIBE_URL"
+    )]
     pub subscribe_url: Option<String>,
 
     /// Backend URL that validates or rewrites client publications in namespaces with
     /// `publish_proxy = true` (unless the namespace names its own).
-    #[arg(long = "proxy-publish-url", env = "RTGATE_PROXY_PUBLISH_URL")]
+    #[arg(id = "proxy_publish_url", long = "proxy-publish-url", env = "RTGATE_PROXY_PUBLISH_URL")]
     pub publish_url: Option<String>,
 
     /// Backend URL that answers the client's `rpc` events.
-    #[arg(long = "proxy-rpc-url", env = "RTGATE_PROXY_RPC_URL")]
+    #[arg(id = "proxy_rpc_url", long = "proxy-rpc-url", env = "RTGATE_PROXY_RPC_URL")]
     pub rpc_url: Option<String>,
 
     /// Longest a proxy call may take; past it the client gets `unavailable`.
-    #[arg(long = "proxy-timeout", env = "RTGATE_PROXY_TIMEOUT", default_value = "1s", value_parser = duration)]
+    #[arg(id = "proxy_timeout", long = "proxy-timeout", env = "RTGATE_PROXY_TIMEOUT", default_value = "1s", value_parser = duration)]
     pub timeout: Duration,
 
     /// Calls of one kind in flight per instance; more are refused with `unavailable` at once.
-    #[arg(long = "proxy-max-in-flight", env = "RTGATE_PROXY_MAX_IN_FLIGHT", default_value_t = 64)]
+    #[arg(
+        id = "proxy_max_in_flight",
+        long = "proxy-max-in-flight",
+        env = "RTGATE_PROXY_MAX_IN_FLIGHT",
+        default_value_t = 64
+    )]
     pub max_in_flight: usize,
 
     /// Request headers (lower case, comma-separated) of the WebSocket upgrade or WebTransport

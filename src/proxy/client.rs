@@ -22,6 +22,21 @@ const MAX_REPLY_BYTES: usize = 1 << 20;
 
 type Https = hyper_rustls::HttpsConnector<HttpConnector>;
 
+/// The pooled client every outbound call uses (proxies and webhooks): HTTP/1.1 with
+/// keep-alive, HTTPS with the system's roots.
+pub(crate) type Outbound = Client<Https, Full<Bytes>>;
+
+pub(crate) fn outbound_client() -> Result<Outbound, std::io::Error> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_native_roots()?
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .build(https))
+}
+
 /// One backend URL's limits.
 struct Backend {
     in_flight: Semaphore,
@@ -29,7 +44,7 @@ struct Backend {
 }
 
 pub(super) struct HttpClient {
-    client: Client<Https, Full<Bytes>>,
+    client: Outbound,
     backends: Mutex<HashMap<String, Arc<Backend>>>,
     timeout: Duration,
     max_in_flight: usize,
@@ -37,15 +52,12 @@ pub(super) struct HttpClient {
 
 impl HttpClient {
     pub(super) fn new(timeout: Duration, max_in_flight: usize) -> Result<Self, std::io::Error> {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(https);
-        Ok(Self { client, backends: Mutex::new(HashMap::new()), timeout, max_in_flight })
+        Ok(Self {
+            client: outbound_client()?,
+            backends: Mutex::new(HashMap::new()),
+            timeout,
+            max_in_flight,
+        })
     }
 
     fn backend(&self, url: &str) -> Arc<Backend> {

@@ -12,7 +12,7 @@
 //! loop itself. PROTOCOL.md, "Backend proxies", has every request and answer.
 
 mod breaker;
-mod client;
+pub(crate) mod client;
 pub mod events;
 
 use std::time::{Duration, Instant};

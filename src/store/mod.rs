@@ -9,6 +9,7 @@
 
 pub mod channel_history;
 pub mod chat;
+pub mod outbox;
 pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
@@ -127,6 +128,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// The durable channel history kept in this database.
     fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History>;
+
+    /// The webhook outbox kept in this database.
+    fn outbox(&self) -> std::sync::Arc<dyn outbox::Outbox>;
 
     /// Retention of durable channel history: publications expired by `now_ms`, and channels
     /// unused since `unused_before_ms`, at most `batch` of each. Returns how many rows went.

@@ -23,6 +23,7 @@ pub struct PgStore {
     pool: PgPool,
     chat: Sql<sqlx::Postgres>,
     channels: std::sync::Arc<super::channel_history::SqlHistory<sqlx::Postgres>>,
+    outbox: std::sync::Arc<super::outbox::SqlOutbox<sqlx::Postgres>>,
 }
 
 const DIALECT: Dialect = Dialect {
@@ -39,6 +40,10 @@ impl PgStore {
             channels: std::sync::Arc::new(super::channel_history::SqlHistory::new(
                 pool.clone(),
                 DIALECT,
+            )),
+            outbox: std::sync::Arc::new(super::outbox::SqlOutbox::new(
+                pool.clone(),
+                "FOR UPDATE SKIP LOCKED",
             )),
             pool,
         }
@@ -218,6 +223,10 @@ impl Store for PgStore {
 
     fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
         self.channels.clone()
+    }
+
+    fn outbox(&self) -> std::sync::Arc<dyn super::outbox::Outbox> {
+        self.outbox.clone()
     }
 
     async fn delete_expired_channel_history(

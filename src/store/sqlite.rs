@@ -41,6 +41,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     chat: Sql<Sqlite>,
     channels: std::sync::Arc<super::channel_history::SqlHistory<Sqlite>>,
+    outbox: std::sync::Arc<super::outbox::SqlOutbox<Sqlite>>,
 }
 
 /// Times are stored as Unix milliseconds already.
@@ -56,6 +57,7 @@ impl SqliteStore {
                 pool.clone(),
                 DIALECT,
             )),
+            outbox: std::sync::Arc::new(super::outbox::SqlOutbox::new(pool.clone(), "")),
             pool,
         }
     }
@@ -276,6 +278,10 @@ impl Store for SqliteStore {
 
     fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
         self.channels.clone()
+    }
+
+    fn outbox(&self) -> std::sync::Arc<dyn super::outbox::Outbox> {
+        self.outbox.clone()
     }
 
     async fn delete_expired_channel_history(

@@ -18,6 +18,48 @@ pub struct Fake {
     pub calls: AtomicUsize,
     pub opened: Mutex<Vec<String>>,
     pub closed: Mutex<Vec<(String, String)>>,
+    pub outbox: std::sync::Arc<FakeOutbox>,
+}
+
+/// An outbox that keeps what is enqueued (by kind) and delivers nothing.
+#[derive(Default)]
+pub struct FakeOutbox {
+    pub kinds: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl super::outbox::Outbox for FakeOutbox {
+    async fn enqueue(&self, rows: &[super::outbox::NewDelivery]) -> Result<(), StoreError> {
+        self.kinds.lock().unwrap().extend(rows.iter().map(|r| r.kind.clone()));
+        Ok(())
+    }
+    async fn claim(
+        &self,
+        _: i64,
+        _: i64,
+        _: u32,
+    ) -> Result<Vec<super::outbox::Delivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn delivered(&self, _: &str, _: i32, _: i64) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn retry(&self, _: &str, _: i32, _: i64, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn dead(&self, _: &str, _: i32, _: i64, _: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn list(
+        &self,
+        _: super::outbox::DeliveryState,
+        _: u32,
+    ) -> Result<Vec<super::outbox::Delivery>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn delete_finished_before(&self, _: i64, _: u32) -> Result<u64, StoreError> {
+        Ok(0)
+    }
 }
 
 fn err() -> StoreError {
@@ -76,6 +118,9 @@ impl Store for Fake {
     /// Unit tests that reach channel history get the in-memory one.
     fn channel_history(&self) -> std::sync::Arc<dyn crate::state::history::History> {
         std::sync::Arc::new(crate::state::history::memory::MemoryHistory::new())
+    }
+    fn outbox(&self) -> std::sync::Arc<dyn super::outbox::Outbox> {
+        self.outbox.clone()
     }
     async fn delete_expired_channel_history(
         &self,

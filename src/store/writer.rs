@@ -20,7 +20,7 @@ use std::{
 
 use tokio::{sync::Notify, task::JoinHandle};
 
-use super::{ConnectionClosed, ConnectionOpened, PresenceLog, Store};
+use super::{ConnectionClosed, ConnectionOpened, PresenceLog, Store, outbox::NewDelivery};
 
 /// One thing to record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub enum Record {
         instance: String,
         at_ms: i64,
     },
+    /// A webhook for one endpoint, into the outbox in the same batch as the record it follows.
+    Webhook(NewDelivery),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -214,14 +216,15 @@ async fn write(
     store: &dyn Store,
     batch: impl Iterator<Item = Record>,
 ) -> Result<(), super::StoreError> {
-    let (mut opened, mut closed, mut presence, mut lost) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut opened, mut closed, mut presence, mut lost, mut webhooks) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in batch {
         match r {
             Record::Opened(o) => opened.push(o),
             Record::Closed(c) => closed.push(c),
             Record::Presence(p) => presence.push(p),
             Record::InstanceLost { instance, at_ms } => lost.push((instance, at_ms)),
+            Record::Webhook(w) => webhooks.push(w),
         }
     }
     if !opened.is_empty() {
@@ -236,6 +239,9 @@ async fn write(
     for (instance, at_ms) in lost {
         let n = store.close_instance(&instance, at_ms, "instance_lost").await?;
         tracing::info!(instance = %instance, rows = n, "closed the connection rows of a lost instance");
+    }
+    if !webhooks.is_empty() {
+        store.outbox().enqueue(&webhooks).await?;
     }
     Ok(())
 }

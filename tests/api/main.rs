@@ -42,3 +42,4 @@ mod session;
 mod shutdown;
 mod tls;
 mod volatile;
+mod webhooks;

@@ -10,5 +10,6 @@ mod chat;
 mod common;
 mod connections;
 mod history;
+mod outbox;
 mod retention;
 mod text;
