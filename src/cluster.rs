@@ -63,7 +63,7 @@ async fn transition(node: &Node, t: &Transition) {
         crate::state::presence::Status::Offline => "user.offline",
     };
     let data = serde_json::json!({ "userId": t.user_id, "deviceId": t.device_id, "at": t.at_ms });
-    crate::webhooks::emit(node, kind, data);
+    node.webhooks.emit(kind, data);
     node.writer.record(Record::Presence(PresenceLog {
         user_id: t.user_id.clone(),
         device_id: t.device_id.clone(),
@@ -157,6 +157,12 @@ pub async fn leave(node: &Node) {
         Ok(None) => {}
         Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
     }
+    // Every subscription has ended (each took its count back); this drops what drifted.
+    if let Ok(vacated) = bounded(node.occupancy.forget_instance(&node.incarnation)).await {
+        for channel in vacated {
+            node.webhooks.emit("channel.vacated", crate::channels::occupancy_event(&channel));
+        }
+    }
 }
 
 /// Rewrites this instance's view into shared state: resubscribes its channels, registers
@@ -204,12 +210,19 @@ pub async fn cleanup_once(node: &Node) {
                     instance: r.instance_id.clone(),
                     at_ms: now_ms() as i64,
                 });
+                match bounded(node.occupancy.forget_instance(&r.instance_id)).await {
+                    Ok(vacated) => {
+                        for channel in vacated {
+                            let data = crate::channels::occupancy_event(&channel);
+                            node.webhooks.emit("channel.vacated", data);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "forgetting a dead instance's channels failed")
+                    }
+                }
                 for s in &r.sockets {
-                    crate::webhooks::emit(
-                        node,
-                        "session.disconnected",
-                        session_event(s, "instance_lost"),
-                    );
+                    node.webhooks.emit("session.disconnected", session_event(s, "instance_lost"));
                 }
                 for t in &r.offline {
                     transition(node, t).await;

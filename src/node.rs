@@ -24,6 +24,7 @@ use crate::{
         guard::{Guarded, Health},
         history::{History, memory::MemoryHistory, redis::RedisHistory, routed::Routed},
         idempotency::{Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
+        occupancy::{Occupancy, memory::MemoryOccupancy, redis::RedisOccupancy},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
         revocation::{Revocations, memory::MemoryRevocations, redis::RedisRevocations},
@@ -49,8 +50,8 @@ type Picked = (
     Backends,
 );
 
-/// The server API's shared state: token revocations and idempotency keys.
-type ApiState = (Arc<dyn Revocations>, Arc<dyn Idempotency>);
+/// The server API's shared state: token revocations, idempotency keys, channel occupancy.
+type ApiState = (Arc<dyn Revocations>, Arc<dyn Idempotency>, Arc<dyn Occupancy>);
 
 /// The channel backends `Node::new` picks: history and presence.
 type ChannelState = (Arc<dyn History>, Arc<dyn ChannelPresence>);
@@ -125,6 +126,8 @@ pub struct Node {
     pub revocations: Arc<dyn Revocations>,
     /// The server API's idempotency keys.
     pub idempotency: Arc<dyn Idempotency>,
+    /// Subscribers per channel and instance.
+    pub occupancy: Arc<dyn Occupancy>,
     pub fanout: Arc<Fanout>,
     pub backends: Backends,
     /// Connection and presence history (PostgreSQL or SQLite). Sessions never call it; they
@@ -140,6 +143,8 @@ pub struct Node {
     /// Channels: this instance's subscriptions, their ordered delivery and presence.
     pub channels: Arc<Channels>,
     pub writer: Writer,
+    /// Records webhook events (through `writer`).
+    pub webhooks: crate::webhooks::Emitter,
     /// The writer task, awaited (bounded) at shutdown so buffered records are flushed.
     pub writer_task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Admission control for new connections (global cap, per-IP connect rate).
@@ -187,6 +192,7 @@ impl Node {
                     let channel_presence = RedisChannelPresence::new(conn.clone(), prefix.clone());
                     let revocations = RedisRevocations::new(conn.clone(), prefix.clone());
                     let idempotency = RedisIdempotency::new(conn.clone(), prefix.clone());
+                    let occupancy = RedisOccupancy::new(conn.clone(), prefix.clone());
                     (
                         // Guarded: every Redis call bounded, timed, and refused at once while
                         // Redis is known to be down.
@@ -203,6 +209,7 @@ impl Node {
                         (
                             Arc::new(Guarded::new(revocations, health.clone())),
                             Arc::new(Guarded::new(idempotency, health.clone())),
+                            Arc::new(Guarded::new(occupancy, health.clone())),
                         ),
                         Backends {
                             redis: Some(conn),
@@ -224,7 +231,11 @@ impl Node {
                         Arc::new(MemoryBroker::new()),
                         limiter.clone(),
                         (history.clone(), channel_presence.clone()),
-                        (revocations.clone(), idempotency.clone()),
+                        (
+                            revocations.clone(),
+                            idempotency.clone(),
+                            Arc::new(MemoryOccupancy::new()),
+                        ),
                         Backends {
                             redis: None,
                             memory_limiter: Some(limiter),
@@ -254,7 +265,14 @@ impl Node {
             broker,
             presence.clone(),
         ));
-        let channels = Channels::new(&config, channel_feed, channel_presence, fanout.clone());
+        let webhooks = crate::webhooks::Emitter::new(&config.webhooks, writer.clone());
+        let channels = Channels::new(
+            &config,
+            channel_feed,
+            (channel_presence, api.2.clone()),
+            fanout.clone(),
+            (incarnation.clone(), webhooks.clone()),
+        );
         Ok(Node {
             events: EventMetrics::new(router.names()),
             throttle: Throttle::new(&config, limiter),
@@ -274,6 +292,8 @@ impl Node {
             proxies: crate::proxy::Proxies::new(&config.proxy).map_err(NodeError::Proxy)?,
             channels,
             writer,
+            webhooks,
+            occupancy: api.2,
             writer_task: std::sync::Mutex::new(Some(writer_task)),
             admission: Admission::new(&config),
             shutdown: CancellationToken::new(),

@@ -250,6 +250,7 @@ async fn join(
         channel.clone(),
         Sub { namespace: ns.clone(), outbound: ctx.outbound.clone(), info, generation },
     );
+    channels.occupy(&channel, 1).await;
     if let Some(exp) = grant.expires_at {
         channels.expire_at(ctx.socket_id.clone(), channel.clone(), generation, exp);
     }

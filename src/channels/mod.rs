@@ -43,6 +43,7 @@ use crate::{
     config::{Config, NamespaceConfig},
     fanout::Fanout,
     session::outbound::Outbound,
+    state::occupancy::{Change, Occupancy},
     state::{
         channel_presence::ChannelPresence,
         history::{History, Position},
@@ -70,6 +71,10 @@ type Subs = HashMap<Arc<str>, HashMap<Arc<str>, Sub>>;
 pub struct Channels {
     feed: Arc<ChannelFeed>,
     presence: Arc<dyn ChannelPresence>,
+    occupancy: Arc<dyn Occupancy>,
+    /// This instance's incarnation, its name in `occupancy`.
+    instance: String,
+    webhooks: crate::webhooks::Emitter,
     fanout: Arc<Fanout>,
     subs: Mutex<Subs>,
     generation: AtomicU64,
@@ -89,12 +94,16 @@ impl Channels {
     pub fn new(
         config: &Config,
         feed: Arc<ChannelFeed>,
-        presence: Arc<dyn ChannelPresence>,
+        (presence, occupancy): (Arc<dyn ChannelPresence>, Arc<dyn Occupancy>),
         fanout: Arc<Fanout>,
+        (instance, webhooks): (String, crate::webhooks::Emitter),
     ) -> Arc<Self> {
         let channels = Arc::new(Channels {
             feed,
             presence,
+            occupancy,
+            instance,
+            webhooks,
             fanout,
             subs: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(1),
@@ -139,8 +148,23 @@ impl Channels {
         sub
     }
 
+    /// A subscription started (+1) or ended (−1) here: the cluster's count of the channel's
+    /// subscribers, and `channel.occupied` / `channel.vacated` when it is the first or last.
+    async fn occupy(&self, channel: &str, delta: i64) {
+        match crate::cluster::bounded(self.occupancy.add(channel, &self.instance, delta)).await {
+            Ok(Change::Occupied) => {
+                self.webhooks.emit("channel.occupied", occupancy_event(channel))
+            }
+            Ok(Change::Vacated) => self.webhooks.emit("channel.vacated", occupancy_event(channel)),
+            Ok(Change::Unchanged) => {}
+            // Counts drift until the instance restarts; events may be missed, nothing else.
+            Err(e) => tracing::debug!(channel, error = %e, "updating channel occupancy failed"),
+        }
+    }
+
     /// Presence and join/leave bookkeeping of a subscription that ended.
     async fn forget(&self, channel: &str, socket: &str, sub: &Sub) {
+        self.occupy(channel, -1).await;
         if !sub.namespace.presence {
             return;
         }
@@ -259,6 +283,11 @@ impl Channels {
     fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// The `data` of `channel.occupied` / `channel.vacated`.
+pub(crate) fn occupancy_event(channel: &str) -> serde_json::Value {
+    serde_json::json!({ "channel": channel, "at": crate::state::now_ms() })
 }
 
 impl Channels {

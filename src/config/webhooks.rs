@@ -8,8 +8,14 @@ use clap::Args;
 use super::{ConfigError, duration};
 
 /// Every event kind a webhook may carry.
-pub const WEBHOOK_EVENTS: [&str; 4] =
-    ["user.online", "user.offline", "session.connected", "session.disconnected"];
+pub const WEBHOOK_EVENTS: [&str; 6] = [
+    "user.online",
+    "user.offline",
+    "session.connected",
+    "session.disconnected",
+    "channel.occupied",
+    "channel.vacated",
+];
 
 #[derive(Debug, Clone, Args)]
 pub struct WebhookConfig {

@@ -50,11 +50,7 @@ impl Registration {
             connected_at_ms: record.connected_at_ms as i64,
         }));
         ctx.node.hub.insert(ctx.socket_id.clone(), entry);
-        crate::webhooks::emit(
-            &ctx.node,
-            "session.connected",
-            crate::cluster::session_event(&record, ""),
-        );
+        ctx.node.webhooks.emit("session.connected", crate::cluster::session_event(&record, ""));
         metrics::connected(ctx.peer.kind);
         Self {
             node: ctx.node.clone(),
@@ -74,11 +70,9 @@ impl Drop for Registration {
         let socket_id: Arc<str> = Arc::from(self.record.socket_id.as_str());
         let channels = self.node.channels.session_closed(&socket_id);
         metrics::disconnected(self.kind, self.reason);
-        crate::webhooks::emit(
-            &self.node,
-            "session.disconnected",
-            crate::cluster::session_event(&self.record, self.reason),
-        );
+        self.node
+            .webhooks
+            .emit("session.disconnected", crate::cluster::session_event(&self.record, self.reason));
         self.node.writer.record(Record::Closed(ConnectionClosed {
             socket_id: self.record.socket_id.clone(),
             disconnected_at_ms: now_ms() as i64,

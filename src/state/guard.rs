@@ -28,6 +28,7 @@ use super::{
     channel_presence::{self, ChannelPresence},
     history::{History, HistoryOptions, HistoryPage, Position, Range},
     idempotency::{Claim, Idempotency},
+    occupancy::{self, Occupancy},
     presence::{PresenceStore, Reaped, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
     revocation::{Revocations, TokenRef},
@@ -219,6 +220,31 @@ impl<T: Revocations> Revocations for Guarded<T> {
 
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StateError> {
         self.call(RedisOp::RevokedCheck, false, self.inner.is_revoked(token)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<T: Occupancy> Occupancy for Guarded<T> {
+    async fn add(
+        &self,
+        channel: &str,
+        instance: &str,
+        delta: i64,
+    ) -> Result<occupancy::Change, StateError> {
+        self.call(RedisOp::OccupancyAdd, false, self.inner.add(channel, instance, delta)).await
+    }
+
+    async fn list(
+        &self,
+        pattern: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<occupancy::Page, StateError> {
+        self.call(RedisOp::OccupancyList, false, self.inner.list(pattern, cursor, limit)).await
+    }
+
+    async fn forget_instance(&self, instance: &str) -> Result<Vec<String>, StateError> {
+        self.call(RedisOp::OccupancyForget, false, self.inner.forget_instance(instance)).await
     }
 }
 

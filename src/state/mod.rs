@@ -11,6 +11,7 @@
 //! - `channel_presence`: who is subscribed to a channel, entries that expire unless refreshed.
 //! - `revocation`: tokens the backend revoked (a user's, issued before a time; one by `jti`).
 //! - `idempotency`: the server API's idempotency keys, claimed before a publish.
+//! - `occupancy`: subscribers per channel and instance: active channels, occupied/vacated.
 //! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
 //!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
@@ -22,6 +23,7 @@ pub mod channel_presence;
 pub mod guard;
 pub mod history;
 pub mod idempotency;
+pub mod occupancy;
 pub mod presence;
 pub mod ratelimit;
 pub mod revocation;

@@ -184,10 +184,13 @@ pub enum RedisOp {
     IdempotencyClaim,
     IdempotencyComplete,
     IdempotencyRelease,
+    OccupancyAdd,
+    OccupancyList,
+    OccupancyForget,
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 30] = [
+    pub const ALL: [RedisOp; 33] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -218,6 +221,9 @@ impl RedisOp {
         RedisOp::IdempotencyClaim,
         RedisOp::IdempotencyComplete,
         RedisOp::IdempotencyRelease,
+        RedisOp::OccupancyAdd,
+        RedisOp::OccupancyList,
+        RedisOp::OccupancyForget,
     ];
 
     pub const fn as_str(self) -> &'static str {
@@ -252,6 +258,9 @@ impl RedisOp {
             RedisOp::IdempotencyClaim => "idempotency_claim",
             RedisOp::IdempotencyComplete => "idempotency_complete",
             RedisOp::IdempotencyRelease => "idempotency_release",
+            RedisOp::OccupancyAdd => "occupancy_add",
+            RedisOp::OccupancyList => "occupancy_list",
+            RedisOp::OccupancyForget => "occupancy_forget",
         }
     }
 }

@@ -16,9 +16,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
-    node::Node,
+    config::WebhookConfig,
     state::now_ms,
-    store::{outbox::NewDelivery, writer::Record},
+    store::{
+        outbox::NewDelivery,
+        writer::{Record, Writer},
+    },
 };
 
 /// One event, as its body is delivered (`{"id", "type", "createdAt", "data"}`).
@@ -32,10 +35,27 @@ struct Body<'a> {
     data: Value,
 }
 
-/// Records `kind` with `data` for delivery to every endpoint, when webhooks are on and the
-/// event is one of `--webhook-events`. Never waits: the writer stores it.
-pub fn emit(node: &Node, kind: &str, data: Value) {
-    let cfg = &node.config.webhooks;
+/// What records events: shared by whatever has events to tell (the session registration,
+/// the cluster, channels).
+#[derive(Clone)]
+pub struct Emitter {
+    config: WebhookConfig,
+    writer: Writer,
+}
+
+impl Emitter {
+    pub fn new(config: &WebhookConfig, writer: Writer) -> Self {
+        Self { config: config.clone(), writer }
+    }
+
+    /// Records `kind` with `data` for delivery to every endpoint, when webhooks are on and
+    /// the event is one of `--webhook-events`. Never waits: the writer stores it.
+    pub fn emit(&self, kind: &str, data: Value) {
+        emit(&self.config, &self.writer, kind, data);
+    }
+}
+
+fn emit(cfg: &WebhookConfig, writer: &Writer, kind: &str, data: Value) {
     if !cfg.enabled() || !cfg.events.iter().any(|e| e == kind) {
         return;
     }
@@ -44,7 +64,7 @@ pub fn emit(node: &Node, kind: &str, data: Value) {
     let body = Body { id: &event_id, kind, created_at, data };
     let Ok(body) = serde_json::to_string(&body) else { return };
     for endpoint in &cfg.urls {
-        node.writer.record(Record::Webhook(NewDelivery {
+        writer.record(Record::Webhook(NewDelivery {
             id: uuid::Uuid::now_v7().to_string(),
             event_id: event_id.clone(),
             endpoint: endpoint.clone(),

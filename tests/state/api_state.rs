@@ -1,7 +1,8 @@
 //! The server API's shared state, against both backends: revocations (a user's tokens up to a
 //! time, never narrowed by a later call; one token by `jti`; both forgotten after `until`) and
 //! idempotency keys (claimed once, pending, done with the first result, released on failure,
-//! forgotten after the window).
+//! forgotten after the window), and channel occupancy (counted across instances, first and
+//! last subscriber reported, a dead instance's counts removed, active channels paged).
 
 use std::{sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use rstest::rstest;
 use rtgate::state::{
     idempotency::{Claim, Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
     now_ms,
+    occupancy::{Change, Occupancy, memory::MemoryOccupancy, redis::RedisOccupancy},
     revocation::{Revocations, TokenRef, memory::MemoryRevocations, redis::RedisRevocations},
 };
 
@@ -109,6 +111,69 @@ async fn an_idempotency_key_is_claimed_once_then_answers_with_its_result(#[case]
     i.complete("w", "{}", short).await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(i.claim("w", window).await.unwrap(), Claim::Fresh);
+    if backend == Backend::Redis {
+        common::cleanup(&prefix).await;
+    }
+}
+
+async fn occupancy(backend: Backend, prefix: &str) -> Arc<dyn Occupancy> {
+    match backend {
+        Backend::Memory => Arc::new(MemoryOccupancy::new()),
+        Backend::Redis => Arc::new(RedisOccupancy::new(conn().await, prefix.to_owned())),
+    }
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn occupancy_counts_subscribers_across_instances_and_reports_first_and_last(
+    #[case] backend: Backend,
+) {
+    let prefix = common::unique_prefix("occupancy");
+    let o = occupancy(backend, &prefix).await;
+    assert_eq!(o.add("news:a", "i1", 1).await.unwrap(), Change::Occupied);
+    assert_eq!(o.add("news:a", "i1", 1).await.unwrap(), Change::Unchanged);
+    assert_eq!(o.add("news:a", "i2", 1).await.unwrap(), Change::Unchanged);
+    assert_eq!(o.add("news:b", "i2", 1).await.unwrap(), Change::Occupied);
+    assert_eq!(o.add("chat:x", "i1", 1).await.unwrap(), Change::Occupied);
+    let page = o.list("news:*", None, 100).await.unwrap();
+    let mut got = page.channels.clone();
+    got.sort();
+    assert_eq!(got, [("news:a".to_owned(), 3), ("news:b".to_owned(), 1)]);
+    assert_eq!(o.add("news:a", "i1", -2).await.unwrap(), Change::Unchanged);
+    assert_eq!(o.add("news:a", "i2", -1).await.unwrap(), Change::Vacated);
+    // A dead instance's counts go; the channels it alone held are vacated.
+    assert_eq!(o.add("news:b", "i1", 1).await.unwrap(), Change::Unchanged);
+    assert_eq!(o.forget_instance("i2").await.unwrap(), Vec::<String>::new());
+    assert_eq!(o.forget_instance("i1").await.unwrap().len(), 2, "news:b and chat:x");
+    assert!(o.list("*", None, 100).await.unwrap().channels.is_empty());
+    if backend == Backend::Redis {
+        common::cleanup(&prefix).await;
+    }
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[tokio::test]
+async fn active_channels_page_through_every_one_once(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("occupancy-pages");
+    let o = occupancy(backend, &prefix).await;
+    for i in 0..50 {
+        o.add(&format!("doc:{i:02}"), "i1", 1).await.unwrap();
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let page = o.list("doc:*", cursor.as_deref(), 10).await.unwrap();
+        seen.extend(page.channels.into_iter().map(|(c, _)| c));
+        cursor = page.next;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 50);
     if backend == Backend::Redis {
         common::cleanup(&prefix).await;
     }
