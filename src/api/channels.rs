@@ -10,13 +10,14 @@ use super::{
     ApiState,
     error::{ApiError, ApiErrorBody, ApiJson},
     publish::Empty,
-    resolve,
+    resolve, schema,
 };
 use crate::commands::{self, Command};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelRequest {
+    #[schema(schema_with = schema::channel)]
     channel: String,
 }
 
@@ -96,6 +97,7 @@ pub async fn presence_stats(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Since {
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     offset: u64,
     epoch: String,
 }
@@ -103,6 +105,7 @@ pub struct Since {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryRequest {
+    #[schema(schema_with = schema::channel)]
     channel: String,
     /// Publications after this position (oldest first); from another epoch, none.
     since: Option<Since>,
@@ -120,6 +123,7 @@ pub struct HistoryResult {
     #[schema(value_type = Vec<Object>)]
     publications: Box<RawValue>,
     /// Where the history stands: the last offset …
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     offset: u64,
     /// … in this epoch.
     epoch: String,
@@ -210,7 +214,9 @@ pub async fn subscribe(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UnsubscribeRequest {
+    #[schema(schema_with = schema::user_id)]
     user: String,
+    #[schema(schema_with = schema::channel)]
     channel: String,
     /// Only this session (its `sessionId` from `connected`); every session of the user when
     /// absent.

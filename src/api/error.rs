@@ -17,7 +17,8 @@ use crate::{http::body::JsonObject, state::StateError};
 pub struct ApiErrorBody {
     /// Machine-readable: `unauthorized`, `bad_request`, `unsupported_media_type`,
     /// `payload_too_large`, `bad_channel`, `unknown_namespace`, `not_enabled`,
-    /// `idempotency_in_progress`, `unavailable`, `internal_error`.
+    /// `idempotency_in_progress`, `unavailable`, `internal_error`; `method_not_allowed` and
+    /// `not_found` for a wrong method or path.
     pub code: &'static str,
     /// For humans.
     pub message: String,

@@ -4,7 +4,8 @@
 //! - `error`: the one error shape `{code, message, details}` and the body extractor;
 //! - `publish`: channel publications (with idempotency keys), broadcasts, user pushes;
 //! - `channels`: presence, history, history removal, server-side unsubscribe;
-//! - `users`: disconnect, status, revocation; `info`: the cluster.
+//! - `users`: disconnect, status, revocation; `info`: the cluster; `activity`: the active
+//!   channels and the webhook outbox.
 //!
 //! Authentication: `Authorization: apikey <key>`, compared in constant time against every
 //! configured key (`--api-keys`). With no key configured the API answers only clients on
@@ -12,10 +13,12 @@
 //! document at `/api/v1/openapi.json` is generated from the handlers and their types
 //! (utoipa), so it cannot drift from the code; it is public.
 
+pub mod activity;
 pub mod channels;
 pub mod error;
 pub mod info;
 pub mod publish;
+mod schema;
 pub mod users;
 
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use axum::{
     http::{StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use subtle::ConstantTimeEq;
 use utoipa::OpenApi;
@@ -51,7 +54,7 @@ pub struct ApiState {
         channels::presence, channels::presence_stats, channels::history,
         channels::history_remove, channels::subscribe, channels::unsubscribe,
         users::disconnect, users::users_status, users::revoke_user, users::revoke_token,
-        info::info,
+        info::info, activity::channels, activity::webhooks,
     ),
     modifiers(&ApiKeyScheme),
     security(("apikey" = [])),
@@ -99,9 +102,33 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/v1/revoke-user", post(users::revoke_user))
         .route("/api/v1/revoke-token", post(users::revoke_token))
         .route("/api/v1/info", post(info::info))
+        .route("/api/v1/channels", post(activity::channels))
+        .route("/api/v1/webhooks", post(activity::webhooks))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(DefaultBodyLimit::max(limit));
-    Router::new().route("/api/v1/openapi.json", get(openapi_json)).merge(methods).with_state(state)
+    Router::new()
+        .route("/api/v1/openapi.json", get(openapi_json))
+        .method_not_allowed_fallback(method_not_allowed)
+        .merge(methods)
+        // Under /api/v1 every answer is in the API's error shape, a mistyped method included.
+        .route("/api/v1", any(not_found))
+        .route("/api/v1/", any(not_found))
+        .route("/api/v1/{*rest}", any(not_found))
+        .with_state(state)
+}
+
+/// A method the path does not take; axum adds the `Allow` header listing those it does.
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this path does not take this method (`Allow` lists those it does)",
+    )
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such server API method")
 }
 
 async fn openapi_json() -> Response {
@@ -177,7 +204,30 @@ mod tests {
         let doc = serde_json::to_value(openapi()).unwrap();
         assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
         let paths = doc["paths"].as_object().unwrap();
-        assert_eq!(paths.len(), 14, "{:?}", paths.keys().collect::<Vec<_>>());
+        assert_eq!(paths.len(), 16, "{:?}", paths.keys().collect::<Vec<_>>());
         assert!(doc["components"]["securitySchemes"]["apikey"].is_object());
+    }
+
+    /// What the handlers check is in the document, so clients and fuzzers see it
+    /// (`scripts/schemathesis.sh` checks that the server refuses whatever breaks it).
+    #[test]
+    fn the_document_states_the_checked_limits() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let channel = &schemas["ChannelRequest"]["properties"]["channel"];
+        assert_eq!((&channel["minLength"], &channel["maxLength"]), (&1.into(), &255.into()));
+        assert!(channel["pattern"].is_string(), "{channel}");
+        let users = &schemas["StatusRequest"]["properties"]["users"];
+        assert_eq!((&users["minItems"], &users["maxItems"]), (&1.into(), &1000.into()));
+        assert_eq!(users["items"]["maxLength"], 128);
+        let channels = &schemas["BroadcastRequest"]["properties"]["channels"];
+        assert_eq!((&channels["minItems"], &channels["maxItems"]), (&1.into(), &100.into()));
+        let key = &schemas["PublishRequest"]["properties"]["idempotencyKey"];
+        assert_eq!(key["pattern"], "^[!-~]{1,128}$");
+        assert_eq!(key["type"], serde_json::json!(["string", "null"]));
+        assert!(!schemas["PublishRequest"]["required"].to_string().contains("idempotencyKey"));
+        // Offsets are u64 end to end, not int64.
+        let offset = &schemas["Since"]["properties"]["offset"];
+        assert_eq!((&offset["format"], &offset["maximum"]), (&"uint64".into(), &u64::MAX.into()));
     }
 }

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use super::{
     ApiState,
     error::{ApiError, ApiErrorBody, ApiJson},
-    resolve,
+    resolve, schema,
 };
 use crate::{cluster::bounded, protocol::encode_event, state::idempotency::Claim};
 
@@ -26,12 +26,14 @@ pub const REPLAYED: &str = "idempotent-replayed";
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PublishRequest {
     /// The channel (its namespace must exist).
+    #[schema(schema_with = schema::channel)]
     channel: String,
     /// Any JSON; delivered as the publication's `data`.
     #[schema(value_type = Value)]
     data: Box<RawValue>,
     /// Deduplicates retries cluster-wide within `--idempotency-window` (1–128 printable
     /// characters).
+    #[schema(schema_with = schema::idempotency_key)]
     idempotency_key: Option<String>,
 }
 
@@ -39,6 +41,7 @@ pub struct PublishRequest {
 pub struct PublishResult {
     /// The publication's offset, in a channel with history.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     offset: Option<u64>,
     /// The history's epoch, in a channel with history.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -63,6 +66,10 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(req.idempotency_key.as_deref(), "p")?;
     let (channel, data) = (req.channel, req.data);
+    // A request that is wrong in itself is refused whatever its key: an earlier call with the
+    // same key must not turn it into a replayed success. (`publish_one` checks again: cheap.)
+    resolve(&api.node, &channel)?;
+    fits(&api, &channel, &data)?;
     idempotent(&api, key, || publish_one(&api, &channel, &data)).await
 }
 
@@ -103,10 +110,12 @@ fn fits(api: &ApiState, channel: &str, data: &RawValue) -> Result<(), ApiError> 
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct BroadcastRequest {
     /// 1 to 100 channels.
+    #[schema(schema_with = schema::channels)]
     channels: Vec<String>,
     #[schema(value_type = Value)]
     data: Box<RawValue>,
     /// Deduplicates the whole broadcast, as in `publish`.
+    #[schema(schema_with = schema::idempotency_key)]
     idempotency_key: Option<String>,
 }
 
@@ -133,7 +142,7 @@ pub struct BroadcastResult {
 }
 
 /// Most channels one broadcast names.
-const MAX_BROADCAST: usize = 100;
+pub(super) const MAX_BROADCAST: usize = 100;
 
 /// Publishes the same data to many channels; each channel's result (or error) on its own.
 #[utoipa::path(post, path = "/api/v1/broadcast", tag = "publishing",
@@ -179,8 +188,11 @@ pub async fn broadcast(
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UserPublishRequest {
     /// The user whose every session gets the event.
+    #[schema(schema_with = schema::user_id)]
     user: String,
-    /// The event name the sessions see (1–64 of `[A-Za-z0-9:._-]`; not `sys:` or `channel:`).
+    /// The event name the sessions see (1–64 of `[A-Za-z0-9:._-]`; not `sys:`, `channel:` or
+    /// `presence:`).
+    #[schema(schema_with = schema::event)]
     event: String,
     #[schema(value_type = Value)]
     data: Box<RawValue>,
@@ -255,10 +267,10 @@ where
             "a call with this idempotency key is still in progress; retry later",
         )),
         Ok(Claim::Done(stored)) => {
-            let value: serde_json::Value = serde_json::from_str(&stored).map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", e.to_string())
-            })?;
-            let mut response = Json(value).into_response();
+            // The first answer's bytes, as they were: same fields, same order.
+            let json = HeaderValue::from_static("application/json");
+            let mut response = stored.into_response();
+            response.headers_mut().insert(axum::http::header::CONTENT_TYPE, json);
             response.headers_mut().insert(REPLAYED, HeaderValue::from_static("true"));
             Ok(response)
         }

@@ -11,6 +11,7 @@ use super::{
     ApiState,
     error::{ApiError, ApiErrorBody, ApiJson},
     publish::Empty,
+    schema,
 };
 use crate::{
     cluster::bounded,
@@ -32,6 +33,7 @@ pub(super) fn user_id(user: &str) -> Result<(), ApiError> {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectRequest {
+    #[schema(schema_with = schema::user_id)]
     user: String,
     /// Only this session (`sessionId` from `connected`); every session of the user when absent.
     session: Option<String>,
@@ -40,6 +42,7 @@ pub struct DisconnectRequest {
     #[serde(default)]
     reconnect: bool,
     /// For humans, in the `disconnect` frame's `message` (at most 256 bytes).
+    #[schema(schema_with = schema::disconnect_message)]
     message: Option<String>,
 }
 
@@ -73,6 +76,7 @@ pub async fn disconnect(
 #[serde(deny_unknown_fields)]
 pub struct StatusRequest {
     /// 1 to 1000 user ids.
+    #[schema(schema_with = schema::user_ids)]
     users: Vec<String>,
 }
 
@@ -96,7 +100,7 @@ pub struct StatusResult {
     users: Vec<UserStatus>,
 }
 
-const MAX_STATUS_USERS: usize = 1000;
+pub(super) const MAX_STATUS_USERS: usize = 1000;
 
 /// Whether users are online, on how many devices, and when offline ones were last seen.
 #[utoipa::path(post, path = "/api/v1/users-status", tag = "users", request_body = StatusRequest,
@@ -159,12 +163,15 @@ const DEFAULT_REVOCATION: Duration = Duration::from_secs(7 * 24 * 3600);
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RevokeUserRequest {
+    #[schema(schema_with = schema::user_id)]
     user: String,
     /// Tokens whose `iat` is at or before this time (Unix seconds) are revoked; default now. A
     /// token without `iat` is always covered.
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     issued_before: Option<u64>,
     /// Unix ms when the last revoked token expires anyway (its `exp`); the revocation is
     /// forgotten then. Default: 7 days from now.
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     until: Option<u64>,
 }
 
@@ -196,8 +203,10 @@ pub async fn revoke_user(
 #[serde(deny_unknown_fields)]
 pub struct RevokeTokenRequest {
     /// The token's `jti` claim.
+    #[schema(schema_with = schema::jti)]
     jti: String,
     /// Unix ms when the token expires anyway (its `exp`). Default: 7 days from now.
+    #[schema(format = "uint64", maximum = 18446744073709551615_u64)]
     until: Option<u64>,
 }
 

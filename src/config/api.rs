@@ -11,8 +11,8 @@ use super::{ConfigError, duration};
 #[derive(Debug, Clone, Args)]
 pub struct ApiConfig {
     /// Keys the application's backend calls the server API with (`Authorization: apikey
-    /// <key>`), comma-separated; several let a key be rotated. Empty: the server API is off
-    /// (every `/api/v1` call but the OpenAPI document answers 404).
+    /// <key>`), comma-separated; several let a key be rotated. Empty: the server API answers
+    /// loopback clients only.
     #[arg(
         long = "api-keys",
         env = "RTGATE_API_KEYS",

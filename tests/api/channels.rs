@@ -440,7 +440,8 @@ async fn an_expired_subscription_token_ends_the_subscription_only(
         &server.config.jwt,
         "bob",
         "secret:x",
-        Duration::from_secs(1),
+        // `exp` is whole seconds: two, so at least one is left when it is presented.
+        Duration::from_secs(2),
         None,
     )
     .unwrap();

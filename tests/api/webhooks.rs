@@ -196,3 +196,48 @@ async fn events_recorded_by_an_instance_killed_before_delivery_are_delivered_by_
     assert_eq!(events.len(), 8, "{events:#?}");
     test_db.cleanup().await;
 }
+
+#[tokio::test]
+async fn channels_report_occupied_and_vacated_and_list_while_active() {
+    let (receiver, addr) = Receiver::start(true).await;
+    let test_db = TestDb::new(Db::Sqlite).await;
+    let s = spawn(|c| {
+        test_db.apply(c);
+        c.api.keys = vec![crate::api_util::KEY.into()];
+        c.webhooks.urls = vec![format!("http://{addr}/hook")];
+        c.webhooks.secret = Some(SECRET.into());
+        c.webhooks.events = vec!["channel.occupied".into(), "channel.vacated".into()];
+        c.db_flush_interval = Duration::from_millis(20);
+    })
+    .await;
+    let (mut a, _) = s.connect(Kind::Ws, "ann").await;
+    let (mut b, _) = s.connect(Kind::Wt, "bob").await;
+    crate::helpers::subscribe(&mut a, 1, "public:room").await;
+    crate::helpers::subscribe(&mut b, 1, "public:room").await;
+    crate::helpers::subscribe(&mut b, 2, "public:other").await;
+    let listed =
+        crate::api_util::call(s.http, "channels", serde_json::json!({"pattern": "public:r*"}))
+            .await;
+    assert_eq!(
+        listed["channels"],
+        serde_json::json!([{"channel": "public:room", "subscribers": 2}]),
+        "{listed}"
+    );
+    let occupied = |e: &[Value]| e.iter().filter(|e| e["type"] == "channel.occupied").count() == 2;
+    receiver.wait(Duration::from_secs(5), occupied).await;
+    a.request(3, "channel:unsubscribe", serde_json::json!({"channel": "public:room"})).await;
+    drop(b); // its two subscriptions end with the session
+    let events = receiver
+        .wait(Duration::from_secs(5), |e| {
+            e.iter().filter(|e| e["type"] == "channel.vacated").count() == 2
+        })
+        .await;
+    let vacated: Vec<&Value> = events.iter().filter(|e| e["type"] == "channel.vacated").collect();
+    let mut channels: Vec<&str> =
+        vacated.iter().map(|e| e["data"]["channel"].as_str().unwrap()).collect();
+    channels.sort();
+    assert_eq!(channels, ["public:other", "public:room"]);
+    let listed = crate::api_util::call(s.http, "channels", serde_json::json!({})).await;
+    assert_eq!(listed["channels"], serde_json::json!([]), "{listed}");
+    test_db.cleanup().await;
+}
