@@ -22,10 +22,15 @@ use crate::{
 
 /// A user id as tokens carry it: 1 to 128 bytes, no control characters.
 pub(super) fn user_id(user: &str) -> Result<(), ApiError> {
-    if user.is_empty() || user.len() > 128 || user.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "a user id is 1 to 128 bytes without control characters",
-        ));
+    id_like(user, "a user id")
+}
+
+/// User ids and `jti`s: 1 to 128 bytes, no control characters (they become shared-state keys).
+fn id_like(value: &str, what: &str) -> Result<(), ApiError> {
+    if value.is_empty() || value.len() > 128 || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} is 1 to 128 bytes without control characters"
+        )));
     }
     Ok(())
 }
@@ -190,13 +195,8 @@ pub async fn revoke_user(
     user_id(&req.user)?;
     let before = req.issued_before.unwrap_or(now_ms() / 1000);
     let until = until(req.until)?;
-    let node = &api.node;
-    bounded(node.revocations.revoke_user(&req.user, before, until))
-        .await
-        .map_err(|e| ApiError::unavailable("revocations", &e))?;
-    let cmd = Command::RevokeUser { user: req.user, before };
-    commands::broadcast(node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
-    Ok(Json(Empty {}))
+    let stored = api.node.revocations.revoke_user(&req.user, before, until);
+    revoke(&api, stored, Command::RevokeUser { user: req.user.clone(), before }).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -222,16 +222,21 @@ pub async fn revoke_token(
     State(api): State<ApiState>,
     ApiJson(req): ApiJson<RevokeTokenRequest>,
 ) -> Result<Json<Empty>, ApiError> {
-    if req.jti.is_empty() || req.jti.len() > 128 || req.jti.chars().any(char::is_control) {
-        return Err(ApiError::bad_request("`jti` is 1 to 128 bytes without control characters"));
-    }
+    id_like(&req.jti, "`jti`")?;
     let until = until(req.until)?;
-    let node = &api.node;
-    bounded(node.revocations.revoke_token(&req.jti, until))
-        .await
-        .map_err(|e| ApiError::unavailable("revocations", &e))?;
-    let cmd = Command::RevokeToken { jti: req.jti };
-    commands::broadcast(node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
+    let stored = api.node.revocations.revoke_token(&req.jti, until);
+    revoke(&api, stored, Command::RevokeToken { jti: req.jti.clone() }).await
+}
+
+/// Stores a revocation (so connects and refreshes refuse the tokens), then ends the sessions
+/// using them on every instance.
+async fn revoke(
+    api: &ApiState,
+    stored: impl Future<Output = Result<(), crate::state::StateError>>,
+    cmd: Command,
+) -> Result<Json<Empty>, ApiError> {
+    bounded(stored).await.map_err(|e| ApiError::unavailable("revocations", &e))?;
+    commands::broadcast(&api.node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
     Ok(Json(Empty {}))
 }
 
