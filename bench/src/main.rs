@@ -6,6 +6,7 @@
 
 mod client;
 mod frames;
+mod http;
 mod pool;
 mod progress;
 mod report;
@@ -88,6 +89,14 @@ enum Scenario {
     Churn(scenario::churn::Args),
     /// Subscribe with `since` N publications back, repeatedly; the latency of recovering them.
     Recover(scenario::recover::Args),
+    /// `fanout` with the publications POSTed to the server API by concurrent HTTP callers.
+    Apipublish(scenario::apipublish::Args),
+    /// Calls to a backend the load generator runs: direct, and as `rpc` events through the
+    /// server's RPC proxy; the latency of each and the difference.
+    Rpc(scenario::rpc::Args),
+    /// Sessions opened and closed as fast as possible; the lifecycle webhooks' delivery rate
+    /// to a receiver the load generator runs.
+    Webhooks(scenario::webhooks::Args),
 }
 
 fn main() -> ExitCode {
@@ -125,6 +134,11 @@ async fn run(cli: Cli) -> Result<()> {
     if c.protocol == frames::Protocol::Socketio && c.transport != Transport::Ws {
         anyhow::bail!("--protocol socketio runs over WebSocket only");
     }
+    let rtgate_only =
+        matches!(cli.scenario, Scenario::Apipublish(_) | Scenario::Rpc(_) | Scenario::Webhooks(_));
+    if c.protocol == frames::Protocol::Socketio && rtgate_only {
+        anyhow::bail!("apipublish, rpc and webhooks measure rtgate's backend features only");
+    }
     frames::set_protocol(c.protocol);
     let cert = match (&c.cert_hash, c.transport) {
         (Some(hex), _) => Some(client::parse_hex32(hex)?),
@@ -151,6 +165,9 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Connect(a) => scenario::connect::run(&ctx, a).await,
         Scenario::Churn(a) => scenario::churn::run(&ctx, a).await,
         Scenario::Recover(a) => scenario::recover::run(&ctx, a).await,
+        Scenario::Apipublish(a) => scenario::apipublish::run(&ctx, a).await,
+        Scenario::Rpc(a) => scenario::rpc::run(&ctx, a).await,
+        Scenario::Webhooks(a) => scenario::webhooks::run(&ctx, a).await,
     }
 }
 

@@ -32,10 +32,14 @@ impl Ctx {
 
     /// A token for user `<prefix><n>`, valid for an hour.
     pub fn token(&self, n: usize) -> Result<String> {
-        let sub = format!("{}{n}", self.common.user_prefix);
+        self.token_for(&format!("{}{n}", self.common.user_prefix))
+    }
+
+    /// A token for user `sub`, valid for an hour.
+    pub fn token_for(&self, sub: &str) -> Result<String> {
         Ok(rtgate::auth::mint_dev_token(
             &self.common.jwt,
-            &sub,
+            sub,
             Duration::from_secs(3600),
             None,
             vec![],

@@ -17,6 +17,11 @@ struct Running {
 }
 
 async fn spawn_server() -> Running {
+    spawn_server_with(|_| {}).await
+}
+
+/// A server configured as `spawn_server`'s, then by `configure`.
+async fn spawn_server_with(configure: impl FnOnce(&mut Config)) -> Running {
     // The benchmark servers' namespaces (`bench:` for fanout), as scripts/bench passes them.
     let namespaces = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/bench-channels.toml");
     let mut c = Config::load(["rtgate", "--config", namespaces]).expect("bench config");
@@ -34,6 +39,7 @@ async fn spawn_server() -> Running {
         std::process::id(),
         rand_suffix()
     ));
+    configure(&mut c);
     let server = Server::bind(c).await.expect("server binds");
     let running = Running {
         http: server.http_addr(),
@@ -129,5 +135,103 @@ async fn fixed_rate_echo_fanout_recover_connect_churn_and_idle_produce_results()
     let r = bench(&s, "ws", &["idle", "--n", "5", "--settle", "100ms"]).await;
     assert_eq!(num(&r, "held"), 5.0, "{r}");
     assert!(num(&r, "rss_after") > 0.0, "{r}");
+    s.shutdown.cancel();
+}
+
+/// A loopback port free a moment ago (for the backends the load generator runs, whose URLs
+/// the server must know before they listen).
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    l.local_addr().expect("its address").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_scenarios_apipublish_rpc_and_webhooks_produce_results() {
+    const KEY: &str = "bench-test-api-key-0123456789";
+    let (rpc, hooks) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let (rpc_url, hooks_url) = (format!("http://{rpc}/rpc"), format!("http://{hooks}/hooks"));
+    let s = spawn_server_with(|c| {
+        c.api.keys = vec![KEY.into()];
+        c.proxy.rpc_url = Some(rpc_url);
+        c.webhooks.urls = vec![hooks_url];
+        c.webhooks.secret = Some("bench-test-webhook-secret".into());
+    })
+    .await;
+
+    // Publications from the server API reach every receiver.
+    let r = bench(
+        &s,
+        "ws",
+        &[
+            "apipublish",
+            "--receivers",
+            "3",
+            "--callers",
+            "2",
+            "--duration",
+            "300ms",
+            "--drain",
+            "1s",
+            "--api-key",
+            KEY,
+        ],
+    )
+    .await;
+    assert_eq!(r["scenario"], "apipublish");
+    assert!(num(&r, "published") > 0.0, "{r}");
+    assert_eq!(num(&r, "delivered"), num(&r, "expected"), "{r}");
+    assert_eq!(num(&r, "api_errors"), 0.0, "{r}");
+    assert!(num(&r, "p99_us") >= num(&r, "p50_us"), "{r}");
+
+    // RPC calls, direct and through the proxy, at two levels.
+    let r = bench(
+        &s,
+        "ws",
+        &[
+            "rpc",
+            "--concurrency",
+            "1,2",
+            "--duration",
+            "300ms",
+            "--slice",
+            "100ms",
+            "--warmup",
+            "50ms",
+            "--backend",
+            &rpc,
+        ],
+    )
+    .await;
+    for c in ["c1", "c2"] {
+        for path in ["direct", "rtgate"] {
+            assert!(num(&r, &format!("{c}_{path}_calls")) > 0.0, "{r}");
+        }
+        assert!(r[format!("{c}_overhead_p99_us")].is_i64(), "{r}");
+    }
+    assert_eq!(num(&r, "errors"), 0.0, "{r}");
+
+    // Every session's four lifecycle events reach the receiver.
+    let r = bench(
+        &s,
+        "ws",
+        &[
+            "webhooks",
+            "--sessions",
+            "5",
+            "--concurrency",
+            "2",
+            "--drain",
+            "20s",
+            "--receiver",
+            &hooks,
+        ],
+    )
+    .await;
+    assert_eq!(num(&r, "sessions"), 5.0, "{r}");
+    assert_eq!(num(&r, "events"), 20.0, "{r}");
+    assert_eq!(num(&r, "unsigned"), 0.0, "{r}");
+    for kind in ["session.connected", "session.disconnected", "user.online", "user.offline"] {
+        assert_eq!(r["by_type"][kind], 5, "{r}");
+    }
     s.shutdown.cancel();
 }

@@ -54,27 +54,72 @@ pub struct Args {
     channel: String,
 }
 
-struct Shared {
-    epoch: Instant,
-    delivered: AtomicU64,
+/// What the receivers share: the run's epoch (send times are µs since it), the delivery
+/// count, the latest delivery and the sampled latencies. Also used by `apipublish`.
+pub(super) struct Shared {
+    pub(super) epoch: Instant,
+    pub(super) delivered: AtomicU64,
     /// µs since `epoch` of the latest delivery.
     last_delivery_us: AtomicU64,
     lat: Vec<Mutex<Latency>>,
 }
 
-pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
-    let ctx = Arc::new(Ctx::new(ctx.common.clone(), ctx.target.clone()));
-    let shared = Arc::new(Shared {
-        epoch: Instant::now(),
-        delivered: AtomicU64::new(0),
-        last_delivery_us: AtomicU64::new(0),
-        lat: (0..SHARDS).map(|_| Mutex::new(Latency::new())).collect(),
-    });
-    let (stop, stop_rx) = watch::channel(false);
-    let progress = Progress::start("receivers joined", Some(a.receivers as u64));
+impl Shared {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            epoch: Instant::now(),
+            delivered: AtomicU64::new(0),
+            last_delivery_us: AtomicU64::new(0),
+            lat: (0..SHARDS).map(|_| Mutex::new(Latency::new())).collect(),
+        })
+    }
+
+    /// Waits up to `drain` for `expected` deliveries in all; returns the deliveries so far.
+    pub(super) async fn drain(&self, expected: u64, drain: Duration) -> u64 {
+        let drain_end = Instant::now() + drain;
+        while self.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// From `start` to the latest delivery, at least `duration`.
+    pub(super) fn window(&self, start: Instant, duration: Duration) -> Duration {
+        let last = Duration::from_micros(self.last_delivery_us.load(Ordering::Relaxed));
+        (self.epoch + last).saturating_duration_since(start).max(duration)
+    }
+
+    /// Every receiver's sampled latencies together.
+    pub(super) fn latency(&self) -> Latency {
+        let mut lat = Latency::new();
+        for s in &self.lat {
+            lat.merge(&pool::lock(s));
+        }
+        lat
+    }
+}
+
+/// Receivers subscribed to the channel, each counting what it gets until `stop`.
+pub(super) struct Receivers {
+    pub(super) tasks: Vec<tokio::task::JoinHandle<bool>>,
+    pub(super) failures: u64,
+    pub(super) errors: Vec<String>,
+}
+
+/// Opens `n` connections (users 1..=n), subscribes each to `channel` and starts counting
+/// deliveries into `shared`.
+pub(super) async fn subscribe_receivers(
+    ctx: &Arc<Ctx>,
+    n: usize,
+    channel: &str,
+    shared: &Arc<Shared>,
+    sample_every: u64,
+    stop_rx: &watch::Receiver<bool>,
+) -> Result<Receivers> {
+    let progress = Progress::start("receivers joined", Some(n as u64));
     let opened = pool::open_many(
-        &ctx,
-        a.receivers,
+        ctx,
+        n,
         1,
         200,
         Instant::now() + Duration::from_secs(300),
@@ -85,7 +130,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     // Join in parallel, then start receiving.
     let mut joins = Vec::new();
     for (i, mut conn) in opened.items {
-        let join = frames::fanout_join(1, &a.channel);
+        let join = frames::fanout_join(1, channel);
         joins.push(tokio::spawn(async move {
             conn.tx.send(&join).await?;
             loop {
@@ -102,24 +147,31 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
             }
         }));
     }
-    let mut receivers = Vec::new();
+    let mut tasks = Vec::new();
     let mut join_errors = Vec::new();
     for j in joins {
         match j.await {
             Ok(Ok((i, conn))) => {
-                receivers.push(receive(conn, i, shared.clone(), a.sample_every, stop_rx.clone()))
+                tasks.push(receive(conn, i, shared.clone(), sample_every, stop_rx.clone()))
             }
             Ok(Err(e)) => join_errors.push(format!("{e:#}")),
             Err(e) => join_errors.push(e.to_string()),
         }
     }
     progress.finish();
-    anyhow::ensure!(
-        !receivers.is_empty(),
-        "no receiver joined: {:?} {:?}",
-        opened.errors,
-        join_errors
-    );
+    anyhow::ensure!(!tasks.is_empty(), "no receiver joined: {:?} {:?}", opened.errors, join_errors);
+    let mut errors = opened.errors;
+    errors.extend(join_errors.iter().take(5).cloned());
+    Ok(Receivers { tasks, failures: opened.failures + join_errors.len() as u64, errors })
+}
+
+pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
+    let ctx = Arc::new(Ctx::new(ctx.common.clone(), ctx.target.clone()));
+    let shared = Shared::new();
+    let (stop, stop_rx) = watch::channel(false);
+    let receivers =
+        subscribe_receivers(&ctx, a.receivers, &a.channel, &shared, a.sample_every, &stop_rx)
+            .await?;
     let publisher = ctx.target.connect(&ctx.token(0)?).await.context("publisher connect")?;
     let cpu = super::ServerCpu::start(ctx.common.server_pid);
     let progress = Progress::start("published", None);
@@ -127,47 +179,35 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let (published, publish_errors, publish_lat) =
         publish(publisher, &shared, &a, start + a.duration, &progress).await;
     progress.finish();
-    let expected = published * receivers.len() as u64;
+    let expected = published * receivers.tasks.len() as u64;
     // Wait for the tail, up to --drain.
-    let drain_end = Instant::now() + a.drain;
-    while shared.delivered.load(Ordering::Relaxed) < expected && Instant::now() < drain_end {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let delivered = shared.delivered.load(Ordering::Relaxed);
-    let last = Duration::from_micros(shared.last_delivery_us.load(Ordering::Relaxed));
-    let window = (shared.epoch + last).saturating_duration_since(start).max(a.duration);
-    let mut lat = Latency::new();
-    for s in &shared.lat {
-        lat.merge(&pool::lock(s));
-    }
+    let delivered = shared.drain(expected, a.drain).await;
+    let window = shared.window(start, a.duration);
+    let lat = shared.latency();
     let mut r = Report::new("fanout", &ctx.common.target, ctx.common.transport);
     r.set("via", a.channel.as_str())
-        .set("receivers", receivers.len() as u64)
+        .set("receivers", receivers.tasks.len() as u64)
         .set("published", published)
         .set("publishes_per_s", per_sec(published, a.duration))
         .set("expected", expected)
         .set("delivered", delivered)
-        .set(
-            "delivered_ratio",
-            if expected > 0 {
-                ((delivered as f64 / expected as f64) * 1e4).round() / 1e4
-            } else {
-                0.0
-            },
-        )
+        .set("delivered_ratio", ratio(delivered, expected))
         .set("secs", (window.as_secs_f64() * 1000.0).round() / 1000.0)
         .set("deliveries_per_s", per_sec(delivered, window))
         .latency("", &lat)
         .latency("publish_ack", &publish_lat)
         .set("publish_errors", publish_errors);
     cpu.finish(&mut r);
-    let mut errors = opened.errors;
-    errors.extend(join_errors.iter().take(5).cloned());
-    super::failures(&mut r, opened.failures + join_errors.len() as u64, &errors);
-    let dropped = pool::release(&stop, receivers).await;
+    super::failures(&mut r, receivers.failures, &receivers.errors);
+    let dropped = pool::release(&stop, receivers.tasks).await;
     r.set("receivers_dropped_by_server", dropped);
     r.print();
     Ok(())
+}
+
+/// `delivered / expected`, to four decimals (0 when nothing was expected).
+pub(super) fn ratio(delivered: u64, expected: u64) -> f64 {
+    if expected > 0 { ((delivered as f64 / expected as f64) * 1e4).round() / 1e4 } else { 0.0 }
 }
 
 /// One receiver: counts deliveries, samples their latency, answers pings, until `stop`.

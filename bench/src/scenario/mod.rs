@@ -1,12 +1,15 @@
 //! The scenarios, one module each. Each takes its own `Args`, is bounded in count and time,
 //! and prints one `Report`.
 
+pub mod apipublish;
 pub mod churn;
 pub mod connect;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
 pub mod recover;
+pub mod rpc;
+pub mod webhooks;
 
 use crate::{pool, report::Report};
 
