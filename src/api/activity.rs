@@ -137,22 +137,10 @@ pub async fn webhooks(
         WebhookState::Delivered => DeliveryState::Delivered,
         WebhookState::Dead => DeliveryState::Dead,
     };
-    let read = tokio::time::timeout(
-        std::time::Duration::from_millis(1500),
-        api.node.store.outbox().list(state, limit),
-    )
-    .await;
-    let rows = match read {
-        Ok(Ok(rows)) => rows,
-        Ok(Err(e)) => {
-            let err = crate::state::StateError::Database(e.to_string());
-            return Err(ApiError::unavailable("the database", &err));
-        }
-        Err(_) => {
-            let err = crate::state::StateError::Database("no answer".into());
-            return Err(ApiError::unavailable("the database", &err));
-        }
-    };
+    // The durable history's bound and error: a slow database is not a shared-state outage.
+    let rows = crate::store::channel_history::within(api.node.store.outbox().list(state, limit))
+        .await
+        .map_err(|e| ApiError::unavailable("the database", &e))?;
     let deliveries = rows
         .into_iter()
         .map(|d| WebhookDelivery {

@@ -59,7 +59,9 @@ fn stored(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-async fn within<T>(fut: impl Future<Output = Result<T, StoreError>>) -> Result<T, StateError> {
+pub(crate) async fn within<T>(
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StateError> {
     match tokio::time::timeout(DB_TIMEOUT, fut).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(StateError::Database(e.to_string())),
