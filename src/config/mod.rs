@@ -10,6 +10,7 @@ mod file;
 mod jwt;
 mod namespaces;
 mod proxy;
+mod quic;
 mod suggest;
 mod values;
 mod webhooks;
@@ -23,6 +24,7 @@ pub use file::{FileError, LoadError};
 pub use jwt::JwtConfig;
 pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
 pub use proxy::ProxyConfig;
+pub use quic::QuicConfig;
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
 pub use webhooks::{WEBHOOK_EVENTS, WebhookConfig};
@@ -73,6 +75,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub webhooks: WebhookConfig,
+
+    #[command(flatten)]
+    pub quic: QuicConfig,
 
     /// Interval between server pings.
     #[arg(long, env = "RTGATE_PING_INTERVAL", default_value = "25s", value_parser = duration)]

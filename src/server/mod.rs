@@ -2,19 +2,16 @@
 //! read the real ports back), runs them, and drains every session on shutdown while the HTTP
 //! listener keeps answering.
 
+mod quic;
 mod ready;
 
-use std::{
-    net::{SocketAddr, SocketAddrV6},
-    sync::Arc,
-    time::Duration,
-};
+pub use quic::{WT_MAX_STREAMS, wt_transport_config};
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use wtransport::{
-    Endpoint, ServerConfig, VarInt, config::Ipv6DualStackConfig, endpoint::IncomingSession,
-};
+use wtransport::Endpoint;
 
 use crate::{
     certs::Certs,
@@ -27,9 +24,6 @@ use crate::{
         front::{self, FrontDoor},
     },
     node::Node,
-    protocol::Code,
-    session,
-    transport::{PeerInfo, TransportKind, webtransport::WtTransport},
 };
 
 /// Path of the WebTransport endpoint.
@@ -75,7 +69,7 @@ impl Server {
             .with_context(|| format!("binding TCP {}", config.http_addr))?;
         let http_addr = http.local_addr()?;
 
-        let wt = Endpoint::server(wt_config(&config, &certs)?)
+        let wt = Endpoint::server(quic::wt_config(&config, &certs)?)
             .with_context(|| format!("binding UDP {}", config.wt_addr))?;
         let wt_addr = wt.local_addr()?;
         let api = match config.api.addr {
@@ -151,7 +145,7 @@ impl Server {
         let http_stop = CancellationToken::new();
         let listener = tokio::net::TcpListener::from_std(http)?;
         let serving = front.serve(listener, app, http_stop.clone());
-        let wt_task = tokio::spawn(accept_webtransport(node.clone(), wt));
+        let wt_task = tokio::spawn(quic::accept_webtransport(node.clone(), wt));
         // The server API's own listener: the same front door (time limits, PROXY header,
         // trusted proxies), no TLS, and it stops with the HTTP port after the drain.
         let api_serving = match api {
@@ -231,21 +225,6 @@ pub fn listen_tcp(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(LISTEN_BACKLOG)?.into_std()
 }
 
-/// Streams a WebTransport client may have open at once, per direction. A session needs one
-/// bidirectional stream for its frames plus the HTTP/3 request stream, and three
-/// unidirectional ones (HTTP/3 control and the two QPACK streams). quinn's default of 100 each
-/// costs every connection state for 200 streams it never opens.
-pub const WT_MAX_STREAMS: u32 = 8;
-
-/// The QUIC transport settings of the WebTransport endpoint.
-pub fn wt_transport_config() -> wtransport::quinn::TransportConfig {
-    let mut transport = wtransport::quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(WT_MAX_STREAMS.into())
-        .max_concurrent_uni_streams(WT_MAX_STREAMS.into());
-    transport
-}
-
 /// The HTTPS/WSS listener's TLS: the identity WebTransport serves (the configured PEM pair),
 /// HTTP/1.1 only, since WebSocket upgrades need it.
 fn https_config(certs: &Certs) -> anyhow::Result<Arc<rustls::ServerConfig>> {
@@ -266,101 +245,6 @@ fn https_config(certs: &Certs) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
-    let builder = ServerConfig::builder();
-    let builder = match config.wt_addr {
-        // `[::]` serves IPv4 too; browsers resolve `localhost` to ::1 first and do not fall back.
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => builder.with_bind_address_v6(
-            SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0),
-            Ipv6DualStackConfig::Allow,
-        ),
-        addr => builder.with_bind_address(addr),
-    };
-    // The protocol heartbeat detects dead peers; QUIC's idle timeout is only the backstop for
-    // a session stuck before or outside it.
-    let idle = config.ping_interval + config.pong_timeout + Duration::from_secs(10);
-    Ok(builder
-        .with_custom_transport(certs.identity.clone_identity(), wt_transport_config())
-        .keep_alive_interval(None)
-        .max_idle_timeout(Some(idle))
-        .context("QUIC idle timeout out of range")?
-        .build())
-}
-
-async fn accept_webtransport(
-    node: Arc<Node>,
-    endpoint: Endpoint<wtransport::endpoint::endpoint_side::Server>,
-) -> Endpoint<wtransport::endpoint::endpoint_side::Server> {
-    loop {
-        let incoming = tokio::select! {
-            incoming = endpoint.accept() => incoming,
-            _ = node.shutdown.cancelled() => return endpoint,
-        };
-        let node2 = node.clone();
-        node.sessions.spawn(async move {
-            if let Some(transport) = establish(&node2, incoming).await {
-                session::run(node2, transport).await;
-            }
-        });
-    }
-}
-
-/// QUIC handshake → HTTP/3 CONNECT → the client's frame stream, each step under the handshake
-/// deadline. `None` when the peer gave up, was too slow, or asked for an unknown path.
-async fn establish(node: &Node, incoming: IncomingSession) -> Option<WtTransport> {
-    // One deadline for the whole establishment, so a slow peer cannot take it step by step.
-    let deadline = tokio::time::Instant::now() + node.config.handshake_timeout;
-    let request = match tokio::time::timeout_at(deadline, incoming).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "WebTransport connection failed before the session request");
-            return None;
-        }
-        Err(_) => return None,
-    };
-    if request.path() != WT_PATH {
-        request.not_found().await;
-        return None;
-    }
-    if !node.config.api.origin_allowed(request.origin()) {
-        // Refused before a session exists: the page's origin is not in --allowed-origins.
-        request.forbidden().await;
-        return None;
-    }
-    if !node.admission.ip_allowed(request.remote_address().ip()) {
-        request.too_many_requests().await;
-        return None;
-    }
-    let peer = PeerInfo {
-        kind: TransportKind::WebTransport,
-        remote: request.remote_address(),
-        user_agent: request.user_agent().map(|s| s.chars().take(256).collect()),
-        origin: request.origin().map(|s| s.chars().take(256).collect()),
-        headers: http::proxy_headers(&node.config.proxy, |name| {
-            request.headers().get(name).map(String::as_str)
-        }),
-    };
-    let conn = tokio::time::timeout_at(deadline, request.accept()).await.ok()?.ok()?;
-    // The session's frames ride on the first bidirectional stream the client opens.
-    match tokio::time::timeout_at(deadline, conn.accept_bi()).await {
-        Ok(Ok((send, recv))) => {
-            Some(WtTransport::new(conn, send, recv, peer, node.config.max_frame_bytes))
-        }
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "WebTransport session closed before opening its stream");
-            None
-        }
-        Err(_) => {
-            let code = Code::HandshakeTimeout;
-            conn.close(
-                VarInt::from_u32(code.close_code().map_or(0, u32::from)),
-                code.as_str().as_bytes(),
-            );
-            None
-        }
-    }
 }
 
 /// Runs `rtgate serve`: binds, prints where it listens, serves until SIGTERM/SIGINT.

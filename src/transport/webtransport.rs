@@ -3,7 +3,8 @@
 //! The client opens one bidirectional stream right after the session is established; it
 //! carries frames as `u32` big-endian length + UTF-8 JSON body. The length is checked against
 //! the cap before any of the body is read, so an announced 4 GiB frame costs four bytes of
-//! buffer. Datagrams carry volatile frames in both directions, one frame per datagram.
+//! buffer. Datagrams carry volatile frames in both directions, one frame per datagram; an
+//! empty datagram from the client is a liveness probe and carries nothing.
 
 use bytes::{Buf, Bytes, BytesMut};
 use wtransport::{Connection, RecvStream, SendStream, VarInt};
@@ -40,7 +41,7 @@ impl Transport for WtTransport {
     fn split(self) -> (PeerInfo, WtReader, WtWriter) {
         let reader = WtReader {
             conn: self.conn.clone(),
-            recv: self.recv,
+            recv: Some(self.recv),
             buf: BytesMut::with_capacity(256),
             max_frame: self.max_frame,
             eof: false,
@@ -51,7 +52,8 @@ impl Transport for WtTransport {
 
 pub struct WtReader {
     conn: Connection,
-    recv: RecvStream,
+    /// `None` only once dropped: see the `Drop` impl.
+    recv: Option<RecvStream>,
     /// Bytes read from the stream but not yet returned as a frame. Never holds more than one
     /// length prefix plus `max_frame` bytes.
     buf: BytesMut,
@@ -98,22 +100,51 @@ impl FrameReader for WtReader {
                     LENGTH_PREFIX + len as usize - self.buf.len()
                 }
             };
+            let Some(recv) = self.recv.as_mut() else { return Ok(None) };
             tokio::select! {
                 // Both branches are cancel-safe: quinn's `read_chunk` returns data it has
                 // consumed, and a datagram not yet received stays queued in the connection.
                 // Reading chunks (not into a stack array) keeps an idle session's future small.
-                read = self.recv.quic_stream_mut().read_chunk(want, true) => match read {
+                read = recv.quic_stream_mut().read_chunk(want, true) => match read {
                     Ok(Some(chunk)) => self.buf.extend_from_slice(&chunk.bytes),
                     Ok(None) => self.eof = true,
                     Err(e) => return Err(ReadError::Failed(e.to_string())),
                 },
                 dgram = self.conn.receive_datagram() => match dgram {
+                    // An empty datagram is a client's liveness probe: it exists to draw a
+                    // stateless reset from a restarted server, and a live one ignores it.
+                    Ok(d) if d.payload().is_empty() => {}
                     Ok(d) if d.payload().len() <= self.max_frame => return Ok(Some(d.payload())),
                     Ok(d) => return Err(ReadError::TooLarge { len: d.payload().len(), max: self.max_frame }),
                     Err(e) => return Err(ReadError::Failed(e.to_string())),
                 },
             }
         }
+    }
+}
+
+/// How long each step of a goodbye may wait for the peer's acknowledgement.
+const CLOSE_STEP: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a dropped reader keeps the receive side open for the writer's goodbye: the
+/// writer's two steps, plus slack.
+const RECV_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Drop for WtReader {
+    /// The session loop drops its reader before the writer sends the last frames. Dropping an
+    /// unfinished quinn receive stream sends STOP_SENDING, and Firefox then discards what the
+    /// server still writes on that bidirectional stream (the `disconnect` frame of a refused
+    /// token, say). So the receive side stays open until the connection closes.
+    fn drop(&mut self) {
+        let (Some(recv), Ok(runtime)) = (self.recv.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let conn = self.conn.clone();
+        runtime.spawn(async move {
+            let _recv = recv;
+            let _ = tokio::time::timeout(RECV_LINGER, conn.closed()).await;
+        });
     }
 }
 
@@ -149,7 +180,12 @@ impl FrameWriter for WtWriter {
     async fn close(mut self, code: u16, reason: &str) {
         // `finish` resolves once the peer acknowledged everything on the stream, so the
         // `disconnect` frame written before this reaches the client ahead of the close.
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.send.finish()).await;
+        let _ = tokio::time::timeout(CLOSE_STEP, self.send.finish()).await;
+        // The CLOSE_WEBTRANSPORT_SESSION capsule is what fills the browser's
+        // `WebTransportCloseInfo` (a bare QUIC close rejects `closed` without a code); the QUIC
+        // close after it ends the connection without waiting for the peer.
+        let _ =
+            tokio::time::timeout(CLOSE_STEP, self.conn.close_session(code.into(), reason)).await;
         self.conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
     }
 }

@@ -295,6 +295,12 @@ impl Client {
         }
     }
 
+    /// WebTransport only: the QUIC connection under the session.
+    pub fn wt_connection(&self) -> &wtransport::Connection {
+        let Client::Wt(wt) = self else { panic!("WebTransport only") };
+        &wt.conn
+    }
+
     /// WebTransport only: sends one frame as a datagram.
     pub fn send_datagram(&self, frame: &Value) {
         let Client::Wt(wt) = self else { panic!("datagrams are WebTransport only") };
@@ -357,9 +363,19 @@ pub struct ServerProcess {
 
 impl ServerProcess {
     pub async fn start(args: &[&str], env: &[(&str, String)]) -> ServerProcess {
+        Self::start_on("127.0.0.1:0", "127.0.0.1:0", args, env).await
+    }
+
+    /// As `start`, on given addresses: a restart on the ports of a process that is gone.
+    pub async fn start_on(
+        http: &str,
+        wt: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> ServerProcess {
         use std::io::{BufRead, BufReader};
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_rtgate"));
-        cmd.args(["serve", "--http-addr", "127.0.0.1:0", "--wt-addr", "127.0.0.1:0"])
+        cmd.args(["serve", "--http-addr", http, "--wt-addr", wt])
             .args(args)
             .env("RTGATE_JWT_SECRET", SECRET)
             .env("RTGATE_LOG", "warn")
@@ -372,7 +388,13 @@ impl ServerProcess {
         let mut child = cmd.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         let ready = tokio::task::spawn_blocking(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("READY "))
+            let mut lines = BufReader::new(stdout).lines().map_while(Result::ok);
+            let ready = lines.find(|l| l.starts_with("READY "));
+            // With TEST_LOG the process's later log lines go on to the test's output.
+            if std::env::var_os("TEST_LOG").is_some() {
+                std::thread::spawn(move || lines.for_each(|l| eprintln!("[server] {l}")));
+            }
+            ready
         })
         .await
         .unwrap()

@@ -25,6 +25,9 @@ mod helpers;
 mod history;
 mod hostile;
 mod http;
+// The impairment relay is the load generator's; one source for tests and benchmarks.
+#[path = "../../bench/src/impair.rs"]
+mod impair;
 mod lifecycle;
 mod limits;
 mod logs;
@@ -32,6 +35,7 @@ mod metrics;
 mod origins;
 mod presence_race;
 mod proxies;
+mod quic_paths;
 mod raw_http;
 mod redis_util;
 mod relay;
@@ -43,3 +47,4 @@ mod shutdown;
 mod tls;
 mod volatile;
 mod webhooks;
+mod wt_drafts;

@@ -239,11 +239,11 @@ impl TryFrom<Headers> for SessionRequest {
             return Err(HeadersParseError::SchemeNotHttps);
         }
 
-        if headers
+        // "webtransport" up to draft-14, "webtransport-h3" from draft-15 (rtgate patch).
+        let protocol = headers
             .get(":protocol")
-            .ok_or(HeadersParseError::MissingProtocol)?
-            != "webtransport"
-        {
+            .ok_or(HeadersParseError::MissingProtocol)?;
+        if protocol != "webtransport" && protocol != "webtransport-h3" {
             return Err(HeadersParseError::ProtocolNotWebTransport);
         }
 

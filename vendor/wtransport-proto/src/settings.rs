@@ -40,6 +40,21 @@ pub enum SettingId {
     /// `WEBTRANSPORT_MAX_SESSIONS`.
     WebTransportMaxSessions,
 
+    /// `SETTINGS_WT_MAX_SESSIONS` of draft-ietf-webtrans-http3-13/-14 (rtgate patch).
+    WtMaxSessions,
+
+    /// `SETTINGS_WT_ENABLED` of draft-ietf-webtrans-http3-15/-16 (rtgate patch).
+    WtEnabled,
+
+    /// `SETTINGS_WT_INITIAL_MAX_STREAMS_UNI` (draft-12 and later; rtgate patch).
+    WtInitialMaxStreamsUni,
+
+    /// `SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI` (draft-12 and later; rtgate patch).
+    WtInitialMaxStreamsBidi,
+
+    /// `SETTINGS_WT_INITIAL_MAX_DATA` (draft-12 and later; rtgate patch).
+    WtInitialMaxData,
+
     /// Exercise setting.
     Exercise(VarInt),
 }
@@ -63,6 +78,15 @@ impl SettingId {
                 setting_ids::SETTINGS_WEBTRANSPORT_MAX_SESSIONS => {
                     Ok(Self::WebTransportMaxSessions)
                 }
+                setting_ids::SETTINGS_WT_MAX_SESSIONS => Ok(Self::WtMaxSessions),
+                setting_ids::SETTINGS_WT_ENABLED => Ok(Self::WtEnabled),
+                setting_ids::SETTINGS_WT_INITIAL_MAX_STREAMS_UNI => {
+                    Ok(Self::WtInitialMaxStreamsUni)
+                }
+                setting_ids::SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI => {
+                    Ok(Self::WtInitialMaxStreamsBidi)
+                }
+                setting_ids::SETTINGS_WT_INITIAL_MAX_DATA => Ok(Self::WtInitialMaxData),
                 _ => Err(ParseError::UnknownSetting),
             }
         }
@@ -77,6 +101,11 @@ impl SettingId {
             Self::H3Datagram => setting_ids::SETTINGS_H3_DATAGRAM,
             Self::EnableWebTransport => setting_ids::SETTINGS_ENABLE_WEBTRANSPORT,
             Self::WebTransportMaxSessions => setting_ids::SETTINGS_WEBTRANSPORT_MAX_SESSIONS,
+            Self::WtMaxSessions => setting_ids::SETTINGS_WT_MAX_SESSIONS,
+            Self::WtEnabled => setting_ids::SETTINGS_WT_ENABLED,
+            Self::WtInitialMaxStreamsUni => setting_ids::SETTINGS_WT_INITIAL_MAX_STREAMS_UNI,
+            Self::WtInitialMaxStreamsBidi => setting_ids::SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI,
+            Self::WtInitialMaxData => setting_ids::SETTINGS_WT_INITIAL_MAX_DATA,
             Self::Exercise(id) => id,
         }
     }
@@ -230,6 +259,24 @@ impl SettingsBuilder {
         self
     }
 
+    /// Advertises what the WebTransport drafts after -02 ask of a server that serves one
+    /// session per connection (rtgate patch): `SETTINGS_WT_MAX_SESSIONS` (-13/-14),
+    /// `SETTINGS_WT_ENABLED` (-15/-16), and initial flow-control limits so high that a peer
+    /// which turns the drafts' session flow control on never waits for a capsule raising them.
+    pub fn enable_current_webtransport_drafts(mut self) -> Self {
+        // 2^60: the largest stream count the drafts allow, and more bytes than any session sends.
+        let unlimited = match VarInt::try_from_u64(1 << 60) {
+            Ok(v) => v,
+            Err(_) => VarInt::MAX,
+        };
+        self.0 .0.insert(SettingId::WtMaxSessions, VarInt::from_u32(1));
+        self.0 .0.insert(SettingId::WtEnabled, VarInt::from_u32(1));
+        self.0 .0.insert(SettingId::WtInitialMaxStreamsUni, unlimited);
+        self.0 .0.insert(SettingId::WtInitialMaxStreamsBidi, unlimited);
+        self.0 .0.insert(SettingId::WtInitialMaxData, unlimited);
+        self
+    }
+
     /// Builds [`Settings`].
     pub fn build(self) -> Settings {
         self.0
@@ -246,4 +293,9 @@ mod setting_ids {
     pub const SETTINGS_H3_DATAGRAM: VarInt = VarInt::from_u32(0x33);
     pub const SETTINGS_ENABLE_WEBTRANSPORT: VarInt = VarInt::from_u32(0x2b60_3742);
     pub const SETTINGS_WEBTRANSPORT_MAX_SESSIONS: VarInt = VarInt::from_u32(0xc671_706a);
+    pub const SETTINGS_WT_MAX_SESSIONS: VarInt = VarInt::from_u32(0x14e9_cd29);
+    pub const SETTINGS_WT_ENABLED: VarInt = VarInt::from_u32(0x2c7c_f000);
+    pub const SETTINGS_WT_INITIAL_MAX_STREAMS_UNI: VarInt = VarInt::from_u32(0x2b64);
+    pub const SETTINGS_WT_INITIAL_MAX_STREAMS_BIDI: VarInt = VarInt::from_u32(0x2b65);
+    pub const SETTINGS_WT_INITIAL_MAX_DATA: VarInt = VarInt::from_u32(0x2b61);
 }

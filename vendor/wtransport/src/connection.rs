@@ -306,9 +306,26 @@ impl Connection {
         self.quic_connection.close(varint_w2q(error_code), reason);
     }
 
+    /// Ends the WebTransport session the way the draft asks: a CLOSE_WEBTRANSPORT_SESSION
+    /// capsule carrying `error_code` and `reason` (at most 1024 bytes) on the CONNECT stream,
+    /// which then finishes. Resolves once the peer acknowledged the capsule or the connection
+    /// ended; the caller closes the QUIC connection after it (rtgate patch).
+    pub async fn close_session(&self, error_code: u32, reason: &str) {
+        self.driver.close_session(error_code, reason).await;
+    }
+
     /// Waits for the connection to be closed for any reason.
     pub async fn closed(&self) -> ConnectionError {
-        self.quic_connection.closed().await.into()
+        let error: ConnectionError = self.quic_connection.closed().await.into();
+        // A session the peer ended with CLOSE_WEBTRANSPORT_SESSION is closed locally by the
+        // driver right after the capsule: report the peer's code and reason, as browsers do
+        // (rtgate patch).
+        if matches!(error, ConnectionError::LocallyClosed) {
+            if let Some(close) = self.driver.session_close().await {
+                return ConnectionError::ApplicationClosed(close);
+            }
+        }
+        error
     }
 
     /// Returns the WebTransport session identifier.

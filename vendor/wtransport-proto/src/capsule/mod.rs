@@ -56,7 +56,7 @@ impl<'a> Capsule<'a> {
     }
 }
 
-mod capsule_types {
+pub(crate) mod capsule_types {
     use crate::varint::VarInt;
 
     pub const CAPSULE_TYPE_CLOSE_WEBTRANSPORT_SESSION: VarInt = VarInt::from_u32(0x2843);
@@ -81,5 +81,14 @@ mod tests {
             capsules::CloseWebTransportSession::with_capsule(&capsule).expect("Should parse");
         assert_eq!(close.error_code(), VarInt::from_u32(0));
         assert_eq!(close.reason(), "");
+    }
+
+    #[test]
+    fn capsule_close_wt_session_round_trip() {
+        let frame = capsules::CloseWebTransportSession::new(3501, "invalid_token").to_frame();
+        let capsule = Capsule::with_frame(&frame).unwrap();
+        let close = capsules::CloseWebTransportSession::with_capsule(&capsule).unwrap();
+        assert_eq!(close.error_code(), VarInt::from_u32(3501));
+        assert_eq!(close.reason(), "invalid_token");
     }
 }

@@ -42,7 +42,16 @@ pub struct Driver {
     ready_uni_wt_streams: Mutex<mpsc::Receiver<StreamUniRemoteWT>>,
     ready_bi_wt_streams: Mutex<mpsc::Receiver<StreamBiRemoteWT>>,
     ready_datagrams: Mutex<mpsc::Receiver<Datagram>>,
+    close_requests: mpsc::Sender<CloseRequest>,
     driver_result: SharedResultGet<DriverError>,
+}
+
+/// A request to end the session with a CLOSE_WEBTRANSPORT_SESSION capsule (rtgate patch).
+#[derive(Debug)]
+pub struct CloseRequest {
+    error_code: u32,
+    reason: String,
+    done: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Driver {
@@ -52,6 +61,7 @@ impl Driver {
         let ready_uni_wt_streams = mpsc::channel(4);
         let ready_bi_wt_streams = mpsc::channel(1);
         let ready_datagrams = mpsc::channel(1);
+        let close_requests = mpsc::channel(1);
         let driver_result = shared_result();
 
         tokio::spawn(
@@ -62,6 +72,7 @@ impl Driver {
                 ready_uni_wt_streams.0,
                 ready_bi_wt_streams.0,
                 ready_datagrams.0,
+                close_requests.1,
                 driver_result.0,
             )
             .run()
@@ -75,7 +86,23 @@ impl Driver {
             ready_uni_wt_streams: Mutex::new(ready_uni_wt_streams.1),
             ready_bi_wt_streams: Mutex::new(ready_bi_wt_streams.1),
             ready_datagrams: Mutex::new(ready_datagrams.1),
+            close_requests: close_requests.0,
             driver_result: driver_result.1,
+        }
+    }
+
+    /// Writes a CLOSE_WEBTRANSPORT_SESSION capsule with `error_code` and `reason` on the
+    /// session's CONNECT stream and finishes that stream; resolves once the peer acknowledged
+    /// it, or the connection ended (rtgate patch).
+    pub async fn close_session(&self, error_code: u32, reason: &str) {
+        let (done, acknowledged) = tokio::sync::oneshot::channel();
+        let request = CloseRequest {
+            error_code,
+            reason: reason.to_string(),
+            done,
+        };
+        if self.close_requests.send(request).await.is_ok() {
+            let _ = acknowledged.await;
         }
     }
 
@@ -227,6 +254,15 @@ impl Driver {
         }
     }
 
+    /// The peer's CLOSE_WEBTRANSPORT_SESSION, once the driver has ended because of one
+    /// (rtgate patch).
+    pub async fn session_close(&self) -> Option<ApplicationClose> {
+        match self.driver_result.result().await {
+            Some(DriverError::ApplicationClosed(close)) => Some(close),
+            _ => None,
+        }
+    }
+
     async fn result(&self) -> DriverError {
         match self.driver_result.result().await {
             Some(error) => error,
@@ -260,6 +296,7 @@ mod worker {
         ready_uni_wt_streams: mpsc::Sender<StreamUniRemoteWT>,
         ready_bi_wt_streams: mpsc::Sender<StreamBiRemoteWT>,
         ready_datagrams: mpsc::Sender<Datagram>,
+        close_requests: mpsc::Receiver<CloseRequest>,
         driver_result: SharedResultSet<DriverError>,
         local_settings_stream: LocalSettingsStream,
         remote_settings_stream: RemoteSettingsStream,
@@ -276,6 +313,7 @@ mod worker {
             ready_uni_wt_streams: mpsc::Sender<StreamUniRemoteWT>,
             ready_bi_wt_streams: mpsc::Sender<StreamBiRemoteWT>,
             ready_datagrams: mpsc::Sender<Datagram>,
+            close_requests: mpsc::Receiver<CloseRequest>,
             driver_result: SharedResultSet<DriverError>,
         ) -> Self {
             Self {
@@ -285,6 +323,7 @@ mod worker {
                 ready_uni_wt_streams,
                 ready_bi_wt_streams,
                 ready_datagrams,
+                close_requests,
                 driver_result,
                 local_settings_stream: LocalSettingsStream::empty(),
                 remote_settings_stream: RemoteSettingsStream::empty(),
@@ -361,6 +400,11 @@ mod worker {
                     settings = remote_settings_watcher.accept_settings() => {
                         let settings = settings.expect("Channel cannot be dropped");
                         self.handle_remote_settings(settings)?;
+                    }
+
+                    Some(request) = self.close_requests.recv() => {
+                        self.connect_stream.close(request.error_code, &request.reason).await;
+                        let _ = request.done.send(());
                     }
 
                     stream_session = self.ready_sessions.recv() => {

@@ -30,6 +30,17 @@ impl ConnectStream {
         self.stream = Some(stream);
     }
 
+    /// Sends CLOSE_WEBTRANSPORT_SESSION and finishes the stream; the peer's answer (its own
+    /// FIN) ends `run` as a clean close (rtgate patch).
+    pub async fn close(&mut self, error_code: u32, reason: &str) {
+        if let Some(stream) = self.stream.as_mut() {
+            let capsule = capsules::CloseWebTransportSession::new(error_code, reason);
+            if stream.write_frame(capsule.to_frame()).await.is_ok() {
+                stream.finish().await;
+            }
+        }
+    }
+
     pub async fn run(&mut self) -> DriverError {
         let stream = match self.stream.as_mut() {
             Some(stream) => stream,

@@ -28,6 +28,7 @@ impl LocalSettingsStream {
             .enable_webtransport()
             .enable_h3_datagrams()
             .webtransport_max_sessions(VarInt::from_u32(1))
+            .enable_current_webtransport_drafts()
             .build();
 
         Self {
