@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Makes sure the local services the test suite talks to are installed and answering:
 # Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`);
-# and the browser client's tools: Node, Debian's Chromium and client-js' dev dependencies.
+# and the browser client's tools: Node, Debian's Chromium and Firefox ESR (the e2e browsers) and
+# client-js' dev dependencies.
 # Safe to run repeatedly; installs with apt-get (and `npm ci`) only what is missing.
 set -euo pipefail
 
@@ -50,6 +51,9 @@ ensure_postgres() {
 ensure_client_tools() {
   command -v node >/dev/null 2>&1 || { log "installing node"; apt_install nodejs npm; }
   [ -x /usr/bin/chromium ] || { log "installing chromium"; apt_install chromium; }
+  # Firefox ESR for the e2e tests (driven by puppeteer-core over WebDriver BiDi): the candidate
+  # comes from Debian's security repository (153 ESR on bookworm), hence the update in apt_install.
+  [ -x /usr/bin/firefox-esr ] || { log "installing firefox-esr"; apt_install firefox-esr; }
   local dir
   dir="$(cd "$(dirname "$0")/../client-js" && pwd)"
   # `npm ci` when node_modules is missing or older than the lock file.
@@ -70,4 +74,4 @@ ensure_postgres
 ensure_soak_tools
 log "redis and postgresql are up"
 ensure_client_tools
-log "node, chromium and client-js dependencies are ready"
+log "node, chromium, firefox-esr and client-js dependencies are ready"

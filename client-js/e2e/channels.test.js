@@ -218,7 +218,11 @@ async function dropConnection(page) {
 /** The next reconnect attempt comes `ms` after a drop, exactly. */
 async function reconnectAfter(page, ms) {
   await page.evaluate((d) => {
-    Object.assign((window.other ?? window.rtgateDemo.client).backoff.opts, { initialDelay: d, randomization: 0 });
+    // A fixed draw of 0.5 with randomization 1 makes every delay its base exactly, the first
+    // attempt's too ([0, base × 2) at 0.5 is base); randomization 0 would make the first immediate.
+    const { backoff } = window.other ?? window.rtgateDemo.client;
+    Object.assign(backoff.opts, { initialDelay: d, randomization: 1 });
+    backoff.random = () => 0.5;
   }, ms);
 }
 

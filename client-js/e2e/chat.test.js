@@ -51,7 +51,11 @@ describe('chat', () => {
     // Alice's first attempt comes 8 s after the drop: time for the restart and for bob to talk
     // while she is away (asserted below, so a slow machine fails loudly instead of testing less).
     await page.evaluate(() => {
-      Object.assign(window.rtgateDemo.client.backoff.opts, { initialDelay: 8000, randomization: 0 });
+      // A fixed draw of 0.5 with randomization 1 makes every delay its base exactly, the first
+      // attempt's too ([0, base × 2) at 0.5 is base); randomization 0 would make the first immediate.
+      const { backoff } = window.rtgateDemo.client;
+      Object.assign(backoff.opts, { initialDelay: 8000, randomization: 1 });
+      backoff.random = () => 0.5;
     });
     await server.stop();
     await waitState(page, 'reconnecting');

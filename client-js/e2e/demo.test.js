@@ -67,8 +67,12 @@ describe('demo', () => {
     await page.waitForSelector(`${bobDot}.online`);
 
     await page.evaluate(() => {
-      // Time to look at the page while it is reconnecting.
-      Object.assign(window.rtgateDemo.client.backoff.opts, { initialDelay: 3000, randomization: 0 });
+      // Time to look at the page while it is reconnecting: the first attempt 3 s after the drop
+      // (randomization 0 would make it immediate; a fixed draw of 0.5 with randomization 1 gives
+      // exactly the base).
+      const { backoff } = window.rtgateDemo.client;
+      Object.assign(backoff.opts, { initialDelay: 3000, randomization: 1 });
+      backoff.random = () => 0.5;
     });
     await dropConnection(page);
     await waitState(page, 'reconnecting');

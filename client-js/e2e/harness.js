@@ -1,4 +1,5 @@
-// Runs the real rtgate binary and a headless Chromium for the browser tests.
+// Runs the real rtgate binary and a headless Chromium for the browser tests; engines.js adds
+// Firefox and runs a file's cases in each browser.
 //
 // The binary is RTGATE_BIN or ../target/debug/rtgate (scripts/test builds it first). Chromium is
 // Debian's /usr/bin/chromium (CHROMIUM_PATH overrides), driven through playwright-core.
@@ -244,6 +245,7 @@ export async function rest(server, tok, method, path, body) {
   return text ? JSON.parse(text) : null;
 }
 
+/** Waits for the demo's `#status` to show `state`; `page` is Playwright's or engines.js' page. */
 export async function waitState(page, state, timeout = 20000) {
   await page.waitForSelector(`#status[data-state="${state}"]`, { timeout });
 }

@@ -2,8 +2,9 @@
 // client back in the same millisecond; with it they spread over ±randomization of each step.
 //
 // The jitter is applied after the cap: base(n) = min(maxDelay, initialDelay × multiplier^(n−1)),
-// delay = base(n) × U[1 − randomization, 1 + randomization). Capping after the jitter would put
-// about half of all clients in a long outage on exactly maxDelay, a synchronized herd.
+// delay = base(n) × U[1 − randomization, 1 + randomization), except the first attempt, which
+// draws from base(1) × U[0, 2 × randomization). Capping after the jitter would put about half of
+// all clients in a long outage on exactly maxDelay, a synchronized herd.
 
 export const DEFAULT_BACKOFF = Object.freeze({
   initialDelay: 1000,
@@ -33,11 +34,15 @@ export class Backoff {
 
   /**
    * The jittered delay of attempt `n` without counting it: uniform over
-   * [base(n) × (1 − r), base(n) × (1 + r)), rounded to whole ms, never below 1 ms.
+   * [base(n) × (1 − r), base(n) × (1 + r)) ([0, base(1) × 2r) for n = 1), rounded to whole ms,
+   * never below 1 ms.
    */
   delay(n) {
     const r = Math.min(1, Math.max(0, this.opts.randomization));
-    const jittered = this.base(n) * (1 - r + 2 * r * this.random());
+    // The first attempt after a drop starts at zero: a client whose server just restarted is
+    // back as soon as it answers, spread over the same width (base × 2r) as every later step.
+    const low = n === 1 ? 0 : 1 - r;
+    const jittered = this.base(n) * (low + 2 * r * this.random());
     return Math.max(1, Math.round(jittered));
   }
 

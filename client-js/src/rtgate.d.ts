@@ -25,7 +25,10 @@ export interface ReconnectOptions {
    * delay can reach `maxDelay × (1 + randomization)`.
    */
   maxDelay?: number;
-  /** Each delay is drawn uniformly from `[base × (1 − r), base × (1 + r))`. Default 0.5. */
+  /**
+   * Each delay is drawn uniformly from `[base × (1 − r), base × (1 + r))`, except the first
+   * attempt's, drawn from `[0, base × 2r)` (1 ms with `r` = 0). Default 0.5.
+   */
   randomization?: number;
   /** Attempts before giving up with `reconnect_failed`. Default Infinity. */
   maxAttempts?: number;
@@ -44,6 +47,11 @@ export interface TransportConnection {
   send(frame: object): void;
   sendVolatile(frame: object): void;
   close(code?: number, reason?: string): void;
+  /**
+   * WebTransport only, optional: sends an empty datagram (a liveness probe the server ignores);
+   * returns false when the session has no datagrams. The client calls it while the server is silent.
+   */
+  probe?(): boolean;
   onframe: (frame: any) => void;
   onclose: (info: { code: number; reason: string }) => void;
 }
@@ -59,6 +67,15 @@ export type TransportOpener = (params: {
 export interface Clock {
   setTimeout(fn: () => void, ms: number): unknown;
   clearTimeout(handle: unknown): void;
+  /** ms since the epoch. Default `Date.now()`. */
+  now?(): number;
+}
+
+/** The part of `localStorage` the client uses to remember WebTransport failures. */
+export interface FailureStorage {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
 }
 
 export interface ClientOptions {
@@ -83,15 +100,54 @@ export interface ClientOptions {
   token?: string;
   /** Device id sent in `connect` (1–64 chars of `[A-Za-z0-9._:-]`). */
   device?: string;
-  /** `auto` (default): WebTransport when available, else or on failure WebSocket. */
+  /**
+   * `auto` (default): WebTransport when available, raced against WebSocket (see
+   * `wtFallbackDelay`), and WebSocket alone while a WebTransport failure is remembered; or one
+   * transport, forced (the failure memory is not consulted then).
+   */
   transport?: 'auto' | TransportKind;
   /**
    * `auto` (default): fetch `<url>/cert-hash` and pass it as `serverCertificateHashes` when the
    * server uses its self-signed dev certificate; `none`: never; or the SHA-256 bytes themselves.
    */
   certificateHash?: 'auto' | 'none' | ArrayLike<number>;
-  /** How long WebTransport gets to open before falling back to WebSocket, ms. Default 5000. */
+  /**
+   * With both transports as candidates, how long WebTransport opens alone before WebSocket is
+   * started alongside it, ms; the first to open wins, and WebTransport fails over to WebSocket at
+   * once when it fails outright. Default 300: long enough for WebTransport to open on a working
+   * network (two round trips), short enough that a network dropping UDP costs little. `0` starts
+   * both together; `Infinity` starts WebSocket only once WebTransport failed or timed out.
+   */
+  wtFallbackDelay?: number;
+  /**
+   * How long an opening WebTransport is given up after, ms, when WebSocket is a candidate too, and
+   * a background probe. Default 5000. (A forced WebTransport has `connectTimeout`.)
+   */
   wtOpenTimeout?: number;
+  /**
+   * How long a WebTransport failure (WebSocket won the race) is remembered for the origin of the
+   * WebTransport URL, ms: meanwhile every connect to it goes straight to WebSocket. In
+   * `localStorage` (`rtgate:wt-failed:<origin>`) when usable, else in memory. Default 600000 (10 min).
+   */
+  wtFailureMemory?: number;
+  /**
+   * While a WebTransport failure is remembered, a WebTransport session is opened and closed in the
+   * background at most once per this many ms; when it opens, the failure is forgotten and the next
+   * connect uses WebTransport (the current WebSocket session stays). Default 60000 (1 min).
+   */
+  wtRetryInterval?: number;
+  /**
+   * While connected over WebTransport and nothing arrives from the server for this many ms, an
+   * empty datagram is sent, and one more every interval while the silence lasts, so that a
+   * restarted server's stateless reset ends the session within about a second. Costs one small
+   * packet per second per silent client. `0` turns it off. Default 1000.
+   */
+  wtProbeInterval?: number;
+  /**
+   * Where WebTransport failures are remembered. Default: `localStorage` when the page has a usable
+   * one; `null`: in this page's memory only.
+   */
+  storage?: FailureStorage | null;
   /** Whole connect attempt (token, transport, handshake), ms. Default 20000. */
   connectTimeout?: number;
   /** Default `request` timeout, ms (0 = none). Default 10000. */
@@ -283,14 +339,18 @@ export declare class RtgateClient extends Emitter<ClientEvents> {
 export default RtgateClient;
 
 export declare function isRetryable(code: number, disconnectFrame?: { reconnect?: boolean } | null): boolean;
-export declare function forgetTransportChoice(): void;
+/**
+ * Forgets every remembered WebTransport failure: in this page's memory and in `storage`
+ * (default `localStorage`; `null`: memory only).
+ */
+export declare function forgetTransportChoice(storage?: Pick<Storage, 'length' | 'key' | 'removeItem'> | null): void;
 
 export declare class Backoff {
   constructor(opts?: Omit<ReconnectOptions, 'maxAttempts' | 'stableAfter'>, random?: () => number);
   readonly attempts: number;
   /** The un-jittered delay of attempt `n` (1-based): `min(maxDelay, initialDelay × multiplier^(n−1))`. */
   base(attempt: number): number;
-  /** A jittered delay for attempt `n`, uniform over `[base × (1 − r), base × (1 + r))`, ≥ 1 ms; does not count. */
+  /** A jittered delay for attempt `n`, uniform over `[base × (1 − r), base × (1 + r))` (`[0, base × 2r)` for `n` = 1), ≥ 1 ms; does not count. */
   delay(attempt: number): number;
   /** Counts an attempt and returns its jittered delay. */
   next(): number;

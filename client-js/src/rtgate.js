@@ -11,6 +11,9 @@ import { Presence } from './presence.js';
 import { Subscription } from './subscription.js';
 import {
   RtgateError,
+  WtFailureMemory,
+  defaultStorage,
+  forgetWtFailures,
   openWebSocket,
   openWebTransport,
   webTransportAvailable,
@@ -25,6 +28,10 @@ const DEFAULTS = {
   certificateHash: 'auto',
   wtPort: 4433,
   wtOpenTimeout: 5000,
+  wtFallbackDelay: 300,
+  wtFailureMemory: 10 * 60 * 1000,
+  wtRetryInterval: 60 * 1000,
+  wtProbeInterval: 1000,
   connectTimeout: 20000,
   requestTimeout: 10000,
   maxQueue: 100,
@@ -32,10 +39,6 @@ const DEFAULTS = {
 };
 
 const DEFAULT_RECONNECT = { ...DEFAULT_BACKOFF, maxAttempts: Infinity, stableAfter: 10000 };
-
-// The transport that last worked, per server, for the life of the page: a page whose network
-// blocks UDP pays the WebTransport timeout once, not on every reconnect.
-const remembered = new Map();
 
 /** Whether a close code allows reconnecting automatically (PROTOCOL.md, Codes). */
 export function isRetryable(code, disconnectFrame) {
@@ -77,6 +80,10 @@ function isTokenRefusal(code) {
 
 const MAX_REFUSED = 16; // refused tokens remembered, oldest forgotten first
 
+// The longest delay timers take (about 24.8 days); a longer one would fire at once. Options past
+// it mean "never".
+const MAX_DELAY = 2 ** 31 - 1;
+
 function deriveUrls(opts) {
   const base = opts.url ?? globalThis.location?.origin;
   if (!base) throw new RtgateError('bad_option', 'option `url` is required outside a page');
@@ -99,7 +106,9 @@ export class RtgateClient extends Emitter {
     this._clock = options.clock ?? {
       setTimeout: (fn, ms) => setTimeout(fn, ms),
       clearTimeout: (t) => clearTimeout(t),
+      now: () => Date.now(),
     };
+    this._now = typeof this._clock.now === 'function' ? () => this._clock.now() : () => Date.now();
     this._fetch = options.fetch ?? ((...a) => globalThis.fetch(...a));
     this._openers = {
       webtransport: options.transports?.webtransport ?? openWebTransport,
@@ -107,6 +116,12 @@ export class RtgateClient extends Emitter {
     };
     this._wtAvailable = options.transports?.webtransport ? () => true : webTransportAvailable;
     this._random = options.random ?? Math.random;
+    this._wtOrigin = originOf(wtUrl);
+    this._wtFailures = new WtFailureMemory(
+      options.storage === undefined ? defaultStorage() : options.storage,
+      () => this.options.wtFailureMemory,
+      this._now,
+    );
     this.backoff = new Backoff(this.options.reconnect, this._random);
 
     /** @type {'connecting'|'connected'|'reconnecting'|'disconnected'} */
@@ -125,7 +140,10 @@ export class RtgateClient extends Emitter {
     this._attempt = 0; // increments per attempt; stale async steps compare against it
     this._everConnected = false;
     this._manual = false;
-    this._timers = { reconnect: null, connect: null, heartbeat: null, stable: null };
+    this._timers = { reconnect: null, connect: null, heartbeat: null, stable: null, silence: null, probe: null };
+    this._cancelOpen = null; // aborts the transports this attempt is opening
+    this._probing = false; // a background WebTransport probe is under way
+    this._lastReceived = 0; // when the current connection last received anything (clock ms)
     this._localClose = null;
     this._lastDisconnect = null;
     this._handshakeError = null; // code of an `error` frame that refused this connection's handshake
@@ -167,6 +185,7 @@ export class RtgateClient extends Emitter {
   disconnect() {
     this._manual = true;
     this._attempt += 1;
+    this._cancelOpen?.();
     this._refresh = null; // a token arriving from getToken now is not sent
     for (const name of Object.keys(this._timers)) this._clear(name);
     const conn = this._conn;
@@ -220,12 +239,21 @@ export class RtgateClient extends Emitter {
     return value;
   }
 
-  /** The order in which to try transports for this attempt. */
-  _plan() {
+  /**
+   * The transports to try for this attempt: both (raced, WebTransport first) or one. WebSocket
+   * alone when forced, when the browser has no WebTransport, or while WebTransport is remembered
+   * as failing for this origin.
+   */
+  _forced() {
     const forced = this.options.transport;
-    if (forced === 'webtransport' || forced === 'websocket') return [forced];
+    return forced === 'webtransport' || forced === 'websocket' ? forced : null;
+  }
+
+  _plan() {
+    const forced = this._forced();
+    if (forced) return [forced];
     if (!this._wtAvailable()) return ['websocket'];
-    if (remembered.get(this.wtUrl) === 'websocket') return ['websocket'];
+    if (this._wtFailures.failedAt(this._wtOrigin) !== null) return ['websocket'];
     return ['webtransport', 'websocket'];
   }
 
@@ -245,17 +273,28 @@ export class RtgateClient extends Emitter {
     }
   }
 
-  /** Opens one transport, giving up after `ms` (the opener is aborted, a late result closed). */
+  /**
+   * Starts opening one transport, giving up after `ms`. Returns `{promise, cancel}`: `cancel()`
+   * (or the timeout) aborts the opener and rejects, and a connection that opens after that is
+   * closed at once, with no handlers of the client's on it: it never delivers anything.
+   */
   _open(kind, ms, params) {
     const abort = typeof AbortController === 'function' ? new AbortController() : null;
-    return new Promise((resolve, reject) => {
+    let cancel;
+    const promise = new Promise((resolve, reject) => {
       let done = false;
-      const timer = this._clock.setTimeout(() => {
+      const giveUp = (err, { aborting = true } = {}) => {
         if (done) return;
         done = true;
-        abort?.abort();
-        reject(new RtgateError('transport_timeout', `${kind} did not open within ${ms} ms`));
-      }, ms);
+        this._clock.clearTimeout(timer);
+        if (aborting) abort?.abort();
+        reject(err);
+      };
+      const timer = this._clock.setTimeout(
+        () => giveUp(new RtgateError('transport_timeout', `${kind} did not open within ${ms} ms`)),
+        ms,
+      );
+      cancel = () => giveUp(new RtgateError('transport_cancelled', `${kind} no longer needed`));
       Promise.resolve()
         .then(() => this._openers[kind]({ ...params, signal: abort?.signal }))
         .then(
@@ -265,44 +304,175 @@ export class RtgateClient extends Emitter {
             this._clock.clearTimeout(timer);
             resolve(conn);
           },
-          (err) => {
-            if (done) return;
-            done = true;
-            this._clock.clearTimeout(timer);
-            reject(err);
-          },
+          (err) => giveUp(err, { aborting: false }),
         );
     });
+    return { promise, cancel };
+  }
+
+  _wtParams(certificateHashes) {
+    return { url: this.wtUrl, certificateHashes };
+  }
+
+  _wsParams() {
+    return { url: this.wsUrl, WebSocket: this.options.WebSocket };
+  }
+
+  /** A transport failure while connecting: an `error` event, unless the attempt is over. */
+  _transportFailed(err, attempt) {
+    if (attempt === this._attempt) this._emit('error', err);
+    err.reported = true;
   }
 
   async _openTransport(attempt) {
     const plan = this._plan();
-    let lastErr;
-    for (const kind of plan) {
+    if (plan.length > 1) return this._race(attempt);
+    const [kind] = plan;
+    // WebSocket chosen in 'auto' with WebTransport at hand: WebTransport is remembered as failing.
+    if (kind === 'websocket' && !this._forced() && this._wtAvailable()) this._scheduleProbe();
+    let params;
+    if (kind === 'webtransport') {
+      params = this._wtParams(await this._certificateHashes());
       if (attempt !== this._attempt) return null;
-      try {
-        let conn;
-        if (kind === 'webtransport') {
-          const certificateHashes = await this._certificateHashes();
-          if (attempt !== this._attempt) return null;
-          // Only a fallback candidate gets the short WT timeout; a forced WT gets the whole budget.
-          const ms = plan.length > 1 ? this.options.wtOpenTimeout : this.options.connectTimeout;
-          conn = await this._open(kind, ms, { url: this.wtUrl, certificateHashes });
-        } else {
-          conn = await this._open(kind, this.options.connectTimeout, {
-            url: this.wsUrl,
-            WebSocket: this.options.WebSocket,
-          });
-        }
-        if (plan.length > 1 || remembered.has(this.wtUrl)) remembered.set(this.wtUrl, kind);
-        return conn;
-      } catch (err) {
-        lastErr = err;
-        if (attempt === this._attempt) this._emit('error', err);
-        err.reported = true;
-      }
+    } else {
+      params = this._wsParams();
     }
-    throw lastErr ?? new RtgateError('transport_unavailable', 'no transport');
+    // Only one candidate: it gets the whole budget.
+    const opening = this._open(kind, this.options.connectTimeout, params);
+    this._cancelOpen = opening.cancel;
+    try {
+      const conn = await opening.promise;
+      if (kind === 'webtransport') this._wtFailures.forget(this._wtOrigin); // it works after all
+      return conn;
+    } catch (err) {
+      if (attempt !== this._attempt) return null;
+      this._transportFailed(err, attempt);
+      throw err;
+    } finally {
+      if (this._cancelOpen === opening.cancel) this._cancelOpen = null;
+    }
+  }
+
+  /**
+   * Both transports, "happy eyeballs" style: WebTransport at once, WebSocket `wtFallbackDelay`
+   * later if WebTransport has not opened by then (at once if it failed), and the first to open
+   * wins; the other is aborted, or closed if it opens anyway. WebTransport gives up after
+   * `wtOpenTimeout`; WebSocket has the attempt's budget. Resolves with the winner, null when the
+   * attempt was given up meanwhile, or rejects with the last error when both failed.
+   */
+  async _race(attempt) {
+    const certificateHashes = await this._certificateHashes();
+    if (attempt !== this._attempt) return null;
+    const { wtFallbackDelay: delay, wtOpenTimeout, connectTimeout } = this.options;
+    const conn = await new Promise((resolve, reject) => {
+      const racers = new Map(); // kind -> {promise, cancel}
+      let over = false;
+      let failed = 0;
+      let timer = null;
+      const end = (settle) => {
+        over = true;
+        if (timer !== null) this._clock.clearTimeout(timer);
+        if (this._cancelOpen === cancelAll) this._cancelOpen = null;
+        for (const r of racers.values()) r.cancel(); // no-op for the winner
+        settle();
+      };
+      const cancelAll = () => {
+        if (!over) end(() => resolve(null));
+      };
+      const start = (kind) => {
+        if (over || racers.has(kind)) return;
+        if (attempt !== this._attempt) {
+          cancelAll();
+          return;
+        }
+        const r =
+          kind === 'webtransport'
+            ? this._open(kind, wtOpenTimeout, this._wtParams(certificateHashes))
+            : this._open(kind, connectTimeout, this._wsParams());
+        racers.set(kind, r);
+        r.promise.then(
+          (c) => {
+            // Both opened within the same turn: the second is as late as one that opened later.
+            if (over) c.close(1000, 'too late');
+            else end(() => resolve(c));
+          },
+          (err) => {
+            if (over) return;
+            this._transportFailed(err, attempt);
+            failed += 1;
+            if (failed === 2) end(() => reject(err));
+            else if (kind === 'webtransport') start('websocket'); // WebTransport failed: do not wait
+          },
+        );
+      };
+      this._cancelOpen = cancelAll;
+      start('webtransport');
+      if (delay <= MAX_DELAY && !over) {
+        timer = this._clock.setTimeout(() => {
+          timer = null;
+          start('websocket');
+        }, Math.max(0, delay));
+      }
+    });
+    if (conn?.kind === 'webtransport') {
+      this._wtFailures.forget(this._wtOrigin);
+    } else if (conn) {
+      // WebSocket won: WebTransport failed or was too slow. Use WebSocket directly for a while,
+      // and find out in the background when WebTransport works again.
+      this._wtFailures.recordFailure(this._wtOrigin);
+      this._scheduleProbe();
+    }
+    return conn;
+  }
+
+  // ---- background WebTransport probes ---------------------------------------------------
+
+  /**
+   * While WebTransport is remembered as failing for this origin, tries it again in the background
+   * once per `wtRetryInterval` (counted from the failure, or from this page's last probe of the
+   * origin, whichever is later), whatever the current connection: a success forgets the failure,
+   * so the next connect races WebTransport again; the current session stays where it is.
+   */
+  _scheduleProbe() {
+    if (this._manual || this._probing || this._timers.probe !== null) return;
+    const failedAt = this._wtFailures.failedAt(this._wtOrigin);
+    if (failedAt === null) return;
+    const last = Math.max(failedAt, this._wtFailures.probedAt(this._wtOrigin) ?? -Infinity);
+    const wait = Math.max(0, last + this.options.wtRetryInterval - this._now());
+    if (!(wait <= MAX_DELAY)) return; // `wtRetryInterval: Infinity`: no probes
+    this._set('probe', wait, () => this._probe());
+  }
+
+  async _probe() {
+    // A stopped client probes no more; its next connect() schedules again.
+    if (this._manual || this.state === 'disconnected') return;
+    const origin = this._wtOrigin;
+    const failedAt = this._wtFailures.failedAt(origin);
+    if (failedAt === null) return; // forgotten meanwhile (another client's probe) or expired
+    const last = Math.max(failedAt, this._wtFailures.probedAt(origin) ?? -Infinity);
+    if (this._now() - last < this.options.wtRetryInterval) {
+      this._scheduleProbe(); // another client of this page probed meanwhile
+      return;
+    }
+    this._wtFailures.probing(origin);
+    this._probing = true;
+    let ok = false;
+    try {
+      const params = this._wtParams(await this._certificateHashes());
+      const conn = await this._open('webtransport', this.options.wtOpenTimeout, params).promise;
+      conn.close(1000, 'probe');
+      ok = true;
+    } catch {
+      // Still failing.
+    }
+    this._probing = false;
+    if (ok) {
+      this._wtFailures.forget(origin);
+      return;
+    }
+    // Still failing: remembered from now (unless something forgot it meanwhile).
+    if (this._wtFailures.failedAt(origin) !== null) this._wtFailures.recordFailure(origin);
+    this._scheduleProbe();
   }
 
   async _startAttempt() {
@@ -356,6 +526,7 @@ export class RtgateClient extends Emitter {
   _attemptFailed(err, attempt) {
     if (attempt !== this._attempt) return;
     this._clear('connect');
+    this._cancelOpen?.();
     // Transport errors were already reported one by one while trying each transport.
     if (!err.reported) this._emit('error', err);
     if (this._conn) {
@@ -383,6 +554,7 @@ export class RtgateClient extends Emitter {
     this._everConnected = true;
     this._setState('connected');
     this._touch();
+    this._watchSilence(conn);
     // Reset the backoff only once the connection proved stable, so a server that accepts and
     // then drops at once still sees growing delays.
     this._set('stable', this.options.reconnect.stableAfter, () => this.backoff.reset());
@@ -397,6 +569,7 @@ export class RtgateClient extends Emitter {
   }
 
   _touch() {
+    this._lastReceived = this._now();
     const hb = this.session?.heartbeat;
     if (!hb) return;
     const ms = (hb.intervalMs ?? 25000) + (hb.timeoutMs ?? 20000);
@@ -407,6 +580,29 @@ export class RtgateClient extends Emitter {
       this._localClose = { code: 1006, reason: 'heartbeat_timeout' };
       conn.close(1000, 'heartbeat timeout');
     });
+  }
+
+  /**
+   * WebTransport only: while nothing arrives from the server for `wtProbeInterval`, one empty
+   * datagram per interval. A server that restarted answers it with a QUIC stateless reset, which
+   * closes the session now instead of at the heartbeat timeout. Not when the session has no
+   * datagrams, nor on WebSocket (TCP notices a restarted peer by itself).
+   */
+  _watchSilence(conn) {
+    const ms = this.options.wtProbeInterval;
+    if (conn.kind !== 'webtransport' || typeof conn.probe !== 'function') return;
+    if (!(ms > 0 && ms <= MAX_DELAY)) return;
+    const check = () => {
+      if (conn !== this._conn || this.state !== 'connected') return;
+      const silent = this._now() - this._lastReceived;
+      if (silent < ms) {
+        this._set('silence', Math.min(ms, ms - silent), check);
+        return;
+      }
+      if (conn.probe() === false) return; // no datagrams on this session
+      this._set('silence', ms, check);
+    };
+    this._set('silence', ms, check);
   }
 
   _onFrame(conn, frame) {
@@ -478,7 +674,7 @@ export class RtgateClient extends Emitter {
     this.session = null;
     const wasConnected = this.state === 'connected';
     this._refresh = null; // the next connect sends a fresh token anyway
-    for (const name of ['heartbeat', 'stable', 'connect']) this._clear(name);
+    for (const name of ['heartbeat', 'stable', 'connect', 'silence']) this._clear(name);
     const frame = this._lastDisconnect;
     const local = this._localClose;
     // Without a disconnect frame, a refused handshake's error frame still names the code.
@@ -531,6 +727,7 @@ export class RtgateClient extends Emitter {
    */
   _stop(reason, code, { message, event = true } = {}) {
     this._clear('reconnect');
+    this._clear('probe');
     this._setState('disconnected');
     if (event) this._emit('disconnect', reason, code);
     const info = { reason, code, auth: isTokenRefusal(code) };
@@ -541,6 +738,7 @@ export class RtgateClient extends Emitter {
   _scheduleReconnect(retryAfterMs) {
     const { maxAttempts } = this.options.reconnect;
     if (this.backoff.attempts >= maxAttempts) {
+      this._clear('probe');
       this._setState('disconnected');
       this._emit('reconnect_failed');
       return;
@@ -841,9 +1039,22 @@ export class RtgateClient extends Emitter {
   }
 }
 
-/** Forgets the remembered transport choices (tests, or a page that changed networks). */
-export function forgetTransportChoice() {
-  remembered.clear();
+/**
+ * Forgets where WebTransport failed (README, Transport choice): in this page, and in
+ * localStorage (or `storage`) for every origin. For tests, or a page that knows the network changed.
+ */
+export function forgetTransportChoice(storage) {
+  forgetWtFailures(storage);
+}
+
+/** The origin of a URL, or the URL itself when it has none. */
+function originOf(url) {
+  try {
+    const { origin } = new URL(url);
+    return origin && origin !== 'null' ? origin : url;
+  } catch {
+    return url;
+  }
 }
 
 export default RtgateClient;

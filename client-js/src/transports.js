@@ -5,6 +5,7 @@
 //   conn.send(frame)     reliable, in order (the WT bidi stream / one WS text message per frame)
 //   conn.sendVolatile(f) may be lost (a WT datagram when it fits; otherwise like send)
 //   conn.close(code, r)  closes the transport; onclose still fires once
+//   conn.probe()         WebTransport only: sends an empty datagram, false when it cannot
 //   conn.onframe(obj)    set by the client: one decoded server frame
 //   conn.onclose({code, reason})  set by the client: fires exactly once
 //
@@ -119,6 +120,18 @@ class WebTransportConnection extends BaseConnection {
     }
   }
 
+  /**
+   * Sends an empty datagram, which the server ignores: a packet that makes a dead path show. A
+   * QUIC peer that forgot the connection (a restarted server) answers it with a stateless reset,
+   * and the browser only learns of that when it sends something. False when the session has no
+   * datagrams (nothing is sent).
+   */
+  probe() {
+    if (this._closed || !this.dgWriter) return false;
+    this.dgWriter.write(new Uint8Array(0)).catch(() => {});
+    return true;
+  }
+
   close(code = 1000, reason = 'client disconnect') {
     try {
       this.wt.close({ closeCode: code, reason });
@@ -224,4 +237,104 @@ export async function openWebSocket({ url, signal, WebSocket: Impl }) {
     }
   });
   return open;
+}
+
+// ---- where WebTransport failed ----------------------------------------------------------------
+//
+// Per origin of the WebTransport URL, when WebTransport last failed (or lost the race to
+// WebSocket), in ms since the epoch: in localStorage when the page has it, so a reload or another
+// tab on the same network does not pay for the race again, else in memory for the page's life.
+
+const FAILED_PREFIX = 'rtgate:wt-failed:';
+const failedInMemory = new Map(); // origin -> ms since the epoch
+const probeStarted = new Map(); // origin -> ms since the epoch of the last background probe
+
+/** The page's localStorage when it can be used (absent in Node and workers, may throw when blocked). */
+export function defaultStorage() {
+  try {
+    const s = globalThis.localStorage;
+    return s && typeof s.getItem === 'function' && typeof s.setItem === 'function' ? s : null;
+  } catch {
+    return null;
+  }
+}
+
+/** The failure memory as one client sees it: its storage, its expiry, its clock. */
+export class WtFailureMemory {
+  /**
+   * @param {Storage|null} storage localStorage or alike; null keeps the memory in this page only
+   * @param {() => number} ttl how long a failure is remembered, ms
+   * @param {() => number} now ms since the epoch
+   */
+  constructor(storage, ttl, now) {
+    this.storage = storage;
+    this.ttl = ttl;
+    this.now = now;
+  }
+
+  /** When WebTransport failed for `origin`, or null when that is not (or no longer) remembered. */
+  failedAt(origin) {
+    let at = failedInMemory.get(origin);
+    if (this.storage) {
+      try {
+        const raw = this.storage.getItem(FAILED_PREFIX + origin);
+        if (raw !== null) at = Number(raw);
+      } catch {
+        // Storage refused: the copy in memory is all there is.
+      }
+    }
+    if (at === undefined) return null;
+    const age = this.now() - at;
+    // A timestamp from the future (the clock was set back, or garbage) is not trusted either.
+    if (!(age >= 0 && age < this.ttl())) {
+      this.forget(origin);
+      return null;
+    }
+    return at;
+  }
+
+  recordFailure(origin) {
+    const at = this.now();
+    failedInMemory.set(origin, at);
+    try {
+      this.storage?.setItem(FAILED_PREFIX + origin, String(at));
+    } catch {
+      // Quota or privacy settings: kept in memory only.
+    }
+  }
+
+  forget(origin) {
+    failedInMemory.delete(origin);
+    try {
+      this.storage?.removeItem(FAILED_PREFIX + origin);
+    } catch {
+      // Nothing to remove.
+    }
+  }
+
+  /** When this page last started a background probe of `origin`, or undefined. */
+  probedAt(origin) {
+    return probeStarted.get(origin);
+  }
+
+  probing(origin) {
+    probeStarted.set(origin, this.now());
+  }
+}
+
+/** Forgets every remembered failure: this page's, and those in `storage` (localStorage by default). */
+export function forgetWtFailures(storage = defaultStorage()) {
+  failedInMemory.clear();
+  probeStarted.clear();
+  if (!storage) return;
+  try {
+    const keys = [];
+    for (let i = 0; i < storage.length; i++) {
+      const key = storage.key(i);
+      if (typeof key === 'string' && key.startsWith(FAILED_PREFIX)) keys.push(key);
+    }
+    for (const key of keys) storage.removeItem(key);
+  } catch {
+    // Storage refused: nothing of ours is in it.
+  }
 }

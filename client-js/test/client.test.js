@@ -52,26 +52,28 @@ function seeded(seed) {
 }
 
 describe('backoff', () => {
-  test('doubles from 1 s up to a 10 s base, each delay within ±50 % of its base', () => {
+  test('doubles from 1 s up to a 10 s base, each delay within ±50 % of its base; the first from 0', () => {
     for (const r of [0, 0.25, 0.5, 0.999999]) {
       const b = new Backoff({}, () => r);
       const delays = Array.from({ length: 10 }, () => b.next());
       delays.forEach((d, i) => {
         const base = Math.min(10000, 1000 * 2 ** i);
-        assert.ok(d >= base * 0.5 && d <= base * 1.5, `attempt ${i + 1}: ${d}`);
+        const low = i === 0 ? 0 : base * 0.5;
+        const high = i === 0 ? base : base * 1.5;
+        assert.ok(d >= low && d <= high, `attempt ${i + 1}: ${d}`);
         assert.ok(d > 0);
       });
     }
     const mid = new Backoff({}, () => 0.5);
     assert.deepEqual(
       Array.from({ length: 6 }, () => mid.next()),
-      [1000, 2000, 4000, 8000, 10000, 10000],
+      [500, 2000, 4000, 8000, 10000, 10000],
     );
     // The jitter applies after the cap: the top of the range is maxDelay × 1.5, not maxDelay.
     const high = new Backoff({}, () => 0.999999);
     assert.deepEqual(
       Array.from({ length: 6 }, () => high.next()),
-      [1500, 3000, 6000, 12000, 15000, 15000],
+      [1000, 3000, 6000, 12000, 15000, 15000],
     );
   });
 
@@ -103,10 +105,11 @@ describe('backoff', () => {
   });
 
   test('is configurable and resets', () => {
+    // Without randomization the first attempt is immediate (its range is [0, 0)).
     const b = new Backoff({ initialDelay: 100, multiplier: 3, maxDelay: 500, randomization: 0 });
-    assert.deepEqual([b.next(), b.next(), b.next()], [100, 300, 500]);
+    assert.deepEqual([b.next(), b.next(), b.next()], [1, 300, 500]);
     b.reset();
-    assert.equal(b.next(), 100);
+    assert.equal(b.next(), 1);
   });
 
   test('never yields zero, even with zero initial delay and full randomization', () => {
@@ -165,8 +168,8 @@ describe('transport choice', () => {
     assert.equal(wsT.calls, 2);
   });
 
-  test('falls back when WebTransport does not open within wtOpenTimeout', async () => {
-    const { client, clock, wtT, wsT } = setup({ wtOpenTimeout: 3000 }, { wt: ['hang'] });
+  test('WebSocket starts after wtFallbackDelay when WebTransport has not opened, and wins', async () => {
+    const { client, clock, wtT, wsT } = setup({ wtFallbackDelay: 3000 }, { wt: ['hang'] });
     client.connect();
     await clock.advance(2999);
     assert.equal(wsT.calls, 0);
@@ -288,7 +291,9 @@ describe('reconnection', () => {
     );
     attempts.forEach(([, n, delay]) => {
       const base = Math.min(10000, 1000 * 2 ** (n - 1));
-      assert.ok(delay >= base * 0.5 && delay <= base * 1.5, `attempt ${n}: ${delay}`);
+      // The first attempt draws from [0, base), every later one from [base × 0.5, base × 1.5).
+      const [low, high] = n === 1 ? [0, base] : [base * 0.5, base * 1.5];
+      assert.ok(delay >= low && delay <= high, `attempt ${n}: ${delay}`);
     });
     assert.equal(attempts.at(-1)[2], 14990);
     assert.equal(client.state, 'reconnecting');
@@ -360,19 +365,21 @@ describe('reconnection', () => {
   });
 
   test('resets the backoff only after a stable connection', async () => {
+    // At random 0.5 the first delay is 1000 × U[0, 1) = 500 ms, the second 2000 × U[0.5, 1.5) = 2000 ms.
     const { client, clock, wtT, seen } = setup({ reconnect: { stableAfter: 5000 } });
     client.connect();
     await accept(wtT);
     wtT.last.drop();
-    await clock.advance(1000);
+    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 1, 500]);
+    await clock.advance(500);
     await accept(wtT);
     wtT.last.drop(); // dropped right away: the backoff keeps growing
-    assert.deepEqual(seen.at(-1).slice(0, 2), ['reconnect_attempt', 2]);
+    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 2, 2000]);
     await clock.advance(2000);
     await accept(wtT);
     await clock.advance(5000);
     wtT.last.drop();
-    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 1, 1000]);
+    assert.deepEqual(seen.at(-1), ['reconnect_attempt', 1, 500]);
   });
 
   test('gives up after maxAttempts with reconnect_failed', async () => {
@@ -1119,9 +1126,12 @@ describe('closes asked for by the backend', () => {
     wtT.last.drop(3010, 'force_reconnect');
     assert.deepEqual(seen.slice(-2), [
       ['disconnect', 'force_reconnect', 3010],
-      ['reconnect_attempt', 1, 1000],
+      ['reconnect_attempt', 1, 500], // 1000 × U[0, 1) at random 0.5
     ]);
-    await clock.advance(1000);
+    await clock.advance(499);
+    assert.equal(wtT.calls, 1);
+    await clock.advance(1);
+    assert.equal(wtT.calls, 2);
     await accept(wtT);
     assert.equal(client.state, 'connected');
     assert.equal(wtT.last.sent[0].token, 'fixed');
@@ -1153,9 +1163,12 @@ describe('closes asked for by the backend', () => {
     wtT.last.drop(3505, 'token_revoked');
     assert.deepEqual(seen.slice(-2), [
       ['disconnect', 'token_revoked', 3505],
-      ['reconnect_attempt', 1, 1000],
+      ['reconnect_attempt', 1, 500], // 1000 × U[0, 1) at random 0.5
     ]);
-    await clock.advance(1000);
+    await clock.advance(499);
+    assert.equal(wtT.calls, 1);
+    await clock.advance(1);
+    assert.equal(wtT.calls, 2);
     assert.equal(wtT.last.sent[0].token, 'b');
     await accept(wtT);
     assert.equal(client.state, 'connected');

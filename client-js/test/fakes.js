@@ -8,26 +8,27 @@ export async function settle(n = 5) {
 }
 
 export class FakeClock {
-  constructor() {
-    this.now = 0;
+  constructor(start = 0) {
+    this.time = start;
     this.timers = new Map();
     this.nextId = 1;
     this.setTimeout = (fn, ms) => {
       const id = this.nextId++;
-      this.timers.set(id, { at: this.now + Math.max(0, ms), fn, ms });
+      this.timers.set(id, { at: this.time + Math.max(0, ms), fn, ms });
       return id;
     };
     this.clearTimeout = (id) => this.timers.delete(id);
+    this.now = () => this.time;
   }
 
   /** Pending timers' delays, for asserting what was scheduled. */
   pending() {
-    return [...this.timers.values()].map((t) => t.at - this.now);
+    return [...this.timers.values()].map((t) => t.at - this.time);
   }
 
   /** Advances time by ms, firing due timers in order and letting promises settle between them. */
   async advance(ms) {
-    const end = this.now + ms;
+    const end = this.time + ms;
     await settle();
     for (;;) {
       let next = null;
@@ -36,11 +37,11 @@ export class FakeClock {
       }
       if (!next) break;
       this.timers.delete(next[0]);
-      this.now = next[1].at;
+      this.time = next[1].at;
       next[1].fn();
       await settle();
     }
-    this.now = end;
+    this.time = end;
     await settle();
   }
 }
@@ -52,6 +53,8 @@ export class FakeConn {
     this.sent = [];
     this.volatile = [];
     this.closed = null;
+    this.probes = 0; // empty datagrams sent
+    this.datagrams = true; // false: the session has no datagrams, probe() sends nothing
     this.onframe = () => {};
     this.onclose = () => {};
   }
@@ -60,6 +63,11 @@ export class FakeConn {
   }
   sendVolatile(frame) {
     this.volatile.push(structuredClone(frame));
+  }
+  probe() {
+    if (this.closed || !this.datagrams) return false;
+    this.probes += 1;
+    return true;
   }
   close(code = 1000, reason = '') {
     if (this.closed) return;
@@ -81,29 +89,79 @@ export class FakeConn {
 }
 
 /**
- * A transport factory whose behaviour is scripted per call: 'open' (default), 'fail', 'hang'.
- * `conns` collects every opened connection, `calls` every attempt.
+ * A transport factory whose behaviour is scripted per call: 'open' (default), 'fail', 'hang', or
+ * 'late' (pending until the test calls `open()` or `fail()` on its entry in `deferred`).
+ * `conns` collects every opened connection, `calls` every attempt, `params` what each got.
  */
 export function fakeTransport(kind, script = []) {
   const t = {
     calls: 0,
     conns: [],
+    params: [],
+    deferred: [],
     script,
     fallback: 'open',
-    open: async () => {
+    open: async (params) => {
       const how = t.script[t.calls] ?? t.fallback;
       t.calls += 1;
+      t.params.push(params);
+      const make = () => {
+        const conn = new FakeConn(kind);
+        t.conns.push(conn);
+        return conn;
+      };
       if (how === 'fail') throw Object.assign(new Error(`${kind} failed`), { code: 'transport_failed' });
       if (how === 'hang') return new Promise(() => {});
-      const conn = new FakeConn(kind);
-      t.conns.push(conn);
-      return conn;
+      if (how === 'late') {
+        return new Promise((resolve, reject) => {
+          t.deferred.push({
+            open: () => {
+              const conn = make();
+              resolve(conn);
+              return conn;
+            },
+            fail: () => reject(Object.assign(new Error(`${kind} failed`), { code: 'transport_failed' })),
+          });
+        });
+      }
+      return make();
     },
     get last() {
       return t.conns[t.conns.length - 1];
     },
   };
   return t;
+}
+
+/** localStorage's API over a Map; `broken: true` makes every call throw, like a blocked one. */
+export class FakeStorage {
+  constructor(entries = {}, { broken = false } = {}) {
+    this.map = new Map(Object.entries(entries));
+    this.broken = broken;
+  }
+  _check() {
+    if (this.broken) throw new Error('SecurityError: storage is disabled');
+  }
+  get length() {
+    this._check();
+    return this.map.size;
+  }
+  key(i) {
+    this._check();
+    return [...this.map.keys()][i] ?? null;
+  }
+  getItem(k) {
+    this._check();
+    return this.map.has(k) ? this.map.get(k) : null;
+  }
+  setItem(k, v) {
+    this._check();
+    this.map.set(k, String(v));
+  }
+  removeItem(k) {
+    this._check();
+    this.map.delete(k);
+  }
 }
 
 export const HELLO = {

@@ -29,7 +29,10 @@ console.log(JSON.stringify({
   defaultIsClient: main.default === RtgateClient,
   state: client.state,
   wsUrl: client.wsUrl,
-  base: new Backoff({ randomization: 0 }).next(),
+  // Without jitter the first reconnect is immediate (1 ms); the defaults (1 s, doubling, ±50 %)
+  // show in a fixed draw of 0.5: 1000 × U[0, 1) then 2000 × U[0.5, 1.5).
+  first: new Backoff({ randomization: 0 }).next(),
+  delays: ((b) => [b.next(), b.next()])(new Backoff({}, () => 0.5)),
   error: new RtgateError('x') instanceof Error,
   retryable: [isRetryable(3000), isRetryable(3501)],
   version1: PROTOCOL_VERSION,
@@ -61,7 +64,8 @@ test('npm pack, npm install of the tarball elsewhere, import by name', { timeout
     assert.equal(out.defaultIsClient, true);
     assert.equal(out.state, 'disconnected');
     assert.equal(out.wsUrl, 'ws://127.0.0.1:9/ws');
-    assert.equal(out.base, 1000);
+    assert.equal(out.first, 1);
+    assert.deepEqual(out.delays, [500, 2000]);
     assert.equal(out.error, true);
     assert.deepEqual(out.retryable, [true, false]);
     assert.equal(out.version1, 1);

@@ -31,7 +31,7 @@ async function connected(opts = {}) {
   return { client, clock, wt };
 }
 
-/** Drops the connection and completes the reconnect (the first backoff delay is 1 s). */
+/** Drops the connection and completes the reconnect (the first backoff delay is 500 ms at random 0.5; 1 s covers it). */
 async function reconnect(clock, wt) {
   wt.last.drop();
   await clock.advance(1000);
@@ -461,7 +461,8 @@ describe('refusals', () => {
     const rec = record(sub);
     refuse(wt.last, lastSubscribe(wt.last), 'unavailable');
     assert.equal(sub.state, 'subscribing');
-    await clock.advance(999);
+    // At random 0.5: the first retry after 1000 × U[0, 1) = 500 ms, the second after 2000 ms.
+    await clock.advance(499);
     assert.equal(wt.last.events('channel:subscribe').length, 1);
     await clock.advance(1);
     assert.equal(wt.last.events('channel:subscribe').length, 2);
@@ -476,7 +477,9 @@ describe('refusals', () => {
     // Ended and refused again later: the delays start from the first one.
     wt.last.push({ type: 'event', event: 'channel:unsubscribed', data: { channel: CH, code: 'state_lost', resubscribe: true } });
     refuse(wt.last, lastSubscribe(wt.last), 'unavailable');
-    await clock.advance(1000);
+    await clock.advance(499);
+    assert.equal(wt.last.events('channel:subscribe').length, 4);
+    await clock.advance(1);
     assert.equal(wt.last.events('channel:subscribe').length, 5);
   });
 
