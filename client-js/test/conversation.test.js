@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 
 import { RtgateClient, forgetTransportChoice } from '../src/rtgate.js';
-import { FakeClock, HELLO, fakeTransport, settle } from './fakes.js';
+import { FakeClock, HELLO, clientOptions, fakeTransport, settle } from './fakes.js';
 
 const CONV = '0193a1c2-0000-7000-8000-000000000001';
 
@@ -40,16 +40,7 @@ async function connected(store = new Map()) {
   const clock = new FakeClock();
   const wt = fakeTransport('webtransport');
   const rest = fakeRest(store);
-  const client = new RtgateClient({
-    url: 'http://127.0.0.1:3000',
-    certificateHash: 'none',
-    clock,
-    random: () => 0.5,
-    token: 'tok',
-    fetch: rest.fetch,
-    transports: { webtransport: wt.open },
-    autoConnect: false,
-  });
+  const client = new RtgateClient(clientOptions(clock, { fetch: rest.fetch, transports: { webtransport: wt.open } }));
   client.connect();
   await settle();
   wt.last.push(HELLO);

@@ -164,6 +164,19 @@ export class FakeStorage {
   }
 }
 
+/** The options every unit test's client starts from: a fake clock, a fixed random, no autoconnect. */
+export function clientOptions(clock, extra = {}) {
+  return {
+    url: 'http://127.0.0.1:3000',
+    certificateHash: 'none',
+    clock,
+    random: () => 0.5,
+    token: 'tok',
+    autoConnect: false,
+    ...extra,
+  };
+}
+
 export const HELLO = {
   type: 'connected',
   v: 1,

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 
 import { RtgateClient, forgetTransportChoice } from '../src/rtgate.js';
-import { FakeClock, FakeStorage, HELLO, fakeTransport, settle } from './fakes.js';
+import { FakeClock, FakeStorage, HELLO, clientOptions, fakeTransport, settle } from './fakes.js';
 
 const T0 = 1_700_000_000_000; // the fake clock's start, ms since the epoch
 const KEY = 'rtgate:wt-failed:https://127.0.0.1:4433';
@@ -15,17 +15,9 @@ const MINUTE = 60 * 1000;
 function setup(opts = {}, { wt = [], ws = [], storage = new FakeStorage(), clock = new FakeClock(T0) } = {}) {
   const wtT = fakeTransport('webtransport', wt);
   const wsT = fakeTransport('websocket', ws);
-  const client = new RtgateClient({
-    url: 'http://127.0.0.1:3000',
-    certificateHash: 'none',
-    clock,
-    random: () => 0.5,
-    token: 'tok',
-    storage,
-    transports: { webtransport: wtT.open, websocket: wsT.open },
-    autoConnect: false,
-    ...opts,
-  });
+  const client = new RtgateClient(
+    clientOptions(clock, { storage, transports: { webtransport: wtT.open, websocket: wsT.open }, ...opts }),
+  );
   const seen = [];
   for (const ev of ['connect', 'disconnect', 'error', 'event', 'reconnect_attempt']) {
     client.on(ev, (...args) => seen.push([ev, ...args]));

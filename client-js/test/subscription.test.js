@@ -7,23 +7,14 @@ import assert from 'node:assert/strict';
 import { beforeEach, describe, test } from 'node:test';
 
 import { RtgateClient, RtgateError, Subscription, forgetTransportChoice } from '../src/rtgate.js';
-import { FakeClock, HELLO, fakeTransport, settle } from './fakes.js';
+import { FakeClock, HELLO, clientOptions, fakeTransport, settle } from './fakes.js';
 
 const CH = 'news:sports';
 
 async function connected(opts = {}) {
   const clock = new FakeClock();
   const wt = fakeTransport('webtransport');
-  const client = new RtgateClient({
-    url: 'http://127.0.0.1:3000',
-    certificateHash: 'none',
-    clock,
-    random: () => 0.5,
-    token: 'tok',
-    transports: { webtransport: wt.open },
-    autoConnect: false,
-    ...opts,
-  });
+  const client = new RtgateClient(clientOptions(clock, { transports: { webtransport: wt.open }, ...opts }));
   client.connect();
   await settle();
   wt.last.push(HELLO);
