@@ -44,6 +44,46 @@ describeEngines((b) => {
       await page.close();
     });
 
+    test('a server-ended session resolves WebTransport.closed with its code and reason', async () => {
+      // The raw browser API, no client library: the CLOSE_WEBTRANSPORT_SESSION capsule is what
+      // puts the code into WebTransportCloseInfo (a bare QUIC close rejects `closed` instead).
+      const { page, errors } = await b.newPage(server);
+      await page.goto(`${server.origin}/?wtPort=${server.wtPort}`);
+      const info = await page.evaluate(
+        async ([wtPort, hex]) => {
+          const bytes = new Uint8Array(hex.match(/../g).map((h) => parseInt(h, 16)));
+          const wt = new WebTransport(`https://127.0.0.1:${wtPort}/wt`, {
+            serverCertificateHashes: [{ algorithm: 'sha-256', value: bytes }],
+          });
+          await wt.ready;
+          const stream = await wt.createBidirectionalStream();
+          const body = new TextEncoder().encode(JSON.stringify({ type: 'connect', v: 1, token: 'not-a-jwt' }));
+          const frame = new Uint8Array(4 + body.length);
+          new DataView(frame.buffer).setUint32(0, body.length);
+          frame.set(body, 4);
+          const writer = stream.writable.getWriter();
+          await writer.write(frame);
+          // Drain the frames the server sends first (error, disconnect).
+          const reader = stream.readable.getReader();
+          (async () => {
+            try {
+              while (!(await reader.read()).done);
+            } catch {}
+          })();
+          try {
+            const closed = await wt.closed;
+            return { resolved: true, closeCode: closed.closeCode, reason: closed.reason };
+          } catch (e) {
+            return { resolved: false, error: String(e) };
+          }
+        },
+        [server.wtPort, server.certHex],
+      );
+      assert.deepEqual(info, { resolved: true, closeCode: 3501, reason: 'invalid_token' });
+      assert.deepEqual(errors, []);
+      await page.close();
+    });
+
     test('falls back to WebSocket when the browser has no WebTransport', async () => {
       const { page, errors } = await b.openDemo(server, token('bob'), {
         initScript: () => {

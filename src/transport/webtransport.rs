@@ -127,8 +127,8 @@ impl FrameReader for WtReader {
 const CLOSE_STEP: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How long a dropped reader keeps the receive side open for the writer's goodbye: the
-/// writer's two steps, plus slack.
-const RECV_LINGER: std::time::Duration = std::time::Duration::from_secs(5);
+/// writer's three steps, plus slack.
+const RECV_LINGER: std::time::Duration = std::time::Duration::from_secs(7);
 
 impl Drop for WtReader {
     /// The session loop drops its reader before the writer sends the last frames. Dropping an
@@ -182,10 +182,14 @@ impl FrameWriter for WtWriter {
         // `disconnect` frame written before this reaches the client ahead of the close.
         let _ = tokio::time::timeout(CLOSE_STEP, self.send.finish()).await;
         // The CLOSE_WEBTRANSPORT_SESSION capsule is what fills the browser's
-        // `WebTransportCloseInfo` (a bare QUIC close rejects `closed` without a code); the QUIC
-        // close after it ends the connection without waiting for the peer.
+        // `WebTransportCloseInfo` (a bare QUIC close rejects `closed` without a code). Its
+        // acknowledgement only says the peer's QUIC stack has it: a QUIC close right after can
+        // overtake it on the way up to the page (Chromium then reports "Connection lost"). So
+        // the peer gets a moment to answer with its own FIN, which ends the connection, before
+        // the QUIC close does.
         let _ =
             tokio::time::timeout(CLOSE_STEP, self.conn.close_session(code.into(), reason)).await;
+        let _ = tokio::time::timeout(CLOSE_STEP, self.conn.closed()).await;
         self.conn.close(VarInt::from_u32(u32::from(code)), reason.as_bytes());
     }
 }
