@@ -8,6 +8,11 @@
 //! cargo run --release --example raw_server -- --http-addr 127.0.0.1:3200 --wt-addr 127.0.0.1:4533
 //! ```
 //!
+//! Over WebTransport it also answers a `sys:volatile-echo` datagram with a datagram, as rtgate
+//! does (for `rtgate-bench lossy`), and with `--wt-streams` it treats every further
+//! bidirectional stream of a session as a frame stream with a peer of its own (the
+//! stream-per-flow comparison of `rtgate-bench lossy --separate-streams`).
+//!
 //! Prints `READY http=… wt=… cert_sha256=…` like `rtgate serve`; `GET /cert-hash` answers the
 //! WebTransport certificate hash like rtgate.
 
@@ -37,7 +42,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use wtransport::{Endpoint, Identity, ServerConfig, endpoint::IncomingSession};
+use wtransport::{
+    Connection, Endpoint, Identity, RecvStream, SendStream, ServerConfig, datagram::Datagram,
+    endpoint::IncomingSession,
+};
 
 type Tx = mpsc::UnboundedSender<Utf8Bytes>;
 
@@ -219,17 +227,66 @@ async fn ws_session(hub: Arc<Hub>, socket: WebSocket) {
     let _ = writer.await;
 }
 
-async fn wt_accept(hub: Arc<Hub>, endpoint: Endpoint<wtransport::endpoint::endpoint_side::Server>) {
+async fn wt_accept(
+    hub: Arc<Hub>,
+    endpoint: Endpoint<wtransport::endpoint::endpoint_side::Server>,
+    more_streams: bool,
+) {
     loop {
         let incoming = endpoint.accept().await;
-        tokio::spawn(wt_session(hub.clone(), incoming));
+        tokio::spawn(wt_session(hub.clone(), incoming, more_streams));
     }
 }
 
-async fn wt_session(hub: Arc<Hub>, incoming: IncomingSession) {
+async fn wt_session(hub: Arc<Hub>, incoming: IncomingSession, more_streams: bool) {
     let Ok(request) = incoming.await else { return };
     let Ok(conn) = request.accept().await else { return };
-    let Ok((mut send, mut recv)) = conn.accept_bi().await else { return };
+    let Ok((send, recv)) = conn.accept_bi().await else { return };
+    // With --wt-streams, every further bidirectional stream the client opens is a frame stream
+    // with a peer of its own: the stream-per-flow side of `rtgate-bench lossy
+    // --separate-streams`. rtgate reads the first stream only, as this does without the flag.
+    let more = more_streams.then(|| {
+        let (hub, conn) = (hub.clone(), conn.clone());
+        tokio::spawn(async move {
+            while let Ok((send, recv)) = conn.accept_bi().await {
+                tokio::spawn(wt_stream(hub.clone(), send, recv, None));
+            }
+        })
+    });
+    wt_stream(hub, send, recv, Some(conn.clone())).await;
+    if let Some(more) = more {
+        more.abort();
+    }
+    conn.close(0u32.into(), b"");
+}
+
+/// The answer to a `sys:volatile-echo` datagram, as a datagram (what rtgate does for a volatile
+/// frame on WebTransport); every other datagram is ignored.
+fn datagram_echo(conn: &Connection, payload: &[u8]) {
+    let Ok(frame) = serde_json::from_slice::<In>(payload) else { return };
+    if frame.ty == "event" && frame.event == Some("sys:volatile-echo") {
+        let data = frame.data.map_or("null", RawValue::get);
+        let echo = format!(r#"{{"type":"event","event":"sys:volatile-echo","data":{data}}}"#);
+        let _ = conn.send_datagram(echo.as_bytes());
+    }
+}
+
+/// The session's next datagram; never, for a stream without one.
+async fn next_datagram(conn: Option<&Connection>) -> Option<(&Connection, Datagram)> {
+    match conn {
+        Some(c) => c.receive_datagram().await.ok().map(|d| (c, d)),
+        None => std::future::pending().await,
+    }
+}
+
+/// One frame stream and its peer; `datagrams`: the session whose datagrams this stream's
+/// reader also answers (the first stream's).
+async fn wt_stream(
+    hub: Arc<Hub>,
+    mut send: SendStream,
+    mut recv: RecvStream,
+    datagrams: Option<Connection>,
+) {
     let (tx, mut rx) = mpsc::unbounded_channel::<Utf8Bytes>();
     let writer = tokio::spawn(async move {
         let mut buf = Vec::new();
@@ -248,7 +305,17 @@ async fn wt_session(hub: Arc<Hub>, incoming: IncomingSession) {
     let mut peer = Peer::new(hub, tx);
     let mut buf: Vec<u8> = Vec::with_capacity(256);
     let mut chunk = [0u8; 4096];
-    'read: while let Ok(Some(n)) = recv.read(&mut chunk).await {
+    'read: loop {
+        let n = tokio::select! {
+            read = recv.read(&mut chunk) => match read {
+                Ok(Some(n)) => n,
+                _ => break,
+            },
+            Some((conn, d)) = next_datagram(datagrams.as_ref()) => {
+                datagram_echo(conn, &d.payload());
+                continue;
+            }
+        };
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
         while buf.len() >= at + 4 {
@@ -269,7 +336,6 @@ async fn wt_session(hub: Arc<Hub>, incoming: IncomingSession) {
     }
     drop(peer);
     let _ = writer.await;
-    conn.close(0u32.into(), b"");
 }
 
 fn arg(args: &[String], name: &str, default: &str) -> String {
@@ -284,6 +350,7 @@ async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let http_addr: SocketAddr = arg(&args, "--http-addr", "127.0.0.1:3200").parse()?;
     let wt_addr: SocketAddr = arg(&args, "--wt-addr", "127.0.0.1:4533").parse()?;
+    let wt_streams = args.iter().any(|a| a == "--wt-streams");
     let identity = Identity::self_signed(["localhost", "127.0.0.1", "::1"])
         .context("self-signed certificate")?;
     let cert_hex: String = identity
@@ -297,7 +364,8 @@ async fn main() -> Result<()> {
         .map(|b| format!("{b:02x}"))
         .collect();
     let config = ServerConfig::builder()
-        .with_bind_address(wt_addr)
+        // The same UDP socket setup (kernel buffer sizes).
+        .with_bind_socket(rtgate::server::wt_udp_socket(wt_addr).context("binding UDP")?)
         // The same QUIC transport settings.
         .with_custom_transport(identity, rtgate::server::wt_transport_config())
         .keep_alive_interval(None)
@@ -319,7 +387,7 @@ async fn main() -> Result<()> {
     // the same accept backlog; no proxies trusted, no per-IP limit.
     let listener = rtgate::server::listen_tcp(http_addr).context("binding TCP")?;
     println!("READY http={} wt={} cert_sha256={cert_hex}", listener.local_addr()?, wt_local);
-    tokio::spawn(wt_accept(hub, endpoint));
+    tokio::spawn(wt_accept(hub, endpoint, wt_streams));
     let front = FrontDoor::new(Duration::from_secs(10), Proxies::none(), Arc::new(|_| true));
     let listener = tokio::net::TcpListener::from_std(listener)?;
     // Never stopped: the process runs until it is killed.

@@ -68,8 +68,14 @@ impl Target {
         if transport == Transport::Wt {
             let cert = cert.context("WebTransport needs the server's certificate hash")?;
             for _ in 0..wt_endpoints.max(1) {
+                // The server's socket setup: dual-stack `[::]`, large kernel buffers. Each
+                // client socket takes the server's first flights (several datagrams each) for
+                // every handshake on it, and the default 208 KiB buffer dropped them in
+                // storms, each drop a ~1 s retry that the server would be blamed for.
+                let any = SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0));
+                let socket = rtgate::server::wt_udp_socket(any).context("binding UDP")?;
                 let cfg = ClientConfig::builder()
-                    .with_bind_default()
+                    .with_bind_socket(socket)
                     .with_server_certificate_hashes([Sha256Digest::new(cert)])
                     .keep_alive_interval(None)
                     .max_idle_timeout(Some(Duration::from_secs(120)))

@@ -7,6 +7,7 @@
 mod client;
 mod frames;
 mod http;
+mod impair;
 mod pool;
 mod progress;
 mod report;
@@ -97,6 +98,12 @@ enum Scenario {
     /// Sessions opened and closed as fast as possible; the lifecycle webhooks' delivery rate
     /// to a receiver the load generator runs.
     Webhooks(scenario::webhooks::Args),
+    /// WebTransport through the impairment relay at each loss level: sequential acked echo
+    /// latency, datagram delivery, and independent flows on one stream against a stream each.
+    Lossy(scenario::lossy::Args),
+    /// The impairment relay alone, in front of the server's WebTransport address, for trying
+    /// clients by hand (not a measurement): prints where to connect and what it dropped.
+    Impair(scenario::relay::Args),
 }
 
 fn main() -> ExitCode {
@@ -130,6 +137,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<()> {
     raise_nofile();
+    if let Scenario::Impair(a) = cli.scenario {
+        return scenario::relay::run(cli.common.wt, a).await;
+    }
     let c = &cli.common;
     if c.protocol == frames::Protocol::Socketio && c.transport != Transport::Ws {
         anyhow::bail!("--protocol socketio runs over WebSocket only");
@@ -168,6 +178,8 @@ async fn run(cli: Cli) -> Result<()> {
         Scenario::Apipublish(a) => scenario::apipublish::run(&ctx, a).await,
         Scenario::Rpc(a) => scenario::rpc::run(&ctx, a).await,
         Scenario::Webhooks(a) => scenario::webhooks::run(&ctx, a).await,
+        Scenario::Lossy(a) => scenario::lossy::run(&ctx, a).await,
+        Scenario::Impair(a) => scenario::relay::run(ctx.common.wt, a).await,
     }
 }
 

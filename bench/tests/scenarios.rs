@@ -135,6 +135,33 @@ async fn fixed_rate_echo_fanout_recover_connect_churn_and_idle_produce_results()
     let r = bench(&s, "ws", &["idle", "--n", "5", "--settle", "100ms"]).await;
     assert_eq!(num(&r, "held"), 5.0, "{r}");
     assert!(num(&r, "rss_after") > 0.0, "{r}");
+
+    // Through the impairment relay: a clean level and a lossy one; every echo answered.
+    let lossy = [
+        "lossy",
+        "--loss",
+        "0,0.05",
+        "--delay",
+        "5ms",
+        "--sessions",
+        "2",
+        "--requests",
+        "10",
+        "--datagrams",
+        "50",
+        "--flows",
+        "2",
+        "--flow-requests",
+        "10",
+        "--drain",
+        "500ms",
+    ];
+    let r = bench(&s, "wt", &lossy).await;
+    assert_eq!(num(&r, "loss0_echo_samples"), 20.0, "{r}");
+    assert_eq!(num(&r, "loss0_relay_dropped"), 0.0, "{r}");
+    assert_eq!(num(&r, "loss5_echo_unanswered"), 0.0, "{r}");
+    assert_eq!(num(&r, "loss5_flows_shared_samples"), 20.0, "{r}");
+    assert!(num(&r, "loss0_dgram_back") > 0.0, "{r}");
     s.shutdown.cancel();
 }
 

@@ -5,7 +5,7 @@
 mod quic;
 mod ready;
 
-pub use quic::{WT_MAX_STREAMS, wt_transport_config};
+pub use quic::{WT_MAX_STREAMS, WT_UDP_BUFFER_BYTES, wt_transport_config, wt_udp_socket};
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -2,16 +2,10 @@
 //! stateless-reset key) and the accept loop that turns an incoming QUIC connection into a
 //! session's transport (QUIC handshake → HTTP/3 CONNECT → the client's frame stream).
 
-use std::{
-    net::{SocketAddr, SocketAddrV6},
-    sync::Arc,
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use wtransport::{
-    Endpoint, ServerConfig, VarInt, config::Ipv6DualStackConfig, endpoint::IncomingSession,
-};
+use wtransport::{Endpoint, ServerConfig, VarInt, endpoint::IncomingSession};
 
 use super::WT_PATH;
 use crate::{
@@ -39,16 +33,45 @@ pub fn wt_transport_config() -> wtransport::quinn::TransportConfig {
     transport
 }
 
+/// The kernel buffers asked for on the WebTransport UDP socket, each way. Every QUIC
+/// connection shares this one socket, and a connection storm lands hundreds of padded
+/// 1,200-byte Initials on it at once: with Linux's default 208 KiB receive buffer the kernel
+/// drops them (`RcvbufErrors`), and each dropped Initial costs its client quinn's initial PTO
+/// (~1 s) before it retries. Linux caps the request at `net.core.rmem_max` / `wmem_max` and
+/// doubles it for its bookkeeping; 4 MiB or more there gives the full size.
+pub const WT_UDP_BUFFER_BYTES: usize = 8 << 20;
+
+/// Binds a UDP socket for a WebTransport endpoint with `WT_UDP_BUFFER_BYTES` kernel buffers.
+/// `[::]` (any port) is dual-stack, serving IPv4 too: browsers resolve `localhost` to ::1
+/// first and do not fall back. Warns when the kernel granted a smaller receive buffer.
+pub fn wt_udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if let SocketAddr::V6(v6) = addr
+        && v6.ip().is_unspecified()
+    {
+        socket.set_only_v6(false)?;
+    }
+    // Best effort: a kernel that refuses keeps its default, as before.
+    let _ = socket.set_recv_buffer_size(WT_UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(WT_UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    let granted = socket.recv_buffer_size().unwrap_or(0);
+    if granted < WT_UDP_BUFFER_BYTES {
+        tracing::warn!(
+            granted,
+            wanted = WT_UDP_BUFFER_BYTES,
+            "WebTransport UDP receive buffer capped by net.core.rmem_max: in connect storms the \
+             kernel may drop QUIC Initials (each a ~1 s client retry); raise it to 4 MiB or more"
+        );
+    }
+    Ok(socket.into())
+}
+
 pub(super) fn wt_config(config: &Config, certs: &Certs) -> anyhow::Result<ServerConfig> {
-    let builder = ServerConfig::builder();
-    let builder = match config.wt_addr {
-        // `[::]` serves IPv4 too; browsers resolve `localhost` to ::1 first and do not fall back.
-        SocketAddr::V6(v6) if v6.ip().is_unspecified() => builder.with_bind_address_v6(
-            SocketAddrV6::new(*v6.ip(), v6.port(), 0, 0),
-            Ipv6DualStackConfig::Allow,
-        ),
-        addr => builder.with_bind_address(addr),
-    };
+    let socket =
+        wt_udp_socket(config.wt_addr).with_context(|| format!("binding UDP {}", config.wt_addr))?;
+    let builder = ServerConfig::builder().with_bind_socket(socket);
     // The protocol heartbeat detects dead peers; QUIC's idle timeout is only the backstop for
     // a session stuck before or outside it.
     let idle = config.ping_interval + config.pong_timeout + Duration::from_secs(10);

@@ -7,7 +7,9 @@ pub mod connect;
 pub mod echo;
 pub mod fanout;
 pub mod idle;
+pub mod lossy;
 pub mod recover;
+pub mod relay;
 pub mod rpc;
 pub mod webhooks;
 
