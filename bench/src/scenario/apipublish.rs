@@ -18,7 +18,7 @@ use bytes::Bytes;
 use hyper::{StatusCode, Uri, header::HeaderValue};
 use tokio::sync::watch;
 
-use super::fanout::{Shared, ratio, subscribe_receivers};
+use super::fanout::{Delivery, Shared, ratio, subscribe_receivers};
 use crate::{
     http,
     pool::{self, Ctx},
@@ -28,27 +28,9 @@ use crate::{
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Receivers on the channel.
-    #[arg(long, default_value_t = 1000)]
-    receivers: usize,
-    /// Publishing time.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
     /// Concurrent API callers, each with one call outstanding on its own keep-alive connection.
     #[arg(long, default_value_t = 50)]
     callers: usize,
-    /// Padding per message, in bytes.
-    #[arg(long, default_value_t = 80)]
-    payload: usize,
-    /// How long to wait for the last deliveries after the last call.
-    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    drain: Duration,
-    /// Record every k-th delivery's latency per receiver.
-    #[arg(long, default_value_t = 4)]
-    sample_every: u64,
-    /// The channel published to (its namespace must exist; `bench:` has no history).
-    #[arg(long, default_value = "bench:fanout")]
-    channel: String,
     /// A key of the server's `--api-keys`. None: no `Authorization` (a server without keys
     /// answers loopback callers).
     #[arg(long)]
@@ -56,6 +38,8 @@ pub struct Args {
     /// Where the server API listens (`--api-addr` of the server); default: `--http`.
     #[arg(long)]
     api: Option<SocketAddr>,
+    #[command(flatten)]
+    d: Delivery,
 }
 
 /// What the callers add up.
@@ -81,11 +65,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let shared = Shared::new();
     let (stop, stop_rx) = watch::channel(false);
     let receivers =
-        subscribe_receivers(&ctx, a.receivers, &a.channel, &shared, a.sample_every, &stop_rx)
+        subscribe_receivers(&ctx, a.d.receivers, &a.d.channel, &shared, a.d.sample_every, &stop_rx)
             .await?;
     let client = http::client();
     // One call first: a wrong key or channel fails the run here, not as N errors later.
-    let probe = format!(r#"{{"channel":"{}","data":{{"probe":true}}}}"#, a.channel);
+    let probe = format!(r#"{{"channel":"{}","data":{{"probe":true}}}}"#, a.d.channel);
     let (status, body) = http::post_json(&client, &uri, auth.as_ref(), Bytes::from(probe))
         .await
         .with_context(|| format!("calling {uri}"))?;
@@ -102,8 +86,8 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let progress = Progress::start("published", None);
     let calls = Arc::new(Mutex::new(Calls::default()));
     let start = Instant::now();
-    let end = start + a.duration;
-    let pad = Arc::<str>::from("x".repeat(a.payload));
+    let end = start + a.d.duration;
+    let pad = Arc::<str>::from("x".repeat(a.d.payload));
     let mut callers = Vec::new();
     for _ in 0..a.callers.max(1) {
         let (client, uri, auth, shared, calls, pad, progress) = (
@@ -115,7 +99,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
             pad.clone(),
             progress.clone(),
         );
-        let channel = a.channel.clone();
+        let channel = a.d.channel.clone();
         callers.push(tokio::spawn(async move {
             let mut mine = Calls::default();
             while Instant::now() < end {
@@ -165,14 +149,14 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     progress.finish();
     let calls = std::mem::take(&mut *pool::lock(&calls));
     let expected = calls.ok * receivers.tasks.len() as u64;
-    let delivered = shared.drain(expected, a.drain).await;
-    let window = shared.window(start, a.duration);
+    let delivered = shared.drain(expected, a.d.drain).await;
+    let window = shared.window(start, a.d.duration);
     let mut r = Report::new("apipublish", &ctx.common.target, ctx.common.transport);
-    r.set("via", a.channel.as_str())
+    r.set("via", a.d.channel.as_str())
         .set("receivers", receivers.tasks.len() as u64)
         .set("callers", a.callers.max(1) as u64)
         .set("published", calls.ok)
-        .set("publishes_per_s", per_sec(calls.ok, a.duration))
+        .set("publishes_per_s", per_sec(calls.ok, a.d.duration))
         .set("expected", expected)
         .set("delivered", delivered)
         .set("delivered_ratio", ratio(delivered, expected))

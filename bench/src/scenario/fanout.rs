@@ -29,29 +29,37 @@ const SHARDS: usize = 16;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Receivers on the channel.
-    #[arg(long, default_value_t = 1000)]
-    receivers: usize,
-    /// Publishing time.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
     /// Publishes outstanding (unacked) at once.
     #[arg(long, default_value_t = 8)]
     inflight: usize,
+    #[command(flatten)]
+    d: Delivery,
+}
+
+/// The options of a run that publishes to receivers on one channel: shared by `fanout` (a
+/// client publishes) and `apipublish` (the server API does).
+#[derive(clap::Args)]
+pub(super) struct Delivery {
+    /// Receivers on the channel.
+    #[arg(long, default_value_t = 1000)]
+    pub(super) receivers: usize,
+    /// Publishing time.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub(super) duration: Duration,
     /// Padding per message, in bytes.
     #[arg(long, default_value_t = 80)]
-    payload: usize,
+    pub(super) payload: usize,
     /// How long to wait for the last deliveries after the last publish.
     #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
-    drain: Duration,
+    pub(super) drain: Duration,
     /// Record every k-th delivery's latency per receiver.
     #[arg(long, default_value_t = 4)]
-    sample_every: u64,
+    pub(super) sample_every: u64,
     /// The channel to fan out through. rtgate needs its namespace configured (`bench:` has no
     /// history, `benchh:` stores every publication: `scripts/bench-channels.toml`); the raw
     /// baseline takes any name; for Socket.IO it is the room's name.
     #[arg(long, default_value = "bench:fanout")]
-    channel: String,
+    pub(super) channel: String,
 }
 
 /// What the receivers share: the run's epoch (send times are µs since it), the delivery
@@ -170,25 +178,25 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let shared = Shared::new();
     let (stop, stop_rx) = watch::channel(false);
     let receivers =
-        subscribe_receivers(&ctx, a.receivers, &a.channel, &shared, a.sample_every, &stop_rx)
+        subscribe_receivers(&ctx, a.d.receivers, &a.d.channel, &shared, a.d.sample_every, &stop_rx)
             .await?;
     let publisher = ctx.target.connect(&ctx.token(0)?).await.context("publisher connect")?;
     let cpu = super::ServerCpu::start(ctx.common.server_pid);
     let progress = Progress::start("published", None);
     let start = Instant::now();
     let (published, publish_errors, publish_lat) =
-        publish(publisher, &shared, &a, start + a.duration, &progress).await;
+        publish(publisher, &shared, &a, start + a.d.duration, &progress).await;
     progress.finish();
     let expected = published * receivers.tasks.len() as u64;
     // Wait for the tail, up to --drain.
-    let delivered = shared.drain(expected, a.drain).await;
-    let window = shared.window(start, a.duration);
+    let delivered = shared.drain(expected, a.d.drain).await;
+    let window = shared.window(start, a.d.duration);
     let lat = shared.latency();
     let mut r = Report::new("fanout", &ctx.common.target, ctx.common.transport);
-    r.set("via", a.channel.as_str())
+    r.set("via", a.d.channel.as_str())
         .set("receivers", receivers.tasks.len() as u64)
         .set("published", published)
-        .set("publishes_per_s", per_sec(published, a.duration))
+        .set("publishes_per_s", per_sec(published, a.d.duration))
         .set("expected", expected)
         .set("delivered", delivered)
         .set("delivered_ratio", ratio(delivered, expected))
@@ -284,7 +292,7 @@ async fn publish(
     end: Instant,
     progress: &Progress,
 ) -> (u64, u64, Latency) {
-    let pad = "x".repeat(a.payload);
+    let pad = "x".repeat(a.d.payload);
     let mut sent = std::collections::VecDeque::new();
     let (mut acked, mut errors, mut id) = (0u64, 0u64, 0u64);
     let mut lat = Latency::new();
@@ -292,7 +300,7 @@ async fn publish(
         while sent.len() < a.inflight.max(1) && Instant::now() < end {
             id += 1;
             let t = shared.epoch.elapsed().as_micros() as u64;
-            let frame = frames::fanout_publish(id, &a.channel, t, &pad);
+            let frame = frames::fanout_publish(id, &a.d.channel, t, &pad);
             if conn.tx.send(&frame).await.is_err() {
                 return (acked, errors + 1, lat);
             }
