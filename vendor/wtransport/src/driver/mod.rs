@@ -14,7 +14,7 @@ use crate::error::SendDatagramError;
 use crate::stream::OpeningBiStream;
 use crate::stream::OpeningUniStream;
 use crate::SessionId;
-use tokio::sync::mpsc;
+use crate::driver::boxed as mpsc;
 use tokio::sync::Mutex;
 use tracing::debug;
 use tracing::debug_span;
@@ -303,7 +303,15 @@ mod worker {
         remote_qpack_enc_stream: RemoteQPackEncStream,
         remote_qpack_dec_stream: RemoteQPackDecStream,
         connect_stream: ConnectStream,
+        /// This side sent CLOSE_WEBTRANSPORT_SESSION (rtgate patch).
+        close_sent: bool,
     }
+
+    /// How long the QUIC close waits after the peer answered our close capsule (rtgate patch).
+    /// The peer's FIN says its QUIC stack has the capsule, not that its page has the code:
+    /// Chromium hands both the capsule and a connection close up asynchronously, and a close
+    /// sent at once can overtake the capsule ("Connection lost" instead of the close info).
+    const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
     impl Worker {
         pub fn new(
@@ -330,6 +338,7 @@ mod worker {
                 remote_qpack_enc_stream: RemoteQPackEncStream::empty(),
                 remote_qpack_dec_stream: RemoteQPackDecStream::empty(),
                 connect_stream: ConnectStream::empty(),
+                close_sent: false,
             }
         }
 
@@ -345,6 +354,11 @@ mod worker {
 
             match &error {
                 DriverError::ApplicationClosed(_) => {
+                    if self.close_sent {
+                        // The application may close the connection itself meanwhile.
+                        let _ =
+                            tokio::time::timeout(CLOSE_GRACE, self.quic_connection.closed()).await;
+                    }
                     // Termination procedure
                     // TODO Reset send sides of all streams with SessionGone error
                     self.quic_connection
@@ -404,6 +418,7 @@ mod worker {
 
                     Some(request) = self.close_requests.recv() => {
                         self.connect_stream.close(request.error_code, &request.reason).await;
+                        self.close_sent = true;
                         let _ = request.done.send(());
                     }
 
@@ -717,5 +732,6 @@ mod worker {
     }
 }
 
+mod boxed;
 pub(crate) mod streams;
 pub(crate) mod utils;

@@ -1,7 +1,7 @@
 use crate::StreamId;
 use crate::VarInt;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use crate::driver::boxed as mpsc;
 use tokio::sync::watch;
 use tokio::sync::Mutex;
 
