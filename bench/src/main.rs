@@ -10,6 +10,7 @@ mod http;
 mod impair;
 mod pool;
 mod progress;
+mod redis_probe;
 mod report;
 mod scenario;
 

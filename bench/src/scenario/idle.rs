@@ -1,5 +1,6 @@
 //! `idle`: open N connections, hold them, and report how much the server's RSS grew per
-//! connection.
+//! connection; with `--redis-info`, also what the server's Redis spends on them (memory, keys,
+//! commands per connect, per held connection and minute, and per disconnect).
 
 use std::{
     sync::Arc,
@@ -12,6 +13,7 @@ use tokio::sync::watch;
 use crate::{
     pool::{self, Ctx},
     progress::Progress,
+    redis_probe::{Probe, round2},
     report::{Report, rss_bytes},
 };
 
@@ -29,11 +31,32 @@ pub struct Args {
     /// Longest the opening phase may take.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     open_timeout: Duration,
+    /// The Redis the server uses (`redis://…`): snapshots of its memory, keys and command
+    /// counts before opening, once held, after `--observe`, and after the release.
+    #[arg(long)]
+    redis_info: Option<String>,
+    /// With `--redis-info`: how long to keep holding after the first measurement, to count
+    /// the commands held connections cost (heartbeats, presence refreshes).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    observe: Duration,
+    /// With `--redis-info`: how long to wait after the release before the last snapshot, for
+    /// the server to finish its disconnect work.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    drain_wait: Duration,
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
     let ctx = Arc::new(Ctx::new(ctx.common.clone(), ctx.target.clone()));
     let pid = ctx.common.server_pid.context("idle needs --server-pid to read the server's RSS")?;
+    let mut probe = match &a.redis_info {
+        Some(url) => Some(Probe::connect(url).await?),
+        None => None,
+    };
+    let redis_before = match probe.as_mut() {
+        Some(p) => Some(p.snapshot().await?),
+        None => None,
+    };
+    let keys_before = redis_before.as_ref().map_or(0, |s| s.keys());
     let before = rss_bytes(pid).context("reading the server's RSS")?;
     let (stop, stop_rx) = watch::channel(false);
     let progress = Progress::start("opened", Some(a.n as u64));
@@ -54,8 +77,49 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .set("rss_after", after)
         .set("bytes_per_conn", after.saturating_sub(before).checked_div(held).unwrap_or(0));
     super::failures(&mut r, opened.failures, &opened.errors);
+    let redis = match (probe.as_mut(), redis_before) {
+        (Some(p), Some(s0)) => {
+            let s1 = p.snapshot().await?;
+            r.set("redis_bytes_per_conn", s0.memory_per_conn(&s1, held))
+                .set("redis_keys_per_conn", s0.keys_per_conn(&s1, held))
+                .set("redis_cmds_per_connect", round2(s0.calls_per_conn(&s1, held)))
+                .set("redis_connect_cmds", s0.calls_by_command(&s1, held));
+            if !a.observe.is_zero() {
+                tokio::time::sleep(a.observe).await;
+                let s2 = p.snapshot().await?;
+                let minutes = s1.secs_until(&s2) / 60.0;
+                r.set("redis_cmds_per_conn_minute", round2(s1.calls_per_conn(&s2, held) / minutes))
+                    .set(
+                        "redis_held_cmds_per_minute",
+                        per_minute(s1.calls_by_command(&s2, held), minutes),
+                    );
+                Some(s2)
+            } else {
+                Some(s1)
+            }
+        }
+        _ => None,
+    };
     let dropped = pool::release(&stop, opened.items).await;
     r.set("dropped_by_server", dropped);
+    if let (Some(p), Some(s_held)) = (probe.as_mut(), redis) {
+        tokio::time::sleep(a.drain_wait).await;
+        let s3 = p.snapshot().await?;
+        r.set("redis_cmds_per_disconnect", round2(s_held.calls_per_conn(&s3, held)))
+            .set("redis_disconnect_cmds", s_held.calls_by_command(&s3, held))
+            .set("redis_keys_left", s3.keys() as i64 - keys_before as i64);
+    }
     r.print();
     Ok(())
+}
+
+fn per_minute(v: serde_json::Value, minutes: f64) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!(round2(v.as_f64().unwrap_or(0.0) / minutes))))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        other => other,
+    }
 }
