@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Makes sure the local services the test suite talks to are installed and answering:
-# Redis on 127.0.0.1:6379 and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`);
+# Redis on 127.0.0.1:6379, a Redis Cluster (3 masters, 3 replicas) on 127.0.0.1:7101-7106,
+# and PostgreSQL on 127.0.0.1:5432 (trust auth, database `test`);
 # and the browser client's tools: Node, Debian's Chromium and Firefox ESR (the e2e browsers) and
 # client-js' dev dependencies.
 # Safe to run repeatedly; installs with apt-get (and `npm ci`) only what is missing.
@@ -30,6 +31,41 @@ ensure_redis() {
     for _ in $(seq 1 50); do redis_up && break; sleep 0.1; done
   fi
   redis_up || { log "redis is not answering on 127.0.0.1:6379"; return 1; }
+}
+
+# The Redis Cluster the cluster cases of tests/state run against (REDIS_CLUSTER_TEST_URL). Kept
+# out of the ordinary Redis' way: its own ports and directories, no persistence.
+CLUSTER_PORTS="7101 7102 7103 7104 7105 7106"
+CLUSTER_DIR=/tmp/rtgate-redis-cluster
+
+cluster_ok() { redis-cli -h 127.0.0.1 -p 7101 cluster info 2>/dev/null | grep -q '^cluster_state:ok'; }
+node_up() { redis-cli -h 127.0.0.1 -p "$1" ping 2>/dev/null | grep -q PONG; }
+
+ensure_redis_cluster() {
+  local port nodes=()
+  # Nodes are started even when the cluster is ok without them: a node that died (a failover
+  # test, a crash) rejoins from its nodes.conf, as a replica of whoever took its slots over.
+  for port in $CLUSTER_PORTS; do
+    nodes+=("127.0.0.1:$port")
+    node_up "$port" && continue
+    log "starting redis cluster node $port"
+    mkdir -p "$CLUSTER_DIR/$port"
+    redis-server --cluster-enabled yes --cluster-config-file "nodes-$port.conf" --port "$port" \
+      --bind 127.0.0.1 --save "" --appendonly no --daemonize yes --dir "$CLUSTER_DIR/$port" >/dev/null
+  done
+  for port in $CLUSTER_PORTS; do
+    for _ in $(seq 1 50); do node_up "$port" && break; sleep 0.1; done
+    node_up "$port" || { log "redis cluster node $port is not answering"; return 1; }
+  done
+  if cluster_ok; then return 0; fi
+  # A node that already knows others was joined before (a partial restart): wait for it to
+  # converge rather than create a second cluster over it.
+  if [ "$(redis-cli -h 127.0.0.1 -p 7101 cluster info | grep -c '^cluster_known_nodes:1\b')" = 1 ]; then
+    log "creating redis cluster"
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
+  fi
+  for _ in $(seq 1 100); do cluster_ok && break; sleep 0.1; done
+  cluster_ok || { log "redis cluster is not ok on 127.0.0.1:7101"; return 1; }
 }
 
 ensure_postgres() {
@@ -70,8 +106,9 @@ ensure_soak_tools() {
 }
 
 ensure_redis
+ensure_redis_cluster
 ensure_postgres
 ensure_soak_tools
-log "redis and postgresql are up"
+log "redis, redis cluster and postgresql are up"
 ensure_client_tools
 log "node, chromium, firefox-esr and client-js dependencies are ready"

@@ -27,6 +27,7 @@ use crate::{
         occupancy::{Occupancy, memory::MemoryOccupancy, redis::RedisOccupancy},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
+        redis_conn::RedisConn,
         revocation::{Revocations, memory::MemoryRevocations, redis::RedisRevocations},
     },
     store::{
@@ -71,7 +72,7 @@ pub enum NodeError {
 /// Which shared-state backend is in use, and whether it currently answers.
 pub struct Backends {
     /// `None` for the in-memory (single node) backends.
-    pub redis: Option<redis::aio::ConnectionManager>,
+    pub redis: Option<RedisConn>,
     /// In-memory per-user limiter, pruned by the cleanup job.
     pub memory_limiter: Option<Arc<MemoryRateLimiter>>,
     /// In-memory channel history and presence, pruned by the cleanup job.
@@ -180,10 +181,8 @@ impl Node {
         let (presence, broker, limiter, (history, channel_presence), api, backends): Picked =
             match &config.redis_url {
                 Some(url) => {
-                    let client = redis::Client::open(url.as_str()).map_err(StateError::from)?;
-                    let conn = redis::aio::ConnectionManager::new(client)
-                        .await
-                        .map_err(StateError::from)?;
+                    // One Redis or a Redis Cluster, by the URL's scheme (`redis_conn`).
+                    let conn = RedisConn::connect(url).await?;
                     let prefix = config.redis_prefix.clone();
                     let broker = RedisBroker::connect(url, prefix.clone()).await?;
                     let limiter =

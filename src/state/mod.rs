@@ -1,7 +1,7 @@
 //! Shared state: what instances must agree on. Each concern is a trait with two backends,
 //! in memory (the embedded single-node default, when `REDIS_URL` is unset) and Redis (a
-//! cluster of instances sharing one Redis). One test suite, in `tests/state/`, runs against
-//! both.
+//! cluster of instances sharing one Redis or one Redis Cluster). One test suite, in
+//! `tests/state/`, runs against memory, a Redis and a Redis Cluster.
 //!
 //! - `presence`: the socket registry and multi-device presence, plus instance liveness and
 //!   the reaping of crashed instances.
@@ -12,11 +12,14 @@
 //! - `revocation`: tokens the backend revoked (a user's, issued before a time; one by `jti`).
 //! - `idempotency`: the server API's idempotency keys, claimed before a publish.
 //! - `occupancy`: subscribers per channel and instance: active channels, occupied/vacated.
+//! - `redis_conn`: the connection every Redis backend holds, to one Redis or to a Redis Cluster
+//!   (`redis+cluster://` seed nodes), and the URL syntax of both.
 //! - `guard`: the decorator around every Redis backend: bounds each call by `STATE_TIMEOUT`,
 //!   times it for the metrics, and fails at once while Redis is known to be down.
 //!
 //! Redis keys all live under one configurable prefix; every key has a TTL or is removed on
-//! teardown (or by the reaper when its instance died).
+//! teardown (or by the reaper when its instance died). No script, pipeline or multi-key
+//! command spans two hash slots, so the same code runs on Redis Cluster.
 
 pub mod broker;
 pub mod channel_presence;
@@ -26,6 +29,7 @@ pub mod idempotency;
 pub mod occupancy;
 pub mod presence;
 pub mod ratelimit;
+pub mod redis_conn;
 pub mod revocation;
 
 /// Upper bound on one shared-state call (`guard::Guarded` applies it to every Redis call;

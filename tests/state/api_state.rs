@@ -1,4 +1,4 @@
-//! The server API's shared state, against both backends: revocations (a user's tokens up to a
+//! The server API's shared state, against every backend: revocations (a user's tokens up to a
 //! time, never narrowed by a later call; one token by `jti`; both forgotten after `until`) and
 //! idempotency keys (claimed once, pending, done with the first result, released on failure,
 //! forgotten after the window), and channel occupancy (counted across instances, first and
@@ -6,7 +6,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use redis::aio::ConnectionManager;
 use rstest::rstest;
 use rtgate::state::{
     idempotency::{Claim, Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
@@ -17,22 +16,21 @@ use rtgate::state::{
 
 use crate::common::{self, Backend};
 
-async fn conn() -> ConnectionManager {
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    ConnectionManager::new(client).await.unwrap()
-}
-
 async fn revocations(backend: Backend, prefix: &str) -> Arc<dyn Revocations> {
     match backend {
         Backend::Memory => Arc::new(MemoryRevocations::new()),
-        Backend::Redis => Arc::new(RedisRevocations::new(conn().await, prefix.to_owned())),
+        Backend::Redis | Backend::Cluster => {
+            Arc::new(RedisRevocations::new(backend.conn().await, prefix.to_owned()))
+        }
     }
 }
 
 async fn idempotency(backend: Backend, prefix: &str) -> Arc<dyn Idempotency> {
     match backend {
         Backend::Memory => Arc::new(MemoryIdempotency::new()),
-        Backend::Redis => Arc::new(RedisIdempotency::new(conn().await, prefix.to_owned())),
+        Backend::Redis | Backend::Cluster => {
+            Arc::new(RedisIdempotency::new(backend.conn().await, prefix.to_owned()))
+        }
     }
 }
 
@@ -43,6 +41,7 @@ fn token<'a>(user: &'a str, issued_at: Option<u64>, jti: Option<&'a str>) -> Tok
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn a_user_revocation_covers_tokens_up_to_its_time(#[case] backend: Backend) {
     let prefix = common::unique_prefix("revoke-user");
@@ -60,14 +59,13 @@ async fn a_user_revocation_covers_tokens_up_to_its_time(#[case] backend: Backend
     assert!(r.is_revoked(token("ann", Some(100), None)).await.unwrap());
     r.revoke_user("ann", 200, until).await.unwrap();
     assert!(r.is_revoked(token("ann", Some(150), None)).await.unwrap());
-    if backend == Backend::Redis {
-        common::cleanup(&prefix).await;
-    }
+    common::cleanup(backend, &prefix).await;
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn a_token_revocation_covers_that_jti_until_it_lapses(#[case] backend: Backend) {
     let prefix = common::unique_prefix("revoke-jti");
@@ -84,14 +82,13 @@ async fn a_token_revocation_covers_that_jti_until_it_lapses(#[case] backend: Bac
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!r.is_revoked(token("x", Some(1), Some("short"))).await.unwrap());
     assert!(!r.is_revoked(token("brief", Some(1), None)).await.unwrap());
-    if backend == Backend::Redis {
-        common::cleanup(&prefix).await;
-    }
+    common::cleanup(backend, &prefix).await;
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn an_idempotency_key_is_claimed_once_then_answers_with_its_result(#[case] backend: Backend) {
     let prefix = common::unique_prefix("idem");
@@ -111,21 +108,22 @@ async fn an_idempotency_key_is_claimed_once_then_answers_with_its_result(#[case]
     i.complete("w", "{}", short).await.unwrap();
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(i.claim("w", window).await.unwrap(), Claim::Fresh);
-    if backend == Backend::Redis {
-        common::cleanup(&prefix).await;
-    }
+    common::cleanup(backend, &prefix).await;
 }
 
 async fn occupancy(backend: Backend, prefix: &str) -> Arc<dyn Occupancy> {
     match backend {
         Backend::Memory => Arc::new(MemoryOccupancy::new()),
-        Backend::Redis => Arc::new(RedisOccupancy::new(conn().await, prefix.to_owned())),
+        Backend::Redis | Backend::Cluster => {
+            Arc::new(RedisOccupancy::new(backend.conn().await, prefix.to_owned()))
+        }
     }
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn occupancy_counts_subscribers_across_instances_and_reports_first_and_last(
     #[case] backend: Backend,
@@ -148,14 +146,13 @@ async fn occupancy_counts_subscribers_across_instances_and_reports_first_and_las
     assert_eq!(o.forget_instance("i2").await.unwrap(), Vec::<String>::new());
     assert_eq!(o.forget_instance("i1").await.unwrap().len(), 2, "news:b and chat:x");
     assert!(o.list("*", None, 100).await.unwrap().channels.is_empty());
-    if backend == Backend::Redis {
-        common::cleanup(&prefix).await;
-    }
+    common::cleanup(backend, &prefix).await;
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn active_channels_page_through_every_one_once(#[case] backend: Backend) {
     let prefix = common::unique_prefix("occupancy-pages");
@@ -174,7 +171,5 @@ async fn active_channels_page_through_every_one_once(#[case] backend: Backend) {
         }
     }
     assert_eq!(seen.len(), 50);
-    if backend == Backend::Redis {
-        common::cleanup(&prefix).await;
-    }
+    common::cleanup(backend, &prefix).await;
 }

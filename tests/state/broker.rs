@@ -1,5 +1,7 @@
-//! The broker suite: every case runs on `MemoryBroker` and on `RedisBroker`. The tests at the
-//! end (`redis_*`) are Redis-specific: several instances on one Redis, and a Redis restart.
+//! The broker suite: every case runs on `MemoryBroker` and on `RedisBroker`, over one Redis
+//! (classic pub/sub) and over the Redis Cluster (sharded pub/sub). The tests at the end
+//! (`redis_*`) are Redis-specific: several instances on one Redis or cluster, and a Redis
+//! restart.
 //! Pub/sub writes no keys; the one `cleanup` call only keeps the suite's end-of-test convention.
 
 use std::net::TcpListener;
@@ -14,7 +16,7 @@ use rtgate::state::broker::{Broker, Channel, Message};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::mpsc::error::TryRecvError;
 
-use crate::common::{Backend, cleanup, redis_url, unique_prefix};
+use crate::common::{Backend, cleanup, unique_prefix};
 
 /// How long a message that should arrive may take.
 const ARRIVAL: Duration = Duration::from_secs(5);
@@ -25,7 +27,9 @@ const QUIET: Duration = Duration::from_millis(100);
 async fn broker(backend: Backend, prefix: &str) -> Box<dyn Broker> {
     match backend {
         Backend::Memory => Box::new(MemoryBroker::new()),
-        Backend::Redis => Box::new(RedisBroker::connect(&redis_url(), prefix).await.unwrap()),
+        Backend::Redis | Backend::Cluster => {
+            Box::new(RedisBroker::connect(&backend.url(), prefix).await.unwrap())
+        }
     }
 }
 
@@ -68,6 +72,7 @@ fn msg(channel: &Channel, payload: &'static [u8]) -> Message {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn subscribed_channel_receives_payload_byte_for_byte(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-bytes");
@@ -91,6 +96,7 @@ async fn subscribed_channel_receives_payload_byte_for_byte(#[case] backend: Back
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn unsubscribed_channel_receives_nothing(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-unsubscribed");
@@ -102,6 +108,7 @@ async fn unsubscribed_channel_receives_nothing(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-unsubscribe");
@@ -122,6 +129,7 @@ async fn unsubscribe_stops_delivery(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-idempotent");
@@ -146,6 +154,7 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn chan_instance_and_presence_channels_are_distinct(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-distinct");
@@ -179,6 +188,7 @@ async fn chan_instance_and_presence_channels_are_distinct(#[case] backend: Backe
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn one_channel_preserves_publish_order(#[case] backend: Backend) {
     const COUNT: u32 = 1000;
@@ -202,6 +212,7 @@ async fn one_channel_preserves_publish_order(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn receiver_is_handed_out_once_and_ping_succeeds(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-receiver");
@@ -215,12 +226,15 @@ async fn receiver_is_handed_out_once_and_ping_succeeds(#[case] backend: Backend)
 
 /// Two brokers are two instances: a publish on one reaches the other's subscription, and a
 /// broker under another prefix (another cluster) hears nothing.
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
-async fn redis_two_brokers_are_two_instances() {
+async fn redis_two_brokers_are_two_instances(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-two-instances");
-    let a = broker(Backend::Redis, &prefix).await;
-    let b = broker(Backend::Redis, &prefix).await;
-    let other_cluster = broker(Backend::Redis, &unique_prefix("broker-other-cluster")).await;
+    let a = broker(backend, &prefix).await;
+    let b = broker(backend, &prefix).await;
+    let other_cluster = broker(backend, &unique_prefix("broker-other-cluster")).await;
     let mut rx_a = a.take_receiver().unwrap();
     let mut rx_b = b.take_receiver().unwrap();
     let mut rx_other = other_cluster.take_receiver().unwrap();
@@ -249,7 +263,7 @@ async fn redis_two_brokers_are_two_instances() {
     assert_quiet(&mut rx_other).await;
     assert_quiet(&mut rx_a).await;
     assert_quiet(&mut rx_b).await;
-    cleanup(&prefix).await;
+    cleanup(backend, &prefix).await;
 }
 
 /// A private `redis-server` on a free port, killed when dropped.

@@ -1,11 +1,10 @@
 //! The channel presence suite: add, replace, remove, list with a limit, stats with distinct
 //! users, expiry and refresh (an entry not refreshed disappears; one refreshed stays; a removed
-//! one is not brought back). Every case runs against both backends.
+//! one is not brought back). Every case runs against every backend.
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use rstest::rstest;
 use rtgate::state::channel_presence::{
     ChannelPresence, Stats, memory::MemoryChannelPresence, redis::RedisChannelPresence,
@@ -18,18 +17,14 @@ const TTL: Duration = Duration::from_secs(60);
 async fn presence(backend: Backend, prefix: &str) -> Arc<dyn ChannelPresence> {
     match backend {
         Backend::Memory => Arc::new(MemoryChannelPresence::new()),
-        Backend::Redis => {
-            let client = redis::Client::open(common::redis_url()).unwrap();
-            let conn = ConnectionManager::new(client).await.unwrap();
-            Arc::new(RedisChannelPresence::new(conn, prefix))
+        Backend::Redis | Backend::Cluster => {
+            Arc::new(RedisChannelPresence::new(backend.conn().await, prefix))
         }
     }
 }
 
 async fn finish(backend: Backend, prefix: &str) {
-    if backend == Backend::Redis {
-        common::cleanup(prefix).await;
-    }
+    common::cleanup(backend, prefix).await;
 }
 
 fn info(client: &str, user: &str) -> Bytes {
@@ -43,6 +38,7 @@ async fn listed(p: &dyn ChannelPresence, channel: &str) -> BTreeSet<Bytes> {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn clients_are_listed_and_counted_until_removed(#[case] backend: Backend) {
     let prefix = common::unique_prefix("chpres-basic");
@@ -74,6 +70,7 @@ async fn clients_are_listed_and_counted_until_removed(#[case] backend: Backend) 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn entries_expire_unless_refreshed(#[case] backend: Backend) {
     let prefix = common::unique_prefix("chpres-ttl");
@@ -95,16 +92,16 @@ async fn entries_expire_unless_refreshed(#[case] backend: Backend) {
     finish(backend, &prefix).await;
 }
 
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
-async fn redis_keys_are_tagged_and_expire() {
+async fn redis_keys_are_tagged_and_expire(#[case] backend: Backend) {
     let prefix = common::unique_prefix("chpres-keys");
-    let p = presence(Backend::Redis, &prefix).await;
+    let p = presence(backend, &prefix).await;
     p.add("doc:42", "c1", "alice", info("c1", "alice"), TTL).await.unwrap();
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
-    keys.sort();
+    let mut con = backend.conn().await;
+    let keys = common::keys(backend, &prefix).await;
     assert_eq!(
         keys,
         [format!("{prefix}ch:{{doc:42}}:pexp"), format!("{prefix}ch:{{doc:42}}:pres")]
@@ -114,8 +111,7 @@ async fn redis_keys_are_tagged_and_expire() {
         assert!(ttl > 0 && ttl <= 60_000, "{key}: {ttl}");
     }
     p.remove("doc:42", "c1").await.unwrap();
-    let left: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
+    let left = common::keys(backend, &prefix).await;
     assert!(left.is_empty(), "{left:?}");
-    finish(Backend::Redis, &prefix).await;
+    finish(backend, &prefix).await;
 }

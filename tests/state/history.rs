@@ -1,6 +1,6 @@
 //! The channel history suite: offsets, epochs, trimming, reads in both directions, and
 //! concurrent appends from two handles (two instances). The shared cases run against every
-//! implementation: memory, Redis, and the durable history in SQLite and PostgreSQL; what
+//! implementation: memory, Redis, Redis Cluster, and the durable history in SQLite and PostgreSQL; what
 //! expires differs (shared state: everything after `ttl`, the position after `meta_ttl`;
 //! durable: each entry `ttl` after its append, the position until retention), and has a case
 //! per kind.
@@ -8,7 +8,6 @@
 use std::{collections::BTreeSet, path::PathBuf, str::FromStr, sync::Arc, time::Duration};
 
 use bytes::Bytes;
-use redis::aio::ConnectionManager;
 use rstest::rstest;
 use rtgate::{
     state::history::{History, HistoryOptions, Range, memory::MemoryHistory, redis::RedisHistory},
@@ -16,7 +15,7 @@ use rtgate::{
 };
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-use crate::common;
+use crate::common::{self, Backend};
 
 const OPTS: HistoryOptions = HistoryOptions {
     size: 5,
@@ -30,6 +29,7 @@ const OPTS: HistoryOptions = HistoryOptions {
 enum Kind {
     Memory,
     Redis,
+    Cluster,
     Sqlite,
     Postgres,
 }
@@ -71,9 +71,10 @@ impl Fixture {
         match self.kind {
             Kind::Memory => unreachable!("memory handles come from `two`"),
             Kind::Redis => {
-                let client = redis::Client::open(common::redis_url()).unwrap();
-                let conn = ConnectionManager::new(client).await.unwrap();
-                Arc::new(RedisHistory::new(conn, self.prefix.as_str()))
+                Arc::new(RedisHistory::new(Backend::Redis.conn().await, self.prefix.as_str()))
+            }
+            Kind::Cluster => {
+                Arc::new(RedisHistory::new(Backend::Cluster.conn().await, self.prefix.as_str()))
             }
             Kind::Sqlite => self.store().await.channel_history(),
             Kind::Postgres => self.store().await.channel_history(),
@@ -119,7 +120,8 @@ impl Fixture {
     async fn finish(self) {
         match self.kind {
             Kind::Memory => {}
-            Kind::Redis => common::cleanup(&self.prefix).await,
+            Kind::Redis => common::cleanup(Backend::Redis, &self.prefix).await,
+            Kind::Cluster => common::cleanup(Backend::Cluster, &self.prefix).await,
             Kind::Sqlite => {
                 let _ = std::fs::remove_dir_all(&self.sqlite_dir);
             }
@@ -151,6 +153,7 @@ fn offsets(entries: &[(u64, Bytes)]) -> Vec<u64> {
 #[rstest]
 #[case::memory(Kind::Memory)]
 #[case::redis(Kind::Redis)]
+#[case::cluster(Kind::Cluster)]
 #[case::sqlite(Kind::Sqlite)]
 #[case::postgres(Kind::Postgres)]
 #[tokio::test]
@@ -177,6 +180,7 @@ async fn appends_get_gapless_offsets_in_one_epoch(#[case] kind: Kind) {
 #[rstest]
 #[case::memory(Kind::Memory)]
 #[case::redis(Kind::Redis)]
+#[case::cluster(Kind::Cluster)]
 #[case::sqlite(Kind::Sqlite)]
 #[case::postgres(Kind::Postgres)]
 #[tokio::test]
@@ -208,6 +212,7 @@ async fn history_keeps_the_newest_size_entries_and_reads_both_ways(#[case] kind:
 #[rstest]
 #[case::memory(Kind::Memory)]
 #[case::redis(Kind::Redis)]
+#[case::cluster(Kind::Cluster)]
 #[tokio::test]
 async fn entries_expire_before_the_position_and_a_lost_position_changes_the_epoch(
     #[case] kind: Kind,
@@ -241,6 +246,7 @@ async fn entries_expire_before_the_position_and_a_lost_position_changes_the_epoc
 #[rstest]
 #[case::memory(Kind::Memory)]
 #[case::redis(Kind::Redis)]
+#[case::cluster(Kind::Cluster)]
 #[case::sqlite(Kind::Sqlite)]
 #[case::postgres(Kind::Postgres)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -280,17 +286,17 @@ async fn concurrent_appends_from_two_instances_share_no_offset(#[case] kind: Kin
 }
 
 /// On Redis, every key of a channel carries its hash tag (one slot) and an expiry.
+#[rstest]
+#[case::redis(Kind::Redis, Backend::Redis)]
+#[case::cluster(Kind::Cluster, Backend::Cluster)]
 #[tokio::test]
-async fn redis_keys_are_tagged_and_expire() {
-    let f = Fixture::new(Kind::Redis, "history-keys").await;
+async fn redis_keys_are_tagged_and_expire(#[case] kind: Kind, #[case] backend: Backend) {
+    let f = Fixture::new(kind, "history-keys").await;
     let prefix = f.prefix.clone();
     let h = f.one().await;
     h.append("doc:42", entry(1), &OPTS).await.unwrap();
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
-    keys.sort();
+    let mut con = backend.conn().await;
+    let keys = common::keys(backend, &prefix).await;
     assert_eq!(
         keys,
         [format!("{prefix}ch:{{doc:42}}:hist"), format!("{prefix}ch:{{doc:42}}:meta")]

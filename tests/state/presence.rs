@@ -1,11 +1,10 @@
 //! The presence suite: registry, multi-device transitions, concurrency, liveness and reaping,
-//! and (Redis only) key hygiene. Every case runs against both backends.
+//! and (Redis only) key hygiene. Every case runs against every backend.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use rstest::rstest;
 use rtgate::state::now_ms;
 use rtgate::state::presence::memory::MemoryPresence;
@@ -25,10 +24,8 @@ const RACE_ROUNDS: usize = 50;
 async fn store(backend: Backend, prefix: &str) -> Box<dyn PresenceStore> {
     match backend {
         Backend::Memory => Box::new(MemoryPresence::new()),
-        Backend::Redis => {
-            let client = redis::Client::open(common::redis_url()).unwrap();
-            let conn = ConnectionManager::new(client).await.unwrap();
-            Box::new(RedisPresence::new(conn, prefix))
+        Backend::Redis | Backend::Cluster => {
+            Box::new(RedisPresence::new(backend.conn().await, prefix))
         }
     }
 }
@@ -42,15 +39,13 @@ async fn two_instances(
     let a: Arc<dyn PresenceStore> = Arc::from(store(backend, prefix).await);
     let b = match backend {
         Backend::Memory => a.clone(),
-        Backend::Redis => Arc::from(store(backend, prefix).await),
+        Backend::Redis | Backend::Cluster => Arc::from(store(backend, prefix).await),
     };
     (a, b)
 }
 
 async fn finish(backend: Backend, prefix: &str) {
-    if backend == Backend::Redis {
-        common::cleanup(prefix).await;
-    }
+    common::cleanup(backend, prefix).await;
 }
 
 fn socket(user: &str, device: &str, instance: &str) -> SocketRecord {
@@ -82,6 +77,7 @@ fn by_id(mut records: Vec<SocketRecord>) -> Vec<SocketRecord> {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-transitions");
@@ -110,6 +106,7 @@ async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Ba
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn query_counts_devices_and_sockets_in_the_order_asked(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-query");
@@ -136,6 +133,7 @@ async fn query_counts_devices_and_sockets_in_the_order_asked(#[case] backend: Ba
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-idempotent");
@@ -158,6 +156,7 @@ async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_devices_leaving_at_once_yield_exactly_one_offline(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-leave-race");
@@ -192,6 +191,7 @@ async fn two_devices_leaving_at_once_yield_exactly_one_offline(#[case] backend: 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reconnect_racing_disconnect_leaves_the_user_online(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-reconnect-race");
@@ -238,6 +238,7 @@ async fn reconnect_racing_disconnect_leaves_the_user_online(#[case] backend: Bac
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn versions_order_transitions_and_snapshots(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-versions");
@@ -263,6 +264,7 @@ async fn versions_order_transitions_and_snapshots(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn leave_forgets_a_live_instance_and_its_leftovers(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-leave");
@@ -290,6 +292,7 @@ async fn leave_forgets_a_live_instance_and_its_leftovers(#[case] backend: Backen
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn sockets_are_indexed_by_user_and_by_instance(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-indexes");
@@ -323,6 +326,7 @@ async fn sockets_are_indexed_by_user_and_by_instance(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn heartbeats_keep_an_instance_from_being_reaped(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-heartbeat");
@@ -347,6 +351,7 @@ async fn heartbeats_keep_an_instance_from_being_reaped(#[case] backend: Backend)
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-reap");
@@ -389,6 +394,7 @@ async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-reapers");
@@ -423,19 +429,20 @@ async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backen
     finish(backend, &prefix).await;
 }
 
-/// Keys under `prefix`, without it.
-async fn redis_keys(prefix: &str) -> BTreeSet<String> {
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
-    keys.into_iter().map(|k| k.strip_prefix(prefix).unwrap().to_owned()).collect()
+/// Presence keys under `prefix`, without it and the presence hash tag every one carries.
+async fn redis_keys(backend: Backend, prefix: &str) -> BTreeSet<String> {
+    let base = format!("{prefix}{{presence}}:");
+    let keys = common::keys(backend, prefix).await;
+    keys.into_iter().map(|k| k.strip_prefix(&base).unwrap().to_owned()).collect()
 }
 
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
-async fn redis_keys_return_to_the_liveness_baseline() {
+async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-hygiene");
-    let store = store(Backend::Redis, &prefix).await;
+    let store = store(backend, &prefix).await;
     store.heartbeat("live", LIVE_TTL).await.unwrap();
     store.heartbeat("crashed", SHORT_TTL).await.unwrap();
     let baseline = BTreeSet::from(["inst:live:alive".to_owned(), "instances".to_owned()]);
@@ -450,7 +457,7 @@ async fn redis_keys_return_to_the_liveness_baseline() {
         store.register(&socket(&user, &device, "crashed")).await.unwrap();
         clean.push(live);
     }
-    assert!(redis_keys(&prefix).await.len() > baseline.len() + 40);
+    assert!(redis_keys(backend, &prefix).await.len() > baseline.len() + 40);
     for s in &clean {
         store.unregister(s).await.unwrap();
     }
@@ -460,23 +467,26 @@ async fn redis_keys_return_to_the_liveness_baseline() {
 
     // Besides the liveness keys, each user's version remains, and it expires.
     let versions: BTreeSet<String> = (0..7).map(|n| format!("user:user{n}:ver")).collect();
-    assert_eq!(redis_keys(&prefix).await, &baseline | &versions);
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    assert_eq!(redis_keys(backend, &prefix).await, &baseline | &versions);
+    let mut con = backend.conn().await;
     for key in &versions {
-        let ttl: i64 =
-            redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{prefix}{{presence}}:{key}"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");
     }
     // A graceful exit removes the instance's own keys too.
     store.leave("live").await.unwrap();
-    assert_eq!(redis_keys(&prefix).await, versions);
-    finish(Backend::Redis, &prefix).await;
+    assert_eq!(redis_keys(backend, &prefix).await, versions);
+    finish(backend, &prefix).await;
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn instances_lists_the_live_ones_with_their_socket_counts(#[case] backend: Backend) {
     let prefix = common::unique_prefix("presence-instances");

@@ -22,10 +22,8 @@ const SLOW_INTERVAL_MS: u64 = 2_000;
 async fn limiter(backend: Backend, prefix: &str, quota: Quota) -> Box<dyn RateLimiter> {
     match backend {
         Backend::Memory => Box::new(MemoryRateLimiter::new(quota)),
-        Backend::Redis => {
-            let client = redis::Client::open(common::redis_url()).unwrap();
-            let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
-            Box::new(RedisRateLimiter::new(conn, prefix, "test", quota))
+        Backend::Redis | Backend::Cluster => {
+            Box::new(RedisRateLimiter::new(backend.conn().await, prefix, "test", quota))
         }
     }
 }
@@ -41,20 +39,19 @@ async fn two_instances(
     let a: Arc<dyn RateLimiter> = Arc::from(limiter(backend, prefix, quota).await);
     let b = match backend {
         Backend::Memory => a.clone(),
-        Backend::Redis => Arc::from(limiter(backend, prefix, quota).await),
+        Backend::Redis | Backend::Cluster => Arc::from(limiter(backend, prefix, quota).await),
     };
     (a, b)
 }
 
 async fn finish(backend: Backend, prefix: &str) {
-    if backend == Backend::Redis {
-        common::cleanup(prefix).await;
-    }
+    common::cleanup(backend, prefix).await;
 }
 
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn admits_a_burst_of_limit_then_denies_until_one_interval(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-burst");
@@ -89,6 +86,7 @@ async fn admits_a_burst_of_limit_then_denies_until_one_interval(#[case] backend:
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn remaining_counts_down_and_reset_tracks_the_full_budget(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-countdown");
@@ -122,6 +120,7 @@ async fn remaining_counts_down_and_reset_tracks_the_full_budget(#[case] backend:
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn keys_have_independent_budgets(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-keys");
@@ -143,6 +142,7 @@ async fn keys_have_independent_budgets(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn one_more_is_admitted_at_reset_at(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-drain");
@@ -172,6 +172,7 @@ async fn one_more_is_admitted_at_reset_at(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
 async fn forget_restores_the_full_budget(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-forget");
@@ -199,6 +200,7 @@ async fn forget_restores_the_full_budget(#[case] backend: Backend) {
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn instances_share_one_budget_under_concurrency(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-shared");
@@ -224,19 +226,20 @@ async fn instances_share_one_budget_under_concurrency(#[case] backend: Backend) 
 }
 
 /// The key expires exactly when its budget is whole again, so idle keys leave nothing.
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
 #[tokio::test]
-async fn redis_key_expires_when_the_budget_is_restored() {
+async fn redis_key_expires_when_the_budget_is_restored(#[case] backend: Backend) {
     let prefix = common::unique_prefix("rl-hygiene");
     // Interval 60 ms.
     let quota = Quota { limit: 5, window: Duration::from_millis(300) };
-    let rl = limiter(Backend::Redis, &prefix, quota).await;
-    let client = redis::Client::open(common::redis_url()).unwrap();
-    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let rl = limiter(backend, &prefix, quota).await;
+    let mut con = backend.conn().await;
     let key = format!("{prefix}rl:test:k");
 
     assert!(rl.check("k").await.unwrap().allowed);
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
+    let keys = common::keys(backend, &prefix).await;
     assert_eq!(keys.as_slice(), [key.as_str()]);
     let pttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.unwrap();
     assert!(0 < pttl && pttl <= 60, "one cell in use drains in 60 ms, pttl {pttl}");
@@ -251,11 +254,10 @@ async fn redis_key_expires_when_the_budget_is_restored() {
     );
 
     tokio::time::sleep(Duration::from_millis(300 + 20)).await;
-    let keys: Vec<String> =
-        redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut con).await.unwrap();
+    let keys = common::keys(backend, &prefix).await;
     assert!(keys.is_empty(), "left behind: {keys:?}");
     // And the expired key reads as a fresh budget.
     assert_eq!(rl.check("k").await.unwrap().remaining, quota.limit - 1);
 
-    common::cleanup(&prefix).await;
+    common::cleanup(backend, &prefix).await;
 }

@@ -21,18 +21,36 @@
 //! Redis pub/sub keeps nothing: whatever is published while an instance is disconnected (or
 //! before its resubscription completes) is lost for that instance. The chat layer's recovery
 //! by sequence number covers such gaps; this layer does not retry or buffer.
+//!
+//! # On Redis Cluster: sharded pub/sub
+//! Given a `redis+cluster://` URL, both connections are cluster connections and the broker uses
+//! sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`): a message goes only to the shard owning its
+//! channel's slot (classic `PUBLISH` would be broadcast over the cluster bus to every node).
+//! The cluster connection records the confirmed sharded subscriptions and, when it reconnects
+//! a node or learns a new slot map (a failover, a slot migration), resubscribes each one on the
+//! node that now owns its slot. Messages then arrive as `smessage` pushes.
+//!
+//! A master that hands its slots over while still up (a manual failover, a resharding) tells
+//! its shard subscribers so with an `sunsubscribe` push, and the connection then forgets the
+//! subscription. The broker answers such a push for a channel it still wants by subscribing
+//! again (routed, through the redirection, to the new owner), retrying until it succeeds or
+//! the channel is no longer wanted: see [`follow_slot_moves`].
 
 use std::collections::HashSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
+use crate::state::redis_conn::{RedisConn, Target};
 
 const INSTANCE: &str = "ch:inst:";
 const PRESENCE: &str = "ch:presence";
@@ -43,46 +61,149 @@ const CHAN: &str = "ch:chan:";
 #[derive(Debug)]
 pub struct RedisBroker {
     prefix: String,
-    publisher: ConnectionManager,
-    subscriber: ConnectionManager,
+    publisher: RedisConn,
+    subscriber: Subscriber,
     /// Channels this instance asked for. Guarded by an async lock held across the Redis round
     /// trip so that concurrent (un)subscribes of one channel are applied in a single order.
-    subscribed: tokio::sync::Mutex<HashSet<Channel>>,
+    /// Shared (weakly) with the translator, which resubscribes what a slot move dropped.
+    subscribed: Arc<Subscribed>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Message>>>,
     translator: AbortHandle,
 }
 
 impl RedisBroker {
-    /// Opens the publisher and the RESP3 subscriber connection to `url`. Channel names start
-    /// with `prefix`. Fails if Redis cannot be reached now; later outages are survived.
+    /// Opens the publisher and the RESP3 subscriber connection to `url` (one Redis, or a
+    /// cluster by its `redis+cluster://` seed nodes). Channel names start with `prefix`. Fails
+    /// if Redis cannot be reached now; later outages are survived.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StateError> {
         let prefix = prefix.into();
-        let info = url.into_connection_info()?;
-        let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-        let subscriber_info = info.clone().set_redis_settings(resp3);
-
-        let publisher =
-            ConnectionManager::new_with_config(Client::open(info)?, ConnectionManagerConfig::new())
-                .await?;
-
         let (push_tx, push_rx) = mpsc::unbounded_channel();
-        let subscriber = ConnectionManager::new_with_config(
-            Client::open(subscriber_info)?,
-            ConnectionManagerConfig::new().set_push_sender(push_tx).set_automatic_resubscription(),
-        )
-        .await?;
+        let (publisher, subscriber) = match Target::parse(url)? {
+            Target::Single(info) => {
+                let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+                let subscriber_info = info.clone().set_redis_settings(resp3);
+                let publisher = ConnectionManager::new_with_config(
+                    Client::open(info)?,
+                    ConnectionManagerConfig::new(),
+                )
+                .await?;
+                let subscriber = ConnectionManager::new_with_config(
+                    Client::open(subscriber_info)?,
+                    ConnectionManagerConfig::new()
+                        .set_push_sender(push_tx)
+                        .set_automatic_resubscription(),
+                )
+                .await?;
+                (RedisConn::Single(publisher), Subscriber::Single(subscriber))
+            }
+            Target::Cluster(seeds) => {
+                let publisher =
+                    ClusterClient::builder(seeds.clone()).build()?.get_async_connection().await?;
+                // A push sender makes the cluster connection track subscriptions and move them
+                // with their slots.
+                let subscriber = ClusterClient::builder(seeds)
+                    .use_protocol(ProtocolVersion::RESP3)
+                    .push_sender(push_tx)
+                    .build()?
+                    .get_async_connection()
+                    .await?;
+                (RedisConn::Cluster(publisher), Subscriber::Cluster(subscriber))
+            }
+        };
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let translator = tokio::spawn(translate(prefix.clone(), push_rx, tx)).abort_handle();
+        let subscribed = Arc::new(Subscribed::default());
+        let follow = matches!(subscriber, Subscriber::Cluster(_)).then(|| Follow {
+            prefix: prefix.clone(),
+            subscriber: subscriber.clone(),
+            subscribed: Arc::downgrade(&subscribed),
+        });
+        let translator =
+            tokio::spawn(translate(prefix.clone(), push_rx, tx, follow)).abort_handle();
 
-        Ok(Self {
-            prefix,
-            publisher,
-            subscriber,
-            subscribed: tokio::sync::Mutex::new(HashSet::new()),
-            rx: Mutex::new(Some(rx)),
-            translator,
+        Ok(Self { prefix, publisher, subscriber, subscribed, rx: Mutex::new(Some(rx)), translator })
+    }
+}
+
+type Subscribed = tokio::sync::Mutex<HashSet<Channel>>;
+
+/// What the translator needs to resubscribe a sharded channel the server dropped.
+struct Follow {
+    prefix: String,
+    subscriber: Subscriber,
+    subscribed: Weak<Subscribed>,
+}
+
+/// Longest wait between two attempts to resubscribe a dropped sharded channel.
+const RESUBSCRIBE_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// Subscribes `channel` again after the server dropped it (its slot moved), until that
+/// succeeds, the channel is no longer wanted (an `unsubscribe` removed it; the lock orders the
+/// two), or the broker is gone. A failure (the slot's new owner not reachable yet) waits and
+/// retries with a growing delay.
+async fn follow_slot_moves(follow: Arc<Follow>, channel: Channel) {
+    let name = channel_name(&follow.prefix, &channel);
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let Some(subscribed) = follow.subscribed.upgrade() else { return };
+        {
+            let wanted = subscribed.lock().await;
+            if !wanted.contains(&channel) {
+                return;
+            }
+            match follow.subscriber.clone().subscribe(name.clone()).await {
+                Ok(()) => {
+                    tracing::info!(channel = %name, "broker: resubscribed after a slot move");
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %name, error = %e, "broker: resubscribe failed; retrying");
+                }
+            }
+        }
+        drop(subscribed);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(RESUBSCRIBE_MAX_BACKOFF);
+    }
+}
+
+/// The subscriber connection: classic pub/sub on one Redis, sharded pub/sub on a cluster.
+#[derive(Clone)]
+enum Subscriber {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Subscriber::Single(_) => "Subscriber::Single",
+            Subscriber::Cluster(_) => "Subscriber::Cluster",
         })
+    }
+}
+
+impl Subscriber {
+    async fn subscribe(&mut self, name: String) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(c) => c.subscribe(name).await,
+            Subscriber::Cluster(c) => c.ssubscribe(name).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, name: String) -> redis::RedisResult<()> {
+        match self {
+            Subscriber::Single(c) => c.unsubscribe(name).await,
+            Subscriber::Cluster(c) => c.sunsubscribe(name).await,
+        }
+    }
+
+    async fn ping(&mut self) -> redis::RedisResult<()> {
+        let ping = redis::cmd("PING");
+        match self {
+            Subscriber::Single(c) => ping.query_async(c).await,
+            Subscriber::Cluster(c) => ping.query_async(c).await,
+        }
     }
 }
 
@@ -98,7 +219,8 @@ impl Drop for RedisBroker {
 impl Broker for RedisBroker {
     async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), StateError> {
         let mut con = self.publisher.clone();
-        redis::cmd("PUBLISH")
+        // On a cluster, to the shard owning the channel's slot only.
+        redis::cmd(if con.is_cluster() { "SPUBLISH" } else { "PUBLISH" })
             .arg(channel_name(&self.prefix, channel))
             .arg(payload.as_ref())
             .query_async::<()>(&mut con)
@@ -143,10 +265,7 @@ impl Broker for RedisBroker {
         let mut subscriber = self.subscriber.clone();
         let mut publisher = self.publisher.clone();
         let ping = redis::cmd("PING");
-        let (sub, publ) = tokio::join!(
-            ping.query_async::<()>(&mut subscriber),
-            ping.query_async::<()>(&mut publisher)
-        );
+        let (sub, publ) = tokio::join!(subscriber.ping(), ping.query_async::<()>(&mut publisher));
         sub?;
         publ?;
         Ok(())
@@ -159,10 +278,24 @@ async fn translate(
     prefix: String,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     out: mpsc::UnboundedSender<Message>,
+    follow: Option<Follow>,
 ) {
+    let follow = follow.map(Arc::new);
     while let Some(push) = pushes.recv().await {
-        if push.kind != PushKind::Message {
-            // Subscribe/unsubscribe confirmations and disconnections: the connection manager
+        if push.kind == PushKind::SUnsubscribe
+            && let Some(follow) = &follow
+        {
+            // Also the confirmation of our own `sunsubscribe`: the task then finds the channel
+            // no longer wanted once that call released the lock.
+            if let Some(Value::BulkString(name)) = push.data.first()
+                && let Some(channel) = parse_channel_name(&prefix, name)
+            {
+                tokio::spawn(follow_slot_moves(follow.clone(), channel));
+            }
+            continue;
+        }
+        if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
+            // Subscribe/unsubscribe confirmations and disconnections: the connection
             // already acts on them (resubscription, reconnection).
             tracing::debug!(kind = ?push.kind, "broker: ignoring redis push");
             continue;
@@ -177,7 +310,7 @@ async fn translate(
     }
 }
 
-/// `data` of a `message` push is `[channel, payload]`.
+/// `data` of a `message` (or sharded `smessage`) push is `[channel, payload]`.
 fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
     let mut data = data.into_iter();
     let (Some(Value::BulkString(name)), Some(Value::BulkString(payload)), None) =

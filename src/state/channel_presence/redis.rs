@@ -11,10 +11,10 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use bytes::Bytes;
-use redis::{Script, Value, aio::ConnectionManager};
+use redis::{Script, Value};
 
 use super::{ChannelPresence, Stats};
-use crate::state::StateError;
+use crate::state::{StateError, redis_conn::RedisConn};
 
 /// Prepended to every script: `now` in ms on the server's clock, and `sweep(pres, pexp)`.
 macro_rules! with_sweep {
@@ -89,7 +89,7 @@ return kept
 );
 
 pub struct RedisChannelPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     add: Script,
     list: Script,
@@ -98,9 +98,9 @@ pub struct RedisChannelPresence {
 }
 
 impl RedisChannelPresence {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
         Self {
-            conn,
+            conn: conn.into(),
             prefix: prefix.into(),
             add: Script::new(ADD),
             list: Script::new(LIST),
@@ -191,21 +191,23 @@ impl ChannelPresence for RedisChannelPresence {
         if by_channel.is_empty() {
             return Ok(());
         }
-        // One script per channel (one slot each), all in one round trip. A pipeline does not
-        // load a script on NOSCRIPT as a single invocation does, so it loads it first (every
-        // few seconds per instance: cheap).
-        let mut pipe = redis::pipe();
-        pipe.cmd("SCRIPT").arg("LOAD").arg(REFRESH).ignore();
-        for (channel, clients) in &by_channel {
+        // One script per channel (one slot each), sent together over the multiplexed
+        // connection: not one pipeline, which Redis Cluster would refuse across slots.
+        let ttl = ms(ttl);
+        futures_util::future::try_join_all(by_channel.into_iter().map(|(channel, clients)| {
             let (pres, pexp) = self.keys(channel);
             let mut invocation = self.refresh.key(pres);
-            invocation.key(pexp).arg(ms(ttl));
+            invocation.key(pexp).arg(ttl);
             for client in clients {
-                invocation.arg(*client);
+                invocation.arg(client);
             }
-            pipe.invoke_script(&invocation).ignore();
-        }
-        let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
-        decode::<()>(reply, "channel presence refresh")
+            let mut conn = self.conn.clone();
+            async move {
+                let reply: Value = invocation.invoke_async(&mut conn).await?;
+                decode::<i64>(reply, "channel presence refresh")
+            }
+        }))
+        .await?;
+        Ok(())
     }
 }

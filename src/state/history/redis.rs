@@ -13,10 +13,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redis::{Script, Value, aio::ConnectionManager};
+use redis::{Script, Value};
 
 use super::{History, HistoryOptions, HistoryPage, Position, Range, new_epoch};
-use crate::state::StateError;
+use crate::state::{StateError, redis_conn::RedisConn};
 
 /// KEYS: meta, stream. ARGV: entry, size, ttl ms, meta ttl ms, a new epoch.
 /// Returns {offset, epoch}. A channel without a position gets one with the new epoch, and any
@@ -59,15 +59,20 @@ return {offset, epoch, entries}
 ";
 
 pub struct RedisHistory {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     append: Script,
     read: Script,
 }
 
 impl RedisHistory {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
-        Self { conn, prefix: prefix.into(), append: Script::new(APPEND), read: Script::new(READ) }
+    pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
+        Self {
+            conn: conn.into(),
+            prefix: prefix.into(),
+            append: Script::new(APPEND),
+            read: Script::new(READ),
+        }
     }
 
     fn keys(&self, channel: &str) -> (String, String) {

@@ -3,19 +3,17 @@
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-
 use super::{Claim, Idempotency};
-use crate::state::StateError;
+use crate::state::{StateError, redis_conn::RedisConn};
 
 pub struct RedisIdempotency {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
 }
 
 impl RedisIdempotency {
-    pub fn new(conn: ConnectionManager, prefix: String) -> Self {
-        Self { conn, prefix }
+    pub fn new(conn: impl Into<RedisConn>, prefix: String) -> Self {
+        Self { conn: conn.into(), prefix }
     }
 
     fn key(&self, key: &str) -> String {

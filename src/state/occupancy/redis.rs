@@ -1,13 +1,15 @@
 //! Redis occupancy: per channel a hash instance → subscribers (`ch:{channel}:occ`, under the
 //! channel's hash tag), the set of active channels (`chans`), and per instance the set of
 //! channels it counts in (`inst:{instance}:occ`, for the reaper). The hash and its change are
-//! one script; the two sets follow in the same pipeline and are repaired lazily (`list` drops
-//! a listed channel whose hash is gone), because they live in other slots.
+//! one script; the two sets follow as separate commands and are repaired lazily (`list` drops
+//! a listed channel whose hash is gone), because they live in other slots. Nothing here is a
+//! pipeline across slots, so it runs unchanged on Redis Cluster (where such a pipeline would
+//! be refused with CROSSSLOT); the per-channel reads of `list` go out concurrently instead.
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use super::{Change, Occupancy, Page};
-use crate::state::StateError;
+use crate::state::{StateError, redis_conn::RedisConn};
 
 /// KEYS: the channel's hash. ARGV: instance, delta. Returns {change, instance's count}, change
 /// 1 occupied, 2 vacated, 0 neither.
@@ -30,15 +32,15 @@ return 0
 ";
 
 pub struct RedisOccupancy {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     add: Script,
     forget: Script,
 }
 
 impl RedisOccupancy {
-    pub fn new(conn: ConnectionManager, prefix: String) -> Self {
-        Self { conn, prefix, add: Script::new(ADD), forget: Script::new(FORGET) }
+    pub fn new(conn: impl Into<RedisConn>, prefix: String) -> Self {
+        Self { conn: conn.into(), prefix, add: Script::new(ADD), forget: Script::new(FORGET) }
     }
 
     fn hash(&self, channel: &str) -> String {
@@ -65,18 +67,25 @@ impl Occupancy for RedisOccupancy {
             .arg(delta)
             .invoke_async(&mut conn)
             .await?;
-        let mut pipe = redis::pipe();
-        if n > 0 {
-            pipe.sadd(self.of_instance(instance), channel).ignore();
-        } else {
-            pipe.srem(self.of_instance(instance), channel).ignore();
-        }
-        match change {
-            1 => pipe.sadd(self.active(), channel).ignore(),
-            2 => pipe.srem(self.active(), channel).ignore(),
-            _ => &mut pipe,
+        // Two keys in two slots: two commands, sent together.
+        let index = redis::cmd(if n > 0 { "SADD" } else { "SREM" })
+            .arg(self.of_instance(instance))
+            .arg(channel)
+            .clone();
+        let active = match change {
+            1 => Some(redis::cmd("SADD").arg(self.active()).arg(channel).clone()),
+            2 => Some(redis::cmd("SREM").arg(self.active()).arg(channel).clone()),
+            _ => None,
         };
-        let _: () = pipe.query_async(&mut conn).await?;
+        let mut active_conn = conn.clone();
+        let (indexed, activated) = tokio::join!(index.query_async::<()>(&mut conn), async {
+            match &active {
+                Some(cmd) => cmd.query_async::<()>(&mut active_conn).await,
+                None => Ok(()),
+            }
+        });
+        indexed?;
+        activated?;
         Ok(match change {
             1 => Change::Occupied,
             2 => Change::Vacated,
@@ -101,12 +110,13 @@ impl Occupancy for RedisOccupancy {
             .arg(limit.max(1))
             .query_async(&mut conn)
             .await?;
-        let mut pipe = redis::pipe();
-        for name in &names {
-            pipe.cmd("HVALS").arg(self.hash(name));
-        }
-        let counts: Vec<Vec<i64>> =
-            if names.is_empty() { Vec::new() } else { pipe.query_async(&mut conn).await? };
+        // One hash per channel, each in its channel's slot: concurrent reads, not a pipeline.
+        let counts: Vec<Vec<i64>> = futures_util::future::try_join_all(names.iter().map(|name| {
+            let mut conn = conn.clone();
+            let key = self.hash(name);
+            async move { redis::cmd("HVALS").arg(key).query_async::<Vec<i64>>(&mut conn).await }
+        }))
+        .await?;
         let mut channels = Vec::new();
         let mut stale = Vec::new();
         for (name, values) in names.into_iter().zip(counts) {

@@ -1,7 +1,15 @@
 //! Redis presence backend: the cluster-wide socket registry, per-user and per-instance indexes,
 //! instance liveness and the reaping of dead instances.
 //!
-//! # Keys (all under the configured prefix)
+//! # Keys (all under the configured prefix, then the hash tag `{presence}`)
+//!
+//! Every presence key shares one hash tag, so on Redis Cluster they all live in one slot and
+//! the scripts below, which span a socket's record, its user's hash and version, its instance's
+//! set and the instance list, stay single atomic steps. The price: presence is served by one
+//! shard (and its replicas) however many the cluster has; the other concerns spread by channel,
+//! user or key. Tagging per user instead would split `register`/`unregister` from the instance
+//! indexes and the reaper into per-user steps, which the crash-consistency argument below would
+//! have to be redone for.
 //!
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
@@ -25,8 +33,8 @@
 //! Each operation that decides a transition is one Lua script (sent with `EVALSHA`, loaded on
 //! first use), so two devices leaving at once see one "last socket" and two reapers of the
 //! same instance see one instance to reap. The reap script derives record and user keys from
-//! the prefix inside the script; that is fine on a single Redis (or a replicated one) but would
-//! need hash tags to run on Redis Cluster.
+//! the tagged base inside the script, which Redis Cluster allows because they share the slot of
+//! the declared keys.
 //!
 //! Each transition script also bumps the user's version in the same step (`with_bump!`), and
 //! `query` reads versions, devices and the server clock in one MULTI.
@@ -34,13 +42,12 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{FromRedisValue, Script, Value};
 
 use super::{
     PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence, snapshot_version,
 };
-use crate::state::{StateError, now_ms};
+use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 
 /// How long a user's version outlives their last transition. Past it, the clock floor of the
 /// next version (see the parent module) keeps versions increasing without the key.
@@ -101,7 +108,7 @@ return 0
 "
 );
 
-/// KEYS: alive key, instance set, instances. ARGV: prefix, instance id, version TTL, force.
+/// KEYS: alive key, instance set, instances. ARGV: key base, instance id, version TTL, force.
 /// Returns {forgotten, records, offline}: `forgotten` is 1 when this run removed the instance
 /// from `instances`; records are {socket, user, device, transport, instance, connected_at};
 /// offline entries are {user, device of the removed socket, version}. Unless `force` is 1
@@ -140,8 +147,10 @@ type ReapReply =
 
 /// Presence shared by every instance through one Redis.
 pub struct RedisPresence {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
+    /// `prefix` then the hash tag: what every key starts with.
+    base: String,
     register: Script,
     unregister: Script,
     reap: Script,
@@ -154,10 +163,12 @@ impl std::fmt::Debug for RedisPresence {
 }
 
 impl RedisPresence {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
+        let prefix = prefix.into();
         Self {
-            conn,
-            prefix: prefix.into(),
+            conn: conn.into(),
+            base: format!("{prefix}{{presence}}:"),
+            prefix,
             register: Script::new(REGISTER),
             unregister: Script::new(UNREGISTER),
             reap: Script::new(REAP),
@@ -165,27 +176,27 @@ impl RedisPresence {
     }
 
     fn sock_key(&self, socket_id: &str) -> String {
-        format!("{}sock:{socket_id}", self.prefix)
+        format!("{}sock:{socket_id}", self.base)
     }
 
     fn user_key(&self, user_id: &str) -> String {
-        format!("{}user:{user_id}:socks", self.prefix)
+        format!("{}user:{user_id}:socks", self.base)
     }
 
     fn version_key(&self, user_id: &str) -> String {
-        format!("{}user:{user_id}:ver", self.prefix)
+        format!("{}user:{user_id}:ver", self.base)
     }
 
     fn inst_socks_key(&self, instance_id: &str) -> String {
-        format!("{}inst:{instance_id}:socks", self.prefix)
+        format!("{}inst:{instance_id}:socks", self.base)
     }
 
     fn alive_key(&self, instance_id: &str) -> String {
-        format!("{}inst:{instance_id}:alive", self.prefix)
+        format!("{}inst:{instance_id}:alive", self.base)
     }
 
     fn instances_key(&self) -> String {
-        format!("{}instances", self.prefix)
+        format!("{}instances", self.base)
     }
 
     /// Reaps `instance_id` if its liveness expired, or at once with `force`.
@@ -195,7 +206,7 @@ impl RedisPresence {
             .key(self.alive_key(instance_id))
             .key(self.inst_socks_key(instance_id))
             .key(self.instances_key())
-            .arg(&self.prefix)
+            .arg(&self.base)
             .arg(instance_id)
             .arg(VERSION_TTL_MS)
             .arg(if force { "1" } else { "0" })

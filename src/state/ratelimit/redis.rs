@@ -16,10 +16,9 @@
 //! write.
 
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use super::{Decision, Quota, RateLimiter};
-use crate::state::StateError;
+use crate::state::{StateError, redis_conn::RedisConn};
 
 /// KEYS[1]: the key. ARGV[1]: T in µs. ARGV[2]: the burst tolerance in µs.
 /// Returns `{allowed (0|1), remaining, reset_at_ms}`.
@@ -47,7 +46,7 @@ return {1, math.floor((burst - ahead) / interval), math.ceil(new_tat / 1000)}
 /// per key.
 #[derive(Clone)]
 pub struct RedisRateLimiter {
-    conn: ConnectionManager,
+    conn: RedisConn,
     /// `{prefix}rl:{name}:`, to which the caller's key is appended.
     key_prefix: String,
     quota: Quota,
@@ -69,7 +68,7 @@ impl RedisRateLimiter {
     /// `name` separates limiters sharing a prefix (per-socket events, per-user messages).
     /// As in the memory backend, a limit of 0 counts as 1, and the interval is at least 1 µs.
     pub fn new(
-        conn: ConnectionManager,
+        conn: impl Into<RedisConn>,
         prefix: impl Into<String>,
         name: &str,
         quota: Quota,
@@ -80,7 +79,7 @@ impl RedisRateLimiter {
         // so a window that does not divide evenly never admits more than `limit` at once.
         let interval_us = (window_us / limit).max(1);
         Self {
-            conn,
+            conn: conn.into(),
             key_prefix: format!("{}rl:{name}:", prefix.into()),
             quota,
             interval_us,

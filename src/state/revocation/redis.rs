@@ -1,10 +1,10 @@
 //! Redis revocations: one string per revoked user (`rev:u:{user}`, the `before` time) and one
 //! per revoked token (`rev:j:{jti}`), each expiring when the tokens it covers would have.
 
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 
 use super::{Revocations, TokenRef, covers};
-use crate::state::{StateError, now_ms};
+use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 
 /// KEYS: the user's mark. ARGV: before, ttl ms. Keeps the larger `before` and the longer TTL.
 const REVOKE_USER: &str = r"
@@ -19,14 +19,14 @@ return 1
 ";
 
 pub struct RedisRevocations {
-    conn: ConnectionManager,
+    conn: RedisConn,
     prefix: String,
     revoke_user: Script,
 }
 
 impl RedisRevocations {
-    pub fn new(conn: ConnectionManager, prefix: String) -> Self {
-        Self { conn, prefix, revoke_user: Script::new(REVOKE_USER) }
+    pub fn new(conn: impl Into<RedisConn>, prefix: String) -> Self {
+        Self { conn: conn.into(), prefix, revoke_user: Script::new(REVOKE_USER) }
     }
 
     fn user_key(&self, user: &str) -> String {
@@ -82,20 +82,20 @@ impl Revocations for RedisRevocations {
     }
 
     async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StateError> {
-        let mut conn = self.conn.clone();
-        // Two keys in two slots: two commands in one pipeline, not an MGET.
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(self.user_key(token.user));
-        if let Some(jti) = token.jti {
-            pipe.cmd("EXISTS").arg(self.token_key(jti));
-        }
-        let (before, by_jti): (Option<u64>, Option<bool>) = if token.jti.is_some() {
-            let (b, j): (Option<u64>, bool) = pipe.query_async(&mut conn).await?;
-            (b, Some(j))
-        } else {
-            let (b,): (Option<u64>,) = pipe.query_async(&mut conn).await?;
-            (b, None)
-        };
+        // Two keys in two slots: two commands sent together, not an MGET nor a pipeline (Redis
+        // Cluster refuses both across slots).
+        let mut user_conn = self.conn.clone();
+        let mut jti_conn = self.conn.clone();
+        let user = redis::cmd("GET").arg(self.user_key(token.user)).clone();
+        let jti = token.jti.map(|jti| redis::cmd("EXISTS").arg(self.token_key(jti)).clone());
+        let (before, by_jti) =
+            tokio::join!(user.query_async::<Option<u64>>(&mut user_conn), async {
+                match &jti {
+                    Some(cmd) => cmd.query_async::<bool>(&mut jti_conn).await.map(Some),
+                    None => Ok(None),
+                }
+            });
+        let (before, by_jti) = (before?, by_jti?);
         Ok(before.is_some_and(|b| covers(b, token.issued_at)) || by_jti.unwrap_or(false))
     }
 }
