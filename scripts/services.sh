@@ -64,7 +64,9 @@ ensure_redis_cluster() {
     log "creating redis cluster"
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >/dev/null
   fi
-  for _ in $(seq 1 100); do cluster_ok && break; sleep 0.1; done
+  # Up to 30 s: nodes restarted after their masters died converge only once the cluster's node
+  # timeout (15 s) has promoted replicas.
+  for _ in $(seq 1 300); do cluster_ok && break; sleep 0.1; done
   cluster_ok || { log "redis cluster is not ok on 127.0.0.1:7101"; return 1; }
 }
 
