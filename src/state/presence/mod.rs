@@ -27,6 +27,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_scripts;
 
 use std::time::Duration;
 
