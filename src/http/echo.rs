@@ -1,10 +1,15 @@
 //! Raw WebSocket echo at `/echo`, for conformance testing only (`serve --ws-echo`, off by
-//! default): the Autobahn cases run by `scripts/autobahn.sh` exercise tungstenite through the
-//! same axum upgrade `/ws` uses, without the session protocol or authentication on top.
+//! default): the Autobahn cases run by `scripts/autobahn.sh` exercise the WebSocket framing
+//! `/ws` uses (`transport::websocket::codec`) and its handshake, without the session protocol
+//! or authentication on top.
 
-use axum::{
-    extract::ws::{Message, WebSocket, WebSocketUpgrade},
-    response::Response,
+use axum::response::Response;
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::transport::websocket::{
+    codec::{self, Incoming, MessageReader},
+    upgrade::{Upgrade, WsUpgrade},
 };
 
 /// Path of the echo endpoint.
@@ -15,25 +20,55 @@ pub(super) const ECHO_PATH: &str = "/echo";
 /// the limit. Acceptable only because the route is off unless a test asks for it.
 const ECHO_MAX_BYTES: usize = 16 * 1024 * 1024 + 1024 * 1024;
 
-pub(super) async fn echo(upgrade: WebSocketUpgrade) -> Response {
-    upgrade.max_message_size(ECHO_MAX_BYTES).max_frame_size(ECHO_MAX_BYTES).on_upgrade(run)
+pub(super) async fn echo(upgrade: WsUpgrade) -> Response {
+    upgrade.on_upgrade(run)
 }
 
-async fn run(mut socket: WebSocket) {
-    // Until the stream ends, not until a Close arrives: tungstenite queues its close reply
-    // when it reads the peer's Close and sends it on the next poll, which then reports the
-    // end. Returning on the Close itself would drop the connection without that reply. A
-    // protocol error also ends the stream; dropping the socket then fails the connection, as
-    // RFC 6455 asks.
-    while let Some(Ok(message)) = socket.recv().await {
-        match message {
-            Message::Text(_) | Message::Binary(_) => {
-                if socket.send(message).await.is_err() {
-                    break;
-                }
+async fn run(io: Upgrade) {
+    let (read_half, mut write_half) = tokio::io::split(io);
+    let mut reader = MessageReader::new(read_half, Bytes::new(), ECHO_MAX_BYTES);
+    let mut out = Vec::new();
+    // Every way out sends a close frame (the peer's code echoed, or the failure's), then ends
+    // the connection: RFC 6455's close handshake from either side, or failing it.
+    loop {
+        let close = match reader.read().await {
+            Ok(Some(Incoming::Text(text))) => {
+                codec::encode(&mut out, codec::TEXT, &text);
+                None
             }
-            // Pings are answered by tungstenite itself; pongs and Close need nothing from us.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+            Ok(Some(Incoming::Binary(data))) => {
+                codec::encode(&mut out, codec::BINARY, &data);
+                None
+            }
+            Ok(Some(Incoming::Ping(payload))) => {
+                codec::encode(&mut out, codec::PONG, &payload);
+                None
+            }
+            Ok(Some(Incoming::Pong)) => None,
+            Ok(Some(Incoming::Close(close))) => {
+                codec::encode_close_reply(&mut out, close.as_ref());
+                Some(())
+            }
+            Ok(None) => return,
+            Err(e) => match e.close_code() {
+                Some(code) => {
+                    codec::encode_close(&mut out, code, "");
+                    Some(())
+                }
+                None => return,
+            },
+        };
+        if write_half.write_all(&out).await.is_err() {
+            return;
+        }
+        out.clear();
+        if close.is_some() {
+            let _ = write_half.shutdown().await;
+            let mut rest = reader.into_inner();
+            let mut sink = vec![0u8; 4096];
+            let drain = async { while matches!(rest.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+            return;
         }
     }
 }

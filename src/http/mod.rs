@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use axum::{
     Json, Router,
-    extract::{State, ws::WebSocketUpgrade},
+    extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
@@ -31,7 +31,10 @@ use crate::{
     certs::Certs,
     node::Node,
     session,
-    transport::{PeerInfo, TransportKind, websocket::WsTransport},
+    transport::{
+        PeerInfo, TransportKind,
+        websocket::{WsTransport, upgrade::WsUpgrade},
+    },
 };
 
 /// Path of the WebSocket endpoint.
@@ -128,7 +131,7 @@ async fn websocket(
     State(state): State<HttpState>,
     client: ClientAddr,
     headers: HeaderMap,
-    upgrade: WebSocketUpgrade,
+    upgrade: WsUpgrade,
 ) -> Response {
     let node = state.node;
     if node.shutdown.is_cancelled() {
@@ -155,20 +158,10 @@ async fn websocket(
         }),
     };
     let max = node.config.max_frame_bytes;
-    upgrade
-        // Refused while reading the header, before the body is buffered.
-        .max_message_size(max)
-        .max_frame_size(max)
-        // Small buffers: an idle connection should cost kilobytes, not tungstenite's 128 KiB
-        // default; they grow on demand for large frames. Not smaller: a frame over the cap
-        // is refused from its header, and whatever of it was not yet read when the socket
-        // closes makes the kernel answer with a reset that can overtake our close frame.
-        .read_buffer_size(4 * 1024)
-        .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| {
-            let transport = WsTransport::new(socket, peer, max);
-            node.sessions.track_future(session::run(node.clone(), transport))
-        })
+    upgrade.on_upgrade(move |io| {
+        let transport = WsTransport::new(io, bytes::Bytes::new(), peer, max);
+        node.sessions.track_future(session::run(node.clone(), transport))
+    })
 }
 
 /// The SHA-256 of the certificate WebTransport serves, for `serverCertificateHashes`.

@@ -116,7 +116,8 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
             End::Close(Code::ServerBusy, msg.into())
         }
     };
-    finish(&node, end, outbound, writer_task).instrument(span).await;
+    // Boxed for the same reason as admission: it runs once, at the end.
+    Box::pin(finish(&node, end, outbound, writer_task)).instrument(span).await;
 }
 
 async fn serve<R: FrameReader>(

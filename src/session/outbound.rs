@@ -20,10 +20,6 @@ use crate::transport::FrameWriter;
 /// How many queued frames the writer pushes before one flush; bounds latency of the first.
 const MAX_BATCH: usize = 64;
 
-/// A drained queue that grew past this many slots gives its memory back: an idle connection
-/// should not keep the high-water mark of its last burst.
-const KEEP_SLOTS: usize = 16;
-
 enum Cmd {
     Frame(Bytes),
     Volatile(Bytes),
@@ -221,8 +217,10 @@ fn next(state: &State) -> Next {
         Some(cmd) => Next::Cmd(cmd),
         None if q.senders_gone => Next::Finished,
         None => {
-            if q.cmds.capacity() > KEEP_SLOTS {
-                q.cmds.shrink_to_fit();
+            // A drained queue gives its memory back: an idle connection holds no slots (one
+            // allocation per burst costs less than keeping them for every idle connection).
+            if q.cmds.capacity() > 0 {
+                q.cmds = VecDeque::new();
             }
             Next::Empty
         }
@@ -266,7 +264,11 @@ async fn write_loop<W: FrameWriter>(mut writer: W, state: Arc<State>) {
                 continue;
             }
             Next::Empty => {
-                state.ready.notified().await;
+                tokio::select! {
+                    _ = state.ready.notified() => {}
+                    // The transport's own frames (a pong) go out with a flush.
+                    _ = writer.wants_flush() => unflushed = 1,
+                }
                 continue;
             }
             Next::Finished => return,
@@ -284,7 +286,9 @@ async fn write_loop<W: FrameWriter>(mut writer: W, state: Arc<State>) {
                 if let Err(e) = writer.flush().await {
                     tracing::debug!(error = %e, "flush before close failed");
                 }
-                writer.close(code, reason).await;
+                // Boxed: the close future (a timer, a drain) would otherwise size every
+                // session's writer task for its whole life.
+                Box::pin(writer.close(code, reason)).await;
                 return;
             }
         };

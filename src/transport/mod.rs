@@ -107,6 +107,12 @@ pub trait FrameWriter: Send + 'static {
 
     fn flush(&mut self) -> impl Future<Output = Result<(), WriteError>> + Send;
 
+    /// Resolves when the transport has frames of its own to send (a WebSocket pong, the reply
+    /// to a close) and wants `flush` called, although nothing was written. Most never do.
+    fn wants_flush(&self) -> impl Future<Output = ()> + Send + '_ {
+        std::future::pending()
+    }
+
     /// Flushes what was written, then closes the connection with `code` and `reason`
     /// (reason ≤ 123 bytes so it fits a WebSocket close frame).
     fn close(self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
