@@ -163,6 +163,9 @@ pub async fn leave(node: &Node) {
             node.webhooks.emit("channel.vacated", crate::channels::occupancy_event(&channel));
         }
     }
+    // Deliveries to other instances are queued, not awaited: the last ones (the offline
+    // updates above, the drained sessions' leaves) go out before the process ends.
+    node.fanout.flush().await;
 }
 
 /// Rewrites this instance's view into shared state: resubscribes its channels, registers

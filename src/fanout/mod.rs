@@ -9,10 +9,15 @@
 //! channels travel on broker channels of their own that an instance subscribes to while it has
 //! a local member (`streams`).
 //!
+//! Senders do not wait for the broker: envelopes go through `outbox`, an ordered queue that
+//! one task publishes in bursts (one round trip each), so a publisher's events are not spaced
+//! a Redis round trip apart.
+//!
 //! Envelopes (`envelope`) name the target; receivers ignore envelopes they published
 //! themselves.
 
 mod envelope;
+mod outbox;
 mod streams;
 
 use std::sync::Arc;
@@ -20,6 +25,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use envelope::{Envelope, Kind, decode, encode, prefixed, split_seq};
+use outbox::Outbox;
 
 use crate::{
     channels::source::ChannelFeed,
@@ -41,6 +47,8 @@ pub struct Fanout {
     /// Channels' ordered delivery (and their local subscribers).
     channels: Arc<ChannelFeed>,
     broker: Arc<dyn Broker>,
+    /// Envelopes on their way to the broker, in order; senders do not wait for it.
+    outbox: Outbox,
     presence: Arc<dyn PresenceStore>,
     /// Cluster commands from other instances, for `commands::run` (taken once).
     commands: (tokio::sync::mpsc::Sender<Bytes>, std::sync::Mutex<Option<CommandRx>>),
@@ -63,10 +71,12 @@ impl Fanout {
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
         let commands = (tx, std::sync::Mutex::new(Some(rx)));
-        Self { instance_id, hub, feed, channels, broker, presence, commands }
+        let outbox = Outbox::spawn(broker.clone());
+        Self { instance_id, hub, feed, channels, broker, outbox, presence, commands }
     }
 
-    /// Sends a cluster command (`commands::Command`, encoded) to every other instance.
+    /// Sends a cluster command (`commands::Command`, encoded) to every other instance. Unlike
+    /// deliveries, it waits for the broker: the server API reports whether it went out.
     pub async fn command(&self, body: Bytes) -> Result<(), StateError> {
         let env = self.envelope(Kind::Command, "", None, body);
         self.broker.publish(&Channel::Presence, env).await
@@ -99,7 +109,7 @@ impl Fanout {
             let env = self.envelope(Kind::User, user, None, frame);
             for instance in instances {
                 metrics::fanout_published(FanoutKind::User);
-                self.broker.publish(&Channel::Instance(instance), env.clone()).await?;
+                self.outbox.post(Channel::Instance(instance), env.clone())?;
             }
         }
         Ok(local)
@@ -118,7 +128,7 @@ impl Fanout {
         }
         let env = self.envelope(Kind::Socket, socket_id, None, frame);
         metrics::fanout_published(FanoutKind::Socket);
-        self.broker.publish(&Channel::Instance(owner_instance.to_owned()), env).await
+        self.outbox.post(Channel::Instance(owner_instance.to_owned()), env)
     }
 
     /// Delivers a presence update about `user` to every session watching them, cluster-wide.
@@ -133,7 +143,7 @@ impl Fanout {
         let env =
             self.envelope(Kind::Watchers, user, None, prefixed(version.to_be_bytes(), &frame));
         metrics::fanout_published(FanoutKind::Watchers);
-        self.broker.publish(&Channel::Presence, env).await?;
+        self.outbox.post(Channel::Presence, env)?;
         Ok(local)
     }
 
@@ -153,6 +163,18 @@ impl Fanout {
         self.feed.catch_up_all();
         self.channels.catch_up_all();
         Ok(())
+    }
+
+    /// Waits until every envelope queued so far went to the broker (or failed), at most
+    /// `STATE_TIMEOUT`.
+    pub async fn flush(&self) {
+        let flushed = async {
+            self.outbox.flush().await;
+            Ok(())
+        };
+        if crate::cluster::bounded(flushed).await.is_err() {
+            tracing::warn!("fanout: the broker queue did not drain before the exit");
+        }
     }
 
     /// Checks the broker connection (and lets a Redis broker reconnect and resubscribe).

@@ -26,7 +26,7 @@ impl Fanout {
         self.feed.receive(conversation, "", crate::chat::feed::seq(seq), frame);
         let env = self.envelope(Kind::Chat, conversation, None, body);
         metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+        self.outbox.post(Channel::Conversation(conversation.to_owned()), env)
     }
 
     /// Removes `user`'s sessions from `conversation` everywhere, sending each `frame`.
@@ -41,7 +41,7 @@ impl Fanout {
         }
         let env = self.envelope(Kind::ChatKick, conversation, Some(user), frame);
         metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+        self.outbox.post(Channel::Conversation(conversation.to_owned()), env)
     }
 
     /// A volatile event to `conversation`'s joined sessions except `socket_id`.
@@ -54,7 +54,7 @@ impl Fanout {
         self.feed.broadcast(conversation, Some(socket_id), &frame, true);
         let env = self.envelope(Kind::ChatVolatile, conversation, Some(socket_id), frame);
         metrics::fanout_published(FanoutKind::Conversation);
-        self.broker.publish(&Channel::Conversation(conversation.to_owned()), env).await
+        self.outbox.post(Channel::Conversation(conversation.to_owned()), env)
     }
 
     /// Subscribes this instance to `conversation` (its first local member joined).
@@ -101,7 +101,7 @@ impl Fanout {
         };
         let env = self.envelope(kind, channel, None, body);
         metrics::fanout_published(FanoutKind::Channel);
-        self.broker.publish(&Channel::Chan(channel.to_owned()), env).await
+        self.outbox.post(Channel::Chan(channel.to_owned()), env)
     }
 
     /// A frame outside the channel's order (join, leave) to its live subscribers cluster-wide,
@@ -116,7 +116,7 @@ impl Fanout {
         metrics::fanout_delivered(Origin::Local, local);
         let env = self.envelope(Kind::ChannelPlain, channel, exclude, frame);
         metrics::fanout_published(FanoutKind::Channel);
-        self.broker.publish(&Channel::Chan(channel.to_owned()), env).await
+        self.outbox.post(Channel::Chan(channel.to_owned()), env)
     }
 
     /// Subscribes this instance to `channel` (its first local subscriber joined).

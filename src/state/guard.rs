@@ -285,6 +285,10 @@ impl<T: Broker> Broker for Guarded<T> {
         self.call(RedisOp::BrokerPublish, false, self.inner.publish(channel, payload)).await
     }
 
+    async fn publish_all(&self, messages: &[(Channel, Bytes)]) -> Result<(), StateError> {
+        self.call(RedisOp::BrokerPublish, false, self.inner.publish_all(messages)).await
+    }
+
     async fn subscribe(&self, channel: &Channel) -> Result<(), StateError> {
         self.call(RedisOp::BrokerSubscribe, false, self.inner.subscribe(channel)).await
     }

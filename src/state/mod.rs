@@ -54,6 +54,10 @@ pub enum StateError {
     /// outage: it never marks shared state degraded.
     #[error("channel history database: {0}")]
     Database(String),
+    /// Cross-instance fanout is this far behind (its queue to the broker is full): the
+    /// message was delivered here but not to other instances.
+    #[error("cross-instance fanout queue is full")]
+    Busy,
 }
 
 impl StateError {
@@ -69,7 +73,7 @@ impl StateError {
                     || e.is_connection_refusal()
                     || e.is_unrecoverable_error()
             }
-            StateError::Protocol(_) | StateError::Database(_) => false,
+            StateError::Protocol(_) | StateError::Database(_) | StateError::Busy => false,
         }
     }
 }

@@ -209,6 +209,42 @@ async fn one_channel_preserves_publish_order(#[case] backend: Backend) {
     assert_quiet(&mut rx).await;
 }
 
+/// A burst (`publish_all`, one pipeline on one Redis, one sequence per channel on a cluster)
+/// keeps each channel's order, with the channels interleaved.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn a_burst_keeps_each_channels_order(#[case] backend: Backend) {
+    const COUNT: u32 = 300;
+    let prefix = unique_prefix("broker-burst");
+    let b = broker(backend, &prefix).await;
+    let mut rx = b.take_receiver().unwrap();
+    let (one, two) = (chan("burst-1"), chan("burst-2"));
+    b.subscribe(&one).await.unwrap();
+    b.subscribe(&two).await.unwrap();
+
+    let burst: Vec<(Channel, Bytes)> = (0..COUNT)
+        .map(|i| {
+            let ch = if i % 3 == 0 { &two } else { &one };
+            (ch.clone(), Bytes::copy_from_slice(&i.to_be_bytes()))
+        })
+        .collect();
+    b.publish_all(&burst).await.unwrap();
+    let mut got: Vec<Message> = Vec::new();
+    for _ in 0..COUNT {
+        got.push(recv(&mut rx).await);
+    }
+    for ch in [&one, &two] {
+        let sent: Vec<&Bytes> = burst.iter().filter(|(c, _)| c == ch).map(|(_, p)| p).collect();
+        let received: Vec<&Bytes> =
+            got.iter().filter(|m| m.channel == *ch).map(|m| &m.payload).collect();
+        assert_eq!(received, sent, "{ch:?}");
+    }
+    assert_quiet(&mut rx).await;
+}
+
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]

@@ -41,6 +41,16 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes `payload` to every instance subscribed to `channel` (this one included).
     async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), StateError>;
 
+    /// Publishes each message in order, in as few round trips as the backend allows (one
+    /// pipeline on a single Redis), so a burst of publications costs one wait, not one each.
+    /// Messages to one channel arrive in the order given; on an error, some may have gone.
+    async fn publish_all(&self, messages: &[(Channel, Bytes)]) -> Result<(), StateError> {
+        for (channel, payload) in messages {
+            self.publish(channel, payload.clone()).await?;
+        }
+        Ok(())
+    }
+
     /// Starts receiving `channel` on this instance. Idempotent.
     async fn subscribe(&self, channel: &Channel) -> Result<(), StateError>;
 

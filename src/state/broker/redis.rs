@@ -228,6 +228,45 @@ impl Broker for RedisBroker {
         Ok(())
     }
 
+    async fn publish_all(&self, messages: &[(Channel, Bytes)]) -> Result<(), StateError> {
+        let mut con = self.publisher.clone();
+        if con.is_cluster() {
+            // A pipeline must stay on one slot (see `redis_conn`), and these channels hash to
+            // many: one sequence per channel keeps each channel's order, the channels go
+            // concurrently.
+            let mut by_channel: Vec<(&Channel, Vec<&[u8]>)> = Vec::new();
+            for (channel, payload) in messages {
+                match by_channel.iter_mut().find(|(c, _)| *c == channel) {
+                    Some((_, payloads)) => payloads.push(payload),
+                    None => by_channel.push((channel, vec![payload])),
+                }
+            }
+            let sends = by_channel.into_iter().map(|(channel, payloads)| {
+                let mut con = con.clone();
+                let name = channel_name(&self.prefix, channel);
+                async move {
+                    for payload in payloads {
+                        redis::cmd("SPUBLISH")
+                            .arg(&name)
+                            .arg(payload)
+                            .query_async::<()>(&mut con)
+                            .await?;
+                    }
+                    Ok::<(), StateError>(())
+                }
+            });
+            futures_util::future::try_join_all(sends).await?;
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH").arg(channel_name(&self.prefix, channel)).arg(payload.as_ref());
+            pipe.ignore();
+        }
+        pipe.query_async::<()>(&mut con).await?;
+        Ok(())
+    }
+
     /// On error the channel is not recorded as subscribed, so the caller's retry really
     /// subscribes.
     async fn subscribe(&self, channel: &Channel) -> Result<(), StateError> {
