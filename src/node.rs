@@ -215,7 +215,7 @@ impl Node {
                             memory_limiter: None,
                             memory_channels: None,
                             memory_api: None,
-                            health,
+                            health: health.clone(),
                         },
                     )
                 }
@@ -240,7 +240,7 @@ impl Node {
                             memory_limiter: Some(limiter),
                             memory_channels: Some((history, channel_presence)),
                             memory_api: Some((revocations, idempotency)),
-                            health,
+                            health: health.clone(),
                         },
                     )
                 }
@@ -263,6 +263,7 @@ impl Node {
             channel_feed.clone(),
             broker,
             presence.clone(),
+            health.clone(),
         ));
         let webhooks = crate::webhooks::Emitter::new(&config.webhooks, writer.clone());
         let channels = Channels::new(
@@ -349,11 +350,13 @@ pub struct Admission {
 }
 
 /// Holds one slot of `--max-connections` while the connection lives.
-pub struct Slot<'a>(&'a Admission);
+/// A connection slot; dropping it frees it. It owns its node, so a session's future can hold
+/// it without borrowing from itself.
+pub struct Slot(Arc<Node>);
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.admission.open.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -381,12 +384,12 @@ impl Admission {
         self.per_ip.check_key(&ip.to_canonical()).is_ok()
     }
 
-    /// Takes a connection slot, or `None` when the instance is full.
-    pub fn slot(&self) -> Option<Slot<'_>> {
+    /// Takes a connection slot of `node`, or `None` when the instance is full.
+    pub fn slot(node: &Arc<Node>) -> Option<Slot> {
         use std::sync::atomic::Ordering;
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self);
-        (before < self.max).then_some(slot)
+        let before = node.admission.open.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(node.clone());
+        (before < node.admission.max).then_some(slot)
     }
 
     /// Connections open now.

@@ -68,10 +68,11 @@ impl Fanout {
         channels: Arc<ChannelFeed>,
         broker: Arc<dyn Broker>,
         presence: Arc<dyn PresenceStore>,
+        health: Arc<crate::state::guard::Health>,
     ) -> Self {
         let (tx, rx) = tokio::sync::mpsc::channel(COMMAND_QUEUE);
         let commands = (tx, std::sync::Mutex::new(Some(rx)));
-        let outbox = Outbox::spawn(broker.clone());
+        let outbox = Outbox::spawn(broker.clone(), health);
         Self { instance_id, hub, feed, channels, broker, outbox, presence, commands }
     }
 

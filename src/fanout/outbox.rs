@@ -22,6 +22,7 @@ use tokio::sync::{
 use crate::state::{
     StateError,
     broker::{Broker, Channel},
+    guard::Health,
 };
 
 /// Envelopes waiting for the broker; a sender past it gets `StateError::Busy`. Reached only
@@ -34,6 +35,9 @@ const BURST: usize = 256;
 
 pub(super) struct Outbox {
     tx: mpsc::Sender<Item>,
+    /// Shared state's health: while it is known down, a post is refused at once, as an
+    /// awaited `PUBLISH` was, so a sender hears that other instances will not get it.
+    health: Arc<Health>,
 }
 
 enum Item {
@@ -44,14 +48,17 @@ enum Item {
 
 impl Outbox {
     /// Starts the task that drains the queue into `broker`; it ends with the last `Outbox`.
-    pub(super) fn spawn(broker: Arc<dyn Broker>) -> Self {
+    pub(super) fn spawn(broker: Arc<dyn Broker>, health: Arc<Health>) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(drain(broker, rx));
-        Self { tx }
+        Self { tx, health }
     }
 
     /// Queues `payload` for `channel`, after everything queued before it.
     pub(super) fn post(&self, channel: Channel, payload: Bytes) -> Result<(), StateError> {
+        if self.health.is_down() {
+            return Err(StateError::Down);
+        }
         self.tx.try_send(Item::Post(channel, payload)).map_err(|e| match e {
             TrySendError::Full(_) | TrySendError::Closed(_) => StateError::Busy,
         })
@@ -112,7 +119,7 @@ mod tests {
         let (one, two) = (Channel::Chan("a".into()), Channel::Presence);
         broker.subscribe(&one).await.unwrap();
         broker.subscribe(&two).await.unwrap();
-        let outbox = Outbox::spawn(broker.clone());
+        let outbox = Outbox::spawn(broker.clone(), Arc::default());
         for i in 0..1000u32 {
             let channel = if i % 2 == 0 { &one } else { &two };
             outbox.post(channel.clone(), Bytes::copy_from_slice(&i.to_be_bytes())).unwrap();
@@ -129,10 +136,20 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_refuses_instead_of_growing() {
         // No runtime turn between the posts: the task takes nothing meanwhile.
-        let outbox = Outbox::spawn(Arc::new(MemoryBroker::new()));
+        let outbox = Outbox::spawn(Arc::new(MemoryBroker::new()), Arc::default());
         for _ in 0..QUEUE {
             outbox.post(Channel::Presence, Bytes::new()).unwrap();
         }
         assert!(matches!(outbox.post(Channel::Presence, Bytes::new()), Err(StateError::Busy)));
+    }
+
+    #[tokio::test]
+    async fn a_post_is_refused_while_shared_state_is_down() {
+        let health = Arc::new(Health::default());
+        let outbox = Outbox::spawn(Arc::new(MemoryBroker::new()), health.clone());
+        health.mark_down("test", &StateError::Down);
+        assert!(matches!(outbox.post(Channel::Presence, Bytes::new()), Err(StateError::Down)));
+        health.mark_up();
+        assert!(outbox.post(Channel::Presence, Bytes::new()).is_ok());
     }
 }

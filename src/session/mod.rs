@@ -17,7 +17,9 @@ pub mod outbound;
 mod registration;
 mod token;
 
-use std::{collections::VecDeque, panic::AssertUnwindSafe, sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque, future::Future, panic::AssertUnwindSafe, sync::Arc, time::Duration,
+};
 
 use futures_util::FutureExt;
 
@@ -87,7 +89,12 @@ impl End {
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs one session to completion. Spawned once per accepted connection by each transport.
-pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
+///
+/// Not an `async fn`: the transport is split, the writer started and admission boxed before
+/// the future exists, so the future (which every live session holds, in its task, for its whole
+/// life) keeps no slot for the transport or for values moved out of it. An `async fn` keeps
+/// every parameter for as long as it runs, moved out or not.
+pub fn run<T: Transport>(node: Arc<Node>, transport: T) -> impl Future<Output = ()> + Send {
     let (peer, reader, writer) = transport.split();
     let socket_id: Arc<str> = uuid::Uuid::now_v7().to_string().into();
     let span = tracing::info_span!(
@@ -102,36 +109,37 @@ pub async fn run<T: Transport>(node: Arc<Node>, transport: T) {
         Outbound::spawn(writer, node.config.outbound_queue_bytes, &node.shutdown);
     let kind = peer.kind;
     // Held for the whole session; dropping it frees the slot.
-    let slot = node.admission.slot();
-    let end = match &slot {
-        Some(_) => {
-            serve(node.clone(), socket_id, peer, reader, outbound.clone())
-                .instrument(span.clone())
-                .await
-        }
-        None => {
-            let msg = "server is at its connection limit; reconnect later";
-            outbound.send(encode_error(None, Code::ServerBusy, msg, None));
-            metrics::refused(kind, Code::ServerBusy.as_str());
-            End::Close(Code::ServerBusy, msg.into())
-        }
-    };
-    // Boxed for the same reason as admission: it runs once, at the end.
-    Box::pin(finish(&node, end, outbound, writer_task)).instrument(span).await;
-}
-
-async fn serve<R: FrameReader>(
-    node: Arc<Node>,
-    socket_id: Arc<str>,
-    peer: PeerInfo,
-    mut reader: R,
-    outbound: Outbound,
-) -> End {
+    let slot = crate::node::Admission::slot(&node);
     // Admission runs boxed: its futures (the handshake deadline, shared-state calls) are done
     // once the session is live, but inline they would size every session's task, for the
     // whole life of the connection, by the largest of them.
-    let kind = peer.kind;
-    let admitted = Box::pin(admit(&node, socket_id, peer, &mut reader, outbound)).await;
+    let admission = slot
+        .is_some()
+        .then(|| Box::pin(admit(node.clone(), socket_id, peer, reader, outbound.clone())));
+    async move {
+        let _slot = slot;
+        let end = match admission {
+            Some(admission) => serve(kind, admission).instrument(span.clone()).await,
+            None => {
+                let msg = "server is at its connection limit; reconnect later";
+                outbound.send(encode_error(None, Code::ServerBusy, msg, None));
+                metrics::refused(kind, Code::ServerBusy.as_str());
+                End::Close(Code::ServerBusy, msg.into())
+            }
+        };
+        // Boxed for the same reason as admission: it runs once, at the end.
+        Box::pin(finish(&node, end, outbound, writer_task)).instrument(span).await;
+    }
+}
+
+/// What admission hands the live session, or how the session ended before it went live.
+type Admitted<R> = (R, Result<(Arc<SessionCtx>, Registration), End>);
+
+async fn serve<R: FrameReader>(
+    kind: crate::transport::TransportKind,
+    admission: std::pin::Pin<Box<impl Future<Output = Admitted<R>>>>,
+) -> End {
+    let (mut reader, admitted) = admission.await;
     let (ctx, mut registration) = match admitted {
         Ok(admitted) => admitted,
         Err(end) => {
@@ -147,6 +155,17 @@ async fn serve<R: FrameReader>(
 /// Handshake → per-user cap → register → `connected`. `Err` is how the session ends before
 /// it went live.
 async fn admit<R: FrameReader>(
+    node: Arc<Node>,
+    socket_id: Arc<str>,
+    peer: PeerInfo,
+    mut reader: R,
+    outbound: Outbound,
+) -> Admitted<R> {
+    let admitted = admit_on(&node, socket_id, peer, &mut reader, outbound).await;
+    (reader, admitted)
+}
+
+async fn admit_on<R: FrameReader>(
     node: &Arc<Node>,
     socket_id: Arc<str>,
     mut peer: PeerInfo,
