@@ -5,9 +5,10 @@
 
 use axum::response::Response;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::transport::websocket::{
+    self,
     codec::{self, Incoming, MessageReader},
     upgrade::{Upgrade, WsUpgrade},
 };
@@ -64,10 +65,7 @@ async fn run(io: Upgrade) {
         out.clear();
         if close.is_some() {
             let _ = write_half.shutdown().await;
-            let mut rest = reader.into_inner();
-            let mut sink = vec![0u8; 4096];
-            let drain = async { while matches!(rest.read(&mut sink).await, Ok(n) if n > 0) {} };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), drain).await;
+            websocket::drain(&mut reader.into_inner()).await;
             return;
         }
     }

@@ -102,6 +102,16 @@ impl Partial {
         }
         Ok(())
     }
+
+    /// The whole message; its text was checked fragment by fragment, so only a character cut
+    /// off by the end is left to refuse.
+    fn finish(self) -> Result<Incoming, WsError> {
+        match (self.text, self.checked == self.data.len()) {
+            (false, _) => Ok(Incoming::Binary(self.data.freeze())),
+            (true, true) => Ok(Incoming::Text(self.data.freeze())),
+            (true, false) => Err(WsError::InvalidUtf8),
+        }
+    }
 }
 
 impl<R> MessageReader<R> {
@@ -201,7 +211,7 @@ impl<R: AsyncRead + Unpin> MessageReader<R> {
                     partial.data.extend_from_slice(&payload);
                     partial.check()?;
                     if fin && let Some(whole) = self.partial.take() {
-                        return message(whole.text, whole.data.freeze()).map(Some);
+                        return whole.finish().map(Some);
                     }
                 }
                 OpCode::Data(data @ (Data::Text | Data::Binary)) => {

@@ -224,14 +224,20 @@ impl<S: AsyncRead + AsyncWrite + Send + Unpin + 'static> FrameWriter for WsWrite
         }
         let read_half = self.shared.owed().read_half.take();
         if let Some(mut read_half) = read_half {
-            let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-                // On the heap: an array here would size every writer task, idle or not.
-                let mut sink = vec![0u8; 4096];
-                while matches!(read_half.read(&mut sink).await, Ok(n) if n > 0) {}
-            })
-            .await;
+            drain(&mut read_half).await;
         }
     }
+}
+
+/// Reads and drops what the peer still sends after our close frame, until it ends the
+/// connection or `CLOSE_DRAIN` passes.
+pub async fn drain(read: &mut (impl AsyncRead + Unpin)) {
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
+        // On the heap: an array here would size every writer task, idle or not.
+        let mut sink = vec![0u8; 4096];
+        while matches!(read.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 #[cfg(test)]
