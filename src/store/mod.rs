@@ -99,6 +99,21 @@ pub trait Store: Send + Sync + 'static {
     /// Sets `disconnected_at`/`disconnect_reason` of each socket's row that is still open.
     async fn close_connections(&self, rows: &[ConnectionClosed]) -> Result<(), StoreError>;
 
+    /// Inserts connections that opened and ended within one batch as rows already closed: one
+    /// write per row where `insert_connections` then `close_connections` would write it twice
+    /// (short sessions, reconnect storms). A socket id already present is closed if still
+    /// open and otherwise left as it is, so a retried batch ends the same way. Socket ids are
+    /// distinct within a call.
+    async fn insert_ended_connections(
+        &self,
+        rows: &[(ConnectionOpened, ConnectionClosed)],
+    ) -> Result<(), StoreError> {
+        let opened: Vec<ConnectionOpened> = rows.iter().map(|(o, _)| o.clone()).collect();
+        let closed: Vec<ConnectionClosed> = rows.iter().map(|(_, c)| c.clone()).collect();
+        self.insert_connections(&opened).await?;
+        self.close_connections(&closed).await
+    }
+
     /// Closes every still-open row of `instance` (it crashed). Returns how many were closed.
     async fn close_instance(
         &self,

@@ -122,6 +122,43 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn insert_ended_connections(
+        &self,
+        rows: &[(ConnectionOpened, ConnectionClosed)],
+    ) -> Result<(), StoreError> {
+        let col = |f: fn(&(ConnectionOpened, ConnectionClosed)) -> &str| {
+            rows.iter().map(f).collect::<Vec<_>>()
+        };
+        let agents: Vec<Option<&str>> = rows.iter().map(|(o, _)| o.user_agent.as_deref()).collect();
+        let at: Vec<i64> = rows.iter().map(|(o, _)| o.connected_at_ms).collect();
+        let ended: Vec<i64> = rows.iter().map(|(_, c)| c.disconnected_at_ms).collect();
+        sqlx::query(
+            "INSERT INTO socket_connections \
+               (socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, connected_at, \
+                disconnected_at, disconnect_reason) \
+             SELECT s, u, d, t, ip, ua, inst, to_timestamp(at / 1000.0), to_timestamp(ended / 1000.0), reason \
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+                         $8::bigint[], $9::bigint[], $10::text[]) \
+               AS v(s, u, d, t, ip, ua, inst, at, ended, reason) \
+             ON CONFLICT (socket_id) DO UPDATE \
+               SET disconnected_at = EXCLUDED.disconnected_at, disconnect_reason = EXCLUDED.disconnect_reason \
+               WHERE socket_connections.disconnected_at IS NULL",
+        )
+        .bind(col(|(o, _)| &o.socket_id))
+        .bind(col(|(o, _)| &o.user_id))
+        .bind(col(|(o, _)| &o.device_id))
+        .bind(col(|(o, _)| &o.transport))
+        .bind(col(|(o, _)| &o.ip_address))
+        .bind(agents)
+        .bind(col(|(o, _)| &o.server_instance))
+        .bind(at)
+        .bind(ended)
+        .bind(col(|(_, c)| &c.reason))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn close_instance(
         &self,
         instance: &str,

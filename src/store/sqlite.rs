@@ -181,6 +181,36 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_ended_connections(
+        &self,
+        rows: &[(ConnectionOpened, ConnectionClosed)],
+    ) -> Result<(), StoreError> {
+        for chunk in rows.chunks(CHUNK) {
+            let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO socket_connections (socket_id, user_id, device_id, transport, ip_address, user_agent, server_instance, connected_at, disconnected_at, disconnect_reason) ",
+            );
+            q.push_values(chunk, |mut b, (o, c)| {
+                b.push_bind(&o.socket_id)
+                    .push_bind(&o.user_id)
+                    .push_bind(&o.device_id)
+                    .push_bind(&o.transport)
+                    .push_bind(&o.ip_address)
+                    .push_bind(&o.user_agent)
+                    .push_bind(&o.server_instance)
+                    .push_bind(o.connected_at_ms)
+                    .push_bind(c.disconnected_at_ms)
+                    .push_bind(&c.reason);
+            });
+            q.push(
+                " ON CONFLICT (socket_id) DO UPDATE SET disconnected_at = excluded.disconnected_at, \
+                 disconnect_reason = excluded.disconnect_reason WHERE disconnected_at IS NULL",
+            );
+            // Not cached: see `CHUNK`.
+            q.build().persistent(false).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     async fn close_instance(
         &self,
         instance: &str,

@@ -18,6 +18,8 @@ pub struct Fake {
     pub calls: AtomicUsize,
     pub opened: Mutex<Vec<String>>,
     pub closed: Mutex<Vec<(String, String)>>,
+    /// Socket ids written by `insert_ended_connections`.
+    pub ended: Mutex<Vec<String>>,
     pub outbox: std::sync::Arc<FakeOutbox>,
 }
 
@@ -95,6 +97,16 @@ impl Store for Fake {
             .lock()
             .unwrap()
             .extend(rows.iter().map(|r| (r.socket_id.clone(), r.reason.clone())));
+        Ok(())
+    }
+    async fn insert_ended_connections(
+        &self,
+        rows: &[(ConnectionOpened, ConnectionClosed)],
+    ) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(err());
+        }
+        self.ended.lock().unwrap().extend(rows.iter().map(|(o, _)| o.socket_id.clone()));
         Ok(())
     }
     async fn close_instance(&self, _: &str, _: i64, _: &str) -> Result<u64, StoreError> {

@@ -10,7 +10,7 @@
 //! deadline.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, HashSet, VecDeque},
     sync::{
         Arc, Mutex, MutexGuard,
         atomic::{AtomicBool, AtomicU64, Ordering},
@@ -227,8 +227,12 @@ async fn write(
             Record::Webhook(w) => webhooks.push(w),
         }
     }
+    let ended = pair_ended(&mut opened, &mut closed);
     if !opened.is_empty() {
         store.insert_connections(&opened).await?;
+    }
+    if !ended.is_empty() {
+        store.insert_ended_connections(&ended).await?;
     }
     if !presence.is_empty() {
         store.insert_presence(&presence).await?;
@@ -244,6 +248,36 @@ async fn write(
         store.outbox().enqueue(&webhooks).await?;
     }
     Ok(())
+}
+
+/// Takes out of a batch the connections it both opens and closes, each with its first close
+/// (the first close wins, as in `close_connections`): they are written once, already closed.
+/// What stays in `opened` and `closed` is written as before.
+fn pair_ended(
+    opened: &mut Vec<ConnectionOpened>,
+    closed: &mut Vec<ConnectionClosed>,
+) -> Vec<(ConnectionOpened, ConnectionClosed)> {
+    if opened.is_empty() || closed.is_empty() {
+        return Vec::new();
+    }
+    let mut first_close: HashMap<String, ConnectionClosed> = HashMap::new();
+    for c in closed.iter() {
+        first_close.entry(c.socket_id.clone()).or_insert_with(|| c.clone());
+    }
+    let mut ended = Vec::new();
+    let mut paired = HashSet::new();
+    opened.retain(|o| {
+        if paired.contains(&o.socket_id) {
+            // Opened twice in one batch: the pair already holds it.
+            return false;
+        }
+        let Some(c) = first_close.remove(&o.socket_id) else { return true };
+        paired.insert(o.socket_id.clone());
+        ended.push((o.clone(), c));
+        false
+    });
+    closed.retain(|c| !paired.contains(&c.socket_id));
+    ended
 }
 
 #[cfg(test)]
@@ -298,6 +332,32 @@ mod tests {
             vec![("s3".to_owned(), "ping_timeout".to_owned())]
         );
         assert!(store.calls.load(Ordering::SeqCst) <= 3, "25 records in batches of 10");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_opened_and_closed_in_one_batch_is_written_once() {
+        let store = Arc::new(Fake::default());
+        let (w, _task) = Writer::spawn(store.clone(), cfg(1000));
+        let close = |id: &str, reason: &str| {
+            Record::Closed(ConnectionClosed {
+                socket_id: id.into(),
+                disconnected_at_ms: 9,
+                reason: reason.into(),
+            })
+        };
+        w.record(opened(1));
+        w.record(opened(2));
+        w.record(close("s1", "client_disconnect"));
+        w.record(close("s1", "ping_timeout"));
+        w.record(close("s0", "ping_timeout"));
+        settle(&w).await;
+        assert_eq!(*store.ended.lock().unwrap(), vec!["s1".to_owned()]);
+        assert_eq!(*store.opened.lock().unwrap(), vec!["s2".to_owned()]);
+        // A close of a socket opened in an earlier batch is still an update.
+        assert_eq!(
+            *store.closed.lock().unwrap(),
+            vec![("s0".to_owned(), "ping_timeout".to_owned())]
+        );
     }
 
     #[tokio::test(start_paused = true)]

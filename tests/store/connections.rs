@@ -37,6 +37,38 @@ async fn migrate_is_idempotent(#[case] backend: Backend) {
 #[case::sqlite(Backend::Sqlite)]
 #[case::postgres(Backend::Postgres)]
 #[tokio::test]
+async fn connections_that_ended_within_a_batch_are_written_closed(#[case] backend: Backend) {
+    let (store, guard) = store(backend).await;
+    let a = opened("a", "u1", "i1", T0);
+    // `b` was written open by an earlier attempt of the same batch, `c` open and then closed.
+    let b = opened("b", "u1", "i1", T0 + MINUTE);
+    let c = opened("c", "u1", "i1", T0 + 2 * MINUTE);
+    store.insert_connections(&[b.clone(), c.clone()]).await.unwrap();
+    store.close_connections(&[closed("c", T0 + 3 * MINUTE, "ping_timeout")]).await.unwrap();
+    let ended = [
+        (a.clone(), closed("a", T0 + 4 * MINUTE, "client_disconnect")),
+        (b.clone(), closed("b", T0 + 5 * MINUTE, "server_shutdown")),
+        (c.clone(), closed("c", T0 + 6 * MINUTE, "client_disconnect")),
+    ];
+    store.insert_ended_connections(&ended).await.unwrap();
+    // A retry of the whole batch changes nothing.
+    store.insert_ended_connections(&ended).await.unwrap();
+
+    assert_eq!(
+        without_ids(store.connections(&everything("u1")).await.unwrap()),
+        vec![
+            (c, Some(T0 + 3 * MINUTE), Some("ping_timeout".to_string())),
+            (b, Some(T0 + 5 * MINUTE), Some("server_shutdown".to_string())),
+            (a, Some(T0 + 4 * MINUTE), Some("client_disconnect".to_string())),
+        ]
+    );
+    guard.cleanup().await;
+}
+
+#[rstest]
+#[case::sqlite(Backend::Sqlite)]
+#[case::postgres(Backend::Postgres)]
+#[tokio::test]
 async fn insert_and_close_round_trip_every_field(#[case] backend: Backend) {
     let (store, guard) = store(backend).await;
     let a = ConnectionOpened {
