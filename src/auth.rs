@@ -56,9 +56,13 @@ pub struct SubscriptionGrant {
 impl Identity {
     /// Time left until the token expires (zero when it already has).
     pub fn remaining(&self, leeway: Duration) -> Duration {
-        let exp = Duration::from_secs(self.expires_at) + leeway;
-        exp.saturating_sub(now())
+        until(self.expires_at, leeway)
     }
+}
+
+/// Time from now until `exp` (seconds since the epoch) plus `leeway`; zero once past.
+pub fn until(exp: u64, leeway: Duration) -> Duration {
+    (Duration::from_secs(exp) + leeway).saturating_sub(now())
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use crate::{
     presence::announce,
     state::{
         StateError, now_ms,
-        presence::{SocketRecord, Transition},
+        presence::{Registered, SocketRecord, Transition},
     },
     store::{PresenceLog, writer::Record},
 };
@@ -57,7 +57,7 @@ pub(crate) fn session_event(s: &SocketRecord, reason: &str) -> serde_json::Value
 }
 
 /// A cluster-wide transition: recorded in the presence history and pushed to watchers.
-async fn transition(node: &Node, t: &Transition) {
+pub async fn transition(node: &Node, t: &Transition) {
     let kind = match t.status {
         crate::state::presence::Status::Online => "user.online",
         crate::state::presence::Status::Offline => "user.offline",
@@ -73,7 +73,32 @@ async fn transition(node: &Node, t: &Transition) {
     announce(node, t).await;
 }
 
-/// Registers a session cluster-wide; announces the user's `online` if it is their first.
+/// The user already has as many connections as they may.
+#[derive(Debug)]
+pub struct AtCap;
+
+/// Registers a new session cluster-wide unless its user is at `max` connections, counted in
+/// the same atomic step (on this instance alone while shared state is down). `Ok` carries the
+/// user's `online` transition if this is their first session, for the caller to announce
+/// (`transition`) once the session is live locally.
+pub async fn admit(
+    node: &Node,
+    rec: &SocketRecord,
+    max: usize,
+) -> Result<Option<Transition>, AtCap> {
+    match bounded(node.presence.register_capped(rec, max)).await {
+        Ok(Registered::Added(online)) => Ok(online),
+        Ok(Registered::Full) => Err(AtCap),
+        Err(e) => {
+            node.backends.mark_degraded("register", &e);
+            // The liveness loop registers it once shared state answers again.
+            if node.hub.count_user(&rec.user_id) >= max { Err(AtCap) } else { Ok(None) }
+        }
+    }
+}
+
+/// Registers a live session cluster-wide again (after an outage); announces the user's
+/// `online` if it is their first.
 pub async fn register(node: &Node, rec: &SocketRecord) {
     match bounded(node.presence.register(rec)).await {
         Ok(Some(t)) => transition(node, &t).await,

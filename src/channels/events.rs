@@ -73,7 +73,7 @@ async fn authorize(
         SubscribeMode::Public => true,
         SubscribeMode::User => channel.allows_user(user),
         SubscribeMode::Claim => {
-            ctx.identity.channels.iter().any(|entry| name::claim_matches(entry, channel.full))
+            ctx.channel_claims.iter().any(|entry| name::claim_matches(entry, channel.full))
         }
         SubscribeMode::Token => {
             let token = dto.token.as_deref().unwrap_or_default();

@@ -29,7 +29,6 @@ use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
 use crate::{
-    auth::Identity,
     dispatch::{EventError, HandlerFuture, Reply},
     node::Node,
     protocol::{
@@ -54,9 +53,11 @@ pub struct SessionCtx {
     pub socket_id: Arc<str>,
     pub user_id: Arc<str>,
     pub device_id: Arc<str>,
-    /// The connect token's identity. Its expiry, `iat` and `jti` are the connect token's;
-    /// `token` has the current ones after a `sys:refresh`.
-    pub identity: Identity,
+    /// The connect token's `channels` claim (see `Identity::channels`).
+    pub channel_claims: Box<[String]>,
+    /// Made by the connect proxy, not a token: the refresh proxy extends it, not `sys:refresh`.
+    pub proxied: bool,
+    /// The current token's expiry, `iat` and `jti` (the connect token's until a refresh).
     pub token: SessionToken,
     pub peer: PeerInfo,
     pub node: Arc<Node>,
@@ -152,8 +153,8 @@ async fn serve<R: FrameReader>(
     end
 }
 
-/// Handshake → per-user cap → register → `connected`. `Err` is how the session ends before
-/// it went live.
+/// Handshake → register (within the per-user cap) → `connected`. `Err` is how the session
+/// ends before it went live.
 async fn admit<R: FrameReader>(
     node: Arc<Node>,
     socket_id: Arc<str>,
@@ -191,10 +192,6 @@ async fn admit_on<R: FrameReader>(
         }
         Ok(Ok(accepted)) => accepted,
     };
-    if let Some(refused) = user_cap(node, &identity.user_id).await {
-        outbound.send(encode_error(None, Code::TooManyConnections, &refused, None));
-        return Err(End::Close(Code::TooManyConnections, refused));
-    }
     let device_id: Arc<str> = device.unwrap_or_else(|| socket_id.to_string()).into();
     let span = tracing::Span::current();
     span.record("user_id", identity.user_id.as_str());
@@ -202,24 +199,31 @@ async fn admit_on<R: FrameReader>(
 
     let cfg = &node.config;
     let token = SessionToken::new(&identity, cfg.jwt.leeway, cfg.jwt.refresh_notice);
+    let expires_at = identity.expires_at;
+    // The rest of the identity is in `token` or not needed once admitted; an idle session
+    // keeps only what it reads.
     let ctx = Arc::new(SessionCtx {
         socket_id: socket_id.clone(),
-        user_id: identity.user_id.as_str().into(),
+        user_id: identity.user_id.into(),
         device_id,
-        identity,
+        channel_claims: identity.channels.into_boxed_slice(),
+        proxied: identity.proxied,
         token,
         peer,
         node: node.clone(),
         outbound,
     });
-    let registration = Registration::new(&ctx);
-    crate::cluster::register(node, &registration.record).await;
+    let Ok(registration) = Registration::admit(&ctx).await else {
+        let refused = format!("at most {} connections per user", cfg.max_connections_per_user);
+        ctx.outbound.send(encode_error(None, Code::TooManyConnections, &refused, None));
+        return Err(End::Close(Code::TooManyConnections, refused));
+    };
     ctx.outbound.send(encode_connected(&ConnectedInfo {
         session_id: &ctx.socket_id,
         user_id: &ctx.user_id,
         device_id: &ctx.device_id,
         instance_id: &node.instance_id,
-        expires_at: Some(ctx.identity.expires_at.saturating_mul(1000)),
+        expires_at: Some(expires_at.saturating_mul(1000)),
         heartbeat: HeartbeatInfo {
             interval_ms: cfg.ping_interval.as_millis() as u64,
             timeout_ms: cfg.pong_timeout.as_millis() as u64,
@@ -228,18 +232,6 @@ async fn admit_on<R: FrameReader>(
     }));
     tracing::info!("connected");
     Ok((ctx, registration))
-}
-
-/// The per-user connection cap, counted cluster-wide (locally when shared state is down).
-/// A soft limit: two connects racing on two instances may both pass.
-async fn user_cap(node: &Node, user: &str) -> Option<String> {
-    let max = node.config.max_connections_per_user;
-    let query = crate::cluster::bounded(node.presence.query(&[user.to_owned()])).await;
-    let open = match query {
-        Ok(p) => p.first().map_or(0, |p| p.sockets),
-        Err(_) => node.hub.count_user(user),
-    };
-    (open >= max).then(|| format!("at most {max} connections per user"))
 }
 
 /// An event whose pipeline is running.

@@ -7,6 +7,7 @@ use tracing::Instrument;
 
 use super::SessionCtx;
 use crate::{
+    cluster::AtCap,
     hub::SessionEntry,
     node::Node,
     protocol::Code,
@@ -20,26 +21,48 @@ use crate::{
 /// it is live, on every exit path (including a panic unwinding through the session).
 pub(super) struct Registration {
     node: Arc<Node>,
-    pub(super) record: SocketRecord,
+    // What shared state knows of the session, kept as the context's shared strings rather than
+    // a `SocketRecord` (five owned strings, ~250 B per idle session); the record is rebuilt
+    // when the session ends.
+    socket_id: Arc<str>,
+    user_id: Arc<str>,
+    device_id: Arc<str>,
     kind: TransportKind,
+    connected_at_ms: u64,
     /// Why the session ended, for the connection log. Stays `server_error` if the session
     /// unwinds from a panic.
     pub(super) reason: &'static str,
 }
 
 impl Registration {
-    pub(super) fn new(ctx: &Arc<SessionCtx>) -> Self {
-        let entry = SessionEntry {
+    /// Registers the session in shared state unless its user is at the per-user cap (counted
+    /// cluster-wide in the same step), then locally: hub, connection log, `session.connected`,
+    /// and the user's `online` if this is their first session. `Err` when refused at the cap;
+    /// then nothing was registered.
+    pub(super) async fn admit(ctx: &Arc<SessionCtx>) -> Result<Self, AtCap> {
+        let node = &ctx.node;
+        let connected_at_ms = now_ms();
+        let record = SocketRecord {
+            socket_id: ctx.socket_id.to_string(),
+            user_id: ctx.user_id.to_string(),
+            device_id: ctx.device_id.to_string(),
+            transport: ctx.peer.kind.as_str().to_owned(),
+            instance_id: node.incarnation.clone(),
+            connected_at_ms,
+        };
+        let max = node.config.max_connections_per_user;
+        // Before anything local: a refused session leaves nothing to undo.
+        let online = crate::cluster::admit(node, &record, max).await?;
+        let this = Self {
+            node: node.clone(),
+            socket_id: ctx.socket_id.clone(),
             user_id: ctx.user_id.clone(),
             device_id: ctx.device_id.clone(),
-            transport: ctx.peer.kind,
-            connected_at_ms: now_ms(),
-            outbound: ctx.outbound.clone(),
-            token: ctx.token.clone(),
-            ctx: Arc::downgrade(ctx),
+            kind: ctx.peer.kind,
+            connected_at_ms,
+            reason: Code::ServerError.as_str(),
         };
-        let record = crate::cluster::record(&ctx.node, &ctx.socket_id, &entry);
-        ctx.node.writer.record(Record::Opened(ConnectionOpened {
+        node.writer.record(Record::Opened(ConnectionOpened {
             socket_id: record.socket_id.clone(),
             user_id: record.user_id.clone(),
             device_id: record.device_id.clone(),
@@ -49,14 +72,34 @@ impl Registration {
             server_instance: record.instance_id.clone(),
             connected_at_ms: record.connected_at_ms as i64,
         }));
-        ctx.node.hub.insert(ctx.socket_id.clone(), entry);
-        ctx.node.webhooks.emit("session.connected", crate::cluster::session_event(&record, ""));
+        node.hub.insert(
+            ctx.socket_id.clone(),
+            SessionEntry {
+                user_id: ctx.user_id.clone(),
+                device_id: ctx.device_id.clone(),
+                transport: ctx.peer.kind,
+                connected_at_ms: this.connected_at_ms,
+                outbound: ctx.outbound.clone(),
+                token: ctx.token.clone(),
+                ctx: Arc::downgrade(ctx),
+            },
+        );
+        node.webhooks.emit("session.connected", crate::cluster::session_event(&record, ""));
         metrics::connected(ctx.peer.kind);
-        Self {
-            node: ctx.node.clone(),
-            record,
-            kind: ctx.peer.kind,
-            reason: Code::ServerError.as_str(),
+        if let Some(online) = online {
+            crate::cluster::transition(node, &online).await;
+        }
+        Ok(this)
+    }
+
+    fn record(&self) -> SocketRecord {
+        SocketRecord {
+            socket_id: self.socket_id.to_string(),
+            user_id: self.user_id.to_string(),
+            device_id: self.device_id.to_string(),
+            transport: self.kind.as_str().to_owned(),
+            instance_id: self.node.incarnation.clone(),
+            connected_at_ms: self.connected_at_ms,
         }
     }
 }
@@ -65,21 +108,20 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Local state goes now, synchronously; shared state in a tracked task, so graceful
         // shutdown waits for it and a panic cannot skip it.
-        self.node.hub.remove(&self.record.socket_id);
-        let emptied_conversations = self.node.chat.remove_socket(&self.record.socket_id);
-        let socket_id: Arc<str> = Arc::from(self.record.socket_id.as_str());
-        let channels = self.node.channels.session_closed(&socket_id);
+        self.node.hub.remove(&self.socket_id);
+        let emptied_conversations = self.node.chat.remove_socket(&self.socket_id);
+        let channels = self.node.channels.session_closed(&self.socket_id);
+        let record = self.record();
         metrics::disconnected(self.kind, self.reason);
         self.node
             .webhooks
-            .emit("session.disconnected", crate::cluster::session_event(&self.record, self.reason));
+            .emit("session.disconnected", crate::cluster::session_event(&record, self.reason));
         self.node.writer.record(Record::Closed(ConnectionClosed {
-            socket_id: self.record.socket_id.clone(),
+            socket_id: record.socket_id.clone(),
             disconnected_at_ms: now_ms() as i64,
             reason: self.reason.to_owned(),
         }));
         let node = self.node.clone();
-        let record = std::mem::take(&mut self.record);
         let teardown = async move {
             for conversation in emptied_conversations {
                 node.fanout.release_conversation(&conversation).await;

@@ -91,6 +91,14 @@ impl SessionToken {
         *self.lock() = current(identity, leeway, notice);
     }
 
+    /// Moves the current token's expiry to `expires_at` (seconds since the epoch), keeping its
+    /// `iat` and `jti`: what the refresh proxy grants a session it made.
+    pub fn extend(&self, expires_at: u64, leeway: Duration, notice: Duration) {
+        let mut cur = self.lock();
+        let (ends, notice) = deadlines(expires_at, leeway, notice);
+        (cur.expires_at, cur.ends, cur.notice) = (expires_at, ends, notice);
+    }
+
     /// `exp` of the current token, seconds since the epoch.
     pub fn expires_at(&self) -> u64 {
         self.lock().expires_at
@@ -128,7 +136,7 @@ impl SessionToken {
 /// a task of its own; the session loop never awaits it), any other is told to refresh.
 pub(super) fn notify(ctx: &std::sync::Arc<super::SessionCtx>, expires_at: u64) {
     let cfg = &ctx.node.config;
-    if !ctx.identity.proxied {
+    if !ctx.proxied {
         ctx.outbound.send(expiring_frame(expires_at));
         return;
     }
@@ -140,8 +148,7 @@ pub(super) fn notify(ctx: &std::sync::Arc<super::SessionCtx>, expires_at: u64) {
         match crate::proxy::events::refresh(&ctx).await {
             Ok(Some(exp)) => {
                 let cfg = &ctx.node.config.jwt;
-                let identity = Identity { expires_at: exp, ..ctx.identity.clone() };
-                ctx.token.replace(&identity, cfg.leeway, cfg.refresh_notice);
+                ctx.token.extend(exp, cfg.leeway, cfg.refresh_notice);
             }
             // The backend lets it expire; so does a failed call (the session ends at expiry).
             Ok(None) => {}
@@ -159,13 +166,7 @@ fn expiring_frame(expires_at: u64) -> bytes::Bytes {
 }
 
 fn current(identity: &Identity, leeway: Duration, notice: Duration) -> Current {
-    let now = Instant::now();
-    let ends = now + identity.remaining(leeway);
-    // `remaining` counts the leeway; the notice is relative to `exp` itself.
-    let notice = (!notice.is_zero()).then(|| {
-        let before_exp = identity.remaining(Duration::ZERO).saturating_sub(notice);
-        now + before_exp
-    });
+    let (ends, notice) = deadlines(identity.expires_at, leeway, notice);
     Current {
         expires_at: identity.expires_at,
         issued_at: identity.issued_at,
@@ -173,6 +174,16 @@ fn current(identity: &Identity, leeway: Duration, notice: Duration) -> Current {
         ends,
         notice,
     }
+}
+
+/// When a token of `exp` (seconds since the epoch) ends the session (`exp` + leeway) and when
+/// its expiry notice is due (`notice` before `exp` itself; none when `notice` is zero).
+fn deadlines(exp: u64, leeway: Duration, notice: Duration) -> (Instant, Option<Instant>) {
+    let now = Instant::now();
+    let ends = now + crate::auth::until(exp, leeway);
+    let notice = (!notice.is_zero())
+        .then(|| now + crate::auth::until(exp, Duration::ZERO).saturating_sub(notice));
+    (ends, notice)
 }
 
 #[cfg(test)]
@@ -214,6 +225,22 @@ mod tests {
         token.replace(&identity(200), leeway, Duration::from_secs(30));
         assert!(matches!(token.poll(Instant::now()), TokenBeat::Wait(_)));
         assert!(token.has_jti("j1") && !token.has_jti("j2"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_extension_moves_the_deadlines_and_keeps_the_token() {
+        let notice = Duration::from_secs(30);
+        let token = SessionToken::new(&identity(100), Duration::ZERO, notice);
+        let start = Instant::now();
+        let later = identity(400).expires_at;
+        token.extend(later, Duration::ZERO, notice);
+        assert_eq!(token.expires_at(), later);
+        // Notice at the new exp − 30 s, and the same `iat` and `jti` as before.
+        let TokenBeat::Wait(at) = token.poll(start) else { panic!("not due yet") };
+        let due = at - start;
+        assert!(due > Duration::from_secs(368) && due <= Duration::from_secs(370), "{due:?}");
+        assert!(token.has_jti("j1"));
+        assert!(token.issued_by(identity(10).issued_at.unwrap_or_default()));
     }
 
     #[tokio::test(start_paused = true)]

@@ -29,7 +29,7 @@ use super::{
     history::{History, HistoryOptions, HistoryPage, Position, Range},
     idempotency::{Claim, Idempotency},
     occupancy::{self, Occupancy},
-    presence::{PresenceStore, Reaped, SocketRecord, Transition, UserPresence},
+    presence::{PresenceStore, Reaped, Registered, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
     revocation::{Revocations, TokenRef},
 };
@@ -104,8 +104,12 @@ impl<T> Guarded<T> {
 
 #[async_trait::async_trait]
 impl<T: PresenceStore> PresenceStore for Guarded<T> {
-    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        self.call(RedisOp::PresenceRegister, false, self.inner.register(socket)).await
+    async fn register_capped(
+        &self,
+        socket: &SocketRecord,
+        max: usize,
+    ) -> Result<Registered, StateError> {
+        self.call(RedisOp::PresenceRegister, false, self.inner.register_capped(socket, max)).await
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {

@@ -125,8 +125,13 @@ async fn every_documented_series_is_exposed_with_its_type() {
     assert_eq!(c.request(1, "sys:echo", json!(1)).await["type"], "ack");
     c.send(&json!({"type": "disconnect"})).await;
     let _ = c.until_closed().await;
-    let s = eventually(&server, "a disconnect counted", |s| {
+    // And one refused, so the refusals' series exists whatever ran before in this process.
+    let mut refused = server.open(Kind::Ws).await;
+    refused.send(&json!({"type": "connect", "token": "not-a-token"})).await;
+    let _ = refused.until_closed().await;
+    let s = eventually(&server, "a disconnect and a refusal counted", |s| {
         s.find("rtgate_disconnects_total", &[("reason", "client_disconnect")]).is_some()
+            && s.text.contains("rtgate_handshake_refusals_total{")
     })
     .await;
     assert!(s.content_type.starts_with("text/plain; version=0.0.4"), "{}", s.content_type);
@@ -341,7 +346,7 @@ async fn redis_latency_and_cross_instance_fanout_are_measured() {
     assert_eq!(next_event(&mut sub, "channel:publication").await["data"]["n"], 1);
 
     let after = scrape(&a).await;
-    for op in ["presence_register", "presence_query", "limiter_check", "broker_publish"] {
+    for op in ["presence_register", "revoked_check", "limiter_check", "broker_publish"] {
         assert!(count(&after, op) >= count(&before, op) + 1.0, "{op}:\n{}", after.text);
     }
     // A finite bucket holds the calls: they took well under a second.

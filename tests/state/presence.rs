@@ -9,7 +9,9 @@ use rstest::rstest;
 use rtgate::state::now_ms;
 use rtgate::state::presence::memory::MemoryPresence;
 use rtgate::state::presence::redis::RedisPresence;
-use rtgate::state::presence::{PresenceStore, SocketRecord, Status, Transition, UserPresence};
+use rtgate::state::presence::{
+    PresenceStore, Registered, SocketRecord, Status, Transition, UserPresence,
+};
 
 use crate::common::{self, Backend};
 
@@ -150,6 +152,72 @@ async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
     assert_eq!(store.unregister(&socket("carol", "x", "i1")).await.unwrap(), None);
     assert!(!presence_of(&*store, "alice").await.online);
     assert!(store.sockets_of_instance("i1").await.unwrap().is_empty());
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn a_user_at_the_cap_is_refused_and_nothing_is_written(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-cap");
+    let store = store(backend, &prefix).await;
+    let phone = socket("alice", "phone", "i1");
+    let laptop = socket("alice", "laptop", "i2");
+    let tablet = socket("alice", "tablet", "i1");
+
+    let first = store.register_capped(&phone, 2).await.unwrap();
+    let Registered::Added(online) = first else { panic!("first socket refused: {first:?}") };
+    assert_transition(online, "alice", "phone", Status::Online);
+    assert_eq!(store.register_capped(&laptop, 2).await.unwrap(), Registered::Added(None));
+    assert_eq!(store.register_capped(&tablet, 2).await.unwrap(), Registered::Full);
+    // A socket already registered is not a new one: registering it again at the cap is fine.
+    assert_eq!(store.register_capped(&laptop, 2).await.unwrap(), Registered::Added(None));
+    assert_eq!(presence_of(&*store, "alice").await.sockets, 2);
+    assert_eq!(store.socket(&tablet.socket_id).await.unwrap(), None);
+    assert!(!store.sockets_of_instance("i1").await.unwrap().contains(&tablet.socket_id));
+    // A cap of 0 refuses even a user's first socket, and leaves them offline.
+    assert_eq!(
+        store.register_capped(&socket("bob", "x", "i1"), 0).await.unwrap(),
+        Registered::Full
+    );
+    assert!(!presence_of(&*store, "bob").await.online);
+
+    store.unregister(&phone).await.unwrap();
+    assert_eq!(store.register_capped(&tablet, 2).await.unwrap(), Registered::Added(None));
+    assert_eq!(presence_of(&*store, "alice").await.sockets, 2);
+    finish(backend, &prefix).await;
+}
+
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn connects_racing_on_two_instances_never_pass_the_cap(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-cap-race");
+    let (i1, i2) = two_instances(backend, &prefix).await;
+    const CAP: usize = 3;
+
+    for round in 0..RACE_ROUNDS / 5 {
+        let user = format!("user{round}");
+        let attempts = (0..4 * CAP).map(|n| {
+            let store = if n % 2 == 0 { i1.clone() } else { i2.clone() };
+            let s = socket(&user, &format!("d{n}"), if n % 2 == 0 { "i1" } else { "i2" });
+            tokio::spawn(async move { store.register_capped(&s, CAP).await.unwrap() })
+        });
+        let mut added = 0;
+        let mut online = 0;
+        for attempt in attempts.collect::<Vec<_>>() {
+            if let Registered::Added(t) = attempt.await.unwrap() {
+                added += 1;
+                online += usize::from(t.is_some());
+            }
+        }
+        assert_eq!((added, online), (CAP, 1), "round {round}");
+        assert_eq!(presence_of(&*i1, &user).await.sockets, CAP, "round {round}");
+    }
     finish(backend, &prefix).await;
 }
 

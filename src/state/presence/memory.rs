@@ -11,8 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{
-    PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence, next_version, now_us,
-    snapshot_version,
+    PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
+    next_version, now_us, snapshot_version,
 };
 use crate::state::{StateError, now_ms};
 
@@ -63,8 +63,16 @@ impl Maps {
         }
     }
 
-    fn register(&mut self, socket: &SocketRecord) -> bool {
+    /// `None` when the user already has `max` other sockets; else whether this socket is the
+    /// user's first.
+    fn register(&mut self, socket: &SocketRecord, max: usize) -> Option<bool> {
         let devices = self.users.entry(socket.user_id.clone()).or_default();
+        if devices.len() >= max && !devices.contains_key(&socket.socket_id) {
+            if devices.is_empty() {
+                self.users.remove(&socket.user_id);
+            }
+            return None;
+        }
         let new = devices.insert(socket.socket_id.clone(), socket.device_id.clone()).is_none();
         let first = new && devices.len() == 1;
         self.sockets.insert(socket.socket_id.clone(), socket.clone());
@@ -72,7 +80,7 @@ impl Maps {
             .entry(socket.instance_id.clone())
             .or_default()
             .insert(socket.socket_id.clone());
-        first
+        Some(first)
     }
 
     /// Removes `socket_id` from `user_id`'s sockets; true when that left the user with none.
@@ -122,10 +130,18 @@ impl Maps {
 
 #[async_trait::async_trait]
 impl PresenceStore for MemoryPresence {
-    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
+    async fn register_capped(
+        &self,
+        socket: &SocketRecord,
+        max: usize,
+    ) -> Result<Registered, StateError> {
         let mut maps = self.maps();
-        let first = maps.register(socket);
-        Ok(first.then(|| maps.transition(socket, Status::Online)))
+        Ok(match maps.register(socket, max) {
+            Some(first) => {
+                Registered::Added(first.then(|| maps.transition(socket, Status::Online)))
+            }
+            None => Registered::Full,
+        })
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {

@@ -84,6 +84,15 @@ pub struct UserPresence {
     pub version: u64,
 }
 
+/// What `register_capped` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Registered; the user's `Online` transition if this was their first socket.
+    Added(Option<Transition>),
+    /// The user is at the cap: nothing was written.
+    Full,
+}
+
 /// What the reaper removed for one dead instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reaped {
@@ -95,10 +104,25 @@ pub struct Reaped {
 
 #[async_trait::async_trait]
 pub trait PresenceStore: Send + Sync + 'static {
-    /// Registers a socket (registry entry, per-user and per-instance indexes). Returns the
-    /// `Online` transition when this is the user's first socket in the cluster. Registering
-    /// the same socket id twice is idempotent (and returns `None` the second time).
-    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
+    /// Registers a socket (registry entry, per-user and per-instance indexes) unless its user
+    /// already has `max` other sockets registered in the cluster: then nothing is written and
+    /// the answer is `Full`. The count and the write are one atomic step, so the cap is exact
+    /// across instances. `Added` carries the `Online` transition when this is the user's first
+    /// socket. Registering the same socket id twice is idempotent (`Added(None)` the second
+    /// time, whatever the count).
+    async fn register_capped(
+        &self,
+        socket: &SocketRecord,
+        max: usize,
+    ) -> Result<Registered, StateError>;
+
+    /// `register_capped` without a cap.
+    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
+        Ok(match self.register_capped(socket, usize::MAX).await? {
+            Registered::Added(online) => online,
+            Registered::Full => None,
+        })
+    }
 
     /// Removes a socket. Returns the `Offline` transition when it was the user's last socket.
     /// Unregistering an unknown socket is a no-op returning `None`.

@@ -46,7 +46,8 @@ use redis::{FromRedisValue, Script, Value};
 
 use super::redis_scripts::{REAP, REGISTER, UNREGISTER};
 use super::{
-    PresenceStore, Reaped, SocketRecord, Status, Transition, UserPresence, snapshot_version,
+    PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
+    snapshot_version,
 };
 use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 
@@ -222,7 +223,16 @@ fn presence_from_devices(user_id: &str, devices: &[String], version: u64) -> Use
 
 #[async_trait::async_trait]
 impl PresenceStore for RedisPresence {
-    async fn register(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
+    async fn register_capped(
+        &self,
+        socket: &SocketRecord,
+        max: usize,
+    ) -> Result<Registered, StateError> {
+        if max == 0 {
+            return Ok(Registered::Full);
+        }
+        // 0 means no cap to the script; a cap past what a hash can hold is none either.
+        let cap = if max >= u32::MAX as usize { 0 } else { max as u64 };
         let reply: Value = self
             .register
             .key(self.sock_key(&socket.socket_id))
@@ -237,10 +247,14 @@ impl PresenceStore for RedisPresence {
             .arg(&socket.instance_id)
             .arg(socket.connected_at_ms)
             .arg(VERSION_TTL_MS)
+            .arg(cap)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let version: u64 = decode(reply, "register")?;
-        Ok(transition(socket, Status::Online, version))
+        let version: i64 = decode(reply, "register")?;
+        Ok(match u64::try_from(version) {
+            Ok(version) => Registered::Added(transition(socket, Status::Online, version)),
+            Err(_) => Registered::Full,
+        })
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {

@@ -24,16 +24,23 @@ end
 }
 
 /// KEYS: record, user hash, instance set, instances, user version. ARGV: socket id, user,
-/// device, transport, instance, connected_at, version TTL. Returns the `online` transition's
-/// version when this was the user's first socket, else 0.
+/// device, transport, instance, connected_at, version TTL, cap (0: none). Returns -1 when the
+/// user already has `cap` other sockets (nothing written), else the `online` transition's
+/// version when this was the user's first socket, else 0. The count taken for the cap also
+/// decides "first", so a connect costs no more commands with a cap than without.
 pub(super) const REGISTER: &str = with_bump!(
     r"
+local count = redis.call('HLEN', KEYS[2])
+local cap = tonumber(ARGV[8])
+if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
+  return -1
+end
 local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'device', ARGV[3], 'transport', ARGV[4],
   'instance', ARGV[5], 'connected_at', ARGV[6])
 redis.call('SADD', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[5])
-if new == 1 and redis.call('HLEN', KEYS[2]) == 1 then
+if new == 1 and count == 0 then
   return bump(KEYS[5], ARGV[7])
 end
 return 0
