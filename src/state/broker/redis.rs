@@ -232,8 +232,9 @@ impl Broker for RedisBroker {
         let mut con = self.publisher.clone();
         if con.is_cluster() {
             // A pipeline must stay on one slot (see `redis_conn`), and these channels hash to
-            // many: one sequence per channel keeps each channel's order, the channels go
-            // concurrently.
+            // many: one pipeline per channel keeps each channel's order in one round trip (a
+            // burst on one channel awaited message by message took 256 round trips, past the
+            // state timeout in a connect storm), the channels go concurrently.
             let mut by_channel: Vec<(&Channel, Vec<&[u8]>)> = Vec::new();
             for (channel, payload) in messages {
                 match by_channel.iter_mut().find(|(c, _)| *c == channel) {
@@ -245,13 +246,11 @@ impl Broker for RedisBroker {
                 let mut con = con.clone();
                 let name = channel_name(&self.prefix, channel);
                 async move {
+                    let mut pipe = redis::pipe();
                     for payload in payloads {
-                        redis::cmd("SPUBLISH")
-                            .arg(&name)
-                            .arg(payload)
-                            .query_async::<()>(&mut con)
-                            .await?;
+                        pipe.cmd("SPUBLISH").arg(&name).arg(payload).ignore();
                     }
+                    pipe.query_async::<()>(&mut con).await?;
                     Ok::<(), StateError>(())
                 }
             });
