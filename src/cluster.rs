@@ -17,6 +17,7 @@ use crate::{
         presence::{Registered, SocketRecord, Transition},
     },
     store::{PresenceLog, writer::Record},
+    transport::TransportKind,
 };
 
 pub use crate::state::STATE_TIMEOUT;
@@ -29,13 +30,32 @@ pub async fn bounded<T>(fut: impl Future<Output = Result<T, StateError>>) -> Res
 }
 
 pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecord {
+    socket_record(
+        node,
+        socket_id,
+        &entry.user_id,
+        &entry.device_id,
+        entry.transport,
+        entry.connected_at_ms,
+    )
+}
+
+/// What shared state keeps of one session of this instance.
+pub fn socket_record(
+    node: &Node,
+    socket_id: &str,
+    user_id: &str,
+    device_id: &str,
+    transport: TransportKind,
+    connected_at_ms: u64,
+) -> SocketRecord {
     SocketRecord {
         socket_id: socket_id.to_owned(),
-        user_id: entry.user_id.to_string(),
-        device_id: entry.device_id.to_string(),
-        transport: entry.transport.as_str().to_owned(),
+        user_id: user_id.to_owned(),
+        device_id: device_id.to_owned(),
+        transport: transport.as_str().to_owned(),
         instance_id: node.incarnation.clone(),
-        connected_at_ms: entry.connected_at_ms,
+        connected_at_ms,
     }
 }
 

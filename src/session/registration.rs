@@ -41,15 +41,16 @@ impl Registration {
     /// then nothing was registered.
     pub(super) async fn admit(ctx: &Arc<SessionCtx>) -> Result<Self, AtCap> {
         let node = &ctx.node;
-        let connected_at_ms = now_ms();
-        let record = SocketRecord {
-            socket_id: ctx.socket_id.to_string(),
-            user_id: ctx.user_id.to_string(),
-            device_id: ctx.device_id.to_string(),
-            transport: ctx.peer.kind.as_str().to_owned(),
-            instance_id: node.incarnation.clone(),
-            connected_at_ms,
+        let entry = SessionEntry {
+            user_id: ctx.user_id.clone(),
+            device_id: ctx.device_id.clone(),
+            transport: ctx.peer.kind,
+            connected_at_ms: now_ms(),
+            outbound: ctx.outbound.clone(),
+            token: ctx.token.clone(),
+            ctx: Arc::downgrade(ctx),
         };
+        let record = crate::cluster::record(node, &ctx.socket_id, &entry);
         let max = node.config.max_connections_per_user;
         // Before anything local: a refused session leaves nothing to undo.
         let online = crate::cluster::admit(node, &record, max).await?;
@@ -59,7 +60,7 @@ impl Registration {
             user_id: ctx.user_id.clone(),
             device_id: ctx.device_id.clone(),
             kind: ctx.peer.kind,
-            connected_at_ms,
+            connected_at_ms: entry.connected_at_ms,
             reason: Code::ServerError.as_str(),
         };
         node.writer.record(Record::Opened(ConnectionOpened {
@@ -72,18 +73,7 @@ impl Registration {
             server_instance: record.instance_id.clone(),
             connected_at_ms: record.connected_at_ms as i64,
         }));
-        node.hub.insert(
-            ctx.socket_id.clone(),
-            SessionEntry {
-                user_id: ctx.user_id.clone(),
-                device_id: ctx.device_id.clone(),
-                transport: ctx.peer.kind,
-                connected_at_ms: this.connected_at_ms,
-                outbound: ctx.outbound.clone(),
-                token: ctx.token.clone(),
-                ctx: Arc::downgrade(ctx),
-            },
-        );
+        node.hub.insert(ctx.socket_id.clone(), entry);
         node.webhooks.emit("session.connected", crate::cluster::session_event(&record, ""));
         metrics::connected(ctx.peer.kind);
         if let Some(online) = online {
@@ -93,14 +83,14 @@ impl Registration {
     }
 
     fn record(&self) -> SocketRecord {
-        SocketRecord {
-            socket_id: self.socket_id.to_string(),
-            user_id: self.user_id.to_string(),
-            device_id: self.device_id.to_string(),
-            transport: self.kind.as_str().to_owned(),
-            instance_id: self.node.incarnation.clone(),
-            connected_at_ms: self.connected_at_ms,
-        }
+        crate::cluster::socket_record(
+            &self.node,
+            &self.socket_id,
+            &self.user_id,
+            &self.device_id,
+            self.kind,
+            self.connected_at_ms,
+        )
     }
 }
 
