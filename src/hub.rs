@@ -69,15 +69,18 @@ pub struct Hub {
     inner: Mutex<Inner>,
 }
 
-/// Removes `socket_id` from `user`'s watchers, forgetting the user when none is left.
-fn unwatch_one(map: &mut HashMap<Arc<str>, Watchers>, user: &str, socket_id: &str) {
+/// Removes `socket_id` from `user`'s watchers, forgetting the user when none is left; true
+/// then (the instance can stop listening for the user's transitions).
+fn unwatch_one(map: &mut HashMap<Arc<str>, Watchers>, user: &str, socket_id: &str) -> bool {
     let Some(watchers) = map.get_mut(user) else {
-        return;
+        return false;
     };
     watchers.members.remove(socket_id);
     if watchers.members.is_empty() {
         map.remove(user);
+        return true;
     }
+    false
 }
 
 /// Removes `member` from `map[key]`, forgetting the key when none is left.
@@ -108,16 +111,18 @@ impl Hub {
         inner.sessions.insert(socket_id, Session { entry, watching: HashSet::new() });
     }
 
-    /// Removes a session from everything.
-    pub fn remove(&self, socket_id: &str) {
+    /// Removes a session from everything. Returns the users it was the last local watcher of.
+    pub fn remove(&self, socket_id: &str) -> Vec<Arc<str>> {
         let mut inner = self.lock();
         let Some(session) = inner.sessions.remove(socket_id) else {
-            return;
+            return Vec::new();
         };
         remove_member(&mut inner.users, &session.entry.user_id, socket_id);
-        for user in &session.watching {
-            unwatch_one(&mut inner.watchers, user, socket_id);
-        }
+        session
+            .watching
+            .into_iter()
+            .filter(|user| unwatch_one(&mut inner.watchers, user, socket_id))
+            .collect()
     }
 
     /// Ends the local sessions `select` picks, with `code`: those of `user` when given, else
@@ -191,16 +196,30 @@ impl Hub {
         Ok(())
     }
 
-    pub fn unwatch(&self, socket_id: &str, users: &[String]) {
+    /// Removes `users` from what `socket_id` watches. Returns those it was the last local
+    /// watcher of.
+    pub fn unwatch<'u>(&self, socket_id: &str, users: &'u [String]) -> Vec<&'u str> {
         let mut inner = self.lock();
         let Some(session) = inner.sessions.get_mut(socket_id) else {
-            return;
+            return Vec::new();
         };
         let removed: Vec<&String> =
             users.iter().filter(|u| session.watching.remove(u.as_str())).collect();
-        for user in removed {
-            unwatch_one(&mut inner.watchers, user, socket_id);
-        }
+        removed
+            .into_iter()
+            .filter(|user| unwatch_one(&mut inner.watchers, user, socket_id))
+            .map(String::as_str)
+            .collect()
+    }
+
+    /// Whether a local session watches `user`.
+    pub fn is_watched(&self, user: &str) -> bool {
+        self.lock().watchers.contains_key(user)
+    }
+
+    /// Every user a local session watches.
+    pub fn watched_users(&self) -> Vec<Arc<str>> {
+        self.lock().watchers.keys().cloned().collect()
     }
 
     /// Queues `frame` to every local session of `user`.
@@ -363,7 +382,9 @@ mod tests {
         hub.watch("s2", &["u1".into()], 5).unwrap();
         assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 2);
         assert_eq!(receivers(&mut clients).await, vec![0, 2]);
-        hub.unwatch("s0", &["u1".into()]);
+        // s2 still watches u1: the instance keeps listening.
+        assert!(hub.unwatch("s0", &["u1".into()]).is_empty());
+        assert!(hub.is_watched("u1"));
         assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 1);
         assert_eq!(hub.deliver_socket("s3", &frame()), 1);
         assert_eq!(receivers(&mut clients).await, vec![2, 3]);
@@ -372,14 +393,19 @@ mod tests {
     #[tokio::test]
     async fn a_removed_session_leaves_every_map() {
         let (hub, mut clients) = hub(2);
-        hub.watch("s0", &["u1".into()], 5).unwrap();
+        hub.watch("s0", &["u1".into(), "u2".into()], 5).unwrap();
         hub.watch("s1", &["u1".into()], 5).unwrap();
-        hub.remove("s0");
+        // s0 was u2's only local watcher, not u1's.
+        assert_eq!(hub.remove("s0"), vec![Arc::<str>::from("u2")]);
+        assert_eq!(hub.watched_users(), vec![Arc::<str>::from("u1")]);
+        assert!(!hub.is_watched("u2"));
         assert_eq!(hub.deliver_watchers("u1", next_version(), &frame()), 1);
         assert_eq!(hub.deliver_user("u0", &frame()), 0);
         assert_eq!(hub.deliver_socket("s0", &frame()), 0);
         assert_eq!(receivers(&mut clients).await, vec![1]);
         assert_eq!((hub.len(), hub.count_user("u0"), hub.contains("s0")), (1, 0, false));
+        assert_eq!(hub.unwatch("s1", &["u1".into(), "u9".into()]), vec!["u1"]);
+        assert!(hub.watched_users().is_empty());
     }
 
     /// The maps hold `Outbound` clones; removing a session must drop every one of them, or

@@ -100,11 +100,17 @@ async fn subscribe(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, 
         }
         HubError::UnknownSession => EventError::Internal(anyhow::anyhow!("session not in hub")),
     })?;
+    // Listening before the snapshot is read: a transition after the snapshot is delivered.
+    for user in &dto.user_ids {
+        ctx.node.fanout.watch_user(user).await;
+    }
     current(&ctx, &dto.user_ids).await
 }
 
 async fn unsubscribe(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<(), EventError> {
-    ctx.node.hub.unwatch(&ctx.socket_id, &dto.user_ids);
+    for user in ctx.node.hub.unwatch(&ctx.socket_id, &dto.user_ids) {
+        ctx.node.fanout.release_user(user).await;
+    }
     Ok(())
 }
 

@@ -5,9 +5,9 @@
 //! the broker in an envelope naming the target, so every other instance delivers to its own
 //! local recipients. The frame is encoded once per publish and shared (`Bytes`) by every
 //! recipient on every instance. Users and sockets are routed through the registry to the
-//! instances that hold them; presence transitions go to every instance; conversations and
-//! channels travel on broker channels of their own that an instance subscribes to while it has
-//! a local member (`streams`).
+//! instances that hold them; a user's presence transitions, a conversation and a channel each
+//! travel on a broker channel of their own that an instance subscribes to while it has a local
+//! watcher or member (`topics`), so what nobody on an instance wants never reaches it.
 //!
 //! Senders do not wait for the broker: envelopes go through `outbox`, an ordered queue that
 //! one task publishes in bursts (one round trip each), so a publisher's events are not spaced
@@ -19,6 +19,7 @@
 mod envelope;
 mod outbox;
 mod streams;
+mod topics;
 
 use std::sync::Arc;
 
@@ -80,7 +81,7 @@ impl Fanout {
     /// deliveries, it waits for the broker: the server API reports whether it went out.
     pub async fn command(&self, body: Bytes) -> Result<(), StateError> {
         let env = self.envelope(Kind::Command, "", None, body);
-        self.broker.publish(&Channel::Presence, env).await
+        self.broker.publish(&Channel::Cluster, env).await
     }
 
     /// The commands other instances send; `None` after the first call.
@@ -132,7 +133,8 @@ impl Fanout {
         self.outbox.post(Channel::Instance(owner_instance.to_owned()), env)
     }
 
-    /// Delivers a presence update about `user` to every session watching them, cluster-wide.
+    /// Delivers a presence update about `user` to every session watching them, cluster-wide:
+    /// on the user's own topic, which only instances with a watcher of theirs listen to.
     pub async fn to_watchers(
         &self,
         user: &str,
@@ -144,15 +146,18 @@ impl Fanout {
         let env =
             self.envelope(Kind::Watchers, user, None, prefixed(version.to_be_bytes(), &frame));
         metrics::fanout_published(FanoutKind::Watchers);
-        self.outbox.post(Channel::Presence, env)?;
+        self.outbox.post(Channel::Watch(user.to_owned()), env)?;
         Ok(local)
     }
 
-    /// Subscribes the channels every instance needs, and every conversation and channel with
-    /// a local member (after an outage).
+    /// Subscribes the channels every instance needs, and every watched user, conversation and
+    /// channel with a local watcher or member (after an outage).
     pub async fn subscribe_base(&self) -> Result<(), StateError> {
         self.broker.subscribe(&Channel::Instance(self.instance_id.clone())).await?;
-        self.broker.subscribe(&Channel::Presence).await?;
+        self.broker.subscribe(&Channel::Cluster).await?;
+        for user in self.hub.watched_users() {
+            self.broker.subscribe(&Channel::Watch(user.to_string())).await?;
+        }
         for conversation in self.feed.streams() {
             self.broker.subscribe(&Channel::Conversation(conversation.to_string())).await?;
         }

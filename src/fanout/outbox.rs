@@ -116,7 +116,7 @@ mod tests {
     async fn posts_go_out_in_order_and_flush_waits_for_them() {
         let broker = Arc::new(MemoryBroker::new());
         let mut rx = broker.take_receiver().unwrap();
-        let (one, two) = (Channel::Chan("a".into()), Channel::Presence);
+        let (one, two) = (Channel::Chan("a".into()), Channel::Cluster);
         broker.subscribe(&one).await.unwrap();
         broker.subscribe(&two).await.unwrap();
         let outbox = Outbox::spawn(broker.clone(), Arc::default());
@@ -138,9 +138,9 @@ mod tests {
         // No runtime turn between the posts: the task takes nothing meanwhile.
         let outbox = Outbox::spawn(Arc::new(MemoryBroker::new()), Arc::default());
         for _ in 0..QUEUE {
-            outbox.post(Channel::Presence, Bytes::new()).unwrap();
+            outbox.post(Channel::Cluster, Bytes::new()).unwrap();
         }
-        assert!(matches!(outbox.post(Channel::Presence, Bytes::new()), Err(StateError::Busy)));
+        assert!(matches!(outbox.post(Channel::Cluster, Bytes::new()), Err(StateError::Busy)));
     }
 
     #[tokio::test]
@@ -148,8 +148,8 @@ mod tests {
         let health = Arc::new(Health::default());
         let outbox = Outbox::spawn(Arc::new(MemoryBroker::new()), health.clone());
         health.mark_down("test", &StateError::Down);
-        assert!(matches!(outbox.post(Channel::Presence, Bytes::new()), Err(StateError::Down)));
+        assert!(matches!(outbox.post(Channel::Cluster, Bytes::new()), Err(StateError::Down)));
         health.mark_up();
-        assert!(outbox.post(Channel::Presence, Bytes::new()).is_ok());
+        assert!(outbox.post(Channel::Cluster, Bytes::new()).is_ok());
     }
 }

@@ -57,27 +57,6 @@ impl Fanout {
         self.outbox.post(Channel::Conversation(conversation.to_owned()), env)
     }
 
-    /// Subscribes this instance to `conversation` (its first local member joined).
-    pub async fn watch_conversation(&self, conversation: &str) {
-        let channel = Channel::Conversation(conversation.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.subscribe(&channel)).await {
-            // The resync after the outage resubscribes and reads what was missed.
-            tracing::warn!(conversation, error = %e, "subscribing a conversation channel failed");
-        }
-    }
-
-    /// Unsubscribes `conversation` (its last local member left) — and subscribes again if a
-    /// member joined while the unsubscribe was in flight.
-    pub async fn release_conversation(&self, conversation: &str) {
-        let channel = Channel::Conversation(conversation.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.unsubscribe(&channel)).await {
-            tracing::warn!(conversation, error = %e, "unsubscribing a conversation channel failed");
-        }
-        if self.feed.has(conversation) {
-            self.watch_conversation(conversation).await;
-        }
-    }
-
     /// Delivers a channel publication cluster-wide: in offset order through the channel feed
     /// when it is stored (`pos`: epoch and offset), straight to the live subscribers otherwise.
     pub async fn to_channel(
@@ -117,26 +96,5 @@ impl Fanout {
         let env = self.envelope(Kind::ChannelPlain, channel, exclude, frame);
         metrics::fanout_published(FanoutKind::Channel);
         self.outbox.post(Channel::Chan(channel.to_owned()), env)
-    }
-
-    /// Subscribes this instance to `channel` (its first local subscriber joined).
-    pub async fn watch_channel(&self, channel: &str) {
-        let topic = Channel::Chan(channel.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.subscribe(&topic)).await {
-            // The resync after the outage resubscribes and catches up from history.
-            tracing::warn!(channel, error = %e, "subscribing a channel topic failed");
-        }
-    }
-
-    /// Unsubscribes `channel` (its last local subscriber left) — and subscribes again if one
-    /// joined while the unsubscribe was in flight.
-    pub async fn release_channel(&self, channel: &str) {
-        let topic = Channel::Chan(channel.to_owned());
-        if let Err(e) = crate::cluster::bounded(self.broker.unsubscribe(&topic)).await {
-            tracing::warn!(channel, error = %e, "unsubscribing a channel topic failed");
-        }
-        if self.channels.has(channel) {
-            self.watch_channel(channel).await;
-        }
     }
 }

@@ -98,7 +98,7 @@ impl Drop for Registration {
     fn drop(&mut self) {
         // Local state goes now, synchronously; shared state in a tracked task, so graceful
         // shutdown waits for it and a panic cannot skip it.
-        self.node.hub.remove(&self.socket_id);
+        let unwatched = self.node.hub.remove(&self.socket_id);
         let emptied_conversations = self.node.chat.remove_socket(&self.socket_id);
         let channels = self.node.channels.session_closed(&self.socket_id);
         let record = self.record();
@@ -115,6 +115,9 @@ impl Drop for Registration {
         let teardown = async move {
             for conversation in emptied_conversations {
                 node.fanout.release_conversation(&conversation).await;
+            }
+            for user in unwatched {
+                node.fanout.release_user(&user).await;
             }
             if let Some(channels) = channels {
                 channels.await;

@@ -332,8 +332,8 @@ mod tests {
         metrics::init();
         let before = count(&metrics::render().expect("rendered"), "broker_subscribe");
         let broker = Guarded::new(MemoryBroker::new(), Arc::default());
-        broker.subscribe(&Channel::Presence).await.expect("memory never fails");
-        broker.subscribe(&Channel::Presence).await.expect("memory never fails");
+        broker.subscribe(&Channel::Cluster).await.expect("memory never fails");
+        broker.subscribe(&Channel::Cluster).await.expect("memory never fails");
         let after = count(&metrics::render().expect("rendered"), "broker_subscribe");
         assert!(after >= before + 2.0, "{before} → {after}");
     }
@@ -377,7 +377,7 @@ mod tests {
         health.mark_down("test", &StateError::Down);
         let broker = Guarded::new(MemoryBroker::new(), health.clone());
         assert!(matches!(
-            broker.publish(&Channel::Presence, Bytes::new()).await,
+            broker.publish(&Channel::Cluster, Bytes::new()).await,
             Err(StateError::Down)
         ));
         assert!(broker.ping().await.is_ok());

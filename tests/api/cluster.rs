@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::{
     helpers::{Client, FAN, Kind, TestServer, expect_closed, fan_namespaces, spawn, subscribe},
-    redis_util::{cleanup, redis_url, unique_prefix},
+    redis_util::{cleanup, redis_url, subscribers, unique_prefix},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +122,62 @@ async fn presence_is_cluster_wide_and_multi_device(#[case] backend: Backend) {
     bob.request(3, "presence:unsubscribe", json!({"userIds": ["alice"]})).await;
     let _again = cluster.at(0).connect(Kind::Ws, "alice").await;
     no_event(&mut bob, "presence:update", Duration::from_millis(300)).await;
+    cleanup(&cluster.prefix).await;
+}
+
+/// Waits (up to 5 s) until `name` has `n` subscribers.
+async fn await_subscribers(name: &str, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = subscribers(name).await;
+        if now == n {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name}: {now} subscribers, expected {n}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A user's presence travels on a topic of its own that only instances with a watcher of
+/// theirs listen to: a transition nobody watches reaches no instance, and an instance stops
+/// listening when its last watcher unsubscribes or leaves.
+#[tokio::test]
+async fn presence_topics_follow_the_watchers() {
+    let cluster = Cluster::start(Backend::Redis, "presence-topics", |_| {}).await;
+    let topic = format!("{}ch:watch:alice", cluster.prefix);
+    let (mut alice, _) = cluster.at(0).connect(Kind::Ws, "alice").await;
+    assert_eq!(subscribers(&topic).await, 0, "nobody watches alice yet");
+
+    let (mut bob, _) = cluster.at(1).connect(Kind::Ws, "bob").await;
+    let (mut carol, _) = cluster.at(1).connect(Kind::Ws, "carol").await;
+    bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+    // Subscribed before the snapshot is answered; one instance, however many watchers.
+    assert_eq!(subscribers(&topic).await, 1);
+    carol.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+    assert_eq!(subscribers(&topic).await, 1);
+
+    bob.request(2, "presence:unsubscribe", json!({"userIds": ["alice"]})).await;
+    assert_eq!(subscribers(&topic).await, 1, "carol still watches");
+    carol.send(&json!({"type": "disconnect"})).await;
+    await_subscribers(&topic, 0).await;
+
+    // Watching again listens again, and the updates arrive across instances.
+    bob.request(3, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+    assert_eq!(subscribers(&topic).await, 1);
+    alice.send(&json!({"type": "disconnect"})).await;
+    let down = next_event(&mut bob, "presence:update").await;
+    assert_eq!(
+        (down["userId"].as_str(), down["status"].as_str()),
+        (Some("alice"), Some("offline"))
+    );
+
+    // A session's end releases every user it was the last watcher of.
+    bob.request(4, "presence:subscribe", json!({"userIds": ["dave"]})).await;
+    let dave_topic = format!("{}ch:watch:dave", cluster.prefix);
+    assert_eq!(subscribers(&dave_topic).await, 1);
+    bob.send(&json!({"type": "disconnect"})).await;
+    await_subscribers(&topic, 0).await;
+    await_subscribers(&dave_topic, 0).await;
     cleanup(&cluster.prefix).await;
 }
 

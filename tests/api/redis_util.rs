@@ -25,6 +25,15 @@ pub async fn keys(url: &str, prefix: &str) -> Vec<String> {
     keys
 }
 
+/// How many connections are subscribed to the pub/sub channel `name` (`PUBSUB NUMSUB`).
+pub async fn subscribers(name: &str) -> u64 {
+    let client = redis::Client::open(redis_url()).unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let (_, n): (String, u64) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg(name).query_async(&mut con).await.unwrap();
+    n
+}
+
 pub async fn cleanup(prefix: &str) {
     let url = redis_url();
     let found = keys(&url, prefix).await;

@@ -156,32 +156,43 @@ async fn subscribing_twice_delivers_once(#[case] backend: Backend) {
 #[case::redis(Backend::Redis)]
 #[case::cluster(Backend::Cluster)]
 #[tokio::test]
-async fn chan_instance_and_presence_channels_are_distinct(#[case] backend: Backend) {
+async fn chan_instance_watch_and_cluster_channels_are_distinct(#[case] backend: Backend) {
     let prefix = unique_prefix("broker-distinct");
     let b = broker(backend, &prefix).await;
     let mut rx = b.take_receiver().unwrap();
-    // The same name as a channel and as an instance must not collide.
+    // The same name as a channel, an instance and a watched user must not collide.
     let as_chan = chan("x");
     let as_instance = Channel::Instance("x".into());
+    let as_user = Channel::Watch("x".into());
 
     b.subscribe(&as_chan).await.unwrap();
     b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
-    b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
+    b.publish(&Channel::Cluster, Bytes::from_static(b"cluster")).await.unwrap();
+    b.publish(&as_user, Bytes::from_static(b"user")).await.unwrap();
     b.publish(&as_chan, Bytes::from_static(b"chan")).await.unwrap();
     assert_eq!(recv(&mut rx).await, msg(&as_chan, b"chan"));
     assert_quiet(&mut rx).await;
 
     b.subscribe(&as_instance).await.unwrap();
-    b.subscribe(&Channel::Presence).await.unwrap();
+    b.subscribe(&Channel::Cluster).await.unwrap();
+    b.subscribe(&as_user).await.unwrap();
     b.unsubscribe(&as_chan).await.unwrap();
     b.publish(&as_chan, Bytes::from_static(b"chan")).await.unwrap();
     b.publish(&as_instance, Bytes::from_static(b"instance")).await.unwrap();
-    b.publish(&Channel::Presence, Bytes::from_static(b"presence")).await.unwrap();
+    b.publish(&Channel::Cluster, Bytes::from_static(b"cluster")).await.unwrap();
+    b.publish(&as_user, Bytes::from_static(b"user")).await.unwrap();
 
     // Different channels may interleave on the way; compare as a set.
-    let mut got = vec![recv(&mut rx).await, recv(&mut rx).await];
+    let mut got = vec![recv(&mut rx).await, recv(&mut rx).await, recv(&mut rx).await];
     got.sort_by(|a, b| a.payload.cmp(&b.payload));
-    assert_eq!(got, vec![msg(&as_instance, b"instance"), msg(&Channel::Presence, b"presence")]);
+    assert_eq!(
+        got,
+        vec![
+            msg(&Channel::Cluster, b"cluster"),
+            msg(&as_instance, b"instance"),
+            msg(&as_user, b"user")
+        ]
+    );
     assert_quiet(&mut rx).await;
 }
 

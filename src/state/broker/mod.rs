@@ -19,8 +19,12 @@ use super::StateError;
 pub enum Channel {
     /// One instance: messages for specific users or sockets routed there via the registry.
     Instance(String),
-    /// Presence transitions, which every instance receives.
-    Presence,
+    /// Cluster commands (the server API's disconnects, revocations), which every instance
+    /// receives.
+    Cluster,
+    /// One user's presence transitions; an instance subscribes while one of its sessions
+    /// watches that user, so a transition nobody watches reaches no instance.
+    Watch(String),
     /// A chat conversation's messages, removals and typing; an instance subscribes while it
     /// has a local member.
     Conversation(String),

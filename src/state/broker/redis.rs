@@ -3,7 +3,8 @@
 //!
 //! # Channel names
 //! - `{prefix}ch:inst:{id}`: [`Channel::Instance`]
-//! - `{prefix}ch:presence`: [`Channel::Presence`]
+//! - `{prefix}ch:cluster`: [`Channel::Cluster`]
+//! - `{prefix}ch:watch:{user}`: [`Channel::Watch`]
 //! - `{prefix}ch:conv:{id}`: [`Channel::Conversation`]
 //! - `{prefix}ch:chan:{name}`: [`Channel::Chan`]
 //!
@@ -53,7 +54,8 @@ use crate::state::StateError;
 use crate::state::redis_conn::{RedisConn, Target};
 
 const INSTANCE: &str = "ch:inst:";
-const PRESENCE: &str = "ch:presence";
+const CLUSTER: &str = "ch:cluster";
+const WATCH: &str = "ch:watch:";
 const CONVERSATION: &str = "ch:conv:";
 const CHAN: &str = "ch:chan:";
 
@@ -370,7 +372,8 @@ fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
 fn channel_name(prefix: &str, channel: &Channel) -> String {
     match channel {
         Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
-        Channel::Presence => format!("{prefix}{PRESENCE}"),
+        Channel::Cluster => format!("{prefix}{CLUSTER}"),
+        Channel::Watch(user) => format!("{prefix}{WATCH}{user}"),
         Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
         Channel::Chan(name) => format!("{prefix}{CHAN}{name}"),
     }
@@ -378,8 +381,10 @@ fn channel_name(prefix: &str, channel: &Channel) -> String {
 
 fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
     let rest = std::str::from_utf8(name).ok()?.strip_prefix(prefix)?;
-    if rest == PRESENCE {
-        Some(Channel::Presence)
+    if rest == CLUSTER {
+        Some(Channel::Cluster)
+    } else if let Some(user) = rest.strip_prefix(WATCH) {
+        Some(Channel::Watch(user.to_owned()))
     } else if let Some(name) = rest.strip_prefix(CHAN) {
         Some(Channel::Chan(name.to_owned()))
     } else if let Some(id) = rest.strip_prefix(CONVERSATION) {
@@ -401,14 +406,17 @@ mod tests {
             Channel::Chan("a:b:ch:inst:c".into()),
             Channel::Chan(String::new()),
             Channel::Instance("inst-1".into()),
-            Channel::Presence,
+            Channel::Cluster,
+            Channel::Watch("alice".into()),
+            Channel::Watch("ch:inst:x".into()),
             Channel::Conversation("0b7e4a8e-6a55-4f6e-9d1c-3a6f2b1c9e10".into()),
             Channel::Chan("news:sports#alice,bob".into()),
         ] {
             let name = channel_name(prefix, &channel);
             assert_eq!(parse_channel_name(prefix, name.as_bytes()), Some(channel), "{name}");
         }
-        assert_eq!(channel_name(prefix, &Channel::Presence), "rtgate:ch:presence");
+        assert_eq!(channel_name(prefix, &Channel::Cluster), "rtgate:ch:cluster");
+        assert_eq!(channel_name(prefix, &Channel::Watch("u".into())), "rtgate:ch:watch:u");
         assert_eq!(channel_name(prefix, &Channel::Chan("c".into())), "rtgate:ch:chan:c");
         assert_eq!(channel_name(prefix, &Channel::Instance("i".into())), "rtgate:ch:inst:i");
     }
@@ -417,8 +425,10 @@ mod tests {
     fn foreign_channel_names_are_rejected() {
         let prefix = "rtgate:";
         for name in [
-            &b"other:ch:presence"[..],
-            b"rtgate:ch:presencex",
+            &b"other:ch:cluster"[..],
+            b"rtgate:ch:clusterx",
+            // Presence went out on one channel for every instance before per-user topics.
+            b"rtgate:ch:presence",
             b"rtgate:ch:unknown:x",
             // The removed rooms' channels.
             b"rtgate:ch:room:r",
