@@ -187,20 +187,20 @@ pub async fn liveness_loop(node: Arc<Node>) {
 /// instances), instead of leaving both for another instance's reaper. Sockets still
 /// registered (an unregister that failed) are removed and their users' transitions announced.
 pub async fn leave(node: &Node) {
-    match bounded(node.presence.leave(&node.incarnation)).await {
-        Ok(Some(r)) => {
-            if !r.sockets.is_empty() {
-                tracing::warn!(
-                    sockets = r.sockets.len(),
-                    "removed sockets left registered at exit"
-                );
-            }
+    // Sessions that ended in the drain did not unregister one by one: this removes them all,
+    // a chunk per call, so it may take longer than one state call. Bounded by the grace.
+    let leave = node.presence.leave(&node.incarnation);
+    let within = node.config.shutdown_grace.clamp(STATE_TIMEOUT, crate::state::REAP_TIMEOUT);
+    match tokio::time::timeout(within, leave).await {
+        Ok(Ok(Some(r))) => {
+            tracing::info!(sockets = r.sockets.len(), "left the cluster");
             for t in &r.offline {
                 transition(node, t).await;
             }
         }
-        Ok(None) => {}
-        Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
+        Err(_) => tracing::warn!("leaving the cluster timed out; the reaper will finish it"),
     }
     // Every subscription has ended (each took its count back); this drops what drifted.
     if let Ok(vacated) = bounded(node.occupancy.forget_instance(&node.incarnation)).await {
@@ -250,7 +250,12 @@ pub async fn cleanup_loop(node: Arc<Node>) {
 }
 
 pub async fn cleanup_once(node: &Node) {
-    match bounded(node.presence.reap_dead_instances()).await {
+    // A dead instance's sockets are reaped a chunk per call: more than one call's time.
+    let reap = node.presence.reap_dead_instances();
+    match tokio::time::timeout(crate::state::REAP_TIMEOUT, reap)
+        .await
+        .unwrap_or(Err(StateError::Timeout(crate::state::REAP_TIMEOUT)))
+    {
         Ok(reaped) => {
             for r in reaped {
                 tracing::warn!(instance = %r.instance_id, sockets = r.sockets.len(), "reaped a dead instance");

@@ -184,7 +184,8 @@ impl Server {
             api.finish(front::CLOSE_GRACE).await;
         }
         let _ = tokio::join!(liveness, cleanup);
-        // Every session has unregistered; nothing will heartbeat this incarnation again.
+        // Every session has ended (a drained one left its registration to this); nothing will
+        // heartbeat this incarnation again.
         cluster::leave(&node).await;
         // Sessions have recorded their ends; flush the history writer within the grace.
         node.writer.close();

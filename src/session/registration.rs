@@ -122,7 +122,12 @@ impl Drop for Registration {
             if let Some(channels) = channels {
                 channels.await;
             }
-            crate::cluster::unregister(&node, &record).await;
+            // A draining instance leaves shared state in one step after its sessions
+            // (`cluster::leave`, in chunks): 100,000 unregisters at once would queue on the one
+            // shard that holds presence, past the state timeout.
+            if !node.shutdown.is_cancelled() {
+                crate::cluster::unregister(&node, &record).await;
+            }
         };
         self.node.sessions.spawn(teardown.instrument(tracing::Span::current()));
     }

@@ -84,14 +84,23 @@ impl<T> Guarded<T> {
         probe: bool,
         call: impl Future<Output = Result<R, StateError>>,
     ) -> Result<R, StateError> {
+        self.call_within(op, probe, self.timeout, call).await
+    }
+
+    async fn call_within<R>(
+        &self,
+        op: RedisOp,
+        probe: bool,
+        timeout: Duration,
+        call: impl Future<Output = Result<R, StateError>>,
+    ) -> Result<R, StateError> {
         if !probe && self.health.is_down() {
             redis_skipped(op);
             return Err(StateError::Down);
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(self.timeout, call)
-            .await
-            .unwrap_or(Err(StateError::Timeout(self.timeout)));
+        let result =
+            tokio::time::timeout(timeout, call).await.unwrap_or(Err(StateError::Timeout(timeout)));
         redis_call(op, started, result.is_ok());
         if let Err(e) = &result
             && e.is_outage()
@@ -142,13 +151,17 @@ impl<T: PresenceStore> PresenceStore for Guarded<T> {
     }
 
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError> {
-        self.call(RedisOp::PresenceReap, false, self.inner.reap_dead_instances()).await
+        let reap = self.inner.reap_dead_instances();
+        self.call_within(RedisOp::PresenceReap, false, super::REAP_TIMEOUT, reap).await
     }
 
     async fn leave(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
         // Tried even while marked down: it is the last call of a graceful exit, and a stale
-        // mark must not leave this instance's entries behind when Redis is back.
-        self.call(RedisOp::PresenceLeave, true, self.inner.leave(instance_id)).await
+        // mark must not leave this instance's entries behind when Redis is back. It removes
+        // every socket of the instance, a chunk per round trip: a large instance needs more
+        // than one call's time (`REAP_TIMEOUT`; the caller bounds it by the shutdown grace).
+        let leave = self.inner.leave(instance_id);
+        self.call_within(RedisOp::PresenceLeave, true, super::REAP_TIMEOUT, leave).await
     }
 }
 

@@ -36,6 +36,10 @@ pub mod revocation;
 /// `cluster::bounded` to calls that make several).
 pub const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Upper bound on reaping one instance (a dead one, or this one leaving): its sockets go a
+/// chunk per call (500), so 100,000 of them are 200 calls, more than one call's time.
+pub const REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Failure of a shared-state backend. Only Redis backends fail; callers decide per use
 /// whether to fail open (sessions keep working locally) or closed.
 #[derive(Debug, thiserror::Error)]

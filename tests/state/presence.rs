@@ -459,6 +459,42 @@ async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend
     finish(backend, &prefix).await;
 }
 
+/// An instance with more sockets than one reap step takes (500 on Redis) leaves with all of
+/// them: every socket removed and reported once, every user offline once.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn a_large_instance_leaves_with_every_socket(#[case] backend: Backend) {
+    const SOCKETS: usize = 1_200;
+    let prefix = common::unique_prefix("presence-leave-large");
+    let store = store(backend, &prefix).await;
+    store.heartbeat("big", LIVE_TTL).await.unwrap();
+    let mut ids = Vec::new();
+    for n in 0..SOCKETS {
+        // Two devices for some users: only their last socket takes them offline.
+        let s = socket(&format!("user{}", n % 1_000), &format!("d{n}"), "big");
+        ids.push(s.socket_id.clone());
+        store.register(&s).await.unwrap();
+    }
+
+    let gone = store.leave("big").await.unwrap().expect("known instance");
+    let mut reported: Vec<String> = gone.sockets.into_iter().map(|s| s.socket_id).collect();
+    reported.sort();
+    ids.sort();
+    assert_eq!(reported, ids, "every socket reported once");
+    let mut offline: Vec<String> = gone.offline.into_iter().map(|t| t.user_id).collect();
+    offline.sort();
+    offline.dedup();
+    assert_eq!(offline.len(), 1_000, "every user offline once");
+    assert!(store.sockets_of_instance("big").await.unwrap().is_empty());
+    let sample: Vec<String> = (0..1_000).step_by(97).map(|n| format!("user{n}")).collect();
+    assert!(store.query(&sample).await.unwrap().iter().all(|p| !p.online));
+    assert_eq!(store.leave("big").await.unwrap(), None);
+    finish(backend, &prefix).await;
+}
+
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]

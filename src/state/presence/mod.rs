@@ -149,7 +149,10 @@ pub trait PresenceStore: Send + Sync + 'static {
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError>;
 
     /// Removes the registry entries and presence of every known instance whose liveness
-    /// expired. Safe to run on every instance at once: each dead instance is reaped once.
+    /// expired. Safe to run on every instance at once: each socket is reaped once, and each
+    /// user goes offline once. A backend may reap a large instance in steps (Redis: 500
+    /// sockets per script run, so the shard is never held long); two reapers of one such
+    /// instance may then both report it, each with its own part of the sockets.
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError>;
 
     /// A graceful exit: forgets `instance_id` at once, alive or not (its liveness marker, its

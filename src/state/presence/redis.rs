@@ -16,7 +16,7 @@
 //! | `sock:{socket_id}` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
 //! | `user:{user_id}:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
 //! | `user:{user_id}:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
-//! | `inst:{instance_id}:socks` | set | socket ids registered by that instance | emptied by unregister, deleted by the reaper |
+//! | `inst:{instance_id}:socks` | set | socket ids registered by that instance | emptied by unregister, or by the reaper (in chunks) |
 //! | `inst:{instance_id}:alive` | string | liveness marker | `PX` TTL, refreshed by `heartbeat` |
 //! | `instances` | set | ids of every instance that registered or heartbeated | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!
@@ -55,9 +55,13 @@ use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 /// next version (see the parent module) keeps versions increasing without the key.
 const VERSION_TTL_MS: u64 = 60 * 60 * 1000;
 
-/// What the reap script returns for one instance.
+/// What one run of the reap script returns: forgotten, records, offline, sockets left.
 type ReapReply =
-    (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String, u64)>);
+    (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String, u64)>, u64);
+
+/// Sockets one run of the reap script removes at most: a few milliseconds of the shard's time,
+/// so reaping (or leaving with) 100,000 sockets never stalls everyone else's presence calls.
+const REAP_CHUNK: u64 = 500;
 
 /// Presence shared by every instance through one Redis.
 pub struct RedisPresence {
@@ -115,18 +119,28 @@ impl RedisPresence {
 
     /// Reaps `instance_id` if its liveness expired, or at once with `force`.
     async fn reap_one(&self, instance_id: &str, force: bool) -> Result<Option<Reaped>, StateError> {
-        let reply: Value = self
-            .reap
-            .key(self.alive_key(instance_id))
-            .key(self.inst_socks_key(instance_id))
-            .key(self.instances_key())
-            .arg(&self.base)
-            .arg(instance_id)
-            .arg(VERSION_TTL_MS)
-            .arg(if force { "1" } else { "0" })
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        let (forgotten, records, offline): ReapReply = decode(reply, "reap")?;
+        let (mut forgotten, mut records, mut offline) = (0, Vec::new(), Vec::new());
+        loop {
+            let reply: Value = self
+                .reap
+                .key(self.alive_key(instance_id))
+                .key(self.inst_socks_key(instance_id))
+                .key(self.instances_key())
+                .arg(&self.base)
+                .arg(instance_id)
+                .arg(VERSION_TTL_MS)
+                .arg(if force { "1" } else { "0" })
+                .arg(REAP_CHUNK)
+                .invoke_async(&mut self.conn.clone())
+                .await?;
+            let (gone, chunk, off, left): ReapReply = decode(reply, "reap")?;
+            forgotten += gone;
+            records.extend(chunk);
+            offline.extend(off);
+            if left == 0 {
+                break;
+            }
+        }
         if forgotten == 0 && records.is_empty() {
             // Live, or another reaper got there first.
             return Ok(None);

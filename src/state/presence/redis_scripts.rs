@@ -64,21 +64,23 @@ return 0
 "
 );
 
-/// KEYS: alive key, instance set, instances. ARGV: key base, instance id, version TTL, force.
-/// Returns {forgotten, records, offline}: `forgotten` is 1 when this run removed the instance
-/// from `instances`; records are {socket, user, device, transport, instance, connected_at};
-/// offline entries are {user, device of the removed socket, version}. Unless `force` is 1
-/// (the instance leaving itself), a live instance (a heartbeat won the race with the caller's
-/// SMEMBERS) returns {0, {}, {}}.
+/// KEYS: alive key, instance set, instances. ARGV: key base, instance id, version TTL, force,
+/// chunk. Returns {forgotten, records, offline, left}: `forgotten` is 1 when this run removed
+/// the instance from `instances` (the run that took its last socket); records are {socket, user, device, transport, instance,
+/// connected_at}; offline entries are {user, device of the removed socket, version}; `left` is
+/// how many of the instance's sockets are still to reap. Unless `force` is 1 (the instance
+/// leaving itself), a live instance (a heartbeat won the race with the caller's SMEMBERS)
+/// returns {0, {}, {}, 0}. At most `chunk` sockets go per run (SPOP: two reapers never take
+/// the same one), so reaping a large instance never holds the shard for long; the caller runs
+/// it again while `left` is above 0 (the liveness key is gone by then, so it goes on).
 pub(super) const REAP: &str = with_bump!(
     r"
 if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, {}, {}}
+  return {0, {}, {}, 0}
 end
 redis.call('DEL', KEYS[1])
-local forgotten = redis.call('SREM', KEYS[3], ARGV[2])
 local records, offline = {}, {}
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+for _, sid in ipairs(redis.call('SPOP', KEYS[2], tonumber(ARGV[5]))) do
   local rkey = ARGV[1] .. 'sock:' .. sid
   local r = redis.call('HMGET', rkey, 'user', 'device', 'transport', 'instance', 'connected_at')
   if r[1] then
@@ -92,7 +94,12 @@ for _, sid in ipairs(redis.call('SMEMBERS', KEYS[2])) do
     table.insert(records, {sid, user, device, r[3] or '', r[4] or ARGV[2], tonumber(r[5]) or 0})
   end
 end
-redis.call('DEL', KEYS[2])
-return {forgotten, records, offline}
+local left = redis.call('SCARD', KEYS[2])
+-- Forgotten only with its last socket: a reaper cut short finds it again on its next run.
+local forgotten = 0
+if left == 0 then
+  forgotten = redis.call('SREM', KEYS[3], ARGV[2])
+end
+return {forgotten, records, offline, left}
 "
 );
