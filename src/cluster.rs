@@ -24,9 +24,15 @@ pub use crate::state::STATE_TIMEOUT;
 
 /// Runs a shared-state call under `STATE_TIMEOUT`.
 pub async fn bounded<T>(fut: impl Future<Output = Result<T, StateError>>) -> Result<T, StateError> {
-    tokio::time::timeout(STATE_TIMEOUT, fut)
-        .await
-        .unwrap_or(Err(StateError::Timeout(STATE_TIMEOUT)))
+    bounded_for(STATE_TIMEOUT, fut).await
+}
+
+/// Runs a shared-state call that takes several round trips (a reap in chunks) under `limit`.
+pub async fn bounded_for<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, StateError>>,
+) -> Result<T, StateError> {
+    tokio::time::timeout(limit, fut).await.unwrap_or(Err(StateError::Timeout(limit)))
 }
 
 pub fn record(node: &Node, socket_id: &str, entry: &SessionEntry) -> SocketRecord {
@@ -182,25 +188,23 @@ pub async fn liveness_loop(node: Arc<Node>) {
     }
 }
 
-/// The last step of a graceful exit, once every session has unregistered: forgets this
-/// incarnation in shared state at once (its liveness marker and its entry among the known
-/// instances), instead of leaving both for another instance's reaper. Sockets still
-/// registered (an unregister that failed) are removed and their users' transitions announced.
+/// The last step of a graceful exit, once every session has ended: forgets this incarnation
+/// in shared state at once (its liveness marker and its entry among the known instances),
+/// instead of leaving both for another instance's reaper. The sessions that ended in the drain
+/// did not unregister one by one: their sockets are removed here, a chunk per call (so it may
+/// take longer than one state call; bounded by the shutdown grace), and their users'
+/// transitions announced.
 pub async fn leave(node: &Node) {
-    // Sessions that ended in the drain did not unregister one by one: this removes them all,
-    // a chunk per call, so it may take longer than one state call. Bounded by the grace.
-    let leave = node.presence.leave(&node.incarnation);
     let within = node.config.shutdown_grace.clamp(STATE_TIMEOUT, crate::state::REAP_TIMEOUT);
-    match tokio::time::timeout(within, leave).await {
-        Ok(Ok(Some(r))) => {
+    match bounded_for(within, node.presence.leave(&node.incarnation)).await {
+        Ok(Some(r)) => {
             tracing::info!(sockets = r.sockets.len(), "left the cluster");
             for t in &r.offline {
                 transition(node, t).await;
             }
         }
-        Ok(Ok(None)) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
-        Err(_) => tracing::warn!("leaving the cluster timed out; the reaper will finish it"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not leave the cluster; the reaper will"),
     }
     // Every subscription has ended (each took its count back); this drops what drifted.
     if let Ok(vacated) = bounded(node.occupancy.forget_instance(&node.incarnation)).await {
@@ -251,11 +255,7 @@ pub async fn cleanup_loop(node: Arc<Node>) {
 
 pub async fn cleanup_once(node: &Node) {
     // A dead instance's sockets are reaped a chunk per call: more than one call's time.
-    let reap = node.presence.reap_dead_instances();
-    match tokio::time::timeout(crate::state::REAP_TIMEOUT, reap)
-        .await
-        .unwrap_or(Err(StateError::Timeout(crate::state::REAP_TIMEOUT)))
-    {
+    match bounded_for(crate::state::REAP_TIMEOUT, node.presence.reap_dead_instances()).await {
         Ok(reaped) => {
             for r in reaped {
                 tracing::warn!(instance = %r.instance_id, sockets = r.sockets.len(), "reaped a dead instance");

@@ -66,9 +66,9 @@ return 0
 
 /// KEYS: alive key, instance set, instances. ARGV: key base, instance id, version TTL, force,
 /// chunk. Returns {forgotten, records, offline, left}: `forgotten` is 1 when this run removed
-/// the instance from `instances` (the run that took its last socket); records are {socket, user, device, transport, instance,
-/// connected_at}; offline entries are {user, device of the removed socket, version}; `left` is
-/// how many of the instance's sockets are still to reap. Unless `force` is 1 (the instance
+/// the instance from `instances` (the run that took its last socket); records are {socket,
+/// user, device, transport, instance, connected_at}; offline entries are {user, device of the
+/// removed socket, version}; `left` is how many of the instance's sockets are still to reap. Unless `force` is 1 (the instance
 /// leaving itself), a live instance (a heartbeat won the race with the caller's SMEMBERS)
 /// returns {0, {}, {}, 0}. At most `chunk` sockets go per run (SPOP: two reapers never take
 /// the same one), so reaping a large instance never holds the shard for long; the caller runs
