@@ -148,11 +148,23 @@ pub async fn join(node: &Node) {
     let ttl = node.config.liveness_ttl;
     let joined = async {
         bounded(node.presence.heartbeat(&node.incarnation, ttl)).await?;
-        bounded(node.fanout.subscribe_base()).await
+        bounded(node.fanout.subscribe_base()).await?;
+        // After subscribing: a revocation announced from now on arrives as a command, one
+        // stored before is in the load.
+        reload_revocations(node).await
     };
     if let Err(e) = joined.await {
         node.backends.mark_degraded("join", &e);
     }
+}
+
+/// Merges the stored revocations into this instance's copy (which also forgets lapsed
+/// ones). At join, after an outage, and on every cleanup run: the last covers a revocation
+/// whose cluster command this instance missed (the broker delivers at most once).
+pub async fn reload_revocations(node: &Node) -> Result<(), StateError> {
+    let marks = bounded(node.revocations.marks()).await?;
+    node.revoked.merge_all(&marks);
+    Ok(())
 }
 
 /// How often the liveness loop probes while shared state is down: calls fail at once until a
@@ -222,6 +234,7 @@ pub async fn leave(node: &Node) {
 /// that ended while the backend was unreachable.
 pub async fn resync(node: &Node) -> Result<(), StateError> {
     bounded(node.fanout.subscribe_base()).await?;
+    reload_revocations(node).await?;
     // A Redis that restarted empty lost channel presence too; refreshes keep only entries
     // that still exist, so put this instance's back.
     node.channels.restore_presence().await?;
@@ -294,6 +307,9 @@ pub async fn cleanup_once(node: &Node) {
     if let Some((revocations, idempotency)) = &node.backends.memory_api {
         revocations.prune();
         idempotency.prune();
+    }
+    if let Err(e) = reload_revocations(node).await {
+        node.backends.mark_degraded("revocations reload", &e);
     }
     node.admission.prune();
     retention(node).await;

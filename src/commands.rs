@@ -3,25 +3,44 @@
 //! token was revoked, unsubscribe a user from a channel. The instance that takes the API call
 //! applies the command to its own sessions and publishes it on the broker's cluster-wide
 //! topic; every other instance applies it to its own (`run`). Commands are idempotent, so a
-//! duplicate does no harm; one lost with the broker is covered by the revocation check at
-//! connect (a revoked session's client cannot come back) but not for a disconnect.
+//! duplicate does no harm. A revocation lost with the broker reaches the instance with the
+//! next reload of the revocations (`cluster::reload_revocations`; until then a revoked
+//! session there lives on); a lost disconnect is not recovered.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{channels::frames::Unsubscribe, node::Node, protocol::Code, state::StateError};
+use crate::{
+    channels::frames::Unsubscribe,
+    node::Node,
+    protocol::Code,
+    state::{
+        StateError,
+        revocation::{self, Mark},
+    },
+};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Command {
     /// End `user`'s sessions (or the one session `session`).
     Disconnect { user: String, session: Option<String>, reconnect: bool, message: String },
-    /// End `user`'s sessions whose token was issued at or before `before` (seconds).
-    RevokeUser { user: String, before: u64 },
-    /// End the sessions whose token has this `jti`.
-    RevokeToken { jti: String },
+    /// Know `user`'s tokens issued at or before `before` (seconds) as revoked until `until`
+    /// (Unix ms), and end the sessions using them.
+    RevokeUser {
+        user: String,
+        before: u64,
+        #[serde(default = "revocation::default_until")]
+        until: u64,
+    },
+    /// Know the token with this `jti` as revoked until `until`, and end the sessions using it.
+    RevokeToken {
+        jti: String,
+        #[serde(default = "revocation::default_until")]
+        until: u64,
+    },
     /// End `user`'s subscriptions to `channel` (on one session when `session` is given).
     Unsubscribe { user: String, channel: String, session: Option<String> },
     /// Subscribe `user`'s sessions (or one) to `channel`, unless already subscribed.
@@ -38,18 +57,30 @@ impl Command {
                 let one = session.as_deref();
                 hub.kick(Some(user), |id, _| one.is_none_or(|s| s == id), code, message)
             }
-            Command::RevokeUser { user, before } => hub.kick(
-                Some(user),
-                |_, entry| entry.token.issued_by(*before),
-                Code::TokenRevoked,
-                "token revoked",
-            ),
-            Command::RevokeToken { jti } => hub.kick(
-                None,
-                |_, entry| entry.token.has_jti(jti),
-                Code::TokenRevoked,
-                "token revoked",
-            ),
+            // The instance's copy learns the mark before the sweep: a session admitted after
+            // the sweep was checked against it.
+            Command::RevokeUser { user, before, until } => {
+                node.revoked.merge(&Mark::User {
+                    user: user.clone(),
+                    before: *before,
+                    until_ms: *until,
+                });
+                hub.kick(
+                    Some(user),
+                    |_, entry| entry.token.issued_by(*before),
+                    Code::TokenRevoked,
+                    "token revoked",
+                )
+            }
+            Command::RevokeToken { jti, until } => {
+                node.revoked.merge(&Mark::Token { jti: jti.clone(), until_ms: *until });
+                hub.kick(
+                    None,
+                    |_, entry| entry.token.has_jti(jti),
+                    Code::TokenRevoked,
+                    "token revoked",
+                )
+            }
             Command::Unsubscribe { user, channel, session } => {
                 let mut n = 0;
                 for socket in hub.sockets_of(user) {

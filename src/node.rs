@@ -28,7 +28,7 @@ use crate::{
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
         redis_conn::RedisConn,
-        revocation::{Revocations, memory::MemoryRevocations, redis::RedisRevocations},
+        revocation::{Known, Revocations, memory::MemoryRevocations, redis::RedisRevocations},
     },
     store::{
         Store, StoreError,
@@ -123,8 +123,12 @@ pub struct Node {
     pub throttle: Throttle,
     pub hub: Arc<Hub>,
     pub presence: Arc<dyn PresenceStore>,
-    /// Tokens the backend revoked, checked at connect and refresh.
+    /// Where the tokens the backend revoked are stored (the server API writes, the instance
+    /// reloads `revoked` from it).
     pub revocations: Arc<dyn Revocations>,
+    /// This instance's copy of the revocations, checked at connect and refresh without a
+    /// round trip (`state::revocation`).
+    pub revoked: Known,
     /// The server API's idempotency keys.
     pub idempotency: Arc<dyn Idempotency>,
     /// Subscribers per channel and instance.
@@ -283,6 +287,7 @@ impl Node {
             hub,
             presence,
             revocations: api.0,
+            revoked: Known::new(),
             idempotency: api.1,
             fanout,
             backends,

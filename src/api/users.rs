@@ -16,7 +16,10 @@ use super::{
 use crate::{
     cluster::bounded,
     commands::{self, Command},
-    state::now_ms,
+    state::{
+        now_ms,
+        revocation::{self, Mark},
+    },
     store::HistoryQuery,
 };
 
@@ -161,10 +164,6 @@ pub async fn users_status(
     Ok(Json(StatusResult { users }))
 }
 
-/// How long a revocation is kept when the call does not say: the revoked tokens should have
-/// expired by then.
-const DEFAULT_REVOCATION: Duration = Duration::from_secs(7 * 24 * 3600);
-
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RevokeUserRequest {
@@ -195,8 +194,8 @@ pub async fn revoke_user(
     user_id(&req.user)?;
     let before = req.issued_before.unwrap_or(now_ms() / 1000);
     let until = until(req.until)?;
-    let stored = api.node.revocations.revoke_user(&req.user, before, until);
-    revoke(&api, stored, Command::RevokeUser { user: req.user.clone(), before }).await
+    let mark = Mark::User { user: req.user.clone(), before, until_ms: until };
+    revoke(&api, mark, Command::RevokeUser { user: req.user, before, until }).await
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -224,17 +223,14 @@ pub async fn revoke_token(
 ) -> Result<Json<Empty>, ApiError> {
     id_like(&req.jti, "`jti`")?;
     let until = until(req.until)?;
-    let stored = api.node.revocations.revoke_token(&req.jti, until);
-    revoke(&api, stored, Command::RevokeToken { jti: req.jti.clone() }).await
+    let mark = Mark::Token { jti: req.jti.clone(), until_ms: until };
+    revoke(&api, mark, Command::RevokeToken { jti: req.jti, until }).await
 }
 
-/// Stores a revocation (so connects and refreshes refuse the tokens), then ends the sessions
-/// using them on every instance.
-async fn revoke(
-    api: &ApiState,
-    stored: impl Future<Output = Result<(), crate::state::StateError>>,
-    cmd: Command,
-) -> Result<Json<Empty>, ApiError> {
+/// Stores a revocation (so instances that start or reload later know it), then announces it
+/// to every instance (which adds it to its copy and ends the sessions using the tokens).
+async fn revoke(api: &ApiState, mark: Mark, cmd: Command) -> Result<Json<Empty>, ApiError> {
+    let stored = api.node.revocations.revoke(&mark);
     bounded(stored).await.map_err(|e| ApiError::unavailable("revocations", &e))?;
     commands::broadcast(&api.node, &cmd).await.map_err(|e| ApiError::unavailable("fanout", &e))?;
     Ok(Json(Empty {}))
@@ -243,7 +239,7 @@ async fn revoke(
 fn until(until: Option<u64>) -> Result<u64, ApiError> {
     let now = now_ms();
     match until {
-        None => Ok(now + DEFAULT_REVOCATION.as_millis() as u64),
+        None => Ok(revocation::default_until()),
         // Beyond a year is a unit mistake (seconds for ms would be in the past, ns far ahead).
         Some(u) if u > now + 366 * 24 * 3600 * 1000 => {
             Err(ApiError::bad_request("`until` is Unix milliseconds within a year from now"))

@@ -200,7 +200,8 @@ pub struct Config {
     #[arg(long, env = "RTGATE_LIVENESS_TTL", default_value = "15s", value_parser = duration)]
     pub liveness_ttl: Duration,
 
-    /// Interval of the cleanup job (reaping crashed instances, pruning limiter state).
+    /// Interval of the cleanup job (reaping crashed instances, pruning limiter state,
+    /// reloading revocations).
     #[arg(long, env = "RTGATE_CLEANUP_INTERVAL", default_value = "60s", value_parser = duration)]
     pub cleanup_interval: Duration,
 

@@ -63,7 +63,7 @@ async fn refresh(ctx: Arc<SessionCtx>, dto: Refresh) -> Result<serde_json::Value
     if identity.device_id.as_deref().is_some_and(|d| d != &*ctx.device_id) {
         return Err(denied("the token is for another device"));
     }
-    if crate::session::is_revoked(&ctx.node, &identity).await {
+    if crate::session::is_revoked(&ctx.node, &identity) {
         return Err(denied("the token was revoked"));
     }
     let cfg = &ctx.node.config.jwt;

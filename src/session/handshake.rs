@@ -78,7 +78,7 @@ pub(super) async fn run<R: FrameReader>(
     } else {
         node.auth.verify(token).map_err(|e| Refused(e.code(), e.to_string()))?
     };
-    if super::token::is_revoked(node, &identity).await {
+    if super::token::is_revoked(node, &identity) {
         return Err(Refused(Code::TokenRevoked, "token revoked".into()));
     }
     // A device pinned by the token wins over the one the client names.

@@ -12,28 +12,19 @@ use tokio::time::Instant;
 
 use crate::{
     auth::Identity,
-    cluster::bounded,
     node::Node,
     state::revocation::{TokenRef, covers},
 };
 
-/// Whether the backend revoked `identity`'s token. Fails open: when shared state does not
-/// answer, the token's signature and expiry are all there is to go on, and refusing every
-/// connect during a Redis outage would turn it into a full outage.
-pub async fn is_revoked(node: &Node, identity: &Identity) -> bool {
-    let token = TokenRef {
+/// Whether the backend revoked `identity`'s token, by this instance's copy of the
+/// revocations: no round trip on a connect or refresh. A revocation made while shared state
+/// was unreachable from here is known once the copy is reloaded (`cluster::reload_revocations`).
+pub fn is_revoked(node: &Node, identity: &Identity) -> bool {
+    node.revoked.is_revoked(TokenRef {
         user: &identity.user_id,
         issued_at: identity.issued_at,
         jti: identity.jti.as_deref(),
-    };
-    match bounded(node.revocations.is_revoked(token)).await {
-        Ok(revoked) => revoked,
-        Err(e) => {
-            node.backends.mark_degraded("revocation check", &e);
-            tracing::warn!(error = %e, "revocation check failed; token accepted");
-            false
-        }
-    }
+    })
 }
 
 struct Current {

@@ -31,7 +31,7 @@ use super::{
     occupancy::{self, Occupancy},
     presence::{PresenceStore, Reaped, Registered, SocketRecord, Transition, UserPresence},
     ratelimit::{Decision, Quota, RateLimiter},
-    revocation::{Revocations, TokenRef},
+    revocation::{Mark, Revocations},
 };
 use crate::telemetry::metrics::{RedisOp, redis_call, redis_skipped};
 
@@ -226,17 +226,12 @@ impl<T: ChannelPresence> ChannelPresence for Guarded<T> {
 
 #[async_trait::async_trait]
 impl<T: Revocations> Revocations for Guarded<T> {
-    async fn revoke_user(&self, user: &str, before: u64, until_ms: u64) -> Result<(), StateError> {
-        let call = self.inner.revoke_user(user, before, until_ms);
-        self.call(RedisOp::RevokeUser, false, call).await
+    async fn revoke(&self, mark: &Mark) -> Result<(), StateError> {
+        self.call(RedisOp::Revoke, false, self.inner.revoke(mark)).await
     }
 
-    async fn revoke_token(&self, jti: &str, until_ms: u64) -> Result<(), StateError> {
-        self.call(RedisOp::RevokeToken, false, self.inner.revoke_token(jti, until_ms)).await
-    }
-
-    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StateError> {
-        self.call(RedisOp::RevokedCheck, false, self.inner.is_revoked(token)).await
+    async fn marks(&self) -> Result<Vec<Mark>, StateError> {
+        self.call(RedisOp::RevocationsLoad, false, self.inner.marks()).await
     }
 }
 

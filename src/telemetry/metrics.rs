@@ -178,9 +178,8 @@ pub enum RedisOp {
     BrokerSubscribe,
     BrokerUnsubscribe,
     BrokerPing,
-    RevokeUser,
-    RevokeToken,
-    RevokedCheck,
+    Revoke,
+    RevocationsLoad,
     IdempotencyClaim,
     IdempotencyComplete,
     IdempotencyRelease,
@@ -190,7 +189,7 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 33] = [
+    pub const ALL: [RedisOp; 32] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
@@ -215,9 +214,8 @@ impl RedisOp {
         RedisOp::BrokerSubscribe,
         RedisOp::BrokerUnsubscribe,
         RedisOp::BrokerPing,
-        RedisOp::RevokeUser,
-        RedisOp::RevokeToken,
-        RedisOp::RevokedCheck,
+        RedisOp::Revoke,
+        RedisOp::RevocationsLoad,
         RedisOp::IdempotencyClaim,
         RedisOp::IdempotencyComplete,
         RedisOp::IdempotencyRelease,
@@ -252,9 +250,8 @@ impl RedisOp {
             RedisOp::BrokerSubscribe => "broker_subscribe",
             RedisOp::BrokerUnsubscribe => "broker_unsubscribe",
             RedisOp::BrokerPing => "broker_ping",
-            RedisOp::RevokeUser => "revoke_user",
-            RedisOp::RevokeToken => "revoke_token",
-            RedisOp::RevokedCheck => "revoked_check",
+            RedisOp::Revoke => "revoke",
+            RedisOp::RevocationsLoad => "revocations_load",
             RedisOp::IdempotencyClaim => "idempotency_claim",
             RedisOp::IdempotencyComplete => "idempotency_complete",
             RedisOp::IdempotencyRelease => "idempotency_release",

@@ -12,7 +12,7 @@ use crate::{
     api_util::{KEY, call},
     cluster::{Backend, next_event, no_event},
     helpers::{Client, Kind, spawn, subscribe},
-    redis_util::cleanup,
+    redis_util::{cleanup, redis_url, unique_prefix},
     server_api::start,
 };
 
@@ -109,6 +109,59 @@ async fn revoked_tokens_end_their_sessions_within_a_second_and_stay_out(#[case] 
     assert_eq!(c2.request(1, "sys:echo", json!(1)).await["type"], "ack");
     let prefix = cluster.prefix.clone();
     cluster.stop().await;
+    cleanup(&prefix).await;
+}
+
+/// An instance checks revocations against its own copy, loaded from the store: one started
+/// after a revocation refuses the token at once, and one that missed a revocation's
+/// announcement (stored without one here) learns it at its next cleanup run.
+#[tokio::test]
+async fn instances_load_revocations_they_were_not_told_of() {
+    use rtgate::state::{
+        redis_conn::RedisConn,
+        revocation::{Mark, Revocations, redis::RedisRevocations},
+    };
+    let prefix = unique_prefix("api_revoke_load");
+    let on_redis = |c: &mut rtgate::config::Config| {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+        c.api.keys = vec![KEY.into()];
+        c.cleanup_interval = Duration::from_millis(200);
+    };
+    let a = spawn(on_redis).await;
+    let connect = |server: &crate::helpers::TestServer, token: String| {
+        let (http, wt, cert) = (server.http, server.wt, server.cert);
+        async move {
+            let mut c = Client::open(Kind::Ws, http, wt, cert).await;
+            c.send(&json!({"type": "connect", "v": 1, "token": token})).await;
+            c.recv().await.unwrap()
+        }
+    };
+    let token = a.token("rosa");
+    call(a.http, "revoke-user", json!({"user": "rosa"})).await;
+    let b = spawn(on_redis).await;
+    assert_eq!(connect(&b, token).await["code"], "token_revoked");
+
+    let token = b.token("ravi");
+    assert_eq!(connect(&b, token.clone()).await["type"], "connected");
+    let store =
+        RedisRevocations::new(RedisConn::connect(&redis_url()).await.unwrap(), prefix.clone());
+    let until_ms = rtgate::state::now_ms() + 60_000;
+    store.revoke(&Mark::Token { jti: jti_of(&token), until_ms }).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let first = connect(&b, token.clone()).await;
+        if first["code"] == "token_revoked" {
+            break;
+        }
+        assert_eq!(first["type"], "connected", "{first}");
+        assert!(Instant::now() < deadline, "the stored revocation was never loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for s in [a, b] {
+        s.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), s.task).await;
+    }
     cleanup(&prefix).await;
 }
 

@@ -1,5 +1,6 @@
-//! The server API's shared state, against every backend: revocations (a user's tokens up to a
-//! time, never narrowed by a later call; one token by `jti`; both forgotten after `until`) and
+//! The server API's shared state, against every backend: revocations (stored, loaded whole
+//! into an instance's copy; a user's tokens up to a time, never narrowed by a later call; one
+//! token by `jti`; both forgotten after `until`) and
 //! idempotency keys (claimed once, pending, done with the first result, released on failure,
 //! forgotten after the window), and channel occupancy (counted across instances, first and
 //! last subscriber reported, a dead instance's counts removed, active channels paged).
@@ -11,7 +12,9 @@ use rtgate::state::{
     idempotency::{Claim, Idempotency, memory::MemoryIdempotency, redis::RedisIdempotency},
     now_ms,
     occupancy::{Change, Occupancy, memory::MemoryOccupancy, redis::RedisOccupancy},
-    revocation::{Revocations, TokenRef, memory::MemoryRevocations, redis::RedisRevocations},
+    revocation::{
+        Known, Mark, Revocations, TokenRef, memory::MemoryRevocations, redis::RedisRevocations,
+    },
 };
 
 use crate::common::{self, Backend};
@@ -38,6 +41,17 @@ fn token<'a>(user: &'a str, issued_at: Option<u64>, jti: Option<&'a str>) -> Tok
     TokenRef { user, issued_at, jti }
 }
 
+/// What an instance that loads the store now knows.
+async fn loaded(r: &Arc<dyn Revocations>) -> Known {
+    let known = Known::new();
+    known.merge_all(&r.marks().await.unwrap());
+    known
+}
+
+fn user(user: &str, before: u64, until_ms: u64) -> Mark {
+    Mark::User { user: user.into(), before, until_ms }
+}
+
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]
@@ -47,18 +61,21 @@ async fn a_user_revocation_covers_tokens_up_to_its_time(#[case] backend: Backend
     let prefix = common::unique_prefix("revoke-user");
     let r = revocations(backend, &prefix).await;
     let until = now_ms() + 60_000;
-    assert!(!r.is_revoked(token("ann", Some(100), None)).await.unwrap());
-    r.revoke_user("ann", 100, until).await.unwrap();
-    assert!(r.is_revoked(token("ann", Some(99), None)).await.unwrap());
-    assert!(r.is_revoked(token("ann", Some(100), None)).await.unwrap());
-    assert!(!r.is_revoked(token("ann", Some(101), None)).await.unwrap());
-    assert!(r.is_revoked(token("ann", None, None)).await.unwrap(), "no iat: covered");
-    assert!(!r.is_revoked(token("bob", Some(1), None)).await.unwrap());
-    // An earlier time never narrows it; a later one widens it.
-    r.revoke_user("ann", 50, until).await.unwrap();
-    assert!(r.is_revoked(token("ann", Some(100), None)).await.unwrap());
-    r.revoke_user("ann", 200, until).await.unwrap();
-    assert!(r.is_revoked(token("ann", Some(150), None)).await.unwrap());
+    assert!(r.marks().await.unwrap().is_empty());
+    r.revoke(&user("ann", 100, until)).await.unwrap();
+    let k = loaded(&r).await;
+    assert!(k.is_revoked(token("ann", Some(99), None)));
+    assert!(k.is_revoked(token("ann", Some(100), None)));
+    assert!(!k.is_revoked(token("ann", Some(101), None)));
+    assert!(k.is_revoked(token("ann", None, None)), "no iat: covered");
+    assert!(!k.is_revoked(token("bob", Some(1), None)));
+    // An earlier time or a shorter keep never narrows it; a later one widens it.
+    r.revoke(&user("ann", 50, until - 30_000)).await.unwrap();
+    let k = loaded(&r).await;
+    assert!(k.is_revoked(token("ann", Some(100), None)));
+    assert_eq!(k.marks(), vec![user("ann", 100, until)]);
+    r.revoke(&user("ann", 200, until)).await.unwrap();
+    assert!(loaded(&r).await.is_revoked(token("ann", Some(150), None)));
     common::cleanup(backend, &prefix).await;
 }
 
@@ -70,18 +87,29 @@ async fn a_user_revocation_covers_tokens_up_to_its_time(#[case] backend: Backend
 async fn a_token_revocation_covers_that_jti_until_it_lapses(#[case] backend: Backend) {
     let prefix = common::unique_prefix("revoke-jti");
     let r = revocations(backend, &prefix).await;
-    r.revoke_token("j1", now_ms() + 60_000).await.unwrap();
-    assert!(r.is_revoked(token("ann", Some(1), Some("j1"))).await.unwrap());
-    assert!(!r.is_revoked(token("ann", Some(1), Some("j2"))).await.unwrap());
-    assert!(!r.is_revoked(token("ann", Some(1), None)).await.unwrap());
-    // Both kinds are forgotten after `until`.
-    r.revoke_token("short", now_ms() + 150).await.unwrap();
-    r.revoke_user("brief", 10, now_ms() + 150).await.unwrap();
-    assert!(r.is_revoked(token("x", Some(1), Some("short"))).await.unwrap());
-    assert!(r.is_revoked(token("brief", Some(1), None)).await.unwrap());
+    let jti = |jti: &str, until_ms| Mark::Token { jti: jti.into(), until_ms };
+    let until = now_ms() + 60_000;
+    r.revoke(&jti("j1", until)).await.unwrap();
+    // A second revocation never shortens the first.
+    r.revoke(&jti("j1", until - 30_000)).await.unwrap();
+    let k = loaded(&r).await;
+    assert!(k.is_revoked(token("ann", Some(1), Some("j1"))));
+    assert!(!k.is_revoked(token("ann", Some(1), Some("j2"))));
+    assert!(!k.is_revoked(token("ann", Some(1), None)));
+    assert_eq!(k.marks(), vec![jti("j1", until)]);
+    // Both kinds are forgotten after `until`: not loaded, and not counted by a copy that
+    // loaded them before.
+    r.revoke(&jti("short", now_ms() + 150)).await.unwrap();
+    r.revoke(&user("brief", 10, now_ms() + 150)).await.unwrap();
+    let k = loaded(&r).await;
+    assert!(k.is_revoked(token("x", Some(1), Some("short"))));
+    assert!(k.is_revoked(token("brief", Some(1), None)));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!r.is_revoked(token("x", Some(1), Some("short"))).await.unwrap());
-    assert!(!r.is_revoked(token("brief", Some(1), None)).await.unwrap());
+    assert!(!k.is_revoked(token("x", Some(1), Some("short"))));
+    assert!(!k.is_revoked(token("brief", Some(1), None)));
+    let mut left = r.marks().await.unwrap();
+    left.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(left, vec![jti("j1", until)]);
     common::cleanup(backend, &prefix).await;
 }
 

@@ -1,101 +1,89 @@
-//! Redis revocations: one string per revoked user (`rev:u:{user}`, the `before` time) and one
-//! per revoked token (`rev:j:{jti}`), each expiring when the tokens it covers would have.
+//! Redis revocation store: one sorted set (`{prefix}revocations`) of every mark, scored by its
+//! `until` (Unix ms), so the live marks are one range read and the lapsed ones one range
+//! delete. Members: `u:{before}:{user}` and `j:{jti}`. One key, so it lives in one slot on a
+//! Redis Cluster; revocations are rare and read whole only when an instance (re)loads them.
 
-use redis::Script;
-
-use super::{Revocations, TokenRef, covers};
+use super::{Mark, Revocations};
 use crate::state::{StateError, now_ms, redis_conn::RedisConn};
-
-/// KEYS: the user's mark. ARGV: before, ttl ms. Keeps the larger `before` and the longer TTL.
-const REVOKE_USER: &str = r"
-local cur = tonumber(redis.call('GET', KEYS[1]) or '-1')
-local before = tonumber(ARGV[1])
-if before > cur then cur = before end
-local ttl = tonumber(ARGV[2])
-local left = redis.call('PTTL', KEYS[1])
-if left > ttl then ttl = left end
-redis.call('SET', KEYS[1], cur, 'PX', ttl)
-return 1
-";
 
 pub struct RedisRevocations {
     conn: RedisConn,
-    prefix: String,
-    revoke_user: Script,
+    key: String,
 }
 
 impl RedisRevocations {
     pub fn new(conn: impl Into<RedisConn>, prefix: String) -> Self {
-        Self { conn: conn.into(), prefix, revoke_user: Script::new(REVOKE_USER) }
-    }
-
-    fn user_key(&self, user: &str) -> String {
-        format!("{}rev:u:{{{user}}}", self.prefix)
-    }
-
-    fn token_key(&self, jti: &str) -> String {
-        format!("{}rev:j:{{{jti}}}", self.prefix)
+        Self { conn: conn.into(), key: format!("{prefix}revocations") }
     }
 }
 
-/// Milliseconds from now until `until_ms`, at least 1 (a past `until` still sets a mark that
-/// expires at once rather than an invalid TTL).
-fn ttl_ms(until_ms: u64) -> u64 {
-    until_ms.saturating_sub(now_ms()).max(1)
+fn member(mark: &Mark) -> (String, u64) {
+    match mark {
+        Mark::User { user, before, until_ms } => (format!("u:{before}:{user}"), *until_ms),
+        Mark::Token { jti, until_ms } => (format!("j:{jti}"), *until_ms),
+    }
+}
+
+fn parse(member: &str, until_ms: u64) -> Option<Mark> {
+    if let Some(jti) = member.strip_prefix("j:") {
+        return Some(Mark::Token { jti: jti.to_owned(), until_ms });
+    }
+    let (before, user) = member.strip_prefix("u:")?.split_once(':')?;
+    Some(Mark::User { user: user.to_owned(), before: before.parse().ok()?, until_ms })
 }
 
 #[async_trait::async_trait]
 impl Revocations for RedisRevocations {
-    async fn revoke_user(&self, user: &str, before: u64, until_ms: u64) -> Result<(), StateError> {
+    async fn revoke(&self, mark: &Mark) -> Result<(), StateError> {
         let mut conn = self.conn.clone();
-        let _: i64 = self
-            .revoke_user
-            .key(self.user_key(user))
-            .arg(before)
-            .arg(ttl_ms(until_ms))
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(())
-    }
-
-    async fn revoke_token(&self, jti: &str, until_ms: u64) -> Result<(), StateError> {
-        let mut conn = self.conn.clone();
-        // GT: a second revocation never shortens the first.
-        let key = self.token_key(jti);
-        let ttl = ttl_ms(until_ms);
+        let (member, until) = member(mark);
+        // Lapsed marks go as new ones come, so the set holds only live ones. `GT`: a second
+        // revocation never shortens the first.
         let _: () = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
-            .arg(ttl)
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(&self.key)
+            .arg("-inf")
+            .arg(now_ms())
             .ignore()
-            .cmd("PEXPIRE")
-            .arg(&key)
-            .arg(ttl)
+            .cmd("ZADD")
+            .arg(&self.key)
             .arg("GT")
+            .arg(until)
+            .arg(member)
             .ignore()
             .query_async(&mut conn)
             .await?;
         Ok(())
     }
 
-    async fn is_revoked(&self, token: TokenRef<'_>) -> Result<bool, StateError> {
-        // Two keys in two slots: two commands sent together, not an MGET nor a pipeline (Redis
-        // Cluster refuses both across slots).
-        let mut user_conn = self.conn.clone();
-        let mut jti_conn = self.conn.clone();
-        let user = redis::cmd("GET").arg(self.user_key(token.user)).clone();
-        let jti = token.jti.map(|jti| redis::cmd("EXISTS").arg(self.token_key(jti)).clone());
-        let (before, by_jti) =
-            tokio::join!(user.query_async::<Option<u64>>(&mut user_conn), async {
-                match &jti {
-                    Some(cmd) => cmd.query_async::<bool>(&mut jti_conn).await.map(Some),
-                    None => Ok(None),
-                }
-            });
-        let (before, by_jti) = (before?, by_jti?);
-        Ok(before.is_some_and(|b| covers(b, token.issued_at)) || by_jti.unwrap_or(false))
+    async fn marks(&self) -> Result<Vec<Mark>, StateError> {
+        let mut conn = self.conn.clone();
+        let scored: Vec<(String, f64)> = redis::cmd("ZRANGE")
+            .arg(&self.key)
+            .arg(format!("({}", now_ms()))
+            .arg("+inf")
+            .arg("BYSCORE")
+            .arg("WITHSCORES")
+            .query_async(&mut conn)
+            .await?;
+        Ok(scored.iter().filter_map(|(m, until)| parse(m, *until as u64)).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_round_trip_users_with_colons_and_tokens() {
+        for mark in [
+            Mark::User { user: "org:ann".into(), before: 17, until_ms: 5 },
+            Mark::Token { jti: "a:b".into(), until_ms: 9 },
+        ] {
+            let (m, until) = member(&mark);
+            assert_eq!(parse(&m, until), Some(mark));
+        }
+        assert_eq!(parse("u:x:ann", 1), None);
+        assert_eq!(parse("q:ann", 1), None);
     }
 }
