@@ -5,6 +5,12 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use clap::{Parser, Subcommand};
 use rtgate::config::{Config, JwtConfig, LoadError};
 
+// glibc's malloc spent a tenth of the server's CPU in a churn run (arena locks, chunk
+// consolidation); jemalloc is faster there and holds idle sessions in less memory.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "rtgate",
