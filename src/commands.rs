@@ -141,3 +141,21 @@ pub async fn run(node: Arc<Node>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An instance of the release before revocations carried `until` still announces them:
+    /// they are kept for the default time.
+    #[test]
+    fn a_revocation_without_until_is_kept_for_the_default_time() {
+        let before_default = revocation::default_until();
+        let cmd: Command =
+            serde_json::from_str(r#"{"op":"revoke_user","user":"u","before":5}"#).unwrap();
+        let Command::RevokeUser { until, .. } = cmd else { panic!("{cmd:?}") };
+        assert!((before_default..=revocation::default_until()).contains(&until));
+        let cmd: Command = serde_json::from_str(r#"{"op":"revoke_token","jti":"j"}"#).unwrap();
+        assert!(matches!(cmd, Command::RevokeToken { until, .. } if until >= before_default));
+    }
+}
