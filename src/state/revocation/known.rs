@@ -84,13 +84,10 @@ impl Known {
         users.chain(tokens).collect()
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let known = self.lock();
         known.users.len() + known.tokens.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
