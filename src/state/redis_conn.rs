@@ -8,8 +8,20 @@
 //!
 //! The backends are written so that every script and every pipeline touches one hash slot
 //! (keys share a `{tag}`), which is what lets the same code run on both.
+//!
+//! The cluster client learns a new slot map only from a redirection or a connection error. A
+//! master that stops answering without closing its connections (a hung host, a frozen process)
+//! gives neither: after its replica is promoted, calls would still go to it and time out until
+//! it woke. So a cluster call that is slow or fails on the connection marks the slot map
+//! suspect, and [`Cluster`] replaces its connection with a new one built from the seed nodes
+//! (in the background, at most once per [`REFRESH_EVERY`]): the new one reads the slot map the
+//! cluster agrees on now.
 
 use std::fmt;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster::ClusterClient;
@@ -60,7 +72,124 @@ impl Target {
 #[derive(Clone)]
 pub enum RedisConn {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
+}
+
+/// A call slower than this makes the slot map suspect. Below the state timeout
+/// (`STATE_TIMEOUT`, 2 s), so it is seen before the caller gives up on the call; far above
+/// what any call of ours takes on a healthy cluster.
+pub const SLOW_CALL: Duration = Duration::from_secs(1);
+
+/// The shortest time between two replacements of a cluster connection, so a cluster that is
+/// slow everywhere is not also flooded with new connections.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
+/// How long building a replacement connection may take before the attempt is dropped.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a [`Cluster`] calls after it replaced its connection.
+pub type OnReplace = Box<dyn Fn() + Send + Sync>;
+
+/// A Redis Cluster connection that replaces itself when its slot map may be stale (see the
+/// module docs). Clones share it, so every backend holding one follows the replacement.
+#[derive(Clone)]
+pub struct Cluster(Arc<ClusterShared>);
+
+struct ClusterShared {
+    client: ClusterClient,
+    conn: RwLock<ClusterConnection>,
+    refreshing: AtomicBool,
+    last_refresh: Mutex<Option<Instant>>,
+    /// Called after every replacement (the broker's subscriber uses it to subscribe its
+    /// channels again on the new connection).
+    on_replace: Option<OnReplace>,
+}
+
+impl Cluster {
+    /// Connects through `client`; `on_replace` is called after every replacement.
+    pub async fn connect(
+        client: ClusterClient,
+        on_replace: Option<OnReplace>,
+    ) -> Result<Self, StateError> {
+        let conn = client.get_async_connection().await?;
+        Ok(Cluster(Arc::new(ClusterShared {
+            client,
+            conn: RwLock::new(conn),
+            refreshing: AtomicBool::new(false),
+            last_refresh: Mutex::new(None),
+            on_replace,
+        })))
+    }
+
+    /// The connection in use now.
+    pub fn current(&self) -> ClusterConnection {
+        self.0.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// Runs a call on the current connection, marking the slot map suspect when the call is
+    /// slow or the connection fails it. The call itself is neither cut short nor retried.
+    pub async fn watch<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> redis::RedisResult<T> {
+        tokio::pin!(call);
+        let result = tokio::select! {
+            result = &mut call => result,
+            () = tokio::time::sleep(SLOW_CALL) => {
+                self.suspect("slow call");
+                call.await
+            }
+        };
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+        {
+            self.suspect("connection error");
+        }
+        result
+    }
+
+    /// Replaces the connection in the background unless a replacement is under way or one
+    /// was made less than `REFRESH_EVERY` ago.
+    pub fn suspect(&self, why: &'static str) {
+        if self.0.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let recent = self
+            .0
+            .last_refresh
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < REFRESH_EVERY);
+        if recent {
+            self.0.refreshing.store(false, Ordering::Release);
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(REFRESH_TIMEOUT, this.0.client.get_async_connection()).await
+            {
+                Ok(Ok(conn)) => {
+                    tracing::info!(
+                        why,
+                        "redis cluster: replaced the connection to re-read the slot map"
+                    );
+                    *this.0.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+                    if let Some(on_replace) = &this.0.on_replace {
+                        on_replace();
+                    }
+                }
+                // Debug only: in an outage of the whole cluster this repeats every
+                // `REFRESH_EVERY`, and the backends' health already reports the outage.
+                Ok(Err(e)) => {
+                    tracing::debug!(why, error = %e, "redis cluster: reconnecting failed")
+                }
+                Err(_) => tracing::debug!(why, "redis cluster: reconnecting timed out"),
+            }
+            *this.0.last_refresh.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(Instant::now());
+            this.0.refreshing.store(false, Ordering::Release);
+        });
+    }
 }
 
 impl fmt::Debug for RedisConn {
@@ -79,7 +208,7 @@ impl RedisConn {
             }
             Target::Cluster(seeds) => {
                 let client = ClusterClient::builder(seeds).build()?;
-                Ok(RedisConn::Cluster(client.get_async_connection().await?))
+                Ok(RedisConn::Cluster(Cluster::connect(client, None).await?))
             }
         }
     }
@@ -99,7 +228,13 @@ impl ConnectionLike for RedisConn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             RedisConn::Single(c) => c.req_packed_command(cmd),
-            RedisConn::Cluster(c) => c.req_packed_command(cmd),
+            RedisConn::Cluster(c) => {
+                let cluster = c.clone();
+                Box::pin(async move {
+                    let mut conn = cluster.current();
+                    cluster.watch(conn.req_packed_command(cmd)).await
+                })
+            }
         }
     }
 
@@ -111,14 +246,20 @@ impl ConnectionLike for RedisConn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             RedisConn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            RedisConn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            RedisConn::Cluster(c) => {
+                let cluster = c.clone();
+                Box::pin(async move {
+                    let mut conn = cluster.current();
+                    cluster.watch(conn.req_packed_commands(pipeline, offset, count)).await
+                })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             RedisConn::Single(c) => c.get_db(),
-            RedisConn::Cluster(c) => c.get_db(),
+            RedisConn::Cluster(c) => c.current().get_db(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod api_state;
 mod broker;
 mod channel_presence;
 mod cluster_failover;
+mod cluster_frozen;
 mod common;
 mod history;
 mod presence;

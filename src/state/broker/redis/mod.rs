@@ -38,20 +38,19 @@
 //! the channel is no longer wanted: see [`follow_slot_moves`].
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
 use redis::{Client, ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
-use crate::state::redis_conn::{RedisConn, Target};
+use crate::state::redis_conn::{Cluster, RedisConn, Target};
 
 const INSTANCE: &str = "ch:inst:";
 const CLUSTER: &str = "ch:cluster";
@@ -80,6 +79,9 @@ impl RedisBroker {
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StateError> {
         let prefix = prefix.into();
         let (push_tx, push_rx) = mpsc::unbounded_channel();
+        // Set once the translator's `Follow` exists; held weakly, so the subscriber connection
+        // (which holds this) and the `Follow` (which holds the subscriber) are no cycle.
+        let resubscribe_to: Arc<OnceLock<Weak<Follow>>> = Arc::default();
         let (publisher, subscriber) = match Target::parse(url)? {
             Target::Single(info) => {
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
@@ -100,26 +102,37 @@ impl RedisBroker {
             }
             Target::Cluster(seeds) => {
                 let publisher =
-                    ClusterClient::builder(seeds.clone()).build()?.get_async_connection().await?;
+                    Cluster::connect(ClusterClient::builder(seeds.clone()).build()?, None).await?;
                 // A push sender makes the cluster connection track subscriptions and move them
-                // with their slots.
-                let subscriber = ClusterClient::builder(seeds)
+                // with their slots. A replacement connection (a stale slot map, see
+                // `redis_conn`) starts with none: every wanted channel is subscribed again.
+                let resubscribe = resubscribe_to.clone();
+                let on_replace = Box::new(move || {
+                    if let Some(follow) = resubscribe.get().and_then(Weak::upgrade) {
+                        tokio::spawn(resubscribe_all(follow));
+                    }
+                });
+                let client = ClusterClient::builder(seeds)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(push_tx)
-                    .build()?
-                    .get_async_connection()
-                    .await?;
+                    .build()?;
+                let subscriber = Cluster::connect(client, Some(on_replace)).await?;
                 (RedisConn::Cluster(publisher), Subscriber::Cluster(subscriber))
             }
         };
 
         let (tx, rx) = mpsc::unbounded_channel();
         let subscribed = Arc::new(Subscribed::default());
-        let follow = matches!(subscriber, Subscriber::Cluster(_)).then(|| Follow {
-            prefix: prefix.clone(),
-            subscriber: subscriber.clone(),
-            subscribed: Arc::downgrade(&subscribed),
+        let follow = matches!(subscriber, Subscriber::Cluster(_)).then(|| {
+            Arc::new(Follow {
+                prefix: prefix.clone(),
+                subscriber: subscriber.clone(),
+                subscribed: Arc::downgrade(&subscribed),
+            })
         });
+        if let Some(follow) = &follow {
+            let _ = resubscribe_to.set(Arc::downgrade(follow));
+        }
         let translator =
             tokio::spawn(translate(prefix.clone(), push_rx, tx, follow)).abort_handle();
 
@@ -169,11 +182,23 @@ async fn follow_slot_moves(follow: Arc<Follow>, channel: Channel) {
     }
 }
 
+/// Subscribes every wanted channel again, on a subscriber connection that replaced one whose
+/// slot map was stale.
+async fn resubscribe_all(follow: Arc<Follow>) {
+    let Some(subscribed) = follow.subscribed.upgrade() else { return };
+    let channels: Vec<Channel> = subscribed.lock().await.iter().cloned().collect();
+    drop(subscribed);
+    tracing::info!(channels = channels.len(), "broker: resubscribing on a new cluster connection");
+    for channel in channels {
+        tokio::spawn(follow_slot_moves(follow.clone(), channel));
+    }
+}
+
 /// The subscriber connection: classic pub/sub on one Redis, sharded pub/sub on a cluster.
 #[derive(Clone)]
 enum Subscriber {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Cluster),
 }
 
 impl std::fmt::Debug for Subscriber {
@@ -189,14 +214,20 @@ impl Subscriber {
     async fn subscribe(&mut self, name: String) -> redis::RedisResult<()> {
         match self {
             Subscriber::Single(c) => c.subscribe(name).await,
-            Subscriber::Cluster(c) => c.ssubscribe(name).await,
+            Subscriber::Cluster(c) => {
+                let mut conn = c.current();
+                c.watch(conn.ssubscribe(name)).await
+            }
         }
     }
 
     async fn unsubscribe(&mut self, name: String) -> redis::RedisResult<()> {
         match self {
             Subscriber::Single(c) => c.unsubscribe(name).await,
-            Subscriber::Cluster(c) => c.sunsubscribe(name).await,
+            Subscriber::Cluster(c) => {
+                let mut conn = c.current();
+                c.watch(conn.sunsubscribe(name)).await
+            }
         }
     }
 
@@ -204,7 +235,10 @@ impl Subscriber {
         let ping = redis::cmd("PING");
         match self {
             Subscriber::Single(c) => ping.query_async(c).await,
-            Subscriber::Cluster(c) => ping.query_async(c).await,
+            Subscriber::Cluster(c) => {
+                let mut conn = c.current();
+                c.watch(ping.query_async(&mut conn)).await
+            }
         }
     }
 }
@@ -318,9 +352,8 @@ async fn translate(
     prefix: String,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
     out: mpsc::UnboundedSender<Message>,
-    follow: Option<Follow>,
+    follow: Option<Arc<Follow>>,
 ) {
-    let follow = follow.map(Arc::new);
     while let Some(push) = pushes.recv().await {
         if push.kind == PushKind::SUnsubscribe
             && let Some(follow) = &follow
