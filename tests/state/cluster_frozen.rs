@@ -41,11 +41,13 @@ impl Drop for MiniCluster {
     }
 }
 
-/// A port whose cluster bus port (+10,000) is free too.
+/// A port whose cluster bus port (+10,000) is free too. Both below Linux's ephemeral range
+/// (from 32,768), so no outgoing connection of a test running alongside takes one between
+/// this check and the node's bind.
 fn free_port_pair(taken: &[u16]) -> u16 {
     loop {
-        let port = 20_000 + (rand_u16() % 20_000);
-        if taken.contains(&port) {
+        let port = 10_000 + (rand_u16() % 12_000);
+        if taken.iter().any(|&t| t == port || t + 10_000 == port || port + 10_000 == t) {
             continue;
         }
         let ok = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
