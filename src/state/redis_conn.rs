@@ -75,9 +75,8 @@ pub enum RedisConn {
     Cluster(Cluster),
 }
 
-/// A call slower than this makes the slot map suspect. Below the state timeout
-/// (`STATE_TIMEOUT`, 2 s), so it is seen before the caller gives up on the call; far above
-/// what any call of ours takes on a healthy cluster.
+/// A call slower than this makes the slot map suspect: far above what any call of ours takes on
+/// a healthy cluster, and below the state timeout (`STATE_TIMEOUT`, 2 s) that gives calls up.
 pub const SLOW_CALL: Duration = Duration::from_secs(1);
 
 /// The shortest time between two replacements of a cluster connection, so a cluster that is
@@ -86,6 +85,21 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(2);
 
 /// How long building a replacement connection may take before the attempt is dropped.
 const REFRESH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Armed for the length of one call: dropped (the call returned, or its caller gave up on it)
+/// after `SLOW_CALL`, it makes the slot map suspect.
+struct SlowCall<'a> {
+    cluster: &'a Cluster,
+    started: Instant,
+}
+
+impl Drop for SlowCall<'_> {
+    fn drop(&mut self) {
+        if self.started.elapsed() >= SLOW_CALL {
+            self.cluster.suspect("slow call");
+        }
+    }
+}
 
 /// What a [`Cluster`] calls after it replaced its connection.
 pub type OnReplace = Box<dyn Fn() + Send + Sync>;
@@ -126,20 +140,17 @@ impl Cluster {
         self.0.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
-    /// Runs a call on the current connection, marking the slot map suspect when the call is
-    /// slow or the connection fails it. The call itself is neither cut short nor retried.
+    /// Runs a call on the current connection, marking the slot map suspect when the call
+    /// returns or is given up (dropped by its caller's timeout) after `SLOW_CALL`, or fails on
+    /// the connection. The call itself is neither cut short nor retried. No timer per call:
+    /// every caller bounds its calls (the state timeout), so a call to a silent node is always
+    /// dropped, and the drop is when it is seen.
     pub async fn watch<T>(
         &self,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> redis::RedisResult<T> {
-        tokio::pin!(call);
-        let result = tokio::select! {
-            result = &mut call => result,
-            () = tokio::time::sleep(SLOW_CALL) => {
-                self.suspect("slow call");
-                call.await
-            }
-        };
+        let _watch = SlowCall { cluster: self, started: Instant::now() };
+        let result = call.await;
         if let Err(e) = &result
             && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
         {
