@@ -134,6 +134,23 @@ impl MiniCluster {
         format!("redis+cluster://{}", seeds.join(","))
     }
 
+    /// Every node's view but the frozen one's (`CLUSTER NODES`, its key count), for a
+    /// failure message.
+    async fn views(&self, frozen: u16) -> String {
+        let mut out = String::new();
+        for &(port, _) in self.nodes.iter().filter(|(p, _)| *p != frozen) {
+            let mut con = node(port).await;
+            let nodes: String = redis::cmd("CLUSTER")
+                .arg("NODES")
+                .query_async(&mut con)
+                .await
+                .unwrap_or_else(|e| e.to_string());
+            let keys: i64 = redis::cmd("DBSIZE").query_async(&mut con).await.unwrap_or(-1);
+            out.push_str(&format!("node {port} ({keys} keys):\n{nodes}\n"));
+        }
+        out
+    }
+
     /// The master serving `key`'s slot, as (port, pid).
     async fn master_of(&self, key: &str) -> (u16, u32) {
         let port0 = self.nodes[0].0;
@@ -191,11 +208,14 @@ async fn calls_and_subscriptions_reach_the_replica_of_a_frozen_master() {
     conn.req_packed_command(&set).await.unwrap();
     let (port, pid) = cluster.master_of(key).await;
     // The write is on the replica before the master freezes, so the promoted one has it.
-    // (A replica of a new cluster may still be syncing: ask again until it acknowledges.)
+    // `WAIT` counts the replicas that have the *calling connection's* writes, so the write is
+    // repeated on the connection that waits. A replica of a new cluster may still be in its
+    // first sync: ask again until it acknowledges.
     let mut master = node(port).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let _: () = set.query_async(&mut master).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let acked: i64 = redis::cmd("WAIT").arg(1).arg(100).query_async(&mut master).await.unwrap();
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(200).query_async(&mut master).await.unwrap();
         if acked == 1 {
             break;
         }
@@ -203,6 +223,8 @@ async fn calls_and_subscriptions_reach_the_replica_of_a_frozen_master() {
     }
     assert_eq!(get(&mut conn, key).await, Ok(Some("1".into())));
 
+    // Shown only if the test fails: the cluster as it was when the master froze.
+    eprintln!("freezing the master on {port}; before:\n{}", cluster.views(0).await);
     let stopped = Command::new("kill").arg("-STOP").arg(pid.to_string()).status().unwrap();
     assert!(stopped.success());
     let frozen_at = Instant::now();
@@ -216,11 +238,13 @@ async fn calls_and_subscriptions_reach_the_replica_of_a_frozen_master() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(
-        last,
-        Ok(Some("1".into())),
-        "keyed calls did not reach the promoted replica within {PROMOTION:?} of the master freezing"
-    );
+    if last != Ok(Some("1".into())) {
+        let views = cluster.views(port).await;
+        panic!(
+            "keyed calls did not reach the promoted replica within {PROMOTION:?} of the master \
+             (port {port}) freezing: last answer {last:?}; the cluster as the others see it:\n{views}"
+        );
+    }
     let keyed_after = frozen_at.elapsed();
 
     // The subscription: the broker is pinged as the health check does, and publishes are
