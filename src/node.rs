@@ -3,6 +3,7 @@
 //! chosen once here), the hub of local sessions with its fanout, and the shutdown signal and
 //! task tracker that make graceful shutdown wait for every session.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -11,7 +12,7 @@ use crate::{
     auth::{AuthConfigError, Authenticator},
     channels::Channels,
     chat::feed::Feed,
-    config::Config,
+    config::{Config, RedisTlsConfig},
     dispatch::Router,
     fanout::Fanout,
     hub::Hub,
@@ -27,7 +28,7 @@ use crate::{
         occupancy::{Occupancy, memory::MemoryOccupancy, redis::RedisOccupancy},
         presence::{PresenceStore, memory::MemoryPresence, redis::RedisPresence},
         ratelimit::{Quota, RateLimiter, memory::MemoryRateLimiter, redis::RedisRateLimiter},
-        redis_conn::RedisConn,
+        redis_conn::{RedisConn, RedisTls},
         revocation::{Known, Revocations, memory::MemoryRevocations, redis::RedisRevocations},
     },
     store::{
@@ -67,6 +68,20 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("loading the system's root certificates for HTTPS proxy calls: {0}")]
     Proxy(std::io::Error),
+    #[error("reading {} for Redis TLS: {source}", path.display())]
+    RedisTls { path: PathBuf, source: std::io::Error },
+}
+
+/// The Redis TLS files, read once at start-up.
+fn redis_tls(config: &RedisTlsConfig) -> Result<RedisTls, NodeError> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|source| NodeError::RedisTls { path: path.clone(), source })
+    };
+    let client = match (&config.cert, &config.key) {
+        (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+        _ => None,
+    };
+    Ok(RedisTls { ca: config.ca.as_ref().map(read).transpose()?, client })
 }
 
 /// Which shared-state backend is in use, and whether it currently answers.
@@ -186,9 +201,10 @@ impl Node {
             match &config.redis_url {
                 Some(url) => {
                     // One Redis or a Redis Cluster, by the URL's scheme (`redis_conn`).
-                    let conn = RedisConn::connect(url).await?;
+                    let tls = redis_tls(&config.redis_tls)?;
+                    let conn = RedisConn::connect_with(url, &tls).await?;
                     let prefix = config.redis_prefix.clone();
-                    let broker = RedisBroker::connect(url, prefix.clone()).await?;
+                    let broker = RedisBroker::connect_with(url, prefix.clone(), &tls).await?;
                     let limiter =
                         RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
                     let history = RedisHistory::new(conn.clone(), prefix.clone());

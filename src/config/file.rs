@@ -279,6 +279,9 @@ impl<'a> ConfigFile<'a> {
             }
             ConfigError::InstanceId(_) => from_file("instance_id"),
             ConfigError::TlsPair => from_file("tls_cert").or_else(|| from_file("tls_key")),
+            ConfigError::RedisTls(_) => {
+                ["redis_tls_cert", "redis_tls_key", "redis_tls_ca"].into_iter().find_map(from_file)
+            }
             ConfigError::Api { key, .. } => from_file(key),
             ConfigError::Namespace(e) => self.namespace_span(e).or_else(|| match e {
                 NamespaceError::HistoryTooLarge { .. } => from_file("max_history_size"),

@@ -11,6 +11,7 @@ mod jwt;
 mod namespaces;
 mod proxy;
 mod quic;
+mod redis_tls;
 mod suggest;
 mod values;
 mod webhooks;
@@ -25,6 +26,7 @@ pub use jwt::JwtConfig;
 pub use namespaces::{NamespaceConfig, NamespaceError, Namespaces, SubscribeMode};
 pub use proxy::ProxyConfig;
 pub use quic::QuicConfig;
+pub use redis_tls::RedisTlsConfig;
 use values::trusted_proxies;
 pub use values::{FailMode, ForwardedHeader, JwtAlgorithm, LogFormat, TrustedProxies};
 pub use webhooks::{WEBHOOK_EVENTS, WebhookConfig};
@@ -78,6 +80,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub quic: QuicConfig,
+
+    #[command(flatten)]
+    pub redis_tls: RedisTlsConfig,
 
     /// Interval between server pings.
     #[arg(long, env = "RTGATE_PING_INTERVAL", default_value = "25s", value_parser = duration)]
@@ -329,6 +334,8 @@ pub enum ConfigError {
         "--tls-cert and --tls-key go together: set both, or neither for a self-signed certificate"
     )]
     TlsPair,
+    #[error("{0}")]
+    RedisTls(String),
     #[error(transparent)]
     Namespace(#[from] NamespaceError),
     /// A server API or origin setting; `key` names it as the configuration file does.
@@ -345,6 +352,7 @@ impl Config {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::TlsPair);
         }
+        self.redis_tls.check(self.redis_url.as_deref())?;
         if let Some(id) = &self.instance_id {
             let ok = !id.is_empty()
                 && id.len() <= 64

@@ -50,3 +50,29 @@ fn a_tls_cert_needs_its_key_and_the_other_way_round() {
     }
     parse(&["--tls-cert", "c.pem", "--tls-key", "k.pem"]).unwrap().check().unwrap();
 }
+
+#[test]
+fn redis_tls_files_need_a_tls_redis_and_a_client_cert_its_key() {
+    let tls = |url: &str, extra: &[&str]| {
+        let mut args = vec!["--redis-url", url, "--allow-local-database"];
+        args.extend_from_slice(extra);
+        parse(&args).unwrap().check()
+    };
+    for url in ["rediss://r:6379", "rediss+cluster://r1:6379,r2:6379"] {
+        tls(url, &["--redis-tls-ca", "ca.pem"]).unwrap();
+        tls(url, &["--redis-tls-cert", "c.pem", "--redis-tls-key", "k.pem"]).unwrap();
+        tls(url, &[]).unwrap();
+        let err = tls(url, &["--redis-tls-cert", "c.pem"]).unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+    }
+    // Set for a plain Redis they would be silently unused: refused instead.
+    for url in ["redis://r:6379", "redis+cluster://r1:6379"] {
+        let err = tls(url, &["--redis-tls-ca", "ca.pem"]).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::RedisTls(_)) && err.to_string().contains("rediss://"),
+            "{err}"
+        );
+    }
+    let err = parse(&["--redis-tls-ca", "ca.pem"]).unwrap().check().unwrap_err();
+    assert!(matches!(err, ConfigError::RedisTls(_)), "{err}");
+}

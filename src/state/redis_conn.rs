@@ -5,6 +5,8 @@
 //! - `redis+cluster://[user:password@]host:port[,host:port…]`: a Redis Cluster. The addresses
 //!   are seed nodes; the client learns the slot map from them and routes each command to the
 //!   master owning its key's slot, following `MOVED`/`ASK` redirections and failovers.
+//! - `rediss://…` and `rediss+cluster://…`: the same over TLS (rustls), verified against the
+//!   system's roots or the CA of [`RedisTls`], which also carries a client certificate.
 //!
 //! The backends are written so that every script and every pipeline touches one hash slot
 //! (keys share a `{tag}`), which is what lets the same code run on both.
@@ -24,29 +26,93 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionLike, ConnectionManager};
-use redis::cluster::ClusterClient;
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::{Client, Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{
+    Client, ClientTlsConfig, Cmd, ConnectionAddr, ConnectionInfo, IntoConnectionInfo, Pipeline,
+    RedisFuture, TlsCertificates, Value,
+};
 
 use super::StateError;
 
 /// The scheme that names a Redis Cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
+/// The scheme of a Redis Cluster reached over TLS.
+pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
+
+/// TLS material for `rediss://` and `rediss+cluster://` targets, as PEM bytes. Empty: the
+/// system's root certificates and no client certificate.
+#[derive(Clone, Default)]
+pub struct RedisTls {
+    /// Certificate authorities that sign the servers' certificates.
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and its private key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Says what is set, never the bytes: the client key is a secret.
+impl fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca", &self.ca.is_some())
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl RedisTls {
+    fn certificates(&self) -> Option<TlsCertificates> {
+        if self.ca.is_none() && self.client.is_none() {
+            return None;
+        }
+        Some(TlsCertificates {
+            client_tls: self.client.as_ref().map(|(cert, key)| ClientTlsConfig {
+                client_cert: cert.clone(),
+                client_key: key.clone(),
+            }),
+            root_cert: self.ca.clone(),
+        })
+    }
+
+    /// A client for one Redis: with this material when the address is a TLS one.
+    pub(crate) fn client(&self, info: ConnectionInfo) -> Result<Client, StateError> {
+        match self.certificates() {
+            Some(certs) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
+                Ok(Client::build_with_tls(info, certs)?)
+            }
+            _ => Ok(Client::open(info)?),
+        }
+    }
+
+    /// A cluster client builder for `seeds`, with this material when they are TLS addresses.
+    pub(crate) fn cluster(&self, seeds: Vec<ConnectionInfo>) -> ClusterClientBuilder {
+        let tls = seeds.iter().any(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. }));
+        let builder = ClusterClient::builder(seeds);
+        match self.certificates() {
+            Some(certs) if tls => builder.certs(certs),
+            _ => builder,
+        }
+    }
+}
+
 /// What a `REDIS_URL` names.
 #[derive(Debug, Clone)]
 pub enum Target {
-    Single(ConnectionInfo),
-    /// Seed nodes of a cluster, each as an ordinary `redis://` address.
+    Single(Box<ConnectionInfo>),
+    /// Seed nodes of a cluster, each as an ordinary `redis://` (or `rediss://`) address.
     Cluster(Vec<ConnectionInfo>),
 }
 
 impl Target {
     /// Parses a `REDIS_URL`. A cluster URL must name at least one seed node.
     pub fn parse(url: &str) -> Result<Self, StateError> {
-        let Some(rest) = url.strip_prefix(CLUSTER_SCHEME) else {
-            return Ok(Target::Single(url.into_connection_info()?));
-        };
+        let (rest, scheme) =
+            match (url.strip_prefix(CLUSTER_SCHEME), url.strip_prefix(TLS_CLUSTER_SCHEME)) {
+                (Some(rest), _) => (rest, "redis"),
+                (_, Some(rest)) => (rest, "rediss"),
+                _ => return Ok(Target::Single(Box::new(url.into_connection_info()?))),
+            };
         // Credentials, when given, apply to every node.
         let (auth, hosts) = match rest.rsplit_once('@') {
             Some((auth, hosts)) => (format!("{auth}@"), hosts),
@@ -56,7 +122,7 @@ impl Target {
         let seeds = hosts
             .split(',')
             .filter(|h| !h.trim().is_empty())
-            .map(|h| format!("redis://{auth}{}", h.trim()).into_connection_info())
+            .map(|h| format!("{scheme}://{auth}{}", h.trim()).into_connection_info())
             .collect::<Result<Vec<_>, _>>()?;
         if seeds.is_empty() {
             return Err(StateError::Protocol(format!(
@@ -213,12 +279,21 @@ impl RedisConn {
     /// Connects to what `url` names. Fails if it cannot be reached now; later outages are
     /// survived (reconnection, slot map refresh).
     pub async fn connect(url: &str) -> Result<Self, StateError> {
+        Self::connect_with(url, &RedisTls::default()).await
+    }
+
+    /// As `connect`, with the TLS material a `rediss://` or `rediss+cluster://` target needs.
+    pub async fn connect_with(url: &str, tls: &RedisTls) -> Result<Self, StateError> {
         match Target::parse(url)? {
             Target::Single(info) => {
-                Ok(RedisConn::Single(ConnectionManager::new(Client::open(info)?).await?))
+                let client = tls.client(*info)?;
+                // One plain attempt first: what no retry fixes (a certificate refused, wrong
+                // credentials) fails start-up at once, where the manager retries for ~10 s.
+                drop(client.get_multiplexed_async_connection().await?);
+                Ok(RedisConn::Single(ConnectionManager::new(client).await?))
             }
             Target::Cluster(seeds) => {
-                let client = ClusterClient::builder(seeds).build()?;
+                let client = tls.cluster(seeds).build()?;
                 Ok(RedisConn::Cluster(Cluster::connect(client, None).await?))
             }
         }
@@ -289,6 +364,21 @@ mod tests {
         let addrs: Vec<String> = seeds.iter().map(|s| s.addr().to_string()).collect();
         assert_eq!(addrs, ["127.0.0.1:7101", "127.0.0.1:7102"]);
         assert!(seeds.iter().all(|s| s.redis_settings().password() == Some("secret")));
+    }
+
+    #[test]
+    fn tls_cluster_urls_name_tls_seed_nodes() {
+        let Ok(Target::Cluster(seeds)) =
+            Target::parse("rediss+cluster://10.0.0.1:6380,10.0.0.2:6380")
+        else {
+            panic!("not a cluster target");
+        };
+        assert!(seeds.iter().all(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. })));
+        let Ok(Target::Single(info)) = Target::parse("rediss://10.0.0.1:6380") else {
+            panic!("not a single target");
+        };
+        assert!(matches!(info.addr(), ConnectionAddr::TcpTls { .. }));
+        assert!(Target::parse("rediss+cluster://").is_err());
     }
 
     #[test]

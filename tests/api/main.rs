@@ -30,6 +30,8 @@ mod http;
 mod impair;
 mod lifecycle;
 mod limits;
+#[path = "../state/local_redis.rs"]
+mod local_redis;
 mod logs;
 mod metrics;
 mod origins;
@@ -37,6 +39,7 @@ mod presence_race;
 mod proxies;
 mod quic_paths;
 mod raw_http;
+mod redis_tls;
 mod redis_util;
 mod relay;
 mod resilience;

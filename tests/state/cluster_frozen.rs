@@ -7,7 +7,7 @@
 //! Its own cluster (3 masters, 3 replicas, `cluster-node-timeout` 1 s, on free ports) because
 //! freezing a master of the shared one would stall every other test's calls to that shard.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +15,8 @@ use redis::aio::ConnectionLike;
 use rtgate::state::broker::redis::RedisBroker;
 use rtgate::state::broker::{Broker, Channel};
 use rtgate::state::redis_conn::{RedisConn, SLOW_CALL};
+
+use crate::local_redis::LocalRedis;
 
 /// How long the frozen master's replica may take to be promoted and found: a few node
 /// timeouts, the time the cluster needs to agree on the failure and elect.
@@ -24,43 +26,7 @@ const PROMOTION: Duration = Duration::from_secs(20);
 /// to the frozen node is seen as slow before it is given up.
 const CALL: Duration = Duration::from_millis(1500);
 
-struct MiniCluster {
-    nodes: Vec<(u16, Child)>,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for MiniCluster {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.nodes {
-            // A frozen node must be woken to die.
-            let _ = Command::new("kill").arg("-CONT").arg(child.id().to_string()).status();
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-/// A port whose cluster bus port (+10,000) is free too. Both below Linux's ephemeral range
-/// (from 32,768), so no outgoing connection of a test running alongside takes one between
-/// this check and the node's bind.
-fn free_port_pair(taken: &[u16]) -> u16 {
-    loop {
-        let port = 10_000 + (rand_u16() % 12_000);
-        if taken.iter().any(|&t| t == port || t + 10_000 == port || port + 10_000 == t) {
-            continue;
-        }
-        let ok = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok();
-        if ok {
-            return port;
-        }
-    }
-}
-
-fn rand_u16() -> u16 {
-    (uuid::Uuid::new_v4().as_u128() & 0xffff) as u16
-}
+struct MiniCluster(LocalRedis);
 
 async fn node(port: u16) -> redis::aio::MultiplexedConnection {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
@@ -68,69 +34,21 @@ async fn node(port: u16) -> redis::aio::MultiplexedConnection {
 }
 
 impl MiniCluster {
-    async fn start() -> Self {
-        let dir = std::env::temp_dir().join(format!("rtgate-frozen-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = MiniCluster { nodes: Vec::new(), dir };
-        let mut ports = Vec::new();
-        for _ in 0..6 {
-            let port = free_port_pair(&ports);
-            ports.push(port);
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&cluster.dir)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("redis-server (scripts/services.sh installs it)");
-            cluster.nodes.push((port, child));
-        }
-        for &port in &ports {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            loop {
-                if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
-                    && let Ok(mut con) = client.get_multiplexed_async_connection().await
-                    && redis::cmd("PING").query_async::<String>(&mut con).await.is_ok()
-                {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "redis-server on {port} did not start");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-        let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-        let created = Command::new("redis-cli")
-            .args(["--cluster", "create"])
-            .args(&addrs)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(created.success(), "redis-cli --cluster create failed");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for &port in &ports {
-            loop {
-                let info: String = redis::cmd("CLUSTER")
-                    .arg("INFO")
-                    .query_async(&mut node(port).await)
-                    .await
-                    .unwrap();
-                if info.contains("cluster_state:ok") {
-                    break;
-                }
-                assert!(Instant::now() < deadline, "the cluster did not become ok");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        cluster
+    fn start() -> Self {
+        let args = |port: u16| {
+            let port = port.to_string();
+            ["--port", &port, "--cluster-enabled", "yes", "--cluster-node-timeout", "1000"]
+                .map(String::from)
+                .to_vec()
+        };
+        let local = LocalRedis::start(LocalRedis::dir("frozen"), 6, args, Vec::new());
+        local.create_cluster(1);
+        MiniCluster(local)
     }
 
     fn url(&self) -> String {
-        let seeds: Vec<String> = self.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
+        let seeds: Vec<String> =
+            self.0.nodes.iter().map(|(p, _)| format!("127.0.0.1:{p}")).collect();
         format!("redis+cluster://{}", seeds.join(","))
     }
 
@@ -138,7 +56,7 @@ impl MiniCluster {
     /// failure message.
     async fn views(&self, frozen: u16) -> String {
         let mut out = String::new();
-        for &(port, _) in self.nodes.iter().filter(|(p, _)| *p != frozen) {
+        for &(port, _) in self.0.nodes.iter().filter(|(p, _)| *p != frozen) {
             let mut con = node(port).await;
             let nodes: String = redis::cmd("CLUSTER")
                 .arg("NODES")
@@ -151,30 +69,34 @@ impl MiniCluster {
         out
     }
 
-    /// The master serving `key`'s slot, as (port, pid).
-    async fn master_of(&self, key: &str) -> (u16, u32) {
-        let port0 = self.nodes[0].0;
+    /// The master serving `key`'s slot, as (port, pid), and the port of its replica.
+    async fn shard_of(&self, key: &str) -> ((u16, u32), u16) {
+        let port0 = self.0.nodes[0].0;
         let mut con = node(port0).await;
         let slot: u16 =
             redis::cmd("CLUSTER").arg("KEYSLOT").arg(key).query_async(&mut con).await.unwrap();
         let nodes: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await.unwrap();
-        for line in nodes.lines() {
-            let f: Vec<&str> = line.split(' ').collect();
-            if !f[2].contains("master") || f[2].contains("fail") {
-                continue;
-            }
-            let serves = f[8..].iter().any(|range| {
-                let (lo, hi) = range.split_once('-').unwrap_or((range, range));
-                matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
-            });
-            if serves {
-                let port: u16 =
-                    f[1].split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
-                let pid = self.nodes.iter().find(|(p, _)| *p == port).unwrap().1.id();
-                return (port, pid);
-            }
-        }
-        panic!("no master for slot {slot} in {nodes}");
+        let lines: Vec<Vec<&str>> = nodes.lines().map(|l| l.split(' ').collect()).collect();
+        let port_of = |f: &[&str]| -> u16 {
+            f[1].split('@').next().unwrap().rsplit(':').next().unwrap().parse().unwrap()
+        };
+        let master = lines
+            .iter()
+            .filter(|f| f[2].contains("master") && !f[2].contains("fail"))
+            .find(|f| {
+                f[8..].iter().any(|range| {
+                    let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                    matches!((lo.parse::<u16>(), hi.parse::<u16>()), (Ok(lo), Ok(hi)) if lo <= slot && slot <= hi)
+                })
+            })
+            .unwrap_or_else(|| panic!("no master for slot {slot} in {nodes}"));
+        let replica = lines
+            .iter()
+            .find(|f| f[2].contains("slave") && f[3] == master[0])
+            .unwrap_or_else(|| panic!("no replica of {} in {nodes}", master[0]));
+        let port = port_of(master);
+        let pid = self.0.nodes.iter().find(|(p, _)| *p == port).unwrap().1.id();
+        ((port, pid), port_of(replica))
     }
 }
 
@@ -190,7 +112,7 @@ async fn get(conn: &mut RedisConn, key: &str) -> Result<Option<String>, String> 
 #[tokio::test]
 async fn calls_and_subscriptions_reach_the_replica_of_a_frozen_master() {
     assert!(CALL > SLOW_CALL);
-    let cluster = MiniCluster::start().await;
+    let cluster = MiniCluster::start();
     let url = cluster.url();
     let mut conn = RedisConn::connect(&url).await.unwrap();
     let publisher = RedisBroker::connect(&url, "t:").await.unwrap();
@@ -206,20 +128,26 @@ async fn calls_and_subscriptions_reach_the_replica_of_a_frozen_master() {
 
     let set = redis::cmd("SET").arg(key).arg("1").clone();
     conn.req_packed_command(&set).await.unwrap();
-    let (port, pid) = cluster.master_of(key).await;
-    // The write is on the replica before the master freezes, so the promoted one has it.
-    // `WAIT` counts the replicas that have the *calling connection's* writes, so the write is
-    // repeated on the connection that waits. A replica of a new cluster may still be in its
-    // first sync: ask again until it acknowledges.
+    let ((port, pid), replica) = cluster.shard_of(key).await;
+    // The write must be on the replica before the master freezes, so the promoted one has it.
+    // Checked on the replica itself: right after the cluster is created a replica is still in
+    // its first sync, and a write made then was seen missing from it once the sync was done,
+    // with `WAIT` on the writing connection answering 1. So the write is repeated on the
+    // master until the replica serves it.
     let mut master = node(port).await;
-    let _: () = set.query_async(&mut master).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut on_replica = node(replica).await;
+    let _: () = redis::cmd("READONLY").query_async(&mut on_replica).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let acked: i64 = redis::cmd("WAIT").arg(1).arg(200).query_async(&mut master).await.unwrap();
-        if acked == 1 {
+        let _: () = set.query_async(&mut master).await.unwrap();
+        let _: i64 = redis::cmd("WAIT").arg(1).arg(200).query_async(&mut master).await.unwrap();
+        let there: Option<String> =
+            redis::cmd("GET").arg(key).query_async(&mut on_replica).await.unwrap();
+        if there.as_deref() == Some("1") {
             break;
         }
-        assert!(Instant::now() < deadline, "the replica did not acknowledge the write");
+        assert!(Instant::now() < deadline, "the replica on {replica} never had the write");
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(get(&mut conn, key).await, Ok(Some("1".into())));
 

@@ -48,7 +48,7 @@ impl Backend {
 async fn masters(backend: Backend) -> Vec<redis::aio::MultiplexedConnection> {
     let seed = match Target::parse(&backend.url()).unwrap() {
         Target::Single(info) => {
-            let client = redis::Client::open(info).unwrap();
+            let client = redis::Client::open(*info).unwrap();
             return vec![client.get_multiplexed_async_connection().await.unwrap()];
         }
         Target::Cluster(seeds) => seeds.into_iter().next().unwrap(),

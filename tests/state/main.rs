@@ -12,5 +12,7 @@ mod cluster_failover;
 mod cluster_frozen;
 mod common;
 mod history;
+mod local_redis;
 mod presence;
 mod ratelimit;
+mod redis_tls;

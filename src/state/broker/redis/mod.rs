@@ -43,14 +43,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::{Client, ProtocolVersion, PushInfo, PushKind, Value};
+use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
-use crate::state::redis_conn::{Cluster, RedisConn, Target};
+use crate::state::redis_conn::{Cluster, RedisConn, RedisTls, Target};
 
 const INSTANCE: &str = "ch:inst:";
 const CLUSTER: &str = "ch:cluster";
@@ -77,6 +76,15 @@ impl RedisBroker {
     /// cluster by its `redis+cluster://` seed nodes). Channel names start with `prefix`. Fails
     /// if Redis cannot be reached now; later outages are survived.
     pub async fn connect(url: &str, prefix: impl Into<String>) -> Result<Self, StateError> {
+        Self::connect_with(url, prefix, &RedisTls::default()).await
+    }
+
+    /// As `connect`, with the TLS material a `rediss://` or `rediss+cluster://` target needs.
+    pub async fn connect_with(
+        url: &str,
+        prefix: impl Into<String>,
+        tls: &RedisTls,
+    ) -> Result<Self, StateError> {
         let prefix = prefix.into();
         let (push_tx, push_rx) = mpsc::unbounded_channel();
         // Set once the translator's `Follow` exists; held weakly, so the subscriber connection
@@ -85,14 +93,14 @@ impl RedisBroker {
         let (publisher, subscriber) = match Target::parse(url)? {
             Target::Single(info) => {
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-                let subscriber_info = info.clone().set_redis_settings(resp3);
+                let subscriber_info = (*info).clone().set_redis_settings(resp3);
                 let publisher = ConnectionManager::new_with_config(
-                    Client::open(info)?,
+                    tls.client(*info)?,
                     ConnectionManagerConfig::new(),
                 )
                 .await?;
                 let subscriber = ConnectionManager::new_with_config(
-                    Client::open(subscriber_info)?,
+                    tls.client(subscriber_info)?,
                     ConnectionManagerConfig::new()
                         .set_push_sender(push_tx)
                         .set_automatic_resubscription(),
@@ -101,8 +109,7 @@ impl RedisBroker {
                 (RedisConn::Single(publisher), Subscriber::Single(subscriber))
             }
             Target::Cluster(seeds) => {
-                let publisher =
-                    Cluster::connect(ClusterClient::builder(seeds.clone()).build()?, None).await?;
+                let publisher = Cluster::connect(tls.cluster(seeds.clone()).build()?, None).await?;
                 // A push sender makes the cluster connection track subscriptions and move them
                 // with their slots. A replacement connection (a stale slot map, see
                 // `redis_conn`) starts with none: every wanted channel is subscribed again.
@@ -112,7 +119,8 @@ impl RedisBroker {
                         tokio::spawn(resubscribe_all(follow));
                     }
                 });
-                let client = ClusterClient::builder(seeds)
+                let client = tls
+                    .cluster(seeds)
                     .use_protocol(ProtocolVersion::RESP3)
                     .push_sender(push_tx)
                     .build()?;
