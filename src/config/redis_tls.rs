@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::ConfigError;
+use crate::state::redis_conn::uses_tls;
 
 #[derive(Debug, Clone, Default, Args)]
 pub struct RedisTlsConfig {
@@ -26,7 +27,7 @@ pub struct RedisTlsConfig {
 }
 
 impl RedisTlsConfig {
-    pub fn is_set(&self) -> bool {
+    fn is_set(&self) -> bool {
         self.ca.is_some() || self.cert.is_some() || self.key.is_some()
     }
 
@@ -38,9 +39,7 @@ impl RedisTlsConfig {
                 "--redis-tls-cert and --redis-tls-key go together: set both, or neither".into(),
             ));
         }
-        let tls_url = redis_url
-            .is_some_and(|u| u.starts_with("rediss://") || u.starts_with("rediss+cluster://"));
-        if self.is_set() && !tls_url {
+        if self.is_set() && !redis_url.is_some_and(uses_tls) {
             return Err(ConfigError::RedisTls(
                 "--redis-tls-ca, --redis-tls-cert and --redis-tls-key apply to a Redis reached over \
                  TLS, but REDIS_URL is not rediss:// or rediss+cluster://"

@@ -41,6 +41,15 @@ pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 /// The scheme of a Redis Cluster reached over TLS.
 pub const TLS_CLUSTER_SCHEME: &str = "rediss+cluster://";
 
+/// Whether `url` names a Redis or a Redis Cluster reached over TLS.
+pub fn uses_tls(url: &str) -> bool {
+    url.starts_with("rediss://") || url.starts_with(TLS_CLUSTER_SCHEME)
+}
+
+fn is_tls(info: &ConnectionInfo) -> bool {
+    matches!(info.addr(), ConnectionAddr::TcpTls { .. })
+}
+
 /// TLS material for `rediss://` and `rediss+cluster://` targets, as PEM bytes. Empty: the
 /// system's root certificates and no client certificate.
 #[derive(Clone, Default)]
@@ -78,16 +87,14 @@ impl RedisTls {
     /// A client for one Redis: with this material when the address is a TLS one.
     pub(crate) fn client(&self, info: ConnectionInfo) -> Result<Client, StateError> {
         match self.certificates() {
-            Some(certs) if matches!(info.addr(), ConnectionAddr::TcpTls { .. }) => {
-                Ok(Client::build_with_tls(info, certs)?)
-            }
+            Some(certs) if is_tls(&info) => Ok(Client::build_with_tls(info, certs)?),
             _ => Ok(Client::open(info)?),
         }
     }
 
     /// A cluster client builder for `seeds`, with this material when they are TLS addresses.
     pub(crate) fn cluster(&self, seeds: Vec<ConnectionInfo>) -> ClusterClientBuilder {
-        let tls = seeds.iter().any(|s| matches!(s.addr(), ConnectionAddr::TcpTls { .. }));
+        let tls = seeds.iter().any(is_tls);
         let builder = ClusterClient::builder(seeds);
         match self.certificates() {
             Some(certs) if tls => builder.certs(certs),
