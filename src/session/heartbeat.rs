@@ -3,9 +3,32 @@
 //! transport, and catches peers that vanish without closing (TCP half-open, QUIC peer gone)
 //! long before the QUIC idle timeout, which is only a backstop.
 
-use std::time::Duration;
+use std::{sync::OnceLock, time::Duration};
 
 use tokio::time::Instant;
+
+/// The grid session timers are rounded up to: 1 % of the ping interval, between 1 ms and
+/// 250 ms. Heartbeats of idle sessions spread evenly over time would each wake a worker thread
+/// (and on few cores, switch to it) for one frame; on a shared grid the sessions due in one
+/// step are served by one wake-up. A ping up to 1 % late changes nothing a heartbeat decides.
+pub fn grid(interval: Duration) -> Duration {
+    (interval / 100).clamp(Duration::from_millis(1), Duration::from_millis(250))
+}
+
+/// `at` rounded up to the next point of `grid`, counted from one origin for the whole
+/// process so that every session lands on the same points.
+pub fn on_grid(at: Instant, grid: Duration) -> Instant {
+    static ORIGIN: OnceLock<Instant> = OnceLock::new();
+    let origin = *ORIGIN.get_or_init(Instant::now);
+    let step = grid.as_nanos().max(1);
+    let since = at.saturating_duration_since(origin).as_nanos();
+    let steps = since.div_ceil(step);
+    // u64 nanoseconds last 584 years; past that, the instant as it is.
+    match u64::try_from(steps * step) {
+        Ok(ns) => (origin + Duration::from_nanos(ns)).max(at),
+        Err(_) => at,
+    }
+}
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Beat {
@@ -85,6 +108,21 @@ mod tests {
         assert_eq!(hb.poll(t0 + 50 * S), Beat::Ping);
         assert_eq!(hb.poll(t0 + 69 * S), Beat::Idle);
         assert_eq!(hb.poll(t0 + 70 * S), Beat::TimedOut);
+    }
+
+    #[test]
+    fn grid_rounds_up_onto_shared_points() {
+        assert_eq!(grid(25 * S), Duration::from_millis(250));
+        assert_eq!(grid(5 * S), Duration::from_millis(50));
+        assert_eq!(grid(Duration::from_millis(10)), Duration::from_millis(1));
+        let g = Duration::from_millis(250);
+        let a = on_grid(Instant::now() + 3 * S, g);
+        assert_eq!(on_grid(a, g), a, "a point of the grid stays where it is");
+        // Never early, less than one step late, and every instant of a step on one point.
+        for off in [1, 100, 249] {
+            assert_eq!(on_grid(a + Duration::from_millis(off), g), a + g, "{off} ms");
+        }
+        assert_eq!(on_grid(a + g + Duration::from_millis(1), g), a + 2 * g);
     }
 
     #[test]

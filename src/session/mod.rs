@@ -323,7 +323,10 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     // Due at once: the first look (made by the timer, like every other) finds out what the
     // token needs, a notice already due at connect included.
     let mut token_at = Instant::now();
-    let wakeup = |hb: &Heartbeat, token_at: Instant| hb.next_wakeup().min(token_at);
+    let grid = heartbeat::grid(cfg.ping_interval);
+    let wakeup = |hb: &Heartbeat, token_at: Instant| {
+        heartbeat::on_grid(hb.next_wakeup().min(token_at), grid)
+    };
     let timer = sleep_until(wakeup(&hb, token_at));
     // One future for "stop now" (shutdown, or the outbound side died), created once: a fresh
     // `cancelled()` registers with the token's waiter list and unregisters on drop, which

@@ -1,5 +1,6 @@
 //! `idle`: open N connections, hold them, and report how much the server's RSS grew per
-//! connection; with `--redis-info`, also what the server's Redis spends on them (memory, keys,
+//! connection; with `--observe`, the server's CPU per held connection and minute (heartbeats
+//! and timers); with `--redis-info`, also what the server's Redis spends on them (memory, keys,
 //! commands per connect, per held connection and minute, and per disconnect).
 
 use std::{
@@ -35,8 +36,9 @@ pub struct Args {
     /// counts before opening, once held, after `--observe`, and after the release.
     #[arg(long)]
     redis_info: Option<String>,
-    /// With `--redis-info`: how long to keep holding after the first measurement, to count
-    /// the commands held connections cost (heartbeats, presence refreshes).
+    /// How long to keep holding after the first measurement, to measure what held connections
+    /// cost per minute: the server's CPU (heartbeats, timers) and, with `--redis-info`, the
+    /// commands (presence refreshes).
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     observe: Duration,
     /// With `--redis-info`: how long to wait after the release before the last snapshot, for
@@ -77,29 +79,38 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .set("rss_after", after)
         .set("bytes_per_conn", after.saturating_sub(before).checked_div(held).unwrap_or(0));
     super::failures(&mut r, opened.failures, &opened.errors);
-    let redis = match (probe.as_mut(), redis_before) {
+    let s1 = match (probe.as_mut(), redis_before) {
         (Some(p), Some(s0)) => {
             let s1 = p.snapshot().await?;
             r.set("redis_bytes_per_conn", s0.memory_per_conn(&s1, held))
                 .set("redis_keys_per_conn", s0.keys_per_conn(&s1, held))
                 .set("redis_cmds_per_connect", round2(s0.calls_per_conn(&s1, held)))
                 .set("redis_connect_cmds", s0.calls_by_command(&s1, held));
-            if !a.observe.is_zero() {
-                tokio::time::sleep(a.observe).await;
-                let s2 = p.snapshot().await?;
-                let minutes = s1.secs_until(&s2) / 60.0;
-                r.set("redis_cmds_per_conn_minute", round2(s1.calls_per_conn(&s2, held) / minutes))
-                    .set(
-                        "redis_held_cmds_per_minute",
-                        per_minute(s1.calls_by_command(&s2, held), minutes),
-                    );
-                Some(s2)
-            } else {
-                Some(s1)
-            }
+            Some(s1)
         }
         _ => None,
     };
+    let mut redis = s1.clone();
+    if !a.observe.is_zero() {
+        let (cpu0, t0) = (pool::cpu_secs(pid), Instant::now());
+        tokio::time::sleep(a.observe).await;
+        let minutes = t0.elapsed().as_secs_f64() / 60.0;
+        if let (Some(c0), Some(c1), true) = (cpu0, pool::cpu_secs(pid), held > 0) {
+            // µs of server CPU per held connection and minute: what holding costs at rest.
+            let per = (c1 - c0) * 1e6 / held as f64 / minutes;
+            r.set("held_cpu_us_per_conn_minute", round2(per));
+        }
+        if let (Some(p), Some(s1)) = (probe.as_mut(), s1) {
+            let s2 = p.snapshot().await?;
+            let minutes = s1.secs_until(&s2) / 60.0;
+            r.set("redis_cmds_per_conn_minute", round2(s1.calls_per_conn(&s2, held) / minutes))
+                .set(
+                    "redis_held_cmds_per_minute",
+                    per_minute(s1.calls_by_command(&s2, held), minutes),
+                );
+            redis = Some(s2);
+        }
+    }
     let dropped = pool::release(&stop, opened.items).await;
     r.set("dropped_by_server", dropped);
     if let (Some(p), Some(s_held)) = (probe.as_mut(), redis) {
