@@ -323,11 +323,12 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
     // Due at once: the first look (made by the timer, like every other) finds out what the
     // token needs, a notice already due at connect included.
     let mut token_at = Instant::now();
+    // `due` is the unrounded wakeup: comparing it per frame costs what it did before the
+    // grid; only an actual move pays for rounding onto the grid and re-arming.
     let grid = heartbeat::grid(cfg.ping_interval);
-    let wakeup = |hb: &Heartbeat, token_at: Instant| {
-        heartbeat::on_grid(hb.next_wakeup().min(token_at), grid)
-    };
-    let timer = sleep_until(wakeup(&hb, token_at));
+    let wakeup = |hb: &Heartbeat, token_at: Instant| hb.next_wakeup().min(token_at);
+    let mut due = wakeup(&hb, token_at);
+    let timer = sleep_until(heartbeat::on_grid(due, grid));
     // One future for "stop now" (shutdown, or the outbound side died), created once: a fresh
     // `cancelled()` registers with the token's waiter list and unregisters on drop, which
     // cost more per message than the echo handler itself.
@@ -399,7 +400,8 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     Beat::Ping => { ctx.outbound.send(PING_FRAME.clone()); }
                     Beat::Idle => {}
                 }
-                timer.as_mut().reset(wakeup(&hb, token_at));
+                due = wakeup(&hb, token_at);
+                timer.as_mut().reset(heartbeat::on_grid(due, grid));
             }
             frame = reader.read_frame() => match frame {
                 Ok(Some(bytes)) => {
@@ -409,8 +411,9 @@ async fn live<R: FrameReader>(ctx: &Arc<SessionCtx>, reader: &mut R) -> End {
                     // Only a pong moves the wakeup; re-arming the timer on every frame would
                     // take the timer wheel's lock once per message.
                     let next = wakeup(&hb, token_at);
-                    if next != timer.deadline() {
-                        timer.as_mut().reset(next);
+                    if next != due {
+                        due = next;
+                        timer.as_mut().reset(heartbeat::on_grid(due, grid));
                     }
                 }
                 Ok(None) => return End::Gone("peer closed".into()),

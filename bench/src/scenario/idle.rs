@@ -79,7 +79,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         .set("rss_after", after)
         .set("bytes_per_conn", after.saturating_sub(before).checked_div(held).unwrap_or(0));
     super::failures(&mut r, opened.failures, &opened.errors);
-    let s1 = match (probe.as_mut(), redis_before) {
+    let mut redis = match (probe.as_mut(), redis_before) {
         (Some(p), Some(s0)) => {
             let s1 = p.snapshot().await?;
             r.set("redis_bytes_per_conn", s0.memory_per_conn(&s1, held))
@@ -90,7 +90,6 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
         }
         _ => None,
     };
-    let mut redis = s1.clone();
     if !a.observe.is_zero() {
         let (cpu0, t0) = (pool::cpu_secs(pid), Instant::now());
         tokio::time::sleep(a.observe).await;
@@ -100,7 +99,7 @@ pub async fn run(ctx: &Ctx, a: Args) -> Result<()> {
             let per = (c1 - c0) * 1e6 / held as f64 / minutes;
             r.set("held_cpu_us_per_conn_minute", round2(per));
         }
-        if let (Some(p), Some(s1)) = (probe.as_mut(), s1) {
+        if let (Some(p), Some(s1)) = (probe.as_mut(), redis.as_ref()) {
             let s2 = p.snapshot().await?;
             let minutes = s1.secs_until(&s2) / 60.0;
             r.set("redis_cmds_per_conn_minute", round2(s1.calls_per_conn(&s2, held) / minutes))
