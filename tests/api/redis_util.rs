@@ -62,7 +62,9 @@ impl PrivateRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Stops the running server (if any) and starts an empty one on the same port.
     pub async fn restart(&mut self) {
+        self.kill();
         let child = Command::new("redis-server")
             .args([
                 "--port",
