@@ -243,13 +243,21 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
     for (id, entry) in &local {
         register(node, &record(node, id, entry)).await;
     }
-    for stale in bounded(node.presence.sockets_of_instance(&node.incarnation)).await? {
-        if live.contains(stale.as_str()) {
+    for (socket_id, user_id) in
+        bounded(node.presence.sockets_of_instance(&node.incarnation)).await?
+    {
+        if live.contains(socket_id.as_str()) {
             continue;
         }
-        if let Some(rec) = bounded(node.presence.socket(&stale)).await? {
-            unregister(node, &rec).await;
-        }
+        // Unregistering by id, user and instance also drops an index entry whose user side
+        // is gone; the transition carries the device of whatever record it removed.
+        let rec = SocketRecord {
+            socket_id,
+            user_id,
+            instance_id: node.incarnation.clone(),
+            ..SocketRecord::default()
+        };
+        unregister(node, &rec).await;
     }
     Ok(())
 }

@@ -201,7 +201,7 @@ pub struct Config {
     #[arg(long, env = "RTGATE_RATE_LIMIT_ON_REDIS_ERROR", value_enum, default_value_t = FailMode::Open)]
     pub rate_limit_on_redis_error: FailMode,
 
-    /// How long this instance counts as alive without refreshing its liveness key.
+    /// How long this instance counts as alive without refreshing its liveness deadline.
     #[arg(long, env = "RTGATE_LIVENESS_TTL", default_value = "15s", value_parser = duration)]
     pub liveness_ttl: Duration,
 

@@ -129,15 +129,22 @@ impl<T: PresenceStore> PresenceStore for Guarded<T> {
         self.call(RedisOp::PresenceQuery, false, self.inner.query(user_ids)).await
     }
 
-    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError> {
-        self.call(RedisOp::PresenceSocket, false, self.inner.socket(socket_id)).await
+    async fn socket(
+        &self,
+        user_id: &str,
+        socket_id: &str,
+    ) -> Result<Option<SocketRecord>, StateError> {
+        self.call(RedisOp::PresenceSocket, false, self.inner.socket(user_id, socket_id)).await
     }
 
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
         self.call(RedisOp::PresenceSocketsOfUser, false, self.inner.sockets_of_user(user_id)).await
     }
 
-    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError> {
+    async fn sockets_of_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError> {
         let call = self.inner.sockets_of_instance(instance_id);
         self.call(RedisOp::PresenceSocketsOfInstance, false, call).await
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use redis::Value;
 use rstest::rstest;
 use rtgate::state::now_ms;
 use rtgate::state::presence::memory::MemoryPresence;
@@ -59,6 +60,11 @@ fn socket(user: &str, device: &str, instance: &str) -> SocketRecord {
         instance_id: instance.into(),
         connected_at_ms: now_ms(),
     }
+}
+
+/// The socket ids `instance` has registered, by id.
+async fn ids_of_instance(store: &dyn PresenceStore, instance: &str) -> Vec<String> {
+    store.sockets_of_instance(instance).await.unwrap().into_iter().map(|(id, _)| id).collect()
 }
 
 fn assert_transition(got: Option<Transition>, user: &str, device: &str, status: Status) {
@@ -145,13 +151,13 @@ async fn register_and_unregister_are_idempotent(#[case] backend: Backend) {
     assert!(store.register(&s).await.unwrap().is_some());
     assert_eq!(store.register(&s).await.unwrap(), None);
     assert_eq!(presence_of(&*store, "alice").await.sockets, 1);
-    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), std::slice::from_ref(&s.socket_id));
+    assert_eq!(ids_of_instance(&*store, "i1").await, std::slice::from_ref(&s.socket_id));
 
     assert!(store.unregister(&s).await.unwrap().is_some());
     assert_eq!(store.unregister(&s).await.unwrap(), None);
     assert_eq!(store.unregister(&socket("carol", "x", "i1")).await.unwrap(), None);
     assert!(!presence_of(&*store, "alice").await.online);
-    assert!(store.sockets_of_instance("i1").await.unwrap().is_empty());
+    assert!(ids_of_instance(&*store, "i1").await.is_empty());
     finish(backend, &prefix).await;
 }
 
@@ -175,8 +181,8 @@ async fn a_user_at_the_cap_is_refused_and_nothing_is_written(#[case] backend: Ba
     // A socket already registered is not a new one: registering it again at the cap is fine.
     assert_eq!(store.register_capped(&laptop, 2).await.unwrap(), Registered::Added(None));
     assert_eq!(presence_of(&*store, "alice").await.sockets, 2);
-    assert_eq!(store.socket(&tablet.socket_id).await.unwrap(), None);
-    assert!(!store.sockets_of_instance("i1").await.unwrap().contains(&tablet.socket_id));
+    assert_eq!(store.socket(&tablet.user_id, &tablet.socket_id).await.unwrap(), None);
+    assert!(!ids_of_instance(&*store, "i1").await.contains(&tablet.socket_id));
     // A cap of 0 refuses even a user's first socket, and leaves them offline.
     assert_eq!(
         store.register_capped(&socket("bob", "x", "i1"), 0).await.unwrap(),
@@ -353,7 +359,7 @@ async fn leave_forgets_a_live_instance_and_its_leftovers(#[case] backend: Backen
     assert_eq!(store.leave("leaving").await.unwrap(), None);
     // Nothing left for a reaper: the live instance was not taken for a dead one either.
     assert!(store.reap_dead_instances().await.unwrap().is_empty());
-    assert_eq!(store.sockets_of_instance("staying").await.unwrap(), [elsewhere.socket_id]);
+    assert_eq!(ids_of_instance(&*store, "staying").await, [elsewhere.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -379,15 +385,16 @@ async fn sockets_are_indexed_by_user_and_by_instance(#[case] backend: Backend) {
     );
     assert_eq!(store.sockets_of_user("bob").await.unwrap(), std::slice::from_ref(&bob_phone));
     assert!(store.sockets_of_user("nobody").await.unwrap().is_empty());
-    let on_i1: BTreeSet<String> =
+    let on_i1: BTreeSet<(String, String)> =
         store.sockets_of_instance("i1").await.unwrap().into_iter().collect();
-    assert_eq!(on_i1, BTreeSet::from([alice_phone.socket_id.clone(), bob_phone.socket_id.clone()]));
-    assert_eq!(store.sockets_of_instance("i2").await.unwrap(), [alice_laptop.socket_id.clone()]);
-    assert!(store.sockets_of_instance("i3").await.unwrap().is_empty());
+    let pair = |s: &SocketRecord| (s.socket_id.clone(), s.user_id.clone());
+    assert_eq!(on_i1, BTreeSet::from([pair(&alice_phone), pair(&bob_phone)]));
+    assert_eq!(ids_of_instance(&*store, "i2").await, [alice_laptop.socket_id.clone()]);
+    assert!(ids_of_instance(&*store, "i3").await.is_empty());
 
     store.unregister(&alice_phone).await.unwrap();
     assert_eq!(store.sockets_of_user("alice").await.unwrap(), [alice_laptop]);
-    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), [bob_phone.socket_id]);
+    assert_eq!(ids_of_instance(&*store, "i1").await, [bob_phone.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -412,7 +419,7 @@ async fn heartbeats_keep_an_instance_from_being_reaped(#[case] backend: Backend)
 
     assert!(store.reap_dead_instances().await.unwrap().is_empty());
     assert!(presence_of(&*store, "alice").await.online);
-    assert_eq!(store.sockets_of_instance("i1").await.unwrap(), [s.socket_id]);
+    assert_eq!(ids_of_instance(&*store, "i1").await, [s.socket_id]);
     finish(backend, &prefix).await;
 }
 
@@ -452,8 +459,8 @@ async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend
         store.query(&users).await.unwrap().iter().map(|p| p.sockets).collect();
     assert_eq!(sockets, [0, 1, 1]);
     assert_eq!(store.sockets_of_user("bob").await.unwrap(), [bob_live]);
-    assert!(store.sockets_of_instance("dead").await.unwrap().is_empty());
-    assert_eq!(store.sockets_of_instance("live").await.unwrap().len(), 2);
+    assert!(ids_of_instance(&*store, "dead").await.is_empty());
+    assert_eq!(ids_of_instance(&*store, "live").await.len(), 2);
     // Forgotten: a second pass finds nothing left to report.
     assert!(store.reap_dead_instances().await.unwrap().is_empty());
     finish(backend, &prefix).await;
@@ -488,7 +495,7 @@ async fn a_large_instance_leaves_with_every_socket(#[case] backend: Backend) {
     offline.sort();
     offline.dedup();
     assert_eq!(offline.len(), 1_000, "every user offline once");
-    assert!(store.sockets_of_instance("big").await.unwrap().is_empty());
+    assert!(ids_of_instance(&*store, "big").await.is_empty());
     let sample: Vec<String> = (0..1_000).step_by(97).map(|n| format!("user{n}")).collect();
     assert!(store.query(&sample).await.unwrap().iter().all(|p| !p.online));
     assert_eq!(store.leave("big").await.unwrap(), None);
@@ -533,11 +540,10 @@ async fn concurrent_reapers_reap_each_dead_instance_once(#[case] backend: Backen
     finish(backend, &prefix).await;
 }
 
-/// Presence keys under `prefix`, without it and the presence hash tag every one carries.
+/// Presence keys under `prefix`, without it.
 async fn redis_keys(backend: Backend, prefix: &str) -> BTreeSet<String> {
-    let base = format!("{prefix}{{presence}}:");
     let keys = common::keys(backend, prefix).await;
-    keys.into_iter().map(|k| k.strip_prefix(&base).unwrap().to_owned()).collect()
+    keys.into_iter().map(|k| k.strip_prefix(prefix).unwrap().to_owned()).collect()
 }
 
 #[rstest]
@@ -549,7 +555,7 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let store = store(backend, &prefix).await;
     store.heartbeat("live", LIVE_TTL).await.unwrap();
     store.heartbeat("crashed", SHORT_TTL).await.unwrap();
-    let baseline = BTreeSet::from(["inst:live:alive".to_owned(), "instances".to_owned()]);
+    let baseline = BTreeSet::from(["{presence}:instances".to_owned()]);
 
     // Clean disconnects on the live instance, abrupt drops (never unregistered) on the crashed one.
     let mut clean = Vec::new();
@@ -569,19 +575,24 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let reaped = store.reap_dead_instances().await.unwrap();
     assert_eq!(reaped.iter().map(|r| r.sockets.len()).sum::<usize>(), 40);
 
-    // Besides the liveness keys, each user's version remains, and it expires.
-    let versions: BTreeSet<String> = (0..7).map(|n| format!("user:user{n}:ver")).collect();
-    assert_eq!(redis_keys(backend, &prefix).await, &baseline | &versions);
+    // Besides the instance list, each user's version remains, and it expires.
+    let keys = redis_keys(backend, &prefix).await;
+    let versions: BTreeSet<String> = keys.difference(&baseline).cloned().collect();
+    let owners: BTreeSet<String> = versions
+        .iter()
+        .filter_map(|k| k.strip_suffix(":ver").and_then(|k| k.rsplit_once(":u:")))
+        .map(|(_, user)| user.to_owned())
+        .collect();
+    assert_eq!(owners, (0..7).map(|n| format!("user{n}")).collect(), "{keys:?}");
+    assert_eq!(versions.len(), 7, "{keys:?}");
+    assert!(keys.is_superset(&baseline), "{keys:?}");
     let mut con = backend.conn().await;
     for key in &versions {
-        let ttl: i64 = redis::cmd("PTTL")
-            .arg(format!("{prefix}{{presence}}:{key}"))
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        let ttl: i64 =
+            redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");
     }
-    // A graceful exit removes the instance's own keys too.
+    // A graceful exit removes the instance from the list (its last entry: the key goes).
     store.leave("live").await.unwrap();
     assert_eq!(redis_keys(backend, &prefix).await, versions);
     finish(backend, &prefix).await;
@@ -604,5 +615,52 @@ async fn instances_lists_the_live_ones_with_their_socket_counts(#[case] backend:
     }
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert_eq!(store.instances().await.unwrap(), [("i1".to_owned(), 2), ("i2".to_owned(), 1)]);
+    finish(backend, &prefix).await;
+}
+
+/// On a Redis Cluster presence spreads over the shards: users' keys (and the scripts that
+/// decide their transitions) land on every master, not on one.
+#[tokio::test]
+async fn presence_keys_spread_over_every_cluster_master() {
+    let backend = Backend::Cluster;
+    let prefix = common::unique_prefix("presence-spread");
+    let store = store(backend, &prefix).await;
+    store.heartbeat("i1", LIVE_TTL).await.unwrap();
+    for n in 0..60 {
+        store.register(&socket(&format!("user{n}"), "phone", "i1")).await.unwrap();
+    }
+    let mut con = backend.conn().await;
+    let slots: Vec<Vec<Value>> =
+        redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut con).await.unwrap();
+    // Each entry: start, end, [master ip, port, …], replicas…
+    let master_of = |slot: i64| -> Option<i64> {
+        slots.iter().find_map(|range| match (&range[0], &range[1], &range[2]) {
+            (Value::Int(a), Value::Int(b), Value::Array(m)) if (*a..=*b).contains(&slot) => {
+                match m.get(1) {
+                    Some(Value::Int(port)) => Some(*port),
+                    _ => None,
+                }
+            }
+            _ => None,
+        })
+    };
+    let mut masters = BTreeSet::new();
+    for key in common::keys(backend, &prefix).await {
+        let slot: i64 =
+            redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut con).await.unwrap();
+        masters.insert(master_of(slot).expect("every slot has a master"));
+    }
+    let all: BTreeSet<i64> = slots
+        .iter()
+        .filter_map(|r| match r.get(2) {
+            Some(Value::Array(m)) => match m.get(1) {
+                Some(Value::Int(port)) => Some(*port),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(masters, all, "presence keys on {masters:?} of the masters {all:?}");
+    store.leave("i1").await.unwrap();
     finish(backend, &prefix).await;
 }

@@ -94,15 +94,18 @@ impl Maps {
         Some(last)
     }
 
-    fn unregister(&mut self, socket: &SocketRecord) -> bool {
-        let Some(last) = self.remove_from_user(&socket.user_id, &socket.socket_id) else {
-            return false;
-        };
-        self.sockets.remove(&socket.socket_id);
+    /// The removed record and whether it was its user's last socket; `None` when the socket
+    /// was not registered to that user.
+    fn unregister(&mut self, socket: &SocketRecord) -> Option<(SocketRecord, bool)> {
         if let Some(ids) = self.instances.get_mut(&socket.instance_id) {
             ids.remove(&socket.socket_id);
         }
-        last
+        let last = self.remove_from_user(&socket.user_id, &socket.socket_id)?;
+        let record = self.sockets.remove(&socket.socket_id)?;
+        if let Some(ids) = self.instances.get_mut(&record.instance_id) {
+            ids.remove(&socket.socket_id);
+        }
+        Some((record, last))
     }
 
     fn is_dead(&self, instance_id: &str, now: Instant) -> bool {
@@ -146,8 +149,10 @@ impl PresenceStore for MemoryPresence {
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
         let mut maps = self.maps();
-        let last = maps.unregister(socket);
-        Ok(last.then(|| maps.transition(socket, Status::Offline)))
+        Ok(match maps.unregister(socket) {
+            Some((record, true)) => Some(maps.transition(&record, Status::Offline)),
+            _ => None,
+        })
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
@@ -171,8 +176,12 @@ impl PresenceStore for MemoryPresence {
             .collect())
     }
 
-    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError> {
-        Ok(self.maps().sockets.get(socket_id).cloned())
+    async fn socket(
+        &self,
+        user_id: &str,
+        socket_id: &str,
+    ) -> Result<Option<SocketRecord>, StateError> {
+        Ok(self.maps().sockets.get(socket_id).filter(|r| r.user_id == user_id).cloned())
     }
 
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
@@ -188,10 +197,18 @@ impl PresenceStore for MemoryPresence {
         Ok(records)
     }
 
-    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError> {
+    async fn sockets_of_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError> {
         let maps = self.maps();
-        let mut ids: Vec<String> =
-            maps.instances.get(instance_id).into_iter().flatten().cloned().collect();
+        let mut ids: Vec<(String, String)> = maps
+            .instances
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| maps.sockets.get(id).map(|r| (id.clone(), r.user_id.clone())))
+            .collect();
         ids.sort();
         Ok(ids)
     }

@@ -27,6 +27,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_instances;
 mod redis_scripts;
 
 use std::time::Duration;
@@ -124,21 +125,29 @@ pub trait PresenceStore: Send + Sync + 'static {
         })
     }
 
-    /// Removes a socket. Returns the `Offline` transition when it was the user's last socket.
-    /// Unregistering an unknown socket is a no-op returning `None`.
+    /// Removes a socket (found by its id, user and instance). Returns the `Offline` transition
+    /// when it was the user's last socket, with the device of the record removed. Unregistering
+    /// an unknown socket is a no-op returning `None`.
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
 
     /// Presence of each user, in the order asked.
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError>;
 
-    /// One socket's record, if it is registered.
-    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError>;
+    /// One socket of a user, if it is registered (records are kept with their user).
+    async fn socket(
+        &self,
+        user_id: &str,
+        socket_id: &str,
+    ) -> Result<Option<SocketRecord>, StateError>;
 
     /// Every registered socket of a user (any instance).
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError>;
 
-    /// Ids of the sockets registered by an instance.
-    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError>;
+    /// The sockets an instance registered, as (socket id, user id), by socket id.
+    async fn sockets_of_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError>;
 
     /// Every live instance with how many sockets it has registered, by id.
     async fn instances(&self) -> Result<Vec<(String, usize)>, StateError>;
@@ -151,8 +160,8 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// Removes the registry entries and presence of every known instance whose liveness
     /// expired. Safe to run on every instance at once: each socket is reaped once, and each
     /// user goes offline once. A backend may reap a large instance in steps (Redis: 500
-    /// sockets per script run, so the shard is never held long); two reapers of one such
-    /// instance may then both report it, each with its own part of the sockets.
+    /// sockets per step); two reapers of one such instance may then both report it, each with
+    /// its own part of the sockets.
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError>;
 
     /// A graceful exit: forgets `instance_id` at once, alive or not (its liveness marker, its

@@ -1,50 +1,55 @@
 //! Redis presence backend: the cluster-wide socket registry, per-user and per-instance indexes,
 //! instance liveness and the reaping of dead instances.
 //!
-//! # Keys (all under the configured prefix, then the hash tag `{presence}`)
+//! # Keys (all under the configured prefix)
 //!
-//! Every presence key shares one hash tag, so on Redis Cluster they all live in one slot and
-//! the scripts below, which span a socket's record, its user's hash and version, its instance's
-//! set and the instance list, stay single atomic steps. The price: presence is served by one
-//! shard (and its replicas) however many the cluster has; the other concerns spread by channel,
-//! user or key. Tagging per user instead would split `register`/`unregister` from the instance
-//! indexes and the reaper into per-user steps, which the crash-consistency argument below would
-//! have to be redone for.
+//! Users are spread over *buckets* by a hash of their id (`bucket_of`): 256 on a Redis Cluster,
+//! one on a single Redis. A bucket is a hash tag, `{pb:<n>}`, so its keys share a slot: the
+//! keys of every user in it, and each instance's index of its sockets in it. That lets one
+//! script register or unregister a socket — the user's hash, the record, the version *and* the
+//! instance's index — as one atomic step, while on a cluster the buckets, and with them the
+//! connect path, spread over every shard. Only the instance list, written by heartbeats (one
+//! every few seconds per instance), is one key in one slot, `{presence}`.
 //!
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
-//! | `sock:{socket_id}` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
-//! | `user:{user_id}:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
-//! | `user:{user_id}:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
-//! | `inst:{instance_id}:socks` | set | socket ids registered by that instance | emptied by unregister, or by the reaper (in chunks) |
-//! | `inst:{instance_id}:alive` | string | liveness marker | `PX` TTL, refreshed by `heartbeat` |
-//! | `instances` | set | ids of every instance that registered or heartbeated | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
+//! | `{pb:<n>}:u:<user>:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
+//! | `{pb:<n>}:u:<user>:sock:<socket>` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
+//! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
+//! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
+//! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
+//! | `{presence}:instances` | sorted set | instance → the end of its liveness (ms, Redis' clock) | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!
 //! The registry keys carry no TTL on purpose: they live exactly as long as their socket, and a
 //! TTL would either expire a healthy long-lived connection or need a refresh per socket. The
 //! only way they outlive their socket is the instance dying before teardown, and that is what
-//! the liveness key and the reaper cover. Redis deletes a hash or set when its last member goes,
-//! so after every socket left only `inst:*:alive`, `instances` and the `user:*:ver` of recent
+//! the liveness deadline and the reaper cover. Redis deletes a hash or set when its last member
+//! goes, so after every socket left only the instance list and the versions of recent
 //! transitions remain; once every instance stopped gracefully, only the versions, until they
 //! expire. (Instance ids here are incarnations, `Node::incarnation`.)
 //!
 //! # Atomicity
 //!
-//! Each operation that decides a transition is one Lua script (sent with `EVALSHA`, loaded on
-//! first use), so two devices leaving at once see one "last socket" and two reapers of the
-//! same instance see one instance to reap. The reap script derives record and user keys from
-//! the tagged base inside the script, which Redis Cluster allows because they share the slot of
-//! the declared keys.
+//! Each decision is one Lua script on one slot (sent with `EVALSHA`, loaded on first use): a
+//! socket's script decides first/last socket and the cap, writes the instance's index and bumps
+//! the user's version in the same step, so two devices leaving at once see one "last socket",
+//! a socket removed by both its session and a reaper is reported once (only the `HDEL` that
+//! removed it acts), and no crash leaves a user entry that no index names. Reaping a dead
+//! instance is one script per bucket and chunk, the same steps for each socket it pops.
 //!
-//! Each transition script also bumps the user's version in the same step (`with_bump!`), and
-//! `query` reads versions, devices and the server clock in one MULTI.
+//! Liveness is the instance's deadline in the instance list, so "is it dead" and "forget it"
+//! are one script on one slot: a heartbeat that moved the deadline after the reaper looked
+//! keeps the instance known, and its next death is reaped like any other. What it costs: the
+//! reaper, a resync and the instance list's counts read every bucket of an instance (256
+//! concurrent calls on a cluster), all rare.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
+use futures_util::future::try_join_all;
 use redis::{FromRedisValue, Script, Value};
 
-use super::redis_scripts::{REAP, REGISTER, UNREGISTER};
+use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP, REGISTER, UNREGISTER};
 use super::{
     PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
     snapshot_version,
@@ -53,25 +58,28 @@ use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 
 /// How long a user's version outlives their last transition. Past it, the clock floor of the
 /// next version (see the parent module) keeps versions increasing without the key.
-const VERSION_TTL_MS: u64 = 60 * 60 * 1000;
+pub(super) const VERSION_TTL_MS: u64 = 60 * 60 * 1000;
 
-/// What one run of the reap script returns: forgotten, records, offline, sockets left.
-type ReapReply =
-    (i64, Vec<(String, String, String, String, String, u64)>, Vec<(String, String, u64)>, u64);
+/// Index entries one reaper step takes from one bucket: a few milliseconds of its shard, so
+/// reaping (or leaving with) 100,000 sockets never stalls anyone else's presence calls.
+pub(super) const REAP_CHUNK: usize = 500;
 
-/// Sockets one run of the reap script removes at most: a few milliseconds of the shard's time,
-/// so reaping (or leaving with) 100,000 sockets never stalls everyone else's presence calls.
-const REAP_CHUNK: u64 = 500;
+/// Buckets users are spread over on a Redis Cluster: enough to spread presence over hundreds of
+/// shards, few enough that reading every bucket of an instance stays cheap.
+const CLUSTER_BUCKETS: u32 = 256;
 
-/// Presence shared by every instance through one Redis.
+/// Presence shared by every instance through one Redis or one Redis Cluster.
 pub struct RedisPresence {
-    conn: RedisConn,
+    pub(super) conn: RedisConn,
     prefix: String,
-    /// `prefix` then the hash tag: what every key starts with.
-    base: String,
+    /// 1 on a single Redis, `CLUSTER_BUCKETS` on a cluster.
+    pub(super) buckets: u32,
     register: Script,
     unregister: Script,
-    reap: Script,
+    pub(super) reap: Script,
+    heartbeat: Script,
+    pub(super) members: Script,
+    pub(super) forget: Script,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -80,114 +88,131 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
+/// What the unregister script reports of a socket it removed: the `offline` version (0: not
+/// the user's last socket) and the device.
+type Removed = (u64, String);
+
+/// An instance index entry: `<socket id> <user id>` (socket ids are ours and hold no space).
+fn index_entry(socket_id: &str, user_id: &str) -> String {
+    format!("{socket_id} {user_id}")
+}
+
+/// FNV-1a: a fixed hash, so every instance and every version puts a user in the same bucket.
+fn fnv1a(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0x811c_9dc5, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+}
+
 impl RedisPresence {
     pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
-        let prefix = prefix.into();
+        let conn = conn.into();
         Self {
-            conn: conn.into(),
-            base: format!("{prefix}{{presence}}:"),
-            prefix,
+            buckets: if conn.is_cluster() { CLUSTER_BUCKETS } else { 1 },
+            conn,
+            prefix: prefix.into(),
             register: Script::new(REGISTER),
             unregister: Script::new(UNREGISTER),
             reap: Script::new(REAP),
+            heartbeat: Script::new(HEARTBEAT),
+            members: Script::new(MEMBERS),
+            forget: Script::new(FORGET),
         }
     }
 
-    fn sock_key(&self, socket_id: &str) -> String {
-        format!("{}sock:{socket_id}", self.base)
+    fn bucket_of(&self, user_id: &str) -> u32 {
+        fnv1a(user_id.as_bytes()) % self.buckets
+    }
+
+    /// What every key of bucket `n` starts with.
+    fn bucket_base(&self, n: u32) -> String {
+        format!("{}{{pb:{n}}}:", self.prefix)
+    }
+
+    /// What every key of `user_id` starts with (its bucket's base, then `u:<user>:`).
+    fn user_base(&self, user_id: &str) -> String {
+        format!("{}u:{user_id}:", self.bucket_base(self.bucket_of(user_id)))
     }
 
     fn user_key(&self, user_id: &str) -> String {
-        format!("{}user:{user_id}:socks", self.base)
+        format!("{}socks", self.user_base(user_id))
+    }
+
+    fn sock_key(&self, user_id: &str, socket_id: &str) -> String {
+        format!("{}sock:{socket_id}", self.user_base(user_id))
     }
 
     fn version_key(&self, user_id: &str) -> String {
-        format!("{}user:{user_id}:ver", self.base)
+        format!("{}ver", self.user_base(user_id))
     }
 
-    fn inst_socks_key(&self, instance_id: &str) -> String {
-        format!("{}inst:{instance_id}:socks", self.base)
+    /// Bucket `n`'s part of `instance_id`'s index.
+    pub(super) fn index_key(&self, n: u32, instance_id: &str) -> String {
+        format!("{}i:{instance_id}", self.bucket_base(n))
     }
 
-    fn alive_key(&self, instance_id: &str) -> String {
-        format!("{}inst:{instance_id}:alive", self.base)
+    /// The user key base the reap script derives a bucket's user keys from.
+    pub(super) fn users_base(&self, n: u32) -> String {
+        format!("{}u:", self.bucket_base(n))
     }
 
-    fn instances_key(&self) -> String {
-        format!("{}instances", self.base)
+    pub(super) fn reaper_key(&self, instance_id: &str) -> String {
+        format!("{}{{pi:{instance_id}}}:reaper", self.prefix)
     }
 
-    /// Reaps `instance_id` if its liveness expired, or at once with `force`.
-    async fn reap_one(&self, instance_id: &str, force: bool) -> Result<Option<Reaped>, StateError> {
-        let (mut forgotten, mut records, mut offline) = (0, Vec::new(), Vec::new());
-        loop {
-            let reply: Value = self
-                .reap
-                .key(self.alive_key(instance_id))
-                .key(self.inst_socks_key(instance_id))
-                .key(self.instances_key())
-                .arg(&self.base)
-                .arg(instance_id)
-                .arg(VERSION_TTL_MS)
-                .arg(if force { "1" } else { "0" })
-                .arg(REAP_CHUNK)
-                .invoke_async(&mut self.conn.clone())
-                .await?;
-            let (gone, chunk, off, left): ReapReply = decode(reply, "reap")?;
-            forgotten += gone;
-            records.extend(chunk);
-            offline.extend(off);
-            if left == 0 {
-                break;
-            }
-        }
-        if forgotten == 0 && records.is_empty() {
-            // Live, or another reaper got there first.
+    pub(super) fn instances_key(&self) -> String {
+        format!("{}{{presence}}:instances", self.prefix)
+    }
+
+    /// Every bucket's part of `instance_id`'s index: what `f` answers for each, in bucket
+    /// order, asked concurrently (on a cluster each is its own slot).
+    pub(super) async fn per_bucket<T, F, Fut>(&self, f: F) -> Result<Vec<T>, StateError>
+    where
+        F: Fn(u32) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StateError>>,
+    {
+        try_join_all((0..self.buckets).map(f)).await
+    }
+
+    /// Runs the unregister script for one socket: what it removed, if this call removed it.
+    async fn remove(&self, socket: &SocketRecord) -> Result<Option<Removed>, StateError> {
+        let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
+        let reply: Value = self
+            .unregister
+            .key(self.user_key(user_id))
+            .key(self.sock_key(user_id, socket_id))
+            .key(self.version_key(user_id))
+            .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
+            .arg(socket_id)
+            .arg(VERSION_TTL_MS)
+            .arg(index_entry(socket_id, user_id))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        let fields: Vec<Value> = decode(reply, "unregister")?;
+        if fields.is_empty() {
             return Ok(None);
         }
-        let at_ms = now_ms();
-        let mut sockets: Vec<SocketRecord> = records
-            .into_iter()
-            .map(|(socket_id, user_id, device_id, transport, instance_id, connected_at_ms)| {
-                SocketRecord {
-                    socket_id,
-                    user_id,
-                    device_id,
-                    transport,
-                    instance_id,
-                    connected_at_ms,
-                }
-            })
-            .collect();
-        sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
-        let offline = offline
-            .into_iter()
-            .map(|(user_id, device_id, version)| Transition {
-                user_id,
-                device_id,
-                status: Status::Offline,
-                at_ms,
-                version,
-            })
-            .collect();
-        Ok(Some(Reaped { instance_id: instance_id.to_owned(), sockets, offline }))
+        decode(Value::Array(fields), "unregister").map(Some)
     }
 }
 
 /// Converts a reply, reporting a shape we did not expect as a protocol error rather than a
 /// Redis failure: it means the keys were written by something else.
-fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, StateError> {
+pub(super) fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, StateError> {
     redis::from_redis_value(reply).map_err(|e| StateError::Protocol(format!("{what}: {e}")))
 }
 
 /// The transition a script reported, if any: scripts answer a transition's version, or 0
 /// for none (versions start far above 0, at the clock in µs).
-fn transition(socket: &SocketRecord, status: Status, version: u64) -> Option<Transition> {
+pub(super) fn transition(
+    socket: &SocketRecord,
+    status: Status,
+    version: u64,
+    at_ms: u64,
+) -> Option<Transition> {
     (version > 0).then(|| Transition {
         user_id: socket.user_id.clone(),
         device_id: socket.device_id.clone(),
         status,
-        at_ms: now_ms(),
+        at_ms,
         version,
     })
 }
@@ -247,88 +272,65 @@ impl PresenceStore for RedisPresence {
         }
         // 0 means no cap to the script; a cap past what a hash can hold is none either.
         let cap = if max >= u32::MAX as usize { 0 } else { max as u64 };
+        let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
         let reply: Value = self
             .register
-            .key(self.sock_key(&socket.socket_id))
-            .key(self.user_key(&socket.user_id))
-            .key(self.inst_socks_key(&socket.instance_id))
-            .key(self.instances_key())
-            .key(self.version_key(&socket.user_id))
-            .arg(&socket.socket_id)
-            .arg(&socket.user_id)
+            .key(self.sock_key(user_id, socket_id))
+            .key(self.user_key(user_id))
+            .key(self.version_key(user_id))
+            .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
+            .arg(socket_id)
+            .arg(user_id)
             .arg(&socket.device_id)
             .arg(&socket.transport)
             .arg(&socket.instance_id)
             .arg(socket.connected_at_ms)
             .arg(VERSION_TTL_MS)
             .arg(cap)
+            .arg(index_entry(socket_id, user_id))
             .invoke_async(&mut self.conn.clone())
             .await?;
         let version: i64 = decode(reply, "register")?;
         Ok(match u64::try_from(version) {
-            Ok(version) => Registered::Added(transition(socket, Status::Online, version)),
+            Ok(version) => Registered::Added(transition(socket, Status::Online, version, now_ms())),
             Err(_) => Registered::Full,
         })
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        let reply: Value = self
-            .unregister
-            .key(self.user_key(&socket.user_id))
-            .key(self.sock_key(&socket.socket_id))
-            .key(self.inst_socks_key(&socket.instance_id))
-            .key(self.version_key(&socket.user_id))
-            .arg(&socket.socket_id)
-            .arg(VERSION_TTL_MS)
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        let version: u64 = decode(reply, "unregister")?;
-        Ok(transition(socket, Status::Offline, version))
+        Ok(self.remove(socket).await?.and_then(|(version, device_id)| {
+            let record = SocketRecord { device_id, ..socket.clone() };
+            transition(&record, Status::Offline, version, now_ms())
+        }))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
-        if user_ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        // One MULTI: the devices, the versions and the clock of one instant, so each snapshot
-        // version matches what the snapshot shows.
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for user_id in user_ids {
-            pipe.hvals(self.user_key(user_id));
-        }
-        pipe.mget(user_ids.iter().map(|u| self.version_key(u)).collect::<Vec<_>>());
-        pipe.cmd("TIME");
-        let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
-        let mut replies: Vec<Value> = decode(reply, "query")?;
-        let (Some(time), Some(versions)) = (replies.pop(), replies.pop()) else {
-            return Err(StateError::Protocol("query: short reply".into()));
-        };
-        let (secs, micros): (u64, u64) = decode(time, "query time")?;
-        let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
-        let versions: Vec<Option<u64>> = decode(versions, "query versions")?;
-        let devices: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
-        if devices.len() != user_ids.len() || versions.len() != user_ids.len() {
-            return Err(StateError::Protocol(format!(
-                "query: {} replies for {} users",
-                devices.len(),
-                user_ids.len()
-            )));
-        }
-        Ok(user_ids
-            .iter()
-            .zip(devices)
-            .zip(versions)
-            .map(|((user_id, devices), last)| {
-                let version = snapshot_version(last.unwrap_or(0), now_us);
-                presence_from_devices(user_id, &devices, version)
-            })
-            .collect())
+        // One MULTI per user (users live in different slots): the devices, the version and the
+        // clock of one instant, so each snapshot version matches what the snapshot shows.
+        try_join_all(user_ids.iter().map(|user_id| async move {
+            let reply: Value = redis::pipe()
+                .atomic()
+                .hvals(self.user_key(user_id))
+                .get(self.version_key(user_id))
+                .cmd("TIME")
+                .query_async(&mut self.conn.clone())
+                .await?;
+            let (devices, last, (secs, micros)): (Vec<String>, Option<u64>, (u64, u64)) =
+                decode(reply, "query")?;
+            let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
+            let version = snapshot_version(last.unwrap_or(0), now_us);
+            Ok(presence_from_devices(user_id, &devices, version))
+        }))
+        .await
     }
 
-    async fn socket(&self, socket_id: &str) -> Result<Option<SocketRecord>, StateError> {
+    async fn socket(
+        &self,
+        user_id: &str,
+        socket_id: &str,
+    ) -> Result<Option<SocketRecord>, StateError> {
         let reply: Value = redis::cmd("HGETALL")
-            .arg(self.sock_key(socket_id))
+            .arg(self.sock_key(user_id, socket_id))
             .query_async(&mut self.conn.clone())
             .await?;
         let fields: HashMap<String, String> = decode(reply, "socket")?;
@@ -345,9 +347,10 @@ impl PresenceStore for RedisPresence {
             return Ok(Vec::new());
         }
         ids.sort();
+        // The records share the user's slot: one pipeline.
         let mut pipe = redis::pipe();
         for id in &ids {
-            pipe.hgetall(self.sock_key(id));
+            pipe.hgetall(self.sock_key(user_id, id));
         }
         let reply: Value = pipe.query_async(&mut conn).await?;
         let hashes: Vec<HashMap<String, String>> = decode(reply, "sockets_of_user")?;
@@ -360,67 +363,33 @@ impl PresenceStore for RedisPresence {
         Ok(records)
     }
 
-    async fn sockets_of_instance(&self, instance_id: &str) -> Result<Vec<String>, StateError> {
-        let reply: Value = redis::cmd("SMEMBERS")
-            .arg(self.inst_socks_key(instance_id))
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let mut ids: Vec<String> = decode(reply, "sockets_of_instance")?;
-        ids.sort();
-        Ok(ids)
+    async fn sockets_of_instance(
+        &self,
+        instance_id: &str,
+    ) -> Result<Vec<(String, String)>, StateError> {
+        self.index_of(instance_id).await
     }
 
     async fn instances(&self) -> Result<Vec<(String, usize)>, StateError> {
-        let mut conn = self.conn.clone();
-        let reply: Value =
-            redis::cmd("SMEMBERS").arg(self.instances_key()).query_async(&mut conn).await?;
-        let mut ids: Vec<String> = decode(reply, "instances")?;
-        ids.sort();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.cmd("EXISTS").arg(self.alive_key(id)).cmd("SCARD").arg(self.inst_socks_key(id));
-        }
-        let reply: Value = pipe.query_async(&mut conn).await?;
-        let counts: Vec<usize> = decode(reply, "instances")?;
-        Ok(ids
-            .into_iter()
-            .zip(counts.chunks(2))
-            .filter(|(_, c)| c.first().copied().unwrap_or(0) == 1)
-            .map(|(id, c)| (id, c.get(1).copied().unwrap_or(0)))
-            .collect())
+        self.live_instances().await
     }
 
     async fn heartbeat(&self, instance_id: &str, ttl: Duration) -> Result<(), StateError> {
-        // PX 0 is an error in Redis; a zero TTL means "dead at once", which 1 ms approximates.
-        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
-        let reply: Value = redis::pipe()
-            .atomic()
-            .cmd("SET")
-            .arg(self.alive_key(instance_id))
-            .arg(1)
-            .arg("PX")
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let reply: Value = self
+            .heartbeat
+            .key(self.instances_key())
+            .arg(instance_id)
             .arg(ttl_ms)
-            .ignore()
-            .sadd(self.instances_key(), instance_id)
-            .ignore()
-            .query_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        decode::<()>(reply, "heartbeat")
+        decode::<i64>(reply, "heartbeat").map(drop)
     }
 
     async fn reap_dead_instances(&self) -> Result<Vec<Reaped>, StateError> {
-        let reply: Value = redis::cmd("SMEMBERS")
-            .arg(self.instances_key())
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let mut instances: Vec<String> = decode(reply, "reap_dead_instances")?;
-        instances.sort();
         let mut reaped = Vec::new();
-        for instance_id in &instances {
-            if let Some(one) = self.reap_one(instance_id, false).await? {
+        for instance_id in self.members("expired").await? {
+            if let Some(one) = self.reap_one(&instance_id, false).await? {
                 reaped.push(one);
             }
         }

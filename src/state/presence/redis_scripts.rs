@@ -1,6 +1,7 @@
 //! The Lua scripts of the Redis presence backend (`super::redis`), which owns the key layout
-//! and the atomicity argument they implement: one script per decision, each bumping the
-//! user's version in the same step.
+//! and the atomicity argument they implement: one script per decision, each touching one hash
+//! slot — a user's bucket (register, unregister, reaping a bucket's part of a dead instance,
+//! each bumping the user's version in the same step) or the instance list's (liveness).
 
 /// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
 /// stored with `PX` ARGV-given TTL. Prepended to every script that decides transitions, so the
@@ -23,11 +24,26 @@ end
     };
 }
 
-/// KEYS: record, user hash, instance set, instances, user version. ARGV: socket id, user,
-/// device, transport, instance, connected_at, version TTL, cap (0: none). Returns -1 when the
-/// user already has `cap` other sockets (nothing written), else the `online` transition's
-/// version when this was the user's first socket, else 0. The count taken for the cap also
-/// decides "first", so a connect costs no more commands with a cap than without.
+/// `now`: the server's clock in milliseconds, for the liveness deadlines. Every liveness
+/// script runs on the instance list's slot, so deadlines are written and compared on one clock.
+macro_rules! with_now {
+    ($body:literal) => {
+        concat!(
+            r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+",
+            $body
+        )
+    };
+}
+
+/// KEYS: record, user hash, user version, the instance's index (one bucket's slot). ARGV:
+/// socket id, user, device, transport, instance, connected_at, version TTL, cap (0: none),
+/// index entry. Returns -1 when the user already has `cap` other sockets (nothing written),
+/// else the `online` transition's version when this was the user's first socket, else 0. The
+/// count taken for the cap also decides "first", so a connect costs no more commands with a
+/// cap than without.
 pub(super) const REGISTER: &str = with_bump!(
     r"
 local count = redis.call('HLEN', KEYS[2])
@@ -35,71 +51,99 @@ local cap = tonumber(ARGV[8])
 if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
   return -1
 end
+redis.call('SADD', KEYS[4], ARGV[9])
 local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
 redis.call('HSET', KEYS[1], 'user', ARGV[2], 'device', ARGV[3], 'transport', ARGV[4],
   'instance', ARGV[5], 'connected_at', ARGV[6])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('SADD', KEYS[4], ARGV[5])
 if new == 1 and count == 0 then
-  return bump(KEYS[5], ARGV[7])
+  return bump(KEYS[3], ARGV[7])
 end
 return 0
 "
 );
 
-/// KEYS: user hash, record, instance set, user version. ARGV: socket id, version TTL. Returns
-/// the `offline` transition's version when this was the user's last socket, else 0. The user
+/// KEYS: user hash, record, user version, the instance's index (one bucket's slot). ARGV:
+/// socket id, version TTL, index entry. Returns {} when this call did not remove the socket
+/// (unknown, or removed already), else {version, device} of the removed record, `version`
+/// being the `offline` transition's when this was the user's last socket, else 0. The user
 /// hash decides: only the caller whose HDEL removed the socket acts.
 pub(super) const UNREGISTER: &str = with_bump!(
     r"
+redis.call('SREM', KEYS[4], ARGV[3])
 if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
-  return 0
+  return {}
 end
+local device = redis.call('HGET', KEYS[2], 'device')
 redis.call('DEL', KEYS[2])
-redis.call('SREM', KEYS[3], ARGV[1])
+local v = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return bump(KEYS[4], ARGV[2])
+  v = bump(KEYS[3], ARGV[2])
 end
+return {v, device or ''}
+"
+);
+
+/// KEYS: one bucket's part of an instance's index. ARGV: the bucket's user key base (`…u:`),
+/// version TTL, chunk, instance. Removes up to `chunk` of the instance's sockets in this bucket
+/// (SPOP: two reapers never take the same one) as `UNREGISTER` would, deriving each user's keys
+/// from the base (they share the declared key's slot). Returns {records, left}: a record is
+/// {socket, user, device, transport, instance, connected_at, version of the user's `offline`
+/// or 0}; `left` is how many entries the bucket still holds.
+pub(super) const REAP: &str = with_bump!(
+    r"
+local records = {}
+for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
+  local sid, user = string.match(entry, '^(%S+) (.*)$')
+  if sid then
+    local ukey = ARGV[1] .. user .. ':socks'
+    if redis.call('HDEL', ukey, sid) == 1 then
+      local rkey = ARGV[1] .. user .. ':sock:' .. sid
+      local r = redis.call('HMGET', rkey, 'device', 'transport', 'instance', 'connected_at')
+      redis.call('DEL', rkey)
+      local v = 0
+      if redis.call('EXISTS', ukey) == 0 then
+        v = bump(ARGV[1] .. user .. ':ver', ARGV[2])
+      end
+      table.insert(records, {sid, user, r[1] or '', r[2] or '', r[3] or ARGV[4],
+        tonumber(r[4]) or 0, v})
+    end
+  end
+end
+return {records, redis.call('SCARD', KEYS[1])}
+"
+);
+
+/// KEYS: instances. ARGV: instance, TTL in ms. The instance is live until now + TTL.
+pub(super) const HEARTBEAT: &str = with_now!(
+    r"
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 0
 "
 );
 
-/// KEYS: alive key, instance set, instances. ARGV: key base, instance id, version TTL, force,
-/// chunk. Returns {forgotten, records, offline, left}: `forgotten` is 1 when this run removed
-/// the instance from `instances` (the run that took its last socket); records are {socket,
-/// user, device, transport, instance, connected_at}; offline entries are {user, device of the
-/// removed socket, version}; `left` is how many of the instance's sockets are still to reap. Unless `force` is 1 (the instance
-/// leaving itself), a live instance (a heartbeat won the race with the caller's SMEMBERS)
-/// returns {0, {}, {}, 0}. At most `chunk` sockets go per run (SPOP: two reapers never take
-/// the same one), so reaping a large instance never holds the shard for long; the caller runs
-/// it again while `left` is above 0 (the liveness key is gone by then, so it goes on).
-pub(super) const REAP: &str = with_bump!(
+/// KEYS: instances. ARGV: `live` or `expired`. The instances whose deadline is ahead of now,
+/// or has passed.
+pub(super) const MEMBERS: &str = with_now!(
     r"
-if ARGV[4] ~= '1' and redis.call('EXISTS', KEYS[1]) == 1 then
-  return {0, {}, {}, 0}
+if ARGV[1] == 'live' then
+  return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
 end
-redis.call('DEL', KEYS[1])
-local records, offline = {}, {}
-for _, sid in ipairs(redis.call('SPOP', KEYS[2], tonumber(ARGV[5]))) do
-  local rkey = ARGV[1] .. 'sock:' .. sid
-  local r = redis.call('HMGET', rkey, 'user', 'device', 'transport', 'instance', 'connected_at')
-  if r[1] then
-    local user, device = r[1], r[2] or ''
-    local ukey = ARGV[1] .. 'user:' .. user .. ':socks'
-    if redis.call('HDEL', ukey, sid) == 1 and redis.call('EXISTS', ukey) == 0 then
-      local v = bump(ARGV[1] .. 'user:' .. user .. ':ver', ARGV[3])
-      table.insert(offline, {user, device, v})
-    end
-    redis.call('DEL', rkey)
-    table.insert(records, {sid, user, device, r[3] or '', r[4] or ARGV[2], tonumber(r[5]) or 0})
-  end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+"
+);
+
+/// KEYS: instances. ARGV: instance, force. Removes the instance from the list when its
+/// deadline has passed, or at once with `force` (the instance leaving itself). Returns 1 when
+/// it removed it: a heartbeat that came in since the reaper looked keeps the instance known.
+pub(super) const FORGET: &str = with_now!(
+    r"
+local deadline = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not deadline then
+  return 0
 end
-local left = redis.call('SCARD', KEYS[2])
--- Forgotten only with its last socket: a reaper cut short finds it again on its next run.
-local forgotten = 0
-if left == 0 then
-  forgotten = redis.call('SREM', KEYS[3], ARGV[2])
+if ARGV[2] == '1' or tonumber(deadline) <= now then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
 end
-return {forgotten, records, offline, left}
+return 0
 "
 );
