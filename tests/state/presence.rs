@@ -555,7 +555,7 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let store = store(backend, &prefix).await;
     store.heartbeat("live", LIVE_TTL).await.unwrap();
     store.heartbeat("crashed", SHORT_TTL).await.unwrap();
-    let baseline = BTreeSet::from(["{presence}:instances".to_owned()]);
+    let baseline = BTreeSet::from(["{presence}:liveness".to_owned()]);
 
     // Clean disconnects on the live instance, abrupt drops (never unregistered) on the crashed one.
     let mut clean = Vec::new();

@@ -18,7 +18,7 @@
 //! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
 //! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
 //! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
-//! | `{presence}:instances` | sorted set | instance → the end of its liveness (ms, Redis' clock) | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
+//! | `{presence}:liveness` | sorted set | instance → the end of its liveness (ms, Redis' clock) | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!
 //! The registry keys carry no TTL on purpose: they live exactly as long as their socket, and a
 //! TTL would either expire a healthy long-lived connection or need a refresh per socket. The
@@ -159,7 +159,7 @@ impl RedisPresence {
     }
 
     pub(super) fn instances_key(&self) -> String {
-        format!("{}{{presence}}:instances", self.prefix)
+        format!("{}{{presence}}:liveness", self.prefix)
     }
 
     /// Every bucket's part of `instance_id`'s index: what `f` answers for each, in bucket
