@@ -135,6 +135,24 @@ async fn query_counts_devices_and_sockets_in_the_order_asked(#[case] backend: Ba
         got.iter().map(|p| (p.user_id.as_str(), p.online, p.devices, p.sockets)).collect();
     assert_eq!(summary, [("nobody", false, 0, 0), ("bob", true, 1, 1), ("alice", true, 2, 3)]);
     assert!(store.query(&[]).await.unwrap().is_empty());
+
+    // Many users (on a cluster, many buckets and shards), one asked twice: still in order.
+    let mut many: Vec<String> = (0..40).map(|n| format!("ghost{n}")).collect();
+    many.insert(7, "alice".into());
+    many.push("alice".into());
+    let online: Vec<usize> = store
+        .query(&many)
+        .await
+        .unwrap()
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.online)
+        .map(|(i, p)| {
+            assert_eq!(p.user_id, many[i]);
+            i
+        })
+        .collect();
+    assert_eq!(online, [7, many.len() - 1]);
     finish(backend, &prefix).await;
 }
 

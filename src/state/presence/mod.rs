@@ -28,6 +28,7 @@
 pub mod memory;
 pub mod redis;
 mod redis_instances;
+mod redis_replies;
 mod redis_scripts;
 
 use std::time::Duration;

@@ -43,12 +43,13 @@
 //! reaper, a resync and the instance list's counts read every bucket of an instance (256
 //! concurrent calls on a cluster), all rare.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::future::try_join_all;
-use redis::{FromRedisValue, Script, Value};
+use redis::{Script, Value};
 
+use super::redis_replies::{decode, presence_from_devices, record_from_hash, transition};
 use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP, REGISTER, UNREGISTER};
 use super::{
     PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
@@ -194,72 +195,6 @@ impl RedisPresence {
     }
 }
 
-/// Converts a reply, reporting a shape we did not expect as a protocol error rather than a
-/// Redis failure: it means the keys were written by something else.
-pub(super) fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, StateError> {
-    redis::from_redis_value(reply).map_err(|e| StateError::Protocol(format!("{what}: {e}")))
-}
-
-/// The transition a script reported, if any: scripts answer a transition's version, or 0
-/// for none (versions start far above 0, at the clock in µs).
-pub(super) fn transition(
-    socket: &SocketRecord,
-    status: Status,
-    version: u64,
-    at_ms: u64,
-) -> Option<Transition> {
-    (version > 0).then(|| Transition {
-        user_id: socket.user_id.clone(),
-        device_id: socket.device_id.clone(),
-        status,
-        at_ms,
-        version,
-    })
-}
-
-/// Builds a record from its hash; `None` when the hash is gone (removed between the index read
-/// and this one).
-fn record_from_hash(
-    socket_id: String,
-    mut fields: HashMap<String, String>,
-) -> Result<Option<SocketRecord>, StateError> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let mut take = |name: &str| {
-        fields
-            .remove(name)
-            .ok_or_else(|| StateError::Protocol(format!("socket {socket_id}: no field {name}")))
-    };
-    let user_id = take("user")?;
-    let device_id = take("device")?;
-    let transport = take("transport")?;
-    let instance_id = take("instance")?;
-    let connected_at = take("connected_at")?;
-    let connected_at_ms = connected_at.parse().map_err(|_| {
-        StateError::Protocol(format!("socket {socket_id}: connected_at {connected_at:?}"))
-    })?;
-    Ok(Some(SocketRecord {
-        socket_id,
-        user_id,
-        device_id,
-        transport,
-        instance_id,
-        connected_at_ms,
-    }))
-}
-
-fn presence_from_devices(user_id: &str, devices: &[String], version: u64) -> UserPresence {
-    let distinct: HashSet<&String> = devices.iter().collect();
-    UserPresence {
-        user_id: user_id.to_owned(),
-        online: !devices.is_empty(),
-        devices: distinct.len(),
-        sockets: devices.len(),
-        version,
-    }
-}
-
 #[async_trait::async_trait]
 impl PresenceStore for RedisPresence {
     async fn register_capped(
@@ -305,23 +240,58 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
-        // One MULTI per user (users live in different slots): the devices, the version and the
-        // clock of one instant, so each snapshot version matches what the snapshot shows.
-        try_join_all(user_ids.iter().map(|user_id| async move {
-            let reply: Value = redis::pipe()
-                .atomic()
-                .hvals(self.user_key(user_id))
-                .get(self.version_key(user_id))
-                .cmd("TIME")
-                .query_async(&mut self.conn.clone())
-                .await?;
-            let (devices, last, (secs, micros)): (Vec<String>, Option<u64>, (u64, u64)) =
-                decode(reply, "query")?;
+        // One MULTI per bucket (one in all on a single Redis): the devices, the versions and
+        // the clock of one instant, so each snapshot version matches what the snapshot shows.
+        let mut by_bucket: HashMap<u32, Vec<&String>> = HashMap::new();
+        for user_id in user_ids {
+            by_bucket.entry(self.bucket_of(user_id)).or_default().push(user_id);
+        }
+        let answers = try_join_all(by_bucket.into_values().map(|users| async move {
+            let mut pipe = redis::pipe();
+            pipe.atomic();
+            for user_id in &users {
+                pipe.hvals(self.user_key(user_id));
+            }
+            pipe.mget(users.iter().map(|u| self.version_key(u)).collect::<Vec<_>>());
+            pipe.cmd("TIME");
+            let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
+            let mut replies: Vec<Value> = decode(reply, "query")?;
+            let (Some(time), Some(versions)) = (replies.pop(), replies.pop()) else {
+                return Err(StateError::Protocol("query: short reply".into()));
+            };
+            let (secs, micros): (u64, u64) = decode(time, "query time")?;
             let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
-            let version = snapshot_version(last.unwrap_or(0), now_us);
-            Ok(presence_from_devices(user_id, &devices, version))
+            let versions: Vec<Option<u64>> = decode(versions, "query versions")?;
+            let devices: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
+            if devices.len() != users.len() || versions.len() != users.len() {
+                return Err(StateError::Protocol(format!(
+                    "query: {} replies for {} users",
+                    devices.len(),
+                    users.len()
+                )));
+            }
+            Ok(users
+                .into_iter()
+                .zip(devices)
+                .zip(versions)
+                .map(|((user_id, devices), last)| {
+                    let version = snapshot_version(last.unwrap_or(0), now_us);
+                    (user_id.as_str(), presence_from_devices(user_id, &devices, version))
+                })
+                .collect::<Vec<_>>())
         }))
-        .await
+        .await?;
+        let found: HashMap<&str, UserPresence> = answers.into_iter().flatten().collect();
+        // In the order asked; a user asked twice gets the same answer twice.
+        user_ids
+            .iter()
+            .map(|u| {
+                found
+                    .get(u.as_str())
+                    .cloned()
+                    .ok_or_else(|| StateError::Protocol(format!("query: no answer for user {u}")))
+            })
+            .collect()
     }
 
     async fn socket(

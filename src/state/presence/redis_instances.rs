@@ -6,7 +6,8 @@
 use futures_util::future::try_join_all;
 use redis::Value;
 
-use super::redis::{REAP_CHUNK, RedisPresence, VERSION_TTL_MS, decode, transition};
+use super::redis::{REAP_CHUNK, RedisPresence, VERSION_TTL_MS};
+use super::redis_replies::{decode, transition};
 use super::{Reaped, SocketRecord, Status};
 use crate::state::{StateError, now_ms};
 
