@@ -85,9 +85,9 @@ async fn a_restart_under_a_pinned_id_reaps_the_crashed_run() {
     let _ = std::fs::remove_file(&db);
 }
 
-/// A graceful exit removes the instance from the cluster at once: its liveness key and its
-/// entry in `instances`, not only its sockets. What remains are the users' presence versions,
-/// which expire by themselves.
+/// A graceful exit removes the instance from the cluster at once: its entry in the liveness
+/// list, not only its sockets. What remains are the users' presence versions, which expire by
+/// themselves.
 #[tokio::test]
 async fn a_graceful_exit_leaves_only_expiring_keys() {
     let prefix = unique_prefix("leave");
@@ -98,7 +98,7 @@ async fn a_graceful_exit_leaves_only_expiring_keys() {
     .await;
     let (_alice, _) = server.connect(Kind::Ws, "alice").await;
     let (_bob, _) = server.connect(Kind::Wt, "bob").await;
-    assert!(keys(&redis_url(), &prefix).await.iter().any(|k| k.ends_with("instances")));
+    assert!(keys(&redis_url(), &prefix).await.iter().any(|k| k.ends_with("{presence}:liveness")));
     server.shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), server.task).await;
     assert!(matches!(stopped, Ok(Ok(Ok(())))), "{stopped:?}");
