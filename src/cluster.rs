@@ -249,8 +249,8 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
         if live.contains(socket_id.as_str()) {
             continue;
         }
-        // Unregistering by id, user and instance also drops an index entry whose user side
-        // is gone; the transition carries the device of whatever record it removed.
+        // Id, user and instance are all unregister needs; the transition carries the device
+        // of the record it removed.
         let rec = SocketRecord {
             socket_id,
             user_id,

@@ -102,9 +102,6 @@ impl Maps {
         }
         let last = self.remove_from_user(&socket.user_id, &socket.socket_id)?;
         let record = self.sockets.remove(&socket.socket_id)?;
-        if let Some(ids) = self.instances.get_mut(&record.instance_id) {
-            ids.remove(&socket.socket_id);
-        }
         Some((record, last))
     }
 

@@ -6,10 +6,9 @@
 /// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
 /// stored with `PX` ARGV-given TTL. Prepended to every script that decides transitions, so the
 /// version is taken in the same atomic step as the decision.
-macro_rules! with_bump {
-    ($body:literal) => {
-        concat!(
-            r"
+macro_rules! bump_fn {
+    () => {
+        r"
 local function bump(key, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -17,6 +16,39 @@ local function bump(key, ttl)
   -- '%.0f' keeps all digits: a bare number argument may be written in exponent form.
   redis.call('SET', key, string.format('%.0f', v), 'PX', ttl)
   return v
+end
+"
+    };
+}
+
+/// A script body with `bump` in scope.
+macro_rules! with_bump {
+    ($body:literal) => {
+        concat!(bump_fn!(), $body)
+    };
+}
+
+/// A script body with `bump` and `remove(ukey, rkey, vkey, sid, ttl)` in scope: the one removal
+/// of a socket that unregister and the reaper share. The user hash decides — only the call
+/// whose `HDEL` removed the socket acts: it deletes the record and, when that was the user's
+/// last socket, bumps the version. Returns nil, or the record's {device, transport, instance,
+/// connected_at} and the `offline` version (0: not the last socket).
+macro_rules! with_remove {
+    ($body:literal) => {
+        concat!(
+            bump_fn!(),
+            r"
+local function remove(ukey, rkey, vkey, sid, ttl)
+  if redis.call('HDEL', ukey, sid) == 0 then
+    return nil
+  end
+  local r = redis.call('HMGET', rkey, 'device', 'transport', 'instance', 'connected_at')
+  redis.call('DEL', rkey)
+  local v = 0
+  if redis.call('EXISTS', ukey) == 0 then
+    v = bump(vkey, ttl)
+  end
+  return r, v
 end
 ",
             $body
@@ -65,45 +97,33 @@ return 0
 /// KEYS: user hash, record, user version, the instance's index (one bucket's slot). ARGV:
 /// socket id, version TTL, index entry. Returns {} when this call did not remove the socket
 /// (unknown, or removed already), else {version, device} of the removed record, `version`
-/// being the `offline` transition's when this was the user's last socket, else 0. The user
-/// hash decides: only the caller whose HDEL removed the socket acts.
-pub(super) const UNREGISTER: &str = with_bump!(
+/// being the `offline` transition's when this was the user's last socket, else 0.
+pub(super) const UNREGISTER: &str = with_remove!(
     r"
 redis.call('SREM', KEYS[4], ARGV[3])
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then
+local r, v = remove(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+if not r then
   return {}
 end
-local device = redis.call('HGET', KEYS[2], 'device')
-redis.call('DEL', KEYS[2])
-local v = 0
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  v = bump(KEYS[3], ARGV[2])
-end
-return {v, device or ''}
+return {v, r[1] or ''}
 "
 );
 
 /// KEYS: one bucket's part of an instance's index. ARGV: the bucket's user key base (`…u:`),
 /// version TTL, chunk, instance. Removes up to `chunk` of the instance's sockets in this bucket
-/// (SPOP: two reapers never take the same one) as `UNREGISTER` would, deriving each user's keys
+/// (SPOP: two reapers never take the same one) with `UNREGISTER`'s `remove`, deriving each user's keys
 /// from the base (they share the declared key's slot). Returns {records, left}: a record is
 /// {socket, user, device, transport, instance, connected_at, version of the user's `offline`
 /// or 0}; `left` is how many entries the bucket still holds.
-pub(super) const REAP: &str = with_bump!(
+pub(super) const REAP: &str = with_remove!(
     r"
 local records = {}
 for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
   local sid, user = string.match(entry, '^(%S+) (.*)$')
   if sid then
-    local ukey = ARGV[1] .. user .. ':socks'
-    if redis.call('HDEL', ukey, sid) == 1 then
-      local rkey = ARGV[1] .. user .. ':sock:' .. sid
-      local r = redis.call('HMGET', rkey, 'device', 'transport', 'instance', 'connected_at')
-      redis.call('DEL', rkey)
-      local v = 0
-      if redis.call('EXISTS', ukey) == 0 then
-        v = bump(ARGV[1] .. user .. ':ver', ARGV[2])
-      end
+    local base = ARGV[1] .. user
+    local r, v = remove(base .. ':socks', base .. ':sock:' .. sid, base .. ':ver', sid, ARGV[2])
+    if r then
       table.insert(records, {sid, user, r[1] or '', r[2] or '', r[3] or ARGV[4],
         tonumber(r[4]) or 0, v})
     end
