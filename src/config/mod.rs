@@ -273,8 +273,11 @@ pub struct Config {
     #[arg(long, env = "RTGATE_ALLOW_LOCAL_DATABASE")]
     pub allow_local_database: bool,
 
-    /// Records the database writer puts in one batch.
-    #[arg(long, env = "RTGATE_DB_BATCH_SIZE", default_value_t = 500)]
+    /// Records the database writer puts in one batch. Large enough that under load a batch is
+    /// cut by `db_flush_interval`, not by its size: a connection opened and closed within one
+    /// batch is written once, already closed, where one split over two batches costs an insert
+    /// and an update (500 cut churn batches every ~30 ms and cost ~7 %; BENCHMARKS.md).
+    #[arg(long, env = "RTGATE_DB_BATCH_SIZE", default_value_t = 5000)]
     pub db_batch_size: usize,
 
     /// Longest a record waits for its batch to fill.
