@@ -53,10 +53,15 @@ async fn killed_instance_users_go_offline_within_ttl_plus_interval() {
     assert!(killed.elapsed() <= bound, "took {:?} > {bound:?}", killed.elapsed());
     let q = watcher.request(2, "presence:query", json!({"userIds": ["gone1"]})).await;
     assert_eq!(q["data"]["users"][0]["online"], false);
-    // Nothing of the dead instance is left in Redis: only the watcher's socket remains.
+    // Nothing of the dead instance is left in Redis: only the watcher's user hash remains, and
+    // of the users that were on it, only the versions of their last transitions.
     let left = keys(&redis_url(), &prefix).await;
-    assert_eq!(left.iter().filter(|k| k.contains(":sock:")).count(), 1, "{left:?}");
-    assert!(!left.iter().any(|k| k.contains(":user:gone") && !k.ends_with(":ver")), "{left:?}");
+    let hashes: Vec<&String> = left.iter().filter(|k| k.ends_with(":sockets")).collect();
+    assert_eq!(hashes.len(), 1, "{left:?}");
+    assert!(hashes[0].ends_with(":u:watcher:sockets"), "{left:?}");
+    let gone: Vec<&String> = left.iter().filter(|k| k.contains(":u:gone")).collect();
+    assert_eq!(gone.len(), 2, "{left:?}");
+    assert!(gone.iter().all(|k| k.ends_with(":ver")), "{left:?}");
     cleanup(&prefix).await;
 }
 

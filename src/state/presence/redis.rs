@@ -6,15 +6,14 @@
 //! Users are spread over *buckets* by a hash of their id (`bucket_of`): 256 on a Redis Cluster,
 //! one on a single Redis. A bucket is a hash tag, `{pb:<n>}`, so its keys share a slot: the
 //! keys of every user in it, and each instance's index of its sockets in it. That lets one
-//! script register or unregister a socket — the user's hash, the record, the version *and* the
-//! instance's index — as one atomic step, while on a cluster the buckets, and with them the
+//! script register or unregister a socket — the user's hash (which holds the socket's record),
+//! the version *and* the instance's index — as one atomic step, while on a cluster the buckets, and with them the
 //! connect path, spread over every shard. Only the instance list, written by heartbeats (one
 //! every few seconds per instance), is one key in one slot, `{presence}`.
 //!
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
-//! | `{pb:<n>}:u:<user>:socks` | hash | socket id → device id; exists exactly while the user is online | emptied by unregister or the reaper |
-//! | `{pb:<n>}:u:<user>:sock:<socket>` | hash | `user`, `device`, `transport`, `instance`, `connected_at` (ms) | unregister, or the reaper |
+//! | `{pb:<n>}:u:<user>:sockets` | hash | socket id → `<connected_at ms> <transport> <instance> <device>`; exists exactly while the user is online | emptied by unregister or the reaper |
 //! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
 //! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
 //! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
@@ -26,7 +25,9 @@
 //! the liveness deadline and the reaper cover. Redis deletes a hash or set when its last member
 //! goes, so after every socket left only the instance list and the versions of recent
 //! transitions remain; once every instance stopped gracefully, only the versions, until they
-//! expire. (Instance ids here are incarnations, `Node::incarnation`.)
+//! expire. (Instance ids here are incarnations, `Node::incarnation`.) A socket's record is its
+//! entry in the user's hash, not a key of its own: a key costs Redis ~200 bytes of its own
+//! (BENCHMARKS.md, "Socket records in the user's hash") and a connect one more command.
 //!
 //! # Atomicity
 //!
@@ -49,7 +50,9 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::{Script, Value};
 
-use super::redis_replies::{decode, presence_from_devices, record_from_hash, transition};
+use super::redis_replies::{
+    decode, device_of, presence_from_entries, record_from_value, transition,
+};
 use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP, REGISTER, UNREGISTER};
 use super::{
     PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
@@ -90,8 +93,15 @@ impl std::fmt::Debug for RedisPresence {
 }
 
 /// What the unregister script reports of a socket it removed: the `offline` version (0: not
-/// the user's last socket) and the device.
+/// the user's last socket) and its entry.
 type Removed = (u64, String);
+
+/// A socket's entry in its user's hash: `<connected_at ms> <transport> <instance> <device>`.
+/// Neither the transport nor an incarnation holds a space, so whatever follows the third
+/// space is the device (which holds none either: `session::handshake` checks it).
+pub(super) fn record_value(s: &SocketRecord) -> String {
+    format!("{} {} {} {}", s.connected_at_ms, s.transport, s.instance_id, s.device_id)
+}
 
 /// An instance index entry: `<socket id> <user id>` (socket ids are ours and hold no space).
 fn index_entry(socket_id: &str, user_id: &str) -> String {
@@ -134,11 +144,7 @@ impl RedisPresence {
     }
 
     fn user_key(&self, user_id: &str) -> String {
-        format!("{}socks", self.user_base(user_id))
-    }
-
-    fn sock_key(&self, user_id: &str, socket_id: &str) -> String {
-        format!("{}sock:{socket_id}", self.user_base(user_id))
+        format!("{}sockets", self.user_base(user_id))
     }
 
     fn version_key(&self, user_id: &str) -> String {
@@ -179,7 +185,6 @@ impl RedisPresence {
         let reply: Value = self
             .unregister
             .key(self.user_key(user_id))
-            .key(self.sock_key(user_id, socket_id))
             .key(self.version_key(user_id))
             .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
             .arg(socket_id)
@@ -210,16 +215,11 @@ impl PresenceStore for RedisPresence {
         let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
         let reply: Value = self
             .register
-            .key(self.sock_key(user_id, socket_id))
             .key(self.user_key(user_id))
             .key(self.version_key(user_id))
             .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
             .arg(socket_id)
-            .arg(user_id)
-            .arg(&socket.device_id)
-            .arg(&socket.transport)
-            .arg(&socket.instance_id)
-            .arg(socket.connected_at_ms)
+            .arg(record_value(socket))
             .arg(VERSION_TTL_MS)
             .arg(cap)
             .arg(index_entry(socket_id, user_id))
@@ -233,10 +233,11 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        Ok(self.remove(socket).await?.and_then(|(version, device_id)| {
-            let record = SocketRecord { device_id, ..socket.clone() };
-            transition(&record, Status::Offline, version, now_ms())
-        }))
+        let Some((version, entry)) = self.remove(socket).await? else {
+            return Ok(None);
+        };
+        let record = SocketRecord { device_id: device_of(&entry)?.to_owned(), ..socket.clone() };
+        Ok(transition(&record, Status::Offline, version, now_ms()))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
@@ -262,23 +263,23 @@ impl PresenceStore for RedisPresence {
             let (secs, micros): (u64, u64) = decode(time, "query time")?;
             let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
             let versions: Vec<Option<u64>> = decode(versions, "query versions")?;
-            let devices: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
-            if devices.len() != users.len() || versions.len() != users.len() {
+            let entries: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
+            if entries.len() != users.len() || versions.len() != users.len() {
                 return Err(StateError::Protocol(format!(
                     "query: {} replies for {} users",
-                    devices.len(),
+                    entries.len(),
                     users.len()
                 )));
             }
-            Ok(users
+            users
                 .into_iter()
-                .zip(devices)
+                .zip(entries)
                 .zip(versions)
-                .map(|((user_id, devices), last)| {
+                .map(|((user_id, entries), last)| {
                     let version = snapshot_version(last.unwrap_or(0), now_us);
-                    (user_id.as_str(), presence_from_devices(user_id, &devices, version))
+                    Ok((user_id.as_str(), presence_from_entries(user_id, &entries, version)?))
                 })
-                .collect::<Vec<_>>())
+                .collect::<Result<Vec<_>, StateError>>()
         }))
         .await?;
         let found: HashMap<&str, UserPresence> = answers.into_iter().flatten().collect();
@@ -299,37 +300,26 @@ impl PresenceStore for RedisPresence {
         user_id: &str,
         socket_id: &str,
     ) -> Result<Option<SocketRecord>, StateError> {
-        let reply: Value = redis::cmd("HGETALL")
-            .arg(self.sock_key(user_id, socket_id))
+        let reply: Value = redis::cmd("HGET")
+            .arg(self.user_key(user_id))
+            .arg(socket_id)
             .query_async(&mut self.conn.clone())
             .await?;
-        let fields: HashMap<String, String> = decode(reply, "socket")?;
-        record_from_hash(socket_id.to_owned(), fields)
+        let entry: Option<String> = decode(reply, "socket")?;
+        entry.map(|e| record_from_value(socket_id.to_owned(), user_id.to_owned(), &e)).transpose()
     }
 
     async fn sockets_of_user(&self, user_id: &str) -> Result<Vec<SocketRecord>, StateError> {
-        let mut conn = self.conn.clone();
-        let reply: Value =
-            redis::cmd("HGETALL").arg(self.user_key(user_id)).query_async(&mut conn).await?;
-        let devices: HashMap<String, String> = decode(reply, "sockets_of_user")?;
-        let mut ids: Vec<String> = devices.into_keys().collect();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        ids.sort();
-        // The records share the user's slot: one pipeline.
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(self.sock_key(user_id, id));
-        }
-        let reply: Value = pipe.query_async(&mut conn).await?;
-        let hashes: Vec<HashMap<String, String>> = decode(reply, "sockets_of_user")?;
-        let mut records = Vec::with_capacity(ids.len());
-        for (id, fields) in ids.into_iter().zip(hashes) {
-            if let Some(record) = record_from_hash(id, fields)? {
-                records.push(record);
-            }
-        }
+        let reply: Value = redis::cmd("HGETALL")
+            .arg(self.user_key(user_id))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let entries: HashMap<String, String> = decode(reply, "sockets_of_user")?;
+        let mut records = entries
+            .into_iter()
+            .map(|(id, e)| record_from_value(id, user_id.to_owned(), &e))
+            .collect::<Result<Vec<_>, _>>()?;
+        records.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
         Ok(records)
     }
 

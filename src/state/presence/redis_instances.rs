@@ -7,8 +7,8 @@ use futures_util::future::try_join_all;
 use redis::Value;
 
 use super::redis::{REAP_CHUNK, RedisPresence, VERSION_TTL_MS};
-use super::redis_replies::{decode, transition};
-use super::{Reaped, SocketRecord, Status};
+use super::redis_replies::{decode, record_from_value, transition};
+use super::{Reaped, Status};
 use crate::state::{StateError, now_ms};
 
 impl RedisPresence {
@@ -126,16 +126,15 @@ impl RedisPresence {
             let steps = try_join_all(pending.iter().map(|&n| self.reap_bucket(n, instance_id)));
             let mut next = Vec::new();
             for (n, (records, left)) in pending.iter().zip(steps.await?) {
-                for (socket_id, user_id, device_id, transport, instance, connected_at_ms, v) in
-                    records
-                {
-                    let record = SocketRecord {
-                        socket_id,
-                        user_id,
-                        device_id,
-                        transport,
-                        instance_id: instance,
-                        connected_at_ms,
+                for (socket_id, user_id, entry, v) in records {
+                    // Removed already: an entry we cannot read (written by something else)
+                    // loses its own report, not the rest of the step's.
+                    let record = match record_from_value(socket_id, user_id, &entry) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reaped a socket entry of unknown shape");
+                            continue;
+                        }
                     };
                     offline.extend(transition(&record, Status::Offline, v, at_ms));
                     sockets.push(record);
@@ -172,13 +171,12 @@ impl RedisPresence {
             .arg(self.users_base(n))
             .arg(VERSION_TTL_MS)
             .arg(REAP_CHUNK)
-            .arg(instance_id)
             .invoke_async(&mut self.conn.clone())
             .await?;
         decode(reply, "reap")
     }
 }
 
-/// What one run of the reap script returns: the records removed (socket, user, device,
-/// transport, instance, connected_at, the user's `offline` version or 0) and the entries left.
-type ReapStep = (Vec<(String, String, String, String, String, u64, u64)>, u64);
+/// What one run of the reap script returns: the sockets removed (socket, user, its entry in
+/// the user's hash, the user's `offline` version or 0) and the entries left.
+type ReapStep = (Vec<(String, String, String, u64)>, u64);

@@ -2,7 +2,7 @@
 //! shape we did not expect is a protocol error (the keys were written by something else),
 //! never a panic.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use redis::{FromRedisValue, Value};
 
@@ -32,49 +32,82 @@ pub(super) fn transition(
     })
 }
 
-/// Builds a record from its hash; `None` when the hash is gone (removed between the index read
-/// and this one).
-pub(super) fn record_from_hash(
+/// Builds a socket's record from its entry in the user's hash (`super::redis::record_value`).
+pub(super) fn record_from_value(
     socket_id: String,
-    mut fields: HashMap<String, String>,
-) -> Result<Option<SocketRecord>, StateError> {
-    if fields.is_empty() {
-        return Ok(None);
-    }
-    let mut take = |name: &str| {
-        fields
-            .remove(name)
-            .ok_or_else(|| StateError::Protocol(format!("socket {socket_id}: no field {name}")))
+    user_id: String,
+    value: &str,
+) -> Result<SocketRecord, StateError> {
+    let bad = || StateError::Protocol(format!("socket {socket_id}: entry {value:?}"));
+    let mut parts = value.splitn(4, ' ');
+    let (Some(connected_at), Some(transport), Some(instance_id), Some(device_id)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
     };
-    let user_id = take("user")?;
-    let device_id = take("device")?;
-    let transport = take("transport")?;
-    let instance_id = take("instance")?;
-    let connected_at = take("connected_at")?;
-    let connected_at_ms = connected_at.parse().map_err(|_| {
-        StateError::Protocol(format!("socket {socket_id}: connected_at {connected_at:?}"))
-    })?;
-    Ok(Some(SocketRecord {
+    let connected_at_ms = connected_at.parse().map_err(|_| bad())?;
+    Ok(SocketRecord {
         socket_id,
         user_id,
-        device_id,
-        transport,
-        instance_id,
+        device_id: device_id.to_owned(),
+        transport: transport.to_owned(),
+        instance_id: instance_id.to_owned(),
         connected_at_ms,
-    }))
+    })
 }
 
-pub(super) fn presence_from_devices(
+/// The device of a socket's entry: what follows its third space.
+pub(super) fn device_of(value: &str) -> Result<&str, StateError> {
+    value
+        .splitn(4, ' ')
+        .nth(3)
+        .ok_or_else(|| StateError::Protocol(format!("socket entry {value:?}")))
+}
+
+/// A user's presence from the entries of their hash (one per socket).
+pub(super) fn presence_from_entries(
     user_id: &str,
-    devices: &[String],
+    entries: &[String],
     version: u64,
-) -> UserPresence {
-    let distinct: HashSet<&String> = devices.iter().collect();
-    UserPresence {
+) -> Result<UserPresence, StateError> {
+    let distinct: HashSet<&str> = entries.iter().map(|e| device_of(e)).collect::<Result<_, _>>()?;
+    Ok(UserPresence {
         user_id: user_id.to_owned(),
-        online: !devices.is_empty(),
+        online: !entries.is_empty(),
         devices: distinct.len(),
-        sockets: devices.len(),
+        sockets: entries.len(),
         version,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::presence::redis::record_value;
+
+    #[test]
+    fn a_record_survives_its_entry() {
+        let record = SocketRecord {
+            socket_id: "s1".into(),
+            user_id: "alice".into(),
+            device_id: "phone:2".into(),
+            transport: "webtransport".into(),
+            instance_id: "rtg-a1#0f3c".into(),
+            connected_at_ms: 1_764_000_000_123,
+        };
+        let entry = record_value(&record);
+        assert_eq!(record_from_value("s1".into(), "alice".into(), &entry).unwrap(), record);
+        assert_eq!(device_of(&entry).unwrap(), "phone:2");
+    }
+
+    #[test]
+    fn an_entry_of_another_shape_is_a_protocol_error() {
+        for entry in ["", "phone", "12 websocket rtg-a", "soon websocket rtg-a phone"] {
+            assert!(matches!(
+                record_from_value("s1".into(), "alice".into(), entry),
+                Err(StateError::Protocol(_))
+            ));
+        }
+        assert!(matches!(device_of("phone"), Err(StateError::Protocol(_))));
     }
 }

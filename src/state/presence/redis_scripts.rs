@@ -28,22 +28,22 @@ macro_rules! with_bump {
     };
 }
 
-/// A script body with `bump` and `remove(ukey, rkey, vkey, sid, ttl)` in scope: the one removal
-/// of a socket that unregister and the reaper share. The user hash decides — only the call
-/// whose `HDEL` removed the socket acts: it deletes the record and, when that was the user's
-/// last socket, bumps the version. Returns nil, or the record's {device, transport, instance,
-/// connected_at} and the `offline` version (0: not the last socket).
+/// A script body with `bump` and `remove(ukey, vkey, sid, ttl)` in scope: the one removal of a
+/// socket that unregister and the reaper share. The user hash decides — only the call that
+/// found the socket there removes it and acts: when that was the user's last socket, it bumps
+/// the version. Returns nil, or the socket's entry (`super::redis::record_value`) and the
+/// `offline` version (0: not the last socket).
 macro_rules! with_remove {
     ($body:literal) => {
         concat!(
             bump_fn!(),
             r"
-local function remove(ukey, rkey, vkey, sid, ttl)
-  if redis.call('HDEL', ukey, sid) == 0 then
+local function remove(ukey, vkey, sid, ttl)
+  local r = redis.call('HGET', ukey, sid)
+  if not r then
     return nil
   end
-  local r = redis.call('HMGET', rkey, 'device', 'transport', 'instance', 'connected_at')
-  redis.call('DEL', rkey)
+  redis.call('HDEL', ukey, sid)
   local v = 0
   if redis.call('EXISTS', ukey) == 0 then
     v = bump(vkey, ttl)
@@ -70,51 +70,49 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     };
 }
 
-/// KEYS: record, user hash, user version, the instance's index (one bucket's slot). ARGV:
-/// socket id, user, device, transport, instance, connected_at, version TTL, cap (0: none),
-/// index entry. Returns -1 when the user already has `cap` other sockets (nothing written),
-/// else the `online` transition's version when this was the user's first socket, else 0. The
-/// count taken for the cap also decides "first", so a connect costs no more commands with a
-/// cap than without.
+/// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
+/// the socket's entry (`super::redis::record_value`), version TTL, cap (0: none), index entry.
+/// Returns -1 when the user already has `cap` other sockets (nothing written), else the
+/// `online` transition's version when this was the user's first socket, else 0. The count
+/// taken for the cap also decides "first", so a connect costs no more commands with a cap than
+/// without.
 pub(super) const REGISTER: &str = with_bump!(
     r"
-local count = redis.call('HLEN', KEYS[2])
-local cap = tonumber(ARGV[8])
-if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[2], ARGV[1]) == 0 then
+local count = redis.call('HLEN', KEYS[1])
+local cap = tonumber(ARGV[4])
+if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
   return -1
 end
-redis.call('SADD', KEYS[4], ARGV[9])
-local new = redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('HSET', KEYS[1], 'user', ARGV[2], 'device', ARGV[3], 'transport', ARGV[4],
-  'instance', ARGV[5], 'connected_at', ARGV[6])
+redis.call('SADD', KEYS[3], ARGV[5])
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if new == 1 and count == 0 then
-  return bump(KEYS[3], ARGV[7])
+  return bump(KEYS[2], ARGV[3])
 end
 return 0
 "
 );
 
-/// KEYS: user hash, record, user version, the instance's index (one bucket's slot). ARGV:
-/// socket id, version TTL, index entry. Returns {} when this call did not remove the socket
-/// (unknown, or removed already), else {version, device} of the removed record, `version`
-/// being the `offline` transition's when this was the user's last socket, else 0.
+/// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
+/// version TTL, index entry. Returns {} when this call did not remove the socket (unknown, or
+/// removed already), else {version, entry} of the removed socket, `version` being the
+/// `offline` transition's when this was the user's last socket, else 0.
 pub(super) const UNREGISTER: &str = with_remove!(
     r"
-redis.call('SREM', KEYS[4], ARGV[3])
-local r, v = remove(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[3])
+local r, v = remove(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if not r then
   return {}
 end
-return {v, r[1] or ''}
+return {v, r}
 "
 );
 
 /// KEYS: one bucket's part of an instance's index. ARGV: the bucket's user key base (`…u:`),
-/// version TTL, chunk, instance. Removes up to `chunk` of the instance's sockets in this bucket
-/// (SPOP: two reapers never take the same one) with `UNREGISTER`'s `remove`, deriving each user's keys
-/// from the base (they share the declared key's slot). Returns {records, left}: a record is
-/// {socket, user, device, transport, instance, connected_at, version of the user's `offline`
-/// or 0}; `left` is how many entries the bucket still holds.
+/// version TTL, chunk. Removes up to `chunk` of the instance's sockets in this bucket (SPOP:
+/// two reapers never take the same one) with `UNREGISTER`'s `remove`, deriving each user's
+/// keys from the base (they share the declared key's slot). Returns {records, left}: a record
+/// is {socket, user, entry, version of the user's `offline` or 0}; `left` is how many entries
+/// the bucket still holds.
 pub(super) const REAP: &str = with_remove!(
     r"
 local records = {}
@@ -122,10 +120,9 @@ for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
   local sid, user = string.match(entry, '^(%S+) (.*)$')
   if sid then
     local base = ARGV[1] .. user
-    local r, v = remove(base .. ':socks', base .. ':sock:' .. sid, base .. ':ver', sid, ARGV[2])
+    local r, v = remove(base .. ':sockets', base .. ':ver', sid, ARGV[2])
     if r then
-      table.insert(records, {sid, user, r[1] or '', r[2] or '', r[3] or ARGV[4],
-        tonumber(r[4]) or 0, v})
+      table.insert(records, {sid, user, r, v})
     end
   end
 end
