@@ -7,9 +7,10 @@
 //! one on a single Redis. A bucket is a hash tag, `{pb:<n>}`, so its keys share a slot: the
 //! keys of every user in it, and each instance's index of its sockets in it. That lets one
 //! script register or unregister a socket — the user's hash (which holds the socket's record),
-//! the version *and* the instance's index — as one atomic step, while on a cluster the buckets, and with them the
-//! connect path, spread over every shard. Only the instance list, written by heartbeats (one
-//! every few seconds per instance), is one key in one slot, `{presence}`.
+//! the version *and* the instance's index — as one atomic step, while on a cluster the
+//! buckets, and with them the connect path, spread over every shard. Only the instance list,
+//! written by heartbeats (one every few seconds per instance), is one key in one slot,
+//! `{presence}`.
 //!
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
@@ -26,8 +27,9 @@
 //! goes, so after every socket left only the instance list and the versions of recent
 //! transitions remain; once every instance stopped gracefully, only the versions, until they
 //! expire. (Instance ids here are incarnations, `Node::incarnation`.) A socket's record is its
-//! entry in the user's hash, not a key of its own: a key costs Redis ~200 bytes of its own
-//! (BENCHMARKS.md, "Socket records in the user's hash") and a connect one more command.
+//! entry in the user's hash, not a key of its own: a key costs Redis ~120 bytes more per
+//! connection and a connect one more command (BENCHMARKS.md, "History batches cut by time;
+//! socket records in the user's hash").
 //!
 //! # Atomicity
 //!
