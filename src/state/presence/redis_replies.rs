@@ -32,19 +32,21 @@ pub(super) fn transition(
     })
 }
 
-/// Builds a socket's record from its entry in the user's hash (`super::redis::record_value`).
+/// A socket's entry (`super::redis::record_value`) as its connected_at, transport, instance
+/// and device: the one place that reads the format.
+fn fields(value: &str) -> Option<(&str, &str, &str, &str)> {
+    let mut parts = value.splitn(4, ' ');
+    Some((parts.next()?, parts.next()?, parts.next()?, parts.next()?))
+}
+
+/// Builds a socket's record from its entry in the user's hash.
 pub(super) fn record_from_value(
     socket_id: String,
     user_id: String,
     value: &str,
 ) -> Result<SocketRecord, StateError> {
     let bad = || StateError::Protocol(format!("socket {socket_id}: entry {value:?}"));
-    let mut parts = value.splitn(4, ' ');
-    let (Some(connected_at), Some(transport), Some(instance_id), Some(device_id)) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad());
-    };
+    let (connected_at, transport, instance_id, device_id) = fields(value).ok_or_else(bad)?;
     let connected_at_ms = connected_at.parse().map_err(|_| bad())?;
     Ok(SocketRecord {
         socket_id,
@@ -56,11 +58,10 @@ pub(super) fn record_from_value(
     })
 }
 
-/// The device of a socket's entry: what follows its third space.
+/// The device of a socket's entry.
 pub(super) fn device_of(value: &str) -> Result<&str, StateError> {
-    value
-        .splitn(4, ' ')
-        .nth(3)
+    fields(value)
+        .map(|(_, _, _, device)| device)
         .ok_or_else(|| StateError::Protocol(format!("socket entry {value:?}")))
 }
 
