@@ -205,6 +205,8 @@ impl Node {
                     let conn = RedisConn::connect_with(url, &tls).await?;
                     let prefix = config.redis_prefix.clone();
                     let broker = RedisBroker::connect_with(url, prefix.clone(), &tls).await?;
+                    let presence = RedisPresence::new(conn.clone(), prefix.clone())
+                        .with_watch_topics(broker.watch_topic_base());
                     let limiter =
                         RedisRateLimiter::new(conn.clone(), prefix.clone(), "user", quota);
                     let history = RedisHistory::new(conn.clone(), prefix.clone());
@@ -215,10 +217,7 @@ impl Node {
                     (
                         // Guarded: every Redis call bounded, timed, and refused at once while
                         // Redis is known to be down.
-                        Arc::new(Guarded::new(
-                            RedisPresence::new(conn.clone(), prefix),
-                            health.clone(),
-                        )),
+                        Arc::new(Guarded::new(presence, health.clone())),
                         Arc::new(Guarded::new(broker, health.clone())),
                         Arc::new(Guarded::new(limiter, health.clone())),
                         (

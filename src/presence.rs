@@ -122,8 +122,12 @@ async fn query(ctx: Arc<SessionCtx>, dto: UserIds) -> Result<PresenceReply, Even
 /// updates in version order and drops one older than what it already delivered (a reconnect on
 /// one instance racing the teardown on another publishes `online` and `offline` from two
 /// places, and they can arrive in either order), so the last update a watcher gets is the
-/// user's state.
+/// user's state. A transition the store saw nobody listen for (`Transition::watched`) is not
+/// published: only this instance's watchers, if it has any, are told.
 pub async fn announce(node: &Node, t: &Transition) {
+    if !t.watched && !node.hub.is_watched(&t.user_id) {
+        return;
+    }
     let data = json!({
         "userId": t.user_id,
         "status": t.status.as_str(),
@@ -135,6 +139,10 @@ pub async fn announce(node: &Node, t: &Transition) {
         return;
     };
     let frame = encode_event("presence:update", &raw);
+    if !t.watched {
+        node.fanout.to_local_watchers(&t.user_id, t.version, &frame);
+        return;
+    }
     if let Err(e) = bounded(node.fanout.to_watchers(&t.user_id, t.version, frame)).await {
         node.backends.mark_degraded("presence announce", &e);
     }

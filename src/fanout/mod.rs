@@ -141,13 +141,21 @@ impl Fanout {
         version: u64,
         frame: Bytes,
     ) -> Result<usize, StateError> {
-        let local = self.hub.deliver_watchers(user, version, &frame);
-        metrics::fanout_delivered(Origin::Local, local);
+        let local = self.to_local_watchers(user, version, &frame);
         let env =
             self.envelope(Kind::Watchers, user, None, prefixed(version.to_be_bytes(), &frame));
         metrics::fanout_published(FanoutKind::Watchers);
         self.outbox.post(Channel::Watch(user.to_owned()), env)?;
         Ok(local)
+    }
+
+    /// Delivers a presence update about `user` to this instance's watchers only: for a
+    /// transition no instance listens for (`Transition::watched`), which published would reach
+    /// nobody.
+    pub fn to_local_watchers(&self, user: &str, version: u64, frame: &Bytes) -> usize {
+        let local = self.hub.deliver_watchers(user, version, frame);
+        metrics::fanout_delivered(Origin::Local, local);
+        local
     }
 
     /// Subscribes the channels every instance needs, and every watched user, conversation and

@@ -111,6 +111,71 @@ async fn first_socket_goes_online_and_last_goes_offline_once(#[case] backend: Ba
     finish(backend, &prefix).await;
 }
 
+/// On one Redis the transition scripts count the subscribers of the user's watch topic: a
+/// transition nobody listens for is marked unwatched (and not published), one with a listener
+/// watched. On a cluster (the topic is in a slot of its own) and in memory nothing is counted:
+/// every transition is watched.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn transitions_say_whether_anyone_listens_for_the_user(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-watched");
+    let topics = format!("{prefix}watch:");
+    let store: Box<dyn PresenceStore> = match backend {
+        Backend::Memory => Box::new(MemoryPresence::new()),
+        Backend::Redis | Backend::Cluster => Box::new(
+            RedisPresence::new(backend.conn().await, prefix.as_str())
+                .with_watch_topics(Some(topics.clone())),
+        ),
+    };
+    let counted = backend == Backend::Redis;
+    let phone = socket("alice", "phone", "i1");
+    let laptop = socket("alice", "laptop", "i1");
+    let watched = |t: Option<Transition>| t.expect("a transition").watched;
+
+    // Nobody subscribed to alice's topic.
+    assert_eq!(watched(store.register(&phone).await.unwrap()), !counted);
+    assert_eq!(watched(store.unregister(&phone).await.unwrap()), !counted);
+
+    // A subscriber to another user's topic does not count for alice.
+    let listener = (backend != Backend::Memory).then(|| redis::Client::open(common::redis_url()));
+    let mut pubsub = match listener {
+        Some(client) => Some(client.unwrap().get_async_pubsub().await.unwrap()),
+        None => None,
+    };
+    if let Some(pubsub) = pubsub.as_mut() {
+        pubsub.subscribe(format!("{topics}bob")).await.unwrap();
+    }
+    assert_eq!(watched(store.register(&phone).await.unwrap()), !counted);
+
+    // Subscribed to alice's topic: her next transitions are watched, whichever way they go.
+    if let Some(pubsub) = pubsub.as_mut() {
+        pubsub.subscribe(format!("{topics}alice")).await.unwrap();
+    }
+    assert_eq!(store.register(&laptop).await.unwrap(), None, "not a transition");
+    assert_eq!(store.unregister(&phone).await.unwrap(), None, "not a transition");
+    assert!(watched(store.unregister(&laptop).await.unwrap()));
+    assert!(watched(store.register(&laptop).await.unwrap()));
+
+    // The listener gone, nobody is counted again.
+    drop(pubsub);
+    let gone = async {
+        loop {
+            let t = store.unregister(&laptop).await.unwrap();
+            if !watched(t) || !counted {
+                return;
+            }
+            // The server drops a closed connection's subscriptions when it reads the close.
+            store.register(&laptop).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), gone).await.expect("still counted after close");
+    finish(backend, &prefix).await;
+}
+
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]

@@ -60,6 +60,8 @@ impl Maps {
             status,
             at_ms: now_ms(),
             version: self.version,
+            // The memory broker's topics are this process's; delivery checks them itself.
+            watched: true,
         }
     }
 

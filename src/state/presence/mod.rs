@@ -72,6 +72,11 @@ pub struct Transition {
     pub at_ms: u64,
     /// Orders this user's transitions cluster-wide (see the module docs).
     pub version: u64,
+    /// False when the step that decided the transition saw that no instance listened for this
+    /// user's transitions (on one Redis: no subscriber to the user's watch topic). Published,
+    /// it would reach nobody; a watcher that subscribes later reads a snapshot taken after the
+    /// transition. True whenever the store cannot tell.
+    pub watched: bool,
 }
 
 /// What `query` reports for one user.

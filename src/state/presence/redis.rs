@@ -86,6 +86,9 @@ pub struct RedisPresence {
     heartbeat: Script,
     pub(super) members: Script,
     pub(super) forget: Script,
+    /// What a user's watch topic is named up to the user id, when the scripts count its
+    /// subscribers (`with_watch_topics`).
+    watch_topics: Option<String>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -95,8 +98,8 @@ impl std::fmt::Debug for RedisPresence {
 }
 
 /// What the unregister script reports of a socket it removed: the `offline` version (0: not
-/// the user's last socket) and its entry.
-type Removed = (u64, String);
+/// the user's last socket), its entry, and the watch topic's subscribers (`listeners`).
+type Removed = (u64, String, i64);
 
 /// A socket's entry in its user's hash: `<connected_at ms> <transport> <instance> <device>`.
 /// Neither the transport nor an incarnation holds a space, so whatever follows the third
@@ -128,7 +131,22 @@ impl RedisPresence {
             heartbeat: Script::new(HEARTBEAT),
             members: Script::new(MEMBERS),
             forget: Script::new(FORGET),
+            watch_topics: None,
         }
+    }
+
+    /// Has the transition scripts count the subscribers of the user's watch topic, named
+    /// `base` + user id (the broker's naming, `RedisBroker::watch_topic_base`), so a
+    /// transition nobody listens for is marked unwatched and not published. Only where the
+    /// topic lives on the node that runs the script: one Redis, not a cluster.
+    pub fn with_watch_topics(mut self, base: Option<String>) -> Self {
+        self.watch_topics = base.filter(|_| !self.conn.is_cluster());
+        self
+    }
+
+    /// The watch topic argument of the transition scripts ('' when not counted).
+    fn watch_topic(&self, user_id: &str) -> String {
+        self.watch_topics.as_ref().map(|base| format!("{base}{user_id}")).unwrap_or_default()
     }
 
     fn bucket_of(&self, user_id: &str) -> u32 {
@@ -192,6 +210,7 @@ impl RedisPresence {
             .arg(socket_id)
             .arg(VERSION_TTL_MS)
             .arg(index_entry(socket_id, user_id))
+            .arg(self.watch_topic(user_id))
             .invoke_async(&mut self.conn.clone())
             .await?;
         let fields: Vec<Value> = decode(reply, "unregister")?;
@@ -225,21 +244,24 @@ impl PresenceStore for RedisPresence {
             .arg(VERSION_TTL_MS)
             .arg(cap)
             .arg(index_entry(socket_id, user_id))
+            .arg(self.watch_topic(user_id))
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let version: i64 = decode(reply, "register")?;
+        let (version, listeners): (i64, i64) = decode(reply, "register")?;
         Ok(match u64::try_from(version) {
-            Ok(version) => Registered::Added(transition(socket, Status::Online, version, now_ms())),
+            Ok(version) => {
+                Registered::Added(transition(socket, Status::Online, version, listeners, now_ms()))
+            }
             Err(_) => Registered::Full,
         })
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        let Some((version, entry)) = self.remove(socket).await? else {
+        let Some((version, entry, listeners)) = self.remove(socket).await? else {
             return Ok(None);
         };
         let record = SocketRecord { device_id: device_of(&entry)?.to_owned(), ..socket.clone() };
-        Ok(transition(&record, Status::Offline, version, now_ms()))
+        Ok(transition(&record, Status::Offline, version, listeners, now_ms()))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {

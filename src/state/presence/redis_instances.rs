@@ -136,7 +136,8 @@ impl RedisPresence {
                             continue;
                         }
                     };
-                    offline.extend(transition(&record, Status::Offline, v, at_ms));
+                    // Not counted: a reaped user's watchers are told (`-1`, watched).
+                    offline.extend(transition(&record, Status::Offline, v, -1, at_ms));
                     sockets.push(record);
                 }
                 if left > 0 {

@@ -16,11 +16,13 @@ pub(super) fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, S
 }
 
 /// The transition a script reported, if any: scripts answer a transition's version, or 0
-/// for none (versions start far above 0, at the clock in µs).
+/// for none (versions start far above 0, at the clock in µs), and the subscribers they
+/// counted on the user's watch topic (`listeners` in the scripts; negative: not counted).
 pub(super) fn transition(
     socket: &SocketRecord,
     status: Status,
     version: u64,
+    listeners: i64,
     at_ms: u64,
 ) -> Option<Transition> {
     (version > 0).then(|| Transition {
@@ -29,6 +31,7 @@ pub(super) fn transition(
         status,
         at_ms,
         version,
+        watched: listeners != 0,
     })
 }
 

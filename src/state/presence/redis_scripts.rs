@@ -6,9 +6,20 @@
 /// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
 /// stored with `PX` ARGV-given TTL. Prepended to every script that decides transitions, so the
 /// version is taken in the same atomic step as the decision.
+///
+/// `listeners(topic)`: how many clients subscribe to the user's watch topic now, or -1 for an
+/// empty topic (not counted: on a cluster the topic lives in a slot of its own). Counted in the
+/// step that decides the transition, so a watcher that subscribes after it reads a snapshot
+/// that already shows it (`super::redis`, `Transition::watched`).
 macro_rules! bump_fn {
     () => {
         r"
+local function listeners(topic)
+  if topic == '' then
+    return -1
+  end
+  return redis.call('PUBSUB', 'NUMSUB', topic)[2]
+end
 local function bump(key, ttl)
   local t = redis.call('TIME')
   local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -71,31 +82,33 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 }
 
 /// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
-/// the socket's entry (`super::redis::record_value`), version TTL, cap (0: none), index entry.
-/// Returns -1 when the user already has `cap` other sockets (nothing written), else the
-/// `online` transition's version when this was the user's first socket, else 0. The count
-/// taken for the cap also decides "first", so a connect costs no more commands with a cap than
-/// without.
+/// the socket's entry (`super::redis::record_value`), version TTL, cap (0: none), index entry,
+/// the user's watch topic ('' when not counted). Returns {version, listeners}: version -1 when
+/// the user already has `cap` other sockets (nothing written), else the `online` transition's
+/// version when this was the user's first socket, else 0; `listeners` counted for a transition
+/// only. The count taken for the cap also decides "first", so a connect costs no more
+/// commands with a cap than without.
 pub(super) const REGISTER: &str = with_bump!(
     r"
 local count = redis.call('HLEN', KEYS[1])
 local cap = tonumber(ARGV[4])
 if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return -1
+  return {-1, 0}
 end
 redis.call('SADD', KEYS[3], ARGV[5])
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if new == 1 and count == 0 then
-  return bump(KEYS[2], ARGV[3])
+  return {bump(KEYS[2], ARGV[3]), listeners(ARGV[6])}
 end
-return 0
+return {0, 0}
 "
 );
 
 /// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
-/// version TTL, index entry. Returns {} when this call did not remove the socket (unknown, or
-/// removed already), else {version, entry} of the removed socket, `version` being the
-/// `offline` transition's when this was the user's last socket, else 0.
+/// version TTL, index entry, the user's watch topic ('' when not counted). Returns {} when this
+/// call did not remove the socket (unknown, or removed already), else {version, entry,
+/// listeners} of the removed socket, `version` being the `offline` transition's when this was
+/// the user's last socket, else 0 (and `listeners` then 0, not counted).
 pub(super) const UNREGISTER: &str = with_remove!(
     r"
 redis.call('SREM', KEYS[3], ARGV[3])
@@ -103,7 +116,10 @@ local r, v = remove(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 if not r then
   return {}
 end
-return {v, r}
+if v == 0 then
+  return {v, r, 0}
+end
+return {v, r, listeners(ARGV[4])}
 "
 );
 

@@ -72,6 +72,16 @@ pub struct RedisBroker {
 }
 
 impl RedisBroker {
+    /// What a user's watch topic ([`Channel::Watch`]) is named up to the user id, for the
+    /// presence scripts to count its subscribers; `None` on a cluster, where the topic is a
+    /// sharded channel in a slot of its own that a script elsewhere cannot see.
+    pub fn watch_topic_base(&self) -> Option<String> {
+        match self.subscriber {
+            Subscriber::Single(_) => Some(watch_topic_base(&self.prefix)),
+            Subscriber::Cluster(_) => None,
+        }
+    }
+
     /// Opens the publisher and the RESP3 subscriber connection to `url` (one Redis, or a
     /// cluster by its `redis+cluster://` seed nodes). Channel names start with `prefix`. Fails
     /// if Redis cannot be reached now; later outages are survived.
@@ -410,11 +420,15 @@ fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
     Some(Message { channel, payload: Bytes::from(payload) })
 }
 
+fn watch_topic_base(prefix: &str) -> String {
+    format!("{prefix}{WATCH}")
+}
+
 fn channel_name(prefix: &str, channel: &Channel) -> String {
     match channel {
         Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
         Channel::Cluster => format!("{prefix}{CLUSTER}"),
-        Channel::Watch(user) => format!("{prefix}{WATCH}{user}"),
+        Channel::Watch(user) => format!("{}{user}", watch_topic_base(prefix)),
         Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
         Channel::Chan(name) => format!("{prefix}{CHAN}{name}"),
     }

@@ -19,6 +19,8 @@ fn channel_names_round_trip() {
     }
     assert_eq!(channel_name(prefix, &Channel::Cluster), "rtgate:ch:cluster");
     assert_eq!(channel_name(prefix, &Channel::Watch("u".into())), "rtgate:ch:watch:u");
+    // What the presence scripts count subscribers of is the topic the user's updates go to.
+    assert_eq!(watch_topic_base(prefix) + "u", channel_name(prefix, &Channel::Watch("u".into())));
     assert_eq!(channel_name(prefix, &Channel::Chan("c".into())), "rtgate:ch:chan:c");
     assert_eq!(channel_name(prefix, &Channel::Instance("i".into())), "rtgate:ch:inst:i");
 }
