@@ -247,11 +247,16 @@ impl PresenceStore for RedisPresence {
             .arg(self.watch_topic(user_id))
             .invoke_async(&mut self.conn.clone())
             .await?;
+        // `listeners`: the watch topic's subscribers, -1 when not counted (watched unless 0).
         let (version, listeners): (i64, i64) = decode(reply, "register")?;
         Ok(match u64::try_from(version) {
-            Ok(version) => {
-                Registered::Added(transition(socket, Status::Online, version, listeners, now_ms()))
-            }
+            Ok(version) => Registered::Added(transition(
+                socket,
+                Status::Online,
+                version,
+                listeners != 0,
+                now_ms(),
+            )),
             Err(_) => Registered::Full,
         })
     }
@@ -261,7 +266,7 @@ impl PresenceStore for RedisPresence {
             return Ok(None);
         };
         let record = SocketRecord { device_id: device_of(&entry)?.to_owned(), ..socket.clone() };
-        Ok(transition(&record, Status::Offline, version, listeners, now_ms()))
+        Ok(transition(&record, Status::Offline, version, listeners != 0, now_ms()))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {

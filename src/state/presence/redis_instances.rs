@@ -136,8 +136,8 @@ impl RedisPresence {
                             continue;
                         }
                     };
-                    // Not counted: a reaped user's watchers are told (`-1`, watched).
-                    offline.extend(transition(&record, Status::Offline, v, -1, at_ms));
+                    // The reaper does not count listeners: a reaped user's watchers are told.
+                    offline.extend(transition(&record, Status::Offline, v, true, at_ms));
                     sockets.push(record);
                 }
                 if left > 0 {

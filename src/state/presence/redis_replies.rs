@@ -16,13 +16,12 @@ pub(super) fn decode<T: FromRedisValue>(reply: Value, what: &str) -> Result<T, S
 }
 
 /// The transition a script reported, if any: scripts answer a transition's version, or 0
-/// for none (versions start far above 0, at the clock in µs), and the subscribers they
-/// counted on the user's watch topic (`listeners` in the scripts; negative: not counted).
+/// for none (versions start far above 0, at the clock in µs); `watched` as in `Transition`.
 pub(super) fn transition(
     socket: &SocketRecord,
     status: Status,
     version: u64,
-    listeners: i64,
+    watched: bool,
     at_ms: u64,
 ) -> Option<Transition> {
     (version > 0).then(|| Transition {
@@ -31,7 +30,7 @@ pub(super) fn transition(
         status,
         at_ms,
         version,
-        watched: listeners != 0,
+        watched,
     })
 }
 

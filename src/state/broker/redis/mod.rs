@@ -1,12 +1,6 @@
 //! Redis backend: owns this instance's two Redis connections for cross-instance fanout, its set
-//! of subscribed channels, and the task that turns Redis pushes into [`Message`]s.
-//!
-//! # Channel names
-//! - `{prefix}ch:inst:{id}`: [`Channel::Instance`]
-//! - `{prefix}ch:cluster`: [`Channel::Cluster`]
-//! - `{prefix}ch:watch:{user}`: [`Channel::Watch`]
-//! - `{prefix}ch:conv:{id}`: [`Channel::Conversation`]
-//! - `{prefix}ch:chan:{name}`: [`Channel::Chan`]
+//! of subscribed channels, and the task that turns Redis pushes into [`Message`]s
+//! (`pushes.rs`). Channel names: `names.rs`.
 //!
 //! # Why a dedicated RESP3 subscriber connection
 //! Publishing runs on an ordinary connection manager. Subscriptions live on a second one,
@@ -42,20 +36,20 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use redis::ProtocolVersion;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ProtocolVersion, PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
+
+mod names;
+mod pushes;
+
+use names::{channel_name, watch_topic_base};
+use pushes::translate;
 
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
 use crate::state::redis_conn::{Cluster, RedisConn, RedisTls, Target};
-
-const INSTANCE: &str = "ch:inst:";
-const CLUSTER: &str = "ch:cluster";
-const WATCH: &str = "ch:watch:";
-const CONVERSATION: &str = "ch:conv:";
-const CHAN: &str = "ch:chan:";
 
 /// Broker over Redis pub/sub, shared by every instance using the same Redis and prefix.
 #[derive(Debug)]
@@ -361,91 +355,6 @@ impl Broker for RedisBroker {
         sub?;
         publ?;
         Ok(())
-    }
-}
-
-/// Forwards published messages from the subscriber connection to the broker's receiver until
-/// the receiver is dropped.
-async fn translate(
-    prefix: String,
-    mut pushes: mpsc::UnboundedReceiver<PushInfo>,
-    out: mpsc::UnboundedSender<Message>,
-    follow: Option<Arc<Follow>>,
-) {
-    while let Some(push) = pushes.recv().await {
-        if push.kind == PushKind::SUnsubscribe
-            && let Some(follow) = &follow
-        {
-            // Also the confirmation of our own `sunsubscribe`: the task then finds the channel
-            // no longer wanted once that call released the lock.
-            if let Some(Value::BulkString(name)) = push.data.first()
-                && let Some(channel) = parse_channel_name(&prefix, name)
-            {
-                tokio::spawn(follow_slot_moves(follow.clone(), channel));
-            }
-            continue;
-        }
-        if push.kind != PushKind::Message && push.kind != PushKind::SMessage {
-            // Subscribe/unsubscribe confirmations and disconnections: the connection
-            // already acts on them (resubscription, reconnection).
-            tracing::debug!(kind = ?push.kind, "broker: ignoring redis push");
-            continue;
-        }
-        let Some(message) = decode_message(&prefix, push.data) else {
-            continue;
-        };
-        if out.send(message).is_err() {
-            tracing::debug!("broker: receiver dropped; stopping translation");
-            return;
-        }
-    }
-}
-
-/// `data` of a `message` (or sharded `smessage`) push is `[channel, payload]`.
-fn decode_message(prefix: &str, data: Vec<Value>) -> Option<Message> {
-    let mut data = data.into_iter();
-    let (Some(Value::BulkString(name)), Some(Value::BulkString(payload)), None) =
-        (data.next(), data.next(), data.next())
-    else {
-        tracing::debug!("broker: malformed message push ignored");
-        return None;
-    };
-    let Some(channel) = parse_channel_name(prefix, &name) else {
-        tracing::debug!(
-            channel = %String::from_utf8_lossy(&name),
-            "broker: message on unknown channel ignored"
-        );
-        return None;
-    };
-    Some(Message { channel, payload: Bytes::from(payload) })
-}
-
-fn watch_topic_base(prefix: &str) -> String {
-    format!("{prefix}{WATCH}")
-}
-
-fn channel_name(prefix: &str, channel: &Channel) -> String {
-    match channel {
-        Channel::Instance(id) => format!("{prefix}{INSTANCE}{id}"),
-        Channel::Cluster => format!("{prefix}{CLUSTER}"),
-        Channel::Watch(user) => format!("{}{user}", watch_topic_base(prefix)),
-        Channel::Conversation(id) => format!("{prefix}{CONVERSATION}{id}"),
-        Channel::Chan(name) => format!("{prefix}{CHAN}{name}"),
-    }
-}
-
-fn parse_channel_name(prefix: &str, name: &[u8]) -> Option<Channel> {
-    let rest = std::str::from_utf8(name).ok()?.strip_prefix(prefix)?;
-    if rest == CLUSTER {
-        Some(Channel::Cluster)
-    } else if let Some(user) = rest.strip_prefix(WATCH) {
-        Some(Channel::Watch(user.to_owned()))
-    } else if let Some(name) = rest.strip_prefix(CHAN) {
-        Some(Channel::Chan(name.to_owned()))
-    } else if let Some(id) = rest.strip_prefix(CONVERSATION) {
-        Some(Channel::Conversation(id.to_owned()))
-    } else {
-        rest.strip_prefix(INSTANCE).map(|id| Channel::Instance(id.to_owned()))
     }
 }
 

@@ -1,4 +1,7 @@
+use super::names::{channel_name, parse_channel_name, watch_topic_base};
+use super::pushes::decode_message;
 use super::*;
+use redis::Value;
 
 #[test]
 fn channel_names_round_trip() {
