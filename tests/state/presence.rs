@@ -417,6 +417,41 @@ async fn versions_order_transitions_and_snapshots(#[case] backend: Backend) {
     finish(backend, &prefix).await;
 }
 
+/// A stored version ahead of the clock (the clock stepped back, or two transitions in one µs)
+/// is still passed, by both transitions, and keeps its expiry: versions never go backwards.
+#[rstest]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn versions_pass_a_stored_version_ahead_of_the_clock(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-ahead");
+    let store = store(backend, &prefix).await;
+    let first = socket("frank", "phone", "i1");
+    store.register(&first).await.unwrap();
+    store.unregister(&first).await.unwrap();
+    let key = redis_keys(backend, &prefix)
+        .await
+        .into_iter()
+        .find(|k| k.ends_with(":u:frank:ver"))
+        .expect("frank's version key");
+    let key = format!("{prefix}{key}");
+    // An hour ahead of the clock, in µs.
+    let ahead = now_ms() * 1000 + 3_600_000_000;
+    let mut con = backend.conn().await;
+    let () = redis::cmd("SET").arg(&key).arg(ahead).query_async(&mut con).await.unwrap();
+
+    let again = socket("frank", "laptop", "i1");
+    let up = store.register(&again).await.unwrap().expect("online").version;
+    assert_eq!(up, ahead + 1);
+    let down = store.unregister(&again).await.unwrap().expect("offline").version;
+    assert_eq!(down, ahead + 2);
+    let stored: u64 = redis::cmd("GET").arg(&key).query_async(&mut con).await.unwrap();
+    assert_eq!(stored, down);
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.unwrap();
+    assert!(ttl > 0 && ttl <= 3_600_000, "PTTL {ttl}");
+    finish(backend, &prefix).await;
+}
+
 /// A graceful exit forgets the instance at once, alive or not, and removes what it left.
 #[rstest]
 #[case::memory(Backend::Memory)]

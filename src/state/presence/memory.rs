@@ -96,15 +96,15 @@ impl Maps {
         Some(last)
     }
 
-    /// The removed record and whether it was its user's last socket; `None` when the socket
-    /// was not registered to that user.
-    fn unregister(&mut self, socket: &SocketRecord) -> Option<(SocketRecord, bool)> {
+    /// Whether the removed socket was its user's last; `None` when the socket was not
+    /// registered to that user.
+    fn unregister(&mut self, socket: &SocketRecord) -> Option<bool> {
         if let Some(ids) = self.instances.get_mut(&socket.instance_id) {
             ids.remove(&socket.socket_id);
         }
         let last = self.remove_from_user(&socket.user_id, &socket.socket_id)?;
-        let record = self.sockets.remove(&socket.socket_id)?;
-        Some((record, last))
+        self.sockets.remove(&socket.socket_id)?;
+        Some(last)
     }
 
     fn is_dead(&self, instance_id: &str, now: Instant) -> bool {
@@ -149,7 +149,7 @@ impl PresenceStore for MemoryPresence {
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
         let mut maps = self.maps();
         Ok(match maps.unregister(socket) {
-            Some((record, true)) => Some(maps.transition(&record, Status::Offline)),
+            Some(true) => Some(maps.transition(socket, Status::Offline)),
             _ => None,
         })
     }

@@ -132,8 +132,9 @@ pub trait PresenceStore: Send + Sync + 'static {
     }
 
     /// Removes a socket (found by its id, user and instance). Returns the `Offline` transition
-    /// when it was the user's last socket, with the device of the record removed. Unregistering
-    /// an unknown socket is a no-op returning `None`.
+    /// when it was the user's last socket, with the device of `socket` (the record its session
+    /// registered: the store does not read it back). Unregistering an unknown socket is a no-op
+    /// returning `None`.
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
 
     /// Presence of each user, in the order asked.

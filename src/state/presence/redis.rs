@@ -52,9 +52,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::{Script, Value};
 
-use super::redis_replies::{
-    decode, device_of, presence_from_entries, record_from_value, transition,
-};
+use super::redis_replies::{decode, presence_from_entries, record_from_value, transition};
 use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP, REGISTER, UNREGISTER};
 use super::{
     PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
@@ -98,8 +96,8 @@ impl std::fmt::Debug for RedisPresence {
 }
 
 /// What the unregister script reports of a socket it removed: the `offline` version (0: not
-/// the user's last socket), its entry, and the watch topic's subscribers (`listeners`).
-type Removed = (u64, String, i64);
+/// the user's last socket) and the watch topic's subscribers (`listeners`).
+type Removed = (u64, i64);
 
 /// A socket's entry in its user's hash: `<connected_at ms> <transport> <instance> <device>`.
 /// Neither the transport nor an incarnation holds a space, so whatever follows the third
@@ -262,11 +260,10 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError> {
-        let Some((version, entry, listeners)) = self.remove(socket).await? else {
+        let Some((version, listeners)) = self.remove(socket).await? else {
             return Ok(None);
         };
-        let record = SocketRecord { device_id: device_of(&entry)?.to_owned(), ..socket.clone() };
-        Ok(transition(&record, Status::Offline, version, listeners != 0, now_ms()))
+        Ok(transition(socket, Status::Offline, version, listeners != 0, now_ms()))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {

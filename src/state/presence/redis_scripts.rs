@@ -4,7 +4,7 @@
 //! each bumping the user's version in the same step) or the instance list's (liveness).
 
 /// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
-/// stored with `PX` ARGV-given TTL. Prepended to every script that decides transitions, so the
+/// stored with `PX` ARGV-given TTL (`SET … GET`: Redis 6.2 or later). Prepended to every script that decides transitions, so the
 /// version is taken in the same atomic step as the decision.
 ///
 /// `listeners(topic)`: how many clients subscribe to the user's watch topic now, or -1 for an
@@ -22,10 +22,16 @@ local function listeners(topic)
 end
 local function bump(key, ttl)
   local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local v = math.max(tonumber(redis.call('GET', key)) or 0, now) + 1
-  -- '%.0f' keeps all digits: a bare number argument may be written in exponent form.
-  redis.call('SET', key, string.format('%.0f', v), 'PX', ttl)
+  local v = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 1
+  -- Written before the last version is known, and read back in the same call: the clock is
+  -- past the last version but for a clock step back (or two transitions in one µs), so one
+  -- SET usually decides. '%.0f' keeps all digits: a bare number argument may be written in
+  -- exponent form.
+  local last = tonumber(redis.call('SET', key, string.format('%.0f', v), 'PX', ttl, 'GET')) or 0
+  if last >= v then
+    v = last + 1
+    redis.call('SET', key, string.format('%.0f', v), 'PX', ttl)
+  end
   return v
 end
 "
@@ -40,26 +46,23 @@ macro_rules! with_bump {
 }
 
 /// A script body with `bump` and `remove(ukey, vkey, sid, ttl)` in scope: the one removal of a
-/// socket that unregister and the reaper share. The user hash decides — only the call that
-/// found the socket there removes it and acts: when that was the user's last socket, it bumps
-/// the version. Returns nil, or the socket's entry (`super::redis::record_value`) and the
-/// `offline` version (0: not the last socket).
+/// socket that unregister and the reaper share. The user hash decides — only the call whose
+/// `HDEL` removed the socket acts: when that was the user's last socket, it bumps the version.
+/// Returns nil when the socket was not there, else the `offline` version (0: not the last
+/// socket).
 macro_rules! with_remove {
     ($body:literal) => {
         concat!(
             bump_fn!(),
             r"
 local function remove(ukey, vkey, sid, ttl)
-  local r = redis.call('HGET', ukey, sid)
-  if not r then
+  if redis.call('HDEL', ukey, sid) == 0 then
     return nil
   end
-  redis.call('HDEL', ukey, sid)
-  local v = 0
   if redis.call('EXISTS', ukey) == 0 then
-    v = bump(vkey, ttl)
+    return bump(vkey, ttl)
   end
-  return r, v
+  return 0
 end
 ",
             $body
@@ -106,20 +109,21 @@ return {0, 0}
 
 /// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
 /// version TTL, index entry, the user's watch topic ('' when not counted). Returns {} when this
-/// call did not remove the socket (unknown, or removed already), else {version, entry,
-/// listeners} of the removed socket, `version` being the `offline` transition's when this was
-/// the user's last socket, else 0 (and `listeners` then 0, not counted).
+/// call did not remove the socket (unknown, or removed already), else {version, listeners},
+/// `version` being the `offline` transition's when this was the user's last socket, else 0
+/// (and `listeners` then 0, not counted). The socket's entry is not read back: the caller
+/// holds the record it registered.
 pub(super) const UNREGISTER: &str = with_remove!(
     r"
 redis.call('SREM', KEYS[3], ARGV[3])
-local r, v = remove(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-if not r then
+local v = remove(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
+if not v then
   return {}
 end
 if v == 0 then
-  return {v, r, 0}
+  return {0, 0}
 end
-return {v, r, listeners(ARGV[4])}
+return {v, listeners(ARGV[4])}
 "
 );
 
@@ -136,8 +140,11 @@ for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
   local sid, user = string.match(entry, '^(%S+) (.*)$')
   if sid then
     local base = ARGV[1] .. user
-    local r, v = remove(base .. ':sockets', base .. ':ver', sid, ARGV[2])
-    if r then
+    local ukey = base .. ':sockets'
+    -- The entry, for the record the reaper reports: read before `remove` takes it.
+    local r = redis.call('HGET', ukey, sid)
+    local v = r and remove(ukey, base .. ':ver', sid, ARGV[2])
+    if v then
       table.insert(records, {sid, user, r, v})
     end
   end
