@@ -249,15 +249,12 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
         if live.contains(socket_id.as_str()) {
             continue;
         }
-        // Id, user and instance are all unregister needs; the transition carries the device
-        // of the record it removed.
-        let rec = SocketRecord {
-            socket_id,
-            user_id,
-            instance_id: node.incarnation.clone(),
-            ..SocketRecord::default()
-        };
-        unregister(node, &rec).await;
+        // The stored record, not one made up from the index: the transition carries the
+        // record's device, and the session that knew it has ended. Rare (after an outage),
+        // so the extra read is no cost.
+        if let Some(rec) = bounded(node.presence.socket(&user_id, &socket_id)).await? {
+            unregister(node, &rec).await;
+        }
     }
     Ok(())
 }

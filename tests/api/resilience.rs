@@ -7,6 +7,7 @@ use serde_json::json;
 
 use crate::{
     cluster::next_event,
+    db_util::Gate,
     helpers::{FAN, Kind, ServerProcess, fan_namespaces, spawn, subscribe},
     redis_util::{PrivateRedis, cleanup, keys, redis_url, unique_prefix},
 };
@@ -113,6 +114,70 @@ async fn redis_outage_keeps_sessions_up_and_the_cluster_converges_after() {
     }
     let (_, ready) = server.get("/health/ready").await;
     assert_eq!(ready["status"], "ready");
+}
+
+/// A session that ends while its instance cannot reach Redis stays registered there until
+/// Redis answers again; then the instance's resync removes it, and a watcher on another
+/// instance gets the user's `offline` with the device that went (the stored record's: the
+/// session that registered it is gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_ended_in_an_outage_goes_offline_after_it_with_its_device() {
+    let prefix = unique_prefix("resync-offline");
+    let redis: std::net::SocketAddr = redis_url()
+        .trim_start_matches("redis://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("REDIS_TEST_URL is redis://host:port");
+    let gate = Gate::start(redis, true).await;
+    // A short liveness TTL probes Redis often once the instance is degraded; the watching
+    // instance's reaper stays out of it (its first pass is long after the test), so the
+    // `offline` can only come from the resync.
+    let cut_off = spawn(|c| {
+        c.redis_url = Some(format!("redis://{}", gate.addr));
+        c.redis_prefix = prefix.clone();
+        c.liveness_ttl = Duration::from_millis(1500);
+    })
+    .await;
+    let watching = spawn(|c| {
+        c.redis_url = Some(redis_url());
+        c.redis_prefix = prefix.clone();
+        c.cleanup_interval = Duration::from_secs(600);
+    })
+    .await;
+    let (mut bob, _) = watching.connect(Kind::Ws, "bob").await;
+    bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+    let (mut alice, _) = cut_off.connect(Kind::Ws, "alice").await;
+    let up = next_event(&mut bob, "presence:update").await;
+    assert_eq!(up["status"], "online", "{up}");
+    let device = up["deviceId"].as_str().filter(|d| !d.is_empty()).expect("a device").to_owned();
+
+    gate.close();
+    alice.send(&json!({"type": "disconnect"})).await;
+    // Her unregister fails on the closed gate: the instance is degraded and has no session.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, ready) = cut_off.get("/health/ready").await;
+        if ready["status"] == "degraded"
+            && ready["sessions"].as_object().is_some_and(|m| m.is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not degraded without sessions: {ready}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    gate.open();
+    let down =
+        tokio::time::timeout(Duration::from_secs(10), next_event(&mut bob, "presence:update"))
+            .await
+            .expect("alice's offline after the outage");
+    assert_eq!(
+        (down["userId"].as_str(), down["status"].as_str(), down["deviceId"].as_str()),
+        (Some("alice"), Some("offline"), Some(device.as_str())),
+        "{down}"
+    );
+    assert!(down["version"].as_u64() > up["version"].as_u64(), "{down} after {up}");
+    cleanup(&prefix).await;
 }
 
 /// Connects and disconnects many clients (some politely, some by dropping the transport)
