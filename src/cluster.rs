@@ -195,6 +195,8 @@ pub async fn liveness_loop(node: Arc<Node>) {
         let wait = if node.backends.is_degraded() { period.min(DOWN_PROBE_PERIOD) } else { period };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            // Another call found Redis unreachable: probe now, then every DOWN_PROBE_PERIOD.
+            _ = node.backends.health.went_down() => {}
             _ = node.shutdown.cancelled() => return,
         }
     }

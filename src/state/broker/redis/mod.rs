@@ -51,6 +51,16 @@ use super::{Broker, Channel, Message};
 use crate::state::StateError;
 use crate::state::redis_conn::{Cluster, RedisConn, RedisTls, Target};
 
+/// The longest wait between two reconnect attempts of a single-Redis connection. The default
+/// backoff doubles up to 3.2 s, so an instance could stay cut off seconds after Redis
+/// answered again; capped at the liveness loop's probe period while down (1 s,
+/// `cluster::liveness_loop`), it is back within about a second.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new().set_max_delay(RECONNECT_MAX_DELAY)
+}
+
 /// Broker over Redis pub/sub, shared by every instance using the same Redis and prefix.
 #[derive(Debug)]
 pub struct RedisBroker {
@@ -98,16 +108,12 @@ impl RedisBroker {
             Target::Single(info) => {
                 let resp3 = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
                 let subscriber_info = (*info).clone().set_redis_settings(resp3);
-                let publisher = ConnectionManager::new_with_config(
-                    tls.client(*info)?,
-                    ConnectionManagerConfig::new(),
-                )
-                .await?;
+                let publisher =
+                    ConnectionManager::new_with_config(tls.client(*info)?, manager_config())
+                        .await?;
                 let subscriber = ConnectionManager::new_with_config(
                     tls.client(subscriber_info)?,
-                    ConnectionManagerConfig::new()
-                        .set_push_sender(push_tx)
-                        .set_automatic_resubscription(),
+                    manager_config().set_push_sender(push_tx).set_automatic_resubscription(),
                 )
                 .await?;
                 (RedisConn::Single(publisher), Subscriber::Single(subscriber))
