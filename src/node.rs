@@ -97,6 +97,8 @@ pub struct Backends {
     /// Down when a shared-state call found Redis unreachable: guarded calls then fail at once,
     /// and the liveness loop resynchronizes this instance's sessions once Redis answers again.
     pub health: Arc<Health>,
+    /// Sockets whose unregister failed, settled by that resync.
+    pub unsettled: crate::cluster::Unsettled,
 }
 
 impl Backends {
@@ -235,6 +237,7 @@ impl Node {
                             memory_channels: None,
                             memory_api: None,
                             health: health.clone(),
+                            unsettled: Default::default(),
                         },
                     )
                 }
@@ -260,6 +263,7 @@ impl Node {
                             memory_channels: Some((history, channel_presence)),
                             memory_api: Some((revocations, idempotency)),
                             health: health.clone(),
+                            unsettled: Default::default(),
                         },
                     )
                 }

@@ -11,7 +11,10 @@ use std::{
 };
 
 use rtgate::store::{Store, postgres::PgStore, sqlite::SqliteStore};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpListener, TcpStream},
+};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,10 +107,13 @@ impl TestDb {
     }
 }
 
-/// A TCP gate in front of PostgreSQL: closed, it refuses new connections and cuts open ones.
+/// A TCP gate in front of PostgreSQL or Redis: closed, it refuses new connections and cuts
+/// open ones; muted, it still forwards what the client sends but drops every reply (the
+/// server acts on a request whose answer never arrives).
 pub struct Gate {
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
+    muted: Arc<AtomicBool>,
     generation: Arc<std::sync::Mutex<CancellationToken>>,
 }
 
@@ -118,21 +124,42 @@ impl Gate {
         let gate = Gate {
             addr,
             open: Arc::new(AtomicBool::new(open)),
+            muted: Arc::new(AtomicBool::new(false)),
             generation: Arc::new(std::sync::Mutex::new(CancellationToken::new())),
         };
-        let (flag, generation) = (gate.open.clone(), gate.generation.clone());
+        let (flag, muted, generation) =
+            (gate.open.clone(), gate.muted.clone(), gate.generation.clone());
         tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
+            while let Ok((client, _)) = listener.accept().await {
                 if !flag.load(Ordering::SeqCst) {
                     continue; // dropped: connection refused in effect
                 }
                 let cut = generation.lock().unwrap().clone();
+                let muted = muted.clone();
                 tokio::spawn(async move {
-                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                    let Ok(upstream) = TcpStream::connect(target).await else {
                         return;
                     };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let requests = tokio::io::copy(&mut cr, &mut uw);
+                    let replies = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match ur.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if !muted.load(Ordering::SeqCst)
+                                && cw.write_all(&buf[..n]).await.is_err()
+                            {
+                                return;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                        _ = requests => {}
+                        _ = replies => {}
                         _ = cut.cancelled() => {}
                     }
                 });
@@ -142,7 +169,13 @@ impl Gate {
     }
 
     pub fn open(&self) {
+        self.muted.store(false, Ordering::SeqCst);
         self.open.store(true, Ordering::SeqCst);
+    }
+
+    /// Replies are dropped from now on, on open connections and new ones, until `open`.
+    pub fn mute(&self) {
+        self.muted.store(true, Ordering::SeqCst);
     }
 
     pub fn close(&self) {

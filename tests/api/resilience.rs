@@ -3,12 +3,12 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::{
     cluster::next_event,
     db_util::Gate,
-    helpers::{FAN, Kind, ServerProcess, fan_namespaces, spawn, subscribe},
+    helpers::{Client, FAN, Kind, ServerProcess, TestServer, fan_namespaces, spawn, subscribe},
     redis_util::{PrivateRedis, cleanup, keys, redis_url, unique_prefix},
 };
 
@@ -116,75 +116,121 @@ async fn redis_outage_keeps_sessions_up_and_the_cluster_converges_after() {
     assert_eq!(ready["status"], "ready");
 }
 
+/// Two instances on one Redis, one of them (`cut_off`) through a gate; bob on the other
+/// watches alice, who is connected to `cut_off`.
+struct Outage {
+    prefix: String,
+    gate: Gate,
+    cut_off: TestServer,
+    _watching: TestServer,
+    bob: Client,
+    alice: Client,
+    /// Alice's `online` as bob saw it.
+    up: Value,
+}
+
+impl Outage {
+    async fn start(name: &str) -> Outage {
+        let prefix = unique_prefix(name);
+        let redis: std::net::SocketAddr = redis_url()
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .parse()
+            .expect("REDIS_TEST_URL is redis://host:port");
+        let gate = Gate::start(redis, true).await;
+        // The default liveness TTL (15 s: a heartbeat every 5 s), so only the probes that
+        // start when a call finds Redis down bring the instance back within the bound of
+        // `offline_after_reopening`. The watching instance's reaper stays out of it (its first
+        // pass is long after the test), so an `offline` can only come from the resync.
+        let cut_off = spawn(|c| {
+            c.redis_url = Some(format!("redis://{}", gate.addr));
+            c.redis_prefix = prefix.clone();
+        })
+        .await;
+        let watching = spawn(|c| {
+            c.redis_url = Some(redis_url());
+            c.redis_prefix = prefix.clone();
+            c.cleanup_interval = Duration::from_secs(600);
+        })
+        .await;
+        let (mut bob, _) = watching.connect(Kind::Ws, "bob").await;
+        bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
+        let (alice, _) = cut_off.connect(Kind::Ws, "alice").await;
+        let up = next_event(&mut bob, "presence:update").await;
+        assert_eq!(up["status"], "online", "{up}");
+        Outage { prefix, gate, cut_off, _watching: watching, bob, alice, up }
+    }
+
+    /// Waits until `cut_off` is degraded and has no session left.
+    async fn degraded_and_empty(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, ready) = self.cut_off.get("/health/ready").await;
+            if ready["status"] == "degraded"
+                && ready["sessions"].as_object().is_some_and(|m| m.is_empty())
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not degraded without sessions: {ready}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Opens the gate and checks bob gets alice's `offline`, with the device that went, soon.
+    async fn offline_after_reopening(mut self) {
+        let device = self.up["deviceId"].as_str().filter(|d| !d.is_empty()).expect("a device");
+        self.gate.open();
+        let reopened = Instant::now();
+        let down = next_event(&mut self.bob, "presence:update").await;
+        // Probes every second while down (README): one probe, the resync, the publication.
+        let took = reopened.elapsed();
+        assert!(took < Duration::from_secs(3), "offline {took:?} after Redis answered again");
+        assert_eq!(
+            (down["userId"].as_str(), down["status"].as_str(), down["deviceId"].as_str()),
+            (Some("alice"), Some("offline"), Some(device)),
+            "{down}"
+        );
+        assert!(down["version"].as_u64() > self.up["version"].as_u64(), "{down} after {}", self.up);
+        cleanup(&self.prefix).await;
+    }
+}
+
 /// A session that ends while its instance cannot reach Redis stays registered there until
 /// Redis answers again; then the instance's resync removes it, and a watcher on another
 /// instance gets the user's `offline` with the device that went (the stored record's: the
 /// session that registered it is gone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_ended_in_an_outage_goes_offline_after_it_with_its_device() {
-    let prefix = unique_prefix("resync-offline");
-    let redis: std::net::SocketAddr = redis_url()
-        .trim_start_matches("redis://")
-        .trim_end_matches('/')
-        .parse()
-        .expect("REDIS_TEST_URL is redis://host:port");
-    let gate = Gate::start(redis, true).await;
-    // The default liveness TTL (15 s: a heartbeat every 5 s), so only the probes that start
-    // when a call finds Redis down bring the instance back within the bound below. The
-    // watching instance's reaper stays out of it (its first pass is long after the test), so
-    // the `offline` can only come from the resync.
-    let cut_off = spawn(|c| {
-        c.redis_url = Some(format!("redis://{}", gate.addr));
-        c.redis_prefix = prefix.clone();
-    })
-    .await;
-    let watching = spawn(|c| {
-        c.redis_url = Some(redis_url());
-        c.redis_prefix = prefix.clone();
-        c.cleanup_interval = Duration::from_secs(600);
-    })
-    .await;
-    let (mut bob, _) = watching.connect(Kind::Ws, "bob").await;
-    bob.request(1, "presence:subscribe", json!({"userIds": ["alice"]})).await;
-    let (mut alice, _) = cut_off.connect(Kind::Ws, "alice").await;
-    let up = next_event(&mut bob, "presence:update").await;
-    assert_eq!(up["status"], "online", "{up}");
-    let device = up["deviceId"].as_str().filter(|d| !d.is_empty()).expect("a device").to_owned();
-
-    gate.close();
+    let mut o = Outage::start("resync-offline").await;
+    o.gate.close();
     // A call finds Redis unreachable first, so the instance is degraded before alice leaves
-    // and her unregister is refused without being sent. (Sent on a connection that is being
-    // cut, Redis may run it and the reply be lost: then the offline is decided but never
-    // announced; not covered here.)
-    let q = alice.request(2, "presence:query", json!({"userIds": ["bob"]})).await;
+    // and her unregister is refused without being sent.
+    let q = o.alice.request(2, "presence:query", json!({"userIds": ["bob"]})).await;
     assert_eq!(q["code"], "unavailable", "{q}");
-    alice.send(&json!({"type": "disconnect"})).await;
-    // The instance is degraded and has no session.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, ready) = cut_off.get("/health/ready").await;
-        if ready["status"] == "degraded"
-            && ready["sessions"].as_object().is_some_and(|m| m.is_empty())
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not degraded without sessions: {ready}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    o.alice.send(&json!({"type": "disconnect"})).await;
+    o.degraded_and_empty().await;
+    o.offline_after_reopening().await;
+}
 
-    gate.open();
-    let reopened = Instant::now();
-    let down = next_event(&mut bob, "presence:update").await;
-    // Probes every second while down (README): one probe, the resync, the publication.
-    let took = reopened.elapsed();
-    assert!(took < Duration::from_secs(3), "offline {took:?} after Redis answered again");
-    assert_eq!(
-        (down["userId"].as_str(), down["status"].as_str(), down["deviceId"].as_str()),
-        (Some("alice"), Some("offline"), Some(device.as_str())),
-        "{down}"
-    );
-    assert!(down["version"].as_u64() > up["version"].as_u64(), "{down} after {up}");
-    cleanup(&prefix).await;
+/// An unregister that Redis runs but whose reply never arrives: Redis removed the socket and
+/// decided the `offline`, and nobody announced it. The resync announces the user's state
+/// then, with the device that went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_whose_reply_was_lost_is_announced_after_the_outage() {
+    let mut o = Outage::start("resync-lost").await;
+    o.gate.mute();
+    o.alice.send(&json!({"type": "disconnect"})).await;
+    // Redis ran the unregister (alice's hash is gone) while the call waits for its reply, then
+    // times out (2 s) and the instance is degraded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while keys(&redis_url(), &o.prefix).await.iter().any(|k| k.ends_with(":u:alice:sockets")) {
+        assert!(Instant::now() < deadline, "the unregister never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    o.degraded_and_empty().await;
+    // Cut what the muted connections still carry, then let new ones through.
+    o.gate.close();
+    o.offline_after_reopening().await;
 }
 
 /// Connects and disconnects many clients (some politely, some by dropping the transport)

@@ -6,7 +6,7 @@
 //! a failure marks the backends degraded, and the liveness loop rewrites this instance's
 //! registry entries once the backend answers again.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use crate::{
     hub::SessionEntry,
@@ -21,6 +21,9 @@ use crate::{
 };
 
 pub use crate::state::STATE_TIMEOUT;
+
+mod resync;
+pub use resync::{Unsettled, resync};
 
 /// Runs a shared-state call under `STATE_TIMEOUT`.
 pub async fn bounded<T>(fut: impl Future<Output = Result<T, StateError>>) -> Result<T, StateError> {
@@ -134,11 +137,15 @@ pub async fn register(node: &Node, rec: &SocketRecord) {
 }
 
 /// Unregisters a session cluster-wide; announces the user's `offline` if it was their last.
+/// A failed call leaves the socket to the resync (`resync::Unsettled`).
 pub async fn unregister(node: &Node, rec: &SocketRecord) {
     match bounded(node.presence.unregister(rec)).await {
         Ok(Some(t)) => transition(node, &t).await,
         Ok(None) => {}
-        Err(e) => node.backends.mark_degraded("unregister", &e),
+        Err(e) => {
+            node.backends.mark_degraded("unregister", &e);
+            node.backends.unsettled.add(rec.clone());
+        }
     }
 }
 
@@ -229,36 +236,6 @@ pub async fn leave(node: &Node) {
     // Deliveries to other instances are queued, not awaited: the last ones (the offline
     // updates above, the drained sessions' leaves) go out before the process ends.
     node.fanout.flush().await;
-}
-
-/// Rewrites this instance's view into shared state: resubscribes its channels, registers
-/// every live local session (a restarted Redis lost them), and removes entries of sessions
-/// that ended while the backend was unreachable.
-pub async fn resync(node: &Node) -> Result<(), StateError> {
-    bounded(node.fanout.subscribe_base()).await?;
-    reload_revocations(node).await?;
-    // A Redis that restarted empty lost channel presence too; refreshes keep only entries
-    // that still exist, so put this instance's back.
-    node.channels.restore_presence().await?;
-    let local = node.hub.sessions();
-    let live: HashSet<&str> = local.iter().map(|(id, _)| &**id).collect();
-    for (id, entry) in &local {
-        register(node, &record(node, id, entry)).await;
-    }
-    for (socket_id, user_id) in
-        bounded(node.presence.sockets_of_instance(&node.incarnation)).await?
-    {
-        if live.contains(socket_id.as_str()) {
-            continue;
-        }
-        // The stored record, not one made up from the index: the transition carries the
-        // record's device, and the session that knew it has ended. Rare (after an outage),
-        // so the extra read is no cost.
-        if let Some(rec) = bounded(node.presence.socket(&user_id, &socket_id)).await? {
-            unregister(node, &rec).await;
-        }
-    }
-    Ok(())
 }
 
 /// The periodic cleanup job: reaps instances whose liveness expired (their users go offline,
