@@ -137,14 +137,17 @@ pub async fn register(node: &Node, rec: &SocketRecord) {
 }
 
 /// Unregisters a session cluster-wide; announces the user's `offline` if it was their last.
-/// A failed call leaves the socket to the resync (`resync::Unsettled`).
+/// A call that found Redis unreachable leaves the socket to the resync (`resync::Unsettled`).
 pub async fn unregister(node: &Node, rec: &SocketRecord) {
     match bounded(node.presence.unregister(rec)).await {
         Ok(Some(t)) => transition(node, &t).await,
         Ok(None) => {}
         Err(e) => {
             node.backends.mark_degraded("unregister", &e);
-            node.backends.unsettled.add(rec.clone());
+            // Only an outage leads to a resync; any other failure would wait for the next.
+            if e.is_outage() {
+                node.backends.unsettled.add(rec.clone());
+            }
         }
     }
 }
