@@ -9,7 +9,10 @@
 //! state is announced instead, with a snapshot version, which orders after the lost transition
 //! (and is ignored by a watcher that already has something newer).
 
-use std::{collections::HashSet, sync::Mutex};
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Mutex,
+};
 
 use super::{bounded, record, register, reload_revocations, transition, unregister};
 use crate::{
@@ -27,24 +30,24 @@ const UNSETTLED_CAP: usize = 100_000;
 /// Sockets whose unregister failed, for the next resync.
 #[derive(Debug, Default)]
 pub struct Unsettled {
-    records: Mutex<Vec<SocketRecord>>,
+    records: Mutex<VecDeque<SocketRecord>>,
 }
 
 impl Unsettled {
     pub fn add(&self, rec: SocketRecord) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         if records.len() >= UNSETTLED_CAP {
-            records.remove(0);
+            records.pop_front();
         }
-        records.push(rec);
+        records.push_back(rec);
     }
 
-    fn take(&self) -> Vec<SocketRecord> {
+    fn take(&self) -> VecDeque<SocketRecord> {
         std::mem::take(&mut *self.records.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Puts back what a failed resync did not settle.
-    fn restore(&self, mut rest: Vec<SocketRecord>) {
+    /// Puts back, ahead of any added since, what a failed resync did not settle.
+    fn restore(&self, mut rest: VecDeque<SocketRecord>) {
         let mut records = self.records.lock().unwrap_or_else(|p| p.into_inner());
         rest.append(&mut records);
         *records = rest;
