@@ -7,7 +7,9 @@
 //! still registered and removing it now announces the offline as usual. In the second, Redis
 //! removed the socket and decided the transition, but nobody announced it: the user's current
 //! state is announced instead, with a snapshot version, which orders after the lost transition
-//! (and is ignored by a watcher that already has something newer).
+//! (and is ignored by a watcher that already has something newer), once per user. A socket is
+//! also gone when another instance's reaper took it (this instance was out of reach for longer
+//! than its liveness): that reaper announced it, so it is left alone (`PresenceStore::reaped`).
 
 use std::{
     collections::{HashSet, VecDeque},
@@ -70,9 +72,10 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
         register(node, &record(node, id, entry)).await;
     }
     let mut settled = HashSet::new();
+    let mut announced = HashSet::new();
     let mut unsettled = node.backends.unsettled.take().into_iter();
     while let Some(rec) = unsettled.next() {
-        if let Err(e) = settle(node, &rec).await {
+        if let Err(e) = settle(node, &rec, &mut announced).await {
             node.backends.unsettled.restore(std::iter::once(rec).chain(unsettled).collect());
             return Err(e);
         }
@@ -95,10 +98,18 @@ pub async fn resync(node: &Node) -> Result<(), StateError> {
 }
 
 /// Removes a socket whose unregister failed, or, when Redis already had (the reply was lost),
-/// announces its user's `offline` if they are still offline.
-async fn settle(node: &Node, rec: &SocketRecord) -> Result<(), StateError> {
+/// announces its user's `offline` if they are still offline and not `announced` yet in this
+/// resync. A socket a reaper removed was announced by it.
+async fn settle(
+    node: &Node,
+    rec: &SocketRecord,
+    announced: &mut HashSet<String>,
+) -> Result<(), StateError> {
     if let Some(t) = bounded(node.presence.unregister(rec)).await? {
         transition(node, &t).await;
+        return Ok(());
+    }
+    if announced.contains(&rec.user_id) || bounded(node.presence.reaped(rec)).await? {
         return Ok(());
     }
     let now = bounded(node.presence.query(std::slice::from_ref(&rec.user_id))).await?;
@@ -112,6 +123,7 @@ async fn settle(node: &Node, rec: &SocketRecord) -> Result<(), StateError> {
             watched: true,
         };
         transition(node, &offline).await;
+        announced.insert(rec.user_id.clone());
     }
     Ok(())
 }

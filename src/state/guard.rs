@@ -135,6 +135,10 @@ impl<T: PresenceStore> PresenceStore for Guarded<T> {
         self.call(RedisOp::PresenceUnregister, false, self.inner.unregister(socket)).await
     }
 
+    async fn reaped(&self, socket: &SocketRecord) -> Result<bool, StateError> {
+        self.call(RedisOp::PresenceReaped, false, self.inner.reaped(socket)).await
+    }
+
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
         self.call(RedisOp::PresenceQuery, false, self.inner.query(user_ids)).await
     }

@@ -158,6 +158,7 @@ pub enum RedisOp {
     PresenceUnregister,
     PresenceQuery,
     PresenceSocket,
+    PresenceReaped,
     PresenceSocketsOfUser,
     PresenceSocketsOfInstance,
     PresenceHeartbeat,
@@ -189,11 +190,12 @@ pub enum RedisOp {
 }
 
 impl RedisOp {
-    pub const ALL: [RedisOp; 32] = [
+    pub const ALL: [RedisOp; 33] = [
         RedisOp::PresenceRegister,
         RedisOp::PresenceUnregister,
         RedisOp::PresenceQuery,
         RedisOp::PresenceSocket,
+        RedisOp::PresenceReaped,
         RedisOp::PresenceSocketsOfUser,
         RedisOp::PresenceSocketsOfInstance,
         RedisOp::PresenceHeartbeat,
@@ -230,6 +232,7 @@ impl RedisOp {
             RedisOp::PresenceUnregister => "presence_unregister",
             RedisOp::PresenceQuery => "presence_query",
             RedisOp::PresenceSocket => "presence_socket",
+            RedisOp::PresenceReaped => "presence_reaped",
             RedisOp::PresenceSocketsOfUser => "presence_sockets_of_user",
             RedisOp::PresenceSocketsOfInstance => "presence_sockets_of_instance",
             RedisOp::PresenceHeartbeat => "presence_heartbeat",

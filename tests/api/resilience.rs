@@ -131,6 +131,12 @@ struct Outage {
 
 impl Outage {
     async fn start(name: &str) -> Outage {
+        Self::with_liveness(name, false).await
+    }
+
+    /// With `reaping`, `cut_off` lives `TTL` without a heartbeat and the watching instance
+    /// reaps every `CLEANUP`: an outage longer than `TTL` gets `cut_off` reaped.
+    async fn with_liveness(name: &str, reaping: bool) -> Outage {
         let prefix = unique_prefix(name);
         let redis: std::net::SocketAddr = redis_url()
             .trim_start_matches("redis://")
@@ -145,12 +151,15 @@ impl Outage {
         let cut_off = spawn(|c| {
             c.redis_url = Some(format!("redis://{}", gate.addr));
             c.redis_prefix = prefix.clone();
+            if reaping {
+                c.liveness_ttl = TTL;
+            }
         })
         .await;
         let watching = spawn(|c| {
             c.redis_url = Some(redis_url());
             c.redis_prefix = prefix.clone();
-            c.cleanup_interval = Duration::from_secs(600);
+            c.cleanup_interval = if reaping { CLEANUP } else { Duration::from_secs(600) };
         })
         .await;
         let (mut bob, _) = watching.connect(Kind::Ws, "bob").await;
@@ -231,6 +240,44 @@ async fn an_offline_whose_reply_was_lost_is_announced_after_the_outage() {
     // Cut what the muted connections still carry, then let new ones through.
     o.gate.close();
     o.offline_after_reopening().await;
+}
+
+/// A session that ends in an outage longer than its instance's liveness: another instance
+/// reaps the instance and announces the user's `offline`; when Redis answers again, the
+/// instance's resync finds the socket gone — by the reaper, not by a lost reply of its own —
+/// and announces nothing more (no second `offline`, no second history row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_the_reaper_announced_is_not_announced_again_after_the_outage() {
+    let mut o = Outage::with_liveness("resync-reaped", true).await;
+    o.gate.close();
+    let q = o.alice.request(2, "presence:query", json!({"userIds": ["bob"]})).await;
+    assert_eq!(q["code"], "unavailable", "{q}");
+    o.alice.send(&json!({"type": "disconnect"})).await;
+    o.degraded_and_empty().await;
+    let down = next_event(&mut o.bob, "presence:update").await;
+    assert_eq!(
+        (down["userId"].as_str(), down["status"].as_str()),
+        (Some("alice"), Some("offline"))
+    );
+    assert_eq!(down["deviceId"], o.up["deviceId"], "{down}");
+
+    o.bob.request(2, "presence:subscribe", json!({"userIds": ["marker"]})).await;
+    o.gate.open();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while o.cut_off.get("/health/ready").await.1["status"] == "degraded" {
+        assert!(Instant::now() < deadline, "still degraded after Redis answered again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The resync runs right after the probe that clears the degraded state: give it time to
+    // finish, then a marker's `online` from the same instance must be bob's next update.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let _marker = o.cut_off.connect(Kind::Ws, "marker").await;
+    let next = next_event(&mut o.bob, "presence:update").await;
+    assert_eq!(
+        (next["userId"].as_str(), next["status"].as_str()),
+        (Some("marker"), Some("online"))
+    );
+    cleanup(&o.prefix).await;
 }
 
 /// Connects and disconnects many clients (some politely, some by dropping the transport)

@@ -584,6 +584,38 @@ async fn an_expired_instance_is_reaped_with_its_sockets(#[case] backend: Backend
     finish(backend, &prefix).await;
 }
 
+/// An instance back after an outage tells the sockets a reaper took (their offline was
+/// announced) from those its own unregister removed (`cluster::resync`).
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test]
+async fn reaped_sockets_are_told_from_unregistered_ones(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-reaped");
+    let store = store(backend, &prefix).await;
+    store.heartbeat("live", LIVE_TTL).await.unwrap();
+    store.heartbeat("dead", SHORT_TTL).await.unwrap();
+    let taken = socket("alice", "phone", "dead");
+    let left = socket("bob", "phone", "dead");
+    let elsewhere = socket("carol", "phone", "live");
+    for s in [&taken, &left, &elsewhere] {
+        store.register(s).await.unwrap();
+    }
+    store.unregister(&left).await.unwrap();
+    tokio::time::sleep(PAST_SHORT_TTL).await;
+    let reaped = store.reap_dead_instances().await.unwrap();
+    assert_eq!(reaped.len(), 1, "{reaped:?}");
+    assert_eq!(reaped[0].sockets, std::slice::from_ref(&taken));
+
+    assert!(store.reaped(&taken).await.unwrap());
+    assert!(!store.reaped(&left).await.unwrap(), "unregistered before the reap");
+    assert!(!store.reaped(&elsewhere).await.unwrap(), "on a live instance");
+    assert!(!store.reaped(&socket("alice", "phone", "dead")).await.unwrap(), "never registered");
+    assert_eq!(store.unregister(&taken).await.unwrap(), None, "gone with the reap");
+    finish(backend, &prefix).await;
+}
+
 /// An instance with more sockets than one reap step takes (500 on Redis) leaves with all of
 /// them: every socket removed and reported once, every user offline once.
 #[rstest]
@@ -695,9 +727,12 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let reaped = store.reap_dead_instances().await.unwrap();
     assert_eq!(reaped.iter().map(|r| r.sockets.len()).sum::<usize>(), 40);
 
-    // Besides the instance list, each user's version remains, and it expires.
+    // Besides the instance list, each user's version remains, and the crashed instance's
+    // reaped sets (one per bucket it had sockets in); both expire.
     let keys = redis_keys(backend, &prefix).await;
-    let versions: BTreeSet<String> = keys.difference(&baseline).cloned().collect();
+    let (reaped_sets, versions): (BTreeSet<String>, BTreeSet<String>) =
+        keys.difference(&baseline).cloned().partition(|k| k.ends_with(":r:crashed"));
+    assert!(!reaped_sets.is_empty(), "{keys:?}");
     let owners: BTreeSet<String> = versions
         .iter()
         .filter_map(|k| k.strip_suffix(":ver").and_then(|k| k.rsplit_once(":u:")))
@@ -707,14 +742,14 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     assert_eq!(versions.len(), 7, "{keys:?}");
     assert!(keys.is_superset(&baseline), "{keys:?}");
     let mut con = backend.conn().await;
-    for key in &versions {
+    for key in versions.iter().chain(&reaped_sets) {
         let ttl: i64 =
             redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");
     }
     // A graceful exit removes the instance from the list (its last entry: the key goes).
     store.leave("live").await.unwrap();
-    assert_eq!(redis_keys(backend, &prefix).await, versions);
+    assert_eq!(redis_keys(backend, &prefix).await, &versions | &reaped_sets);
     finish(backend, &prefix).await;
 }
 

@@ -22,6 +22,9 @@ pub struct MemoryPresence {
     inner: Mutex<Maps>,
 }
 
+/// How long a reaped socket stays known as reaped (Redis: the version TTL).
+const REAPED_FOR: Duration = Duration::from_secs(60 * 60);
+
 #[derive(Debug, Default)]
 struct Maps {
     /// socket id → record.
@@ -33,6 +36,8 @@ struct Maps {
     instances: HashMap<String, HashSet<String>>,
     /// instance → end of its liveness. Missing or past means dead.
     alive_until: HashMap<String, Instant>,
+    /// socket id → when a reaper removed it; kept for `REAPED_FOR`, like Redis' reaped sets.
+    reaped: HashMap<String, Instant>,
     /// The last transition's version. One counter for every user: versions only have to
     /// order each user's transitions, and a single node has no reason to keep one per user.
     version: u64,
@@ -114,6 +119,8 @@ impl Maps {
     fn reap(&mut self, instance_id: &str) -> Reaped {
         let ids = self.instances.remove(instance_id).unwrap_or_default();
         self.alive_until.remove(instance_id);
+        let now = Instant::now();
+        self.reaped.retain(|_, at| now.duration_since(*at) < REAPED_FOR);
         let mut sockets = Vec::new();
         let mut offline = Vec::new();
         for id in ids {
@@ -123,6 +130,7 @@ impl Maps {
             if self.remove_from_user(&record.user_id, &id) == Some(true) {
                 offline.push(self.transition(&record, Status::Offline));
             }
+            self.reaped.insert(id, now);
             sockets.push(record);
         }
         sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
@@ -152,6 +160,11 @@ impl PresenceStore for MemoryPresence {
             Some(true) => Some(maps.transition(socket, Status::Offline)),
             _ => None,
         })
+    }
+
+    async fn reaped(&self, socket: &SocketRecord) -> Result<bool, StateError> {
+        let maps = self.maps();
+        Ok(maps.reaped.get(&socket.socket_id).is_some_and(|at| at.elapsed() < REAPED_FOR))
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {

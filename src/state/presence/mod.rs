@@ -137,6 +137,11 @@ pub trait PresenceStore: Send + Sync + 'static {
     /// returning `None`.
     async fn unregister(&self, socket: &SocketRecord) -> Result<Option<Transition>, StateError>;
 
+    /// Whether a reaper removed `socket` (its instance was found dead) within the last hour.
+    /// An instance back after an outage asks it of the sockets whose unregister failed: the
+    /// reaper announced those users' transitions already.
+    async fn reaped(&self, socket: &SocketRecord) -> Result<bool, StateError>;
+
     /// Presence of each user, in the order asked.
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError>;
 

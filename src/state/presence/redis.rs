@@ -17,6 +17,7 @@
 //! | `{pb:<n>}:u:<user>:sockets` | hash | socket id → `<connected_at ms> <transport> <instance> <device>`; exists exactly while the user is online | emptied by unregister or the reaper |
 //! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
 //! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
+//! | `{pb:<n>}:r:<instance>` | set | the sockets of that index a reaper removed, for an instance back after an outage to tell them from those its own lost replies removed (`cluster::resync`) | `PX` one hour after the reap |
 //! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
 //! | `{presence}:liveness` | sorted set | instance → the end of its liveness (ms, Redis' clock) | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!
@@ -25,8 +26,8 @@
 //! only way they outlive their socket is the instance dying before teardown, and that is what
 //! the liveness deadline and the reaper cover. Redis deletes a hash or set when its last member
 //! goes, so after every socket left only the instance list and the versions of recent
-//! transitions remain; once every instance stopped gracefully, only the versions, until they
-//! expire. (Instance ids here are incarnations, `Node::incarnation`.) A socket's record is its
+//! transitions (and the reaped sets of recent reaps) remain; once every instance stopped
+//! gracefully, only those, until they expire. (Instance ids here are incarnations, `Node::incarnation`.) A socket's record is its
 //! entry in the user's hash, not a key of its own: a key costs Redis ~120 bytes more per
 //! connection and a connect one more command (BENCHMARKS.md, "History batches cut by time;
 //! socket records in the user's hash").
@@ -147,7 +148,7 @@ impl RedisPresence {
         self.watch_topics.as_ref().map(|base| format!("{base}{user_id}")).unwrap_or_default()
     }
 
-    fn bucket_of(&self, user_id: &str) -> u32 {
+    pub(super) fn bucket_of(&self, user_id: &str) -> u32 {
         fnv1a(user_id.as_bytes()) % self.buckets
     }
 
@@ -172,6 +173,12 @@ impl RedisPresence {
     /// Bucket `n`'s part of `instance_id`'s index.
     pub(super) fn index_key(&self, n: u32, instance_id: &str) -> String {
         format!("{}i:{instance_id}", self.bucket_base(n))
+    }
+
+    /// The sockets of `instance_id` in bucket `n` that a reaper removed (recently: the set
+    /// expires with the versions).
+    pub(super) fn reaped_key(&self, n: u32, instance_id: &str) -> String {
+        format!("{}r:{instance_id}", self.bucket_base(n))
     }
 
     /// The user key base the reap script derives a bucket's user keys from.
@@ -264,6 +271,10 @@ impl PresenceStore for RedisPresence {
             return Ok(None);
         };
         Ok(transition(socket, Status::Offline, version, listeners != 0, now_ms()))
+    }
+
+    async fn reaped(&self, socket: &SocketRecord) -> Result<bool, StateError> {
+        self.was_reaped(socket).await
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {

@@ -1,14 +1,14 @@
 //! The instance side of the Redis presence backend (`super::redis`, which owns the key layout
 //! and the atomicity argument): the instance list and its liveness deadlines, reading an
 //! instance's index across the buckets, and removing a dead (or leaving) instance's sockets,
-//! every bucket at once, a chunk of each per step.
+//! every bucket at once, a chunk of each per step (recording which it removed).
 
 use futures_util::future::try_join_all;
 use redis::Value;
 
 use super::redis::{REAP_CHUNK, RedisPresence, VERSION_TTL_MS};
 use super::redis_replies::{decode, record_from_value, transition};
-use super::{Reaped, Status};
+use super::{Reaped, SocketRecord, Status};
 use crate::state::{StateError, now_ms};
 
 impl RedisPresence {
@@ -165,10 +165,22 @@ impl RedisPresence {
     }
 
     /// One run of the reap script on bucket `n`: the records it removed and the entries left.
+    /// Whether a reaper removed `socket`: its id is in its bucket's reaped set of its instance.
+    pub(super) async fn was_reaped(&self, socket: &SocketRecord) -> Result<bool, StateError> {
+        let key = self.reaped_key(self.bucket_of(&socket.user_id), &socket.instance_id);
+        let reply: Value = redis::cmd("SISMEMBER")
+            .arg(key)
+            .arg(&socket.socket_id)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        decode::<i64>(reply, "reaped").map(|n| n == 1)
+    }
+
     async fn reap_bucket(&self, n: u32, instance_id: &str) -> Result<ReapStep, StateError> {
         let reply: Value = self
             .reap
             .key(self.index_key(n, instance_id))
+            .key(self.reaped_key(n, instance_id))
             .arg(self.users_base(n))
             .arg(VERSION_TTL_MS)
             .arg(REAP_CHUNK)
