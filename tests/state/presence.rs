@@ -613,6 +613,11 @@ async fn reaped_sockets_are_told_from_unregistered_ones(#[case] backend: Backend
     assert!(!store.reaped(&elsewhere).await.unwrap(), "on a live instance");
     assert!(!store.reaped(&socket("alice", "phone", "dead")).await.unwrap(), "never registered");
     assert_eq!(store.unregister(&taken).await.unwrap(), None, "gone with the reap");
+    // An instance that leaves does not come back to ask: nothing is kept of its sockets.
+    let leaving = socket("dave", "phone", "live");
+    store.register(&leaving).await.unwrap();
+    assert_eq!(store.leave("live").await.unwrap().map(|r| r.sockets.len()), Some(2));
+    assert!(!store.reaped(&leaving).await.unwrap(), "removed by a leave");
     finish(backend, &prefix).await;
 }
 

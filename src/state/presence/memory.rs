@@ -116,7 +116,8 @@ impl Maps {
         self.alive_until.get(instance_id).is_none_or(|until| *until <= now)
     }
 
-    fn reap(&mut self, instance_id: &str) -> Reaped {
+    /// `note`: record the removed sockets as reaped (not when the instance leaves).
+    fn reap(&mut self, instance_id: &str, note: bool) -> Reaped {
         let ids = self.instances.remove(instance_id).unwrap_or_default();
         self.alive_until.remove(instance_id);
         let now = Instant::now();
@@ -130,7 +131,9 @@ impl Maps {
             if self.remove_from_user(&record.user_id, &id) == Some(true) {
                 offline.push(self.transition(&record, Status::Offline));
             }
-            self.reaped.insert(id, now);
+            if note {
+                self.reaped.insert(id, now);
+            }
             sockets.push(record);
         }
         sockets.sort_by(|a, b| a.socket_id.cmp(&b.socket_id));
@@ -251,7 +254,7 @@ impl PresenceStore for MemoryPresence {
         let mut dead: Vec<String> =
             maps.instances.keys().filter(|id| maps.is_dead(id, now)).cloned().collect();
         dead.sort();
-        Ok(dead.iter().map(|id| maps.reap(id)).collect())
+        Ok(dead.iter().map(|id| maps.reap(id, true)).collect())
     }
 
     async fn leave(&self, instance_id: &str) -> Result<Option<Reaped>, StateError> {
@@ -260,6 +263,6 @@ impl PresenceStore for MemoryPresence {
         {
             return Ok(None);
         }
-        Ok(Some(maps.reap(instance_id)))
+        Ok(Some(maps.reap(instance_id, false)))
     }
 }

@@ -17,7 +17,7 @@
 //! | `{pb:<n>}:u:<user>:sockets` | hash | socket id → `<connected_at ms> <transport> <instance> <device>`; exists exactly while the user is online | emptied by unregister or the reaper |
 //! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
 //! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
-//! | `{pb:<n>}:r:<instance>` | set | the sockets of that index a reaper removed, for an instance back after an outage to tell them from those its own lost replies removed (`cluster::resync`) | `PX` one hour after the reap |
+//! | `{pb:<n>}:r:<instance>` | set | the sockets of that index a reaper removed, for an instance back after an outage to tell them from those its own lost replies removed (`cluster::resync`); not written when an instance leaves | `PX` one hour after the reap |
 //! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
 //! | `{presence}:liveness` | sorted set | instance → the end of its liveness (ms, Redis' clock) | the reaper removes dead ones; `leave` the instance itself on a graceful exit |
 //!

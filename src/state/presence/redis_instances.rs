@@ -123,7 +123,8 @@ impl RedisPresence {
             if !force && self.members("live").await?.iter().any(|id| id == instance_id) {
                 break false;
             }
-            let steps = try_join_all(pending.iter().map(|&n| self.reap_bucket(n, instance_id)));
+            let steps =
+                try_join_all(pending.iter().map(|&n| self.reap_bucket(n, instance_id, !force)));
             let mut next = Vec::new();
             for (n, (records, left)) in pending.iter().zip(steps.await?) {
                 for (socket_id, user_id, entry, v) in records {
@@ -164,7 +165,6 @@ impl RedisPresence {
         Ok(Some(Reaped { instance_id: instance_id.to_owned(), sockets, offline }))
     }
 
-    /// One run of the reap script on bucket `n`: the records it removed and the entries left.
     /// Whether a reaper removed `socket`: its id is in its bucket's reaped set of its instance.
     pub(super) async fn was_reaped(&self, socket: &SocketRecord) -> Result<bool, StateError> {
         let key = self.reaped_key(self.bucket_of(&socket.user_id), &socket.instance_id);
@@ -176,7 +176,15 @@ impl RedisPresence {
         decode::<i64>(reply, "reaped").map(|n| n == 1)
     }
 
-    async fn reap_bucket(&self, n: u32, instance_id: &str) -> Result<ReapStep, StateError> {
+    /// One run of the reap script on bucket `n`: the records it removed and the entries left.
+    /// `record`: note what it removes in the reaped set (not when the instance leaves: it does
+    /// not come back to ask).
+    async fn reap_bucket(
+        &self,
+        n: u32,
+        instance_id: &str,
+        record: bool,
+    ) -> Result<ReapStep, StateError> {
         let reply: Value = self
             .reap
             .key(self.index_key(n, instance_id))
@@ -184,6 +192,7 @@ impl RedisPresence {
             .arg(self.users_base(n))
             .arg(VERSION_TTL_MS)
             .arg(REAP_CHUNK)
+            .arg(if record { "1" } else { "0" })
             .invoke_async(&mut self.conn.clone())
             .await?;
         decode(reply, "reap")

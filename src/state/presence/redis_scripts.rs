@@ -128,11 +128,12 @@ return {v, listeners(ARGV[4])}
 );
 
 /// KEYS: one bucket's part of an instance's index, the bucket's reaped set of that instance.
-/// ARGV: the bucket's user key base (`…u:`), version TTL, chunk. Removes up to `chunk` of the
-/// instance's sockets in this bucket (SPOP: two reapers never take the same one) with
-/// `UNREGISTER`'s `remove`, deriving each user's keys from the base (they share the declared
-/// keys' slot), and adds each removed socket to the reaped set (kept for the version TTL: the
-/// instance, back after an outage, learns which of its sockets the reaper announced). Returns
+/// ARGV: the bucket's user key base (`…u:`), version TTL, chunk, record ('1' or '0'). Removes
+/// up to `chunk` of the instance's sockets in this bucket (SPOP: two reapers never take the same
+/// one) with `UNREGISTER`'s `remove`, deriving each user's keys from the base (they share the
+/// declared keys' slot); with `record`, adds each removed socket to the reaped set (kept for the
+/// version TTL: the instance, back after an outage, learns which of its sockets the reaper
+/// announced; an instance that leaves does not come back to ask). Returns
 /// {records, left}: a record is {socket, user, entry, version of the user's `offline` or 0};
 /// `left` is how many entries the bucket still holds.
 pub(super) const REAP: &str = with_remove!(
@@ -147,12 +148,14 @@ for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
     local r = redis.call('HGET', ukey, sid)
     local v = r and remove(ukey, base .. ':ver', sid, ARGV[2])
     if v then
-      redis.call('SADD', KEYS[2], sid)
+      if ARGV[4] == '1' then
+        redis.call('SADD', KEYS[2], sid)
+      end
       table.insert(records, {sid, user, r, v})
     end
   end
 end
-if #records > 0 then
+if ARGV[4] == '1' and #records > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return {records, redis.call('SCARD', KEYS[1])}
