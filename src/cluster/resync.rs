@@ -107,6 +107,7 @@ async fn settle(
 ) -> Result<(), StateError> {
     if let Some(t) = bounded(node.presence.unregister(rec)).await? {
         transition(node, &t).await;
+        announced.insert(rec.user_id.clone());
         return Ok(());
     }
     if announced.contains(&rec.user_id) || bounded(node.presence.reaped(rec)).await? {
