@@ -115,8 +115,8 @@ impl LocalRedis {
         let addrs: Vec<String> = self.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec!["--cluster", "create"];
         args.extend(addrs.iter().map(String::as_str));
-        let replicas = replicas.to_string();
-        args.extend(["--cluster-replicas", &replicas, "--cluster-yes"]);
+        let replicas_arg = replicas.to_string();
+        args.extend(["--cluster-replicas", &replicas_arg, "--cluster-yes"]);
         if let Err(e) = self.cli(&args) {
             panic!("redis-cli --cluster create failed: {e}");
         }
@@ -128,6 +128,23 @@ impl LocalRedis {
                 .is_ok_and(|info| info.contains("cluster_state:ok"))
             {
                 assert!(Instant::now() < deadline, "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        // `cluster_state:ok` says every slot is served, not that every node has heard which
+        // nodes became replicas: a test that looks for a master's replica right away found
+        // it still listed as an empty master. Wait until every node sees all of them.
+        let expected = self.ports().len() / (replicas + 1) * replicas;
+        for port in self.ports() {
+            let port = port.to_string();
+            while !self.cli(&["-p", &port, "cluster", "nodes"]).is_ok_and(|nodes| {
+                nodes
+                    .lines()
+                    .filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("slave")))
+                    .count()
+                    == expected
+            }) {
+                assert!(Instant::now() < deadline, "not every node sees the replicas");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
