@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::{
@@ -34,6 +34,17 @@ use redis::{
 };
 
 use super::StateError;
+
+/// The longest wait between two reconnect attempts of a single-Redis connection. The default
+/// backoff doubles up to 3.2 s, so an instance could stay cut off seconds after Redis
+/// answered again; capped at the liveness loop's probe period while down (1 s,
+/// `cluster::liveness_loop`), it is back within about a second.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
+
+/// The connection manager settings every single-Redis connection starts from.
+pub(crate) fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new().set_max_delay(RECONNECT_MAX_DELAY)
+}
 
 /// The scheme that names a Redis Cluster by its seed nodes.
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
@@ -297,7 +308,9 @@ impl RedisConn {
                 // One plain attempt first: what no retry fixes (a certificate refused, wrong
                 // credentials) fails start-up at once, where the manager retries for ~10 s.
                 drop(client.get_multiplexed_async_connection().await?);
-                Ok(RedisConn::Single(ConnectionManager::new(client).await?))
+                Ok(RedisConn::Single(
+                    ConnectionManager::new_with_config(client, manager_config()).await?,
+                ))
             }
             Target::Cluster(seeds) => {
                 let client = tls.cluster(seeds).build()?;

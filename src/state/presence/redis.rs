@@ -27,8 +27,8 @@
 //! the liveness deadline and the reaper cover. Redis deletes a hash or set when its last member
 //! goes, so after every socket left only the instance list and the versions of recent
 //! transitions (and the reaped sets of recent reaps) remain; once every instance stopped
-//! gracefully, only those, until they expire. (Instance ids here are incarnations, `Node::incarnation`.) A socket's record is its
-//! entry in the user's hash, not a key of its own: a key costs Redis ~120 bytes more per
+//! gracefully, only those, until they expire. (Instance ids here are incarnations,
+//! `Node::incarnation`.) A socket's record is its entry in the user's hash, not a key of its own: a key costs Redis ~120 bytes more per
 //! connection and a connect one more command (BENCHMARKS.md, "History batches cut by time;
 //! socket records in the user's hash").
 //!

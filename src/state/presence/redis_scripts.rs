@@ -139,6 +139,7 @@ return {v, listeners(ARGV[4])}
 pub(super) const REAP: &str = with_remove!(
     r"
 local records = {}
+local note = ARGV[4] == '1'
 for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
   local sid, user = string.match(entry, '^(%S+) (.*)$')
   if sid then
@@ -148,14 +149,14 @@ for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
     local r = redis.call('HGET', ukey, sid)
     local v = r and remove(ukey, base .. ':ver', sid, ARGV[2])
     if v then
-      if ARGV[4] == '1' then
+      if note then
         redis.call('SADD', KEYS[2], sid)
       end
       table.insert(records, {sid, user, r, v})
     end
   end
 end
-if ARGV[4] == '1' and #records > 0 then
+if note and #records > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
 return {records, redis.call('SCARD', KEYS[1])}

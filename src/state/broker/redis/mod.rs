@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use redis::ProtocolVersion;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
@@ -49,17 +49,7 @@ use pushes::translate;
 
 use super::{Broker, Channel, Message};
 use crate::state::StateError;
-use crate::state::redis_conn::{Cluster, RedisConn, RedisTls, Target};
-
-/// The longest wait between two reconnect attempts of a single-Redis connection. The default
-/// backoff doubles up to 3.2 s, so an instance could stay cut off seconds after Redis
-/// answered again; capped at the liveness loop's probe period while down (1 s,
-/// `cluster::liveness_loop`), it is back within about a second.
-const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(1);
-
-fn manager_config() -> ConnectionManagerConfig {
-    ConnectionManagerConfig::new().set_max_delay(RECONNECT_MAX_DELAY)
-}
+use crate::state::redis_conn::{Cluster, RedisConn, RedisTls, Target, manager_config};
 
 /// Broker over Redis pub/sub, shared by every instance using the same Redis and prefix.
 #[derive(Debug)]
