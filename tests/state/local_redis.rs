@@ -110,7 +110,7 @@ impl LocalRedis {
     }
 
     /// Joins every server into one cluster with `replicas` replicas per master, and waits
-    /// until each one reports it ok.
+    /// until each one reports it ok and sees every replica.
     pub fn create_cluster(&self, replicas: usize) {
         let addrs: Vec<String> = self.ports().iter().map(|p| format!("127.0.0.1:{p}")).collect();
         let mut args = vec!["--cluster", "create"];
@@ -120,31 +120,21 @@ impl LocalRedis {
         if let Err(e) = self.cli(&args) {
             panic!("redis-cli --cluster create failed: {e}");
         }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for port in self.ports() {
-            let port = port.to_string();
-            while !self
-                .cli(&["-p", &port, "cluster", "info"])
-                .is_ok_and(|info| info.contains("cluster_state:ok"))
-            {
-                assert!(Instant::now() < deadline, "the cluster did not become ok");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
         // `cluster_state:ok` says every slot is served, not that every node has heard which
         // nodes became replicas: a test that looks for a master's replica right away found
-        // it still listed as an empty master. Wait until every node sees all of them.
+        // it still listed as an empty master. So wait until every node sees both.
         let expected = self.ports().len() / (replicas + 1) * replicas;
+        let ready = |port: &str| {
+            self.cli(&["-p", port, "cluster", "info"]).is_ok_and(|i| i.contains("cluster_state:ok"))
+                && self.cli(&["-p", port, "cluster", "nodes"]).is_ok_and(|nodes| {
+                    let role = |l: &str| l.split(' ').nth(2).is_some_and(|f| f.contains("slave"));
+                    nodes.lines().filter(|l| role(l)).count() == expected
+                })
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
         for port in self.ports() {
-            let port = port.to_string();
-            while !self.cli(&["-p", &port, "cluster", "nodes"]).is_ok_and(|nodes| {
-                nodes
-                    .lines()
-                    .filter(|l| l.split(' ').nth(2).is_some_and(|f| f.contains("slave")))
-                    .count()
-                    == expected
-            }) {
-                assert!(Instant::now() < deadline, "not every node sees the replicas");
+            while !ready(&port.to_string()) {
+                assert!(Instant::now() < deadline, "the cluster did not become ok on {port}");
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
