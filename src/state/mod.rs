@@ -42,7 +42,7 @@ pub const REAP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30)
 
 /// Failure of a shared-state backend. Only Redis backends fail; callers decide per use
 /// whether to fail open (sessions keep working locally) or closed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StateError {
     #[error("redis: {0}")]
     Redis(#[from] redis::RedisError),

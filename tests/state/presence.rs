@@ -310,6 +310,66 @@ async fn connects_racing_on_two_instances_never_pass_the_cap(#[case] backend: Ba
     finish(backend, &prefix).await;
 }
 
+/// One instance's connects and disconnects arriving together (on Redis they share script calls,
+/// `redis_batch`): each is still its own decision, in the order the store took them — the cap
+/// holds per user, each user goes online once and offline once with increasing versions, and
+/// nothing is left in the registry or the instance's index.
+#[rstest]
+#[case::memory(Backend::Memory)]
+#[case::redis(Backend::Redis)]
+#[case::cluster(Backend::Cluster)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_connects_and_disconnects_decides_each_on_its_own(#[case] backend: Backend) {
+    let prefix = common::unique_prefix("presence-burst");
+    let store: Arc<dyn PresenceStore> = Arc::from(store(backend, &prefix).await);
+    const USERS: usize = 40;
+    const CAP: usize = 2;
+
+    let connects = (0..USERS * (CAP + 1)).map(|n| {
+        let (store, s) = (store.clone(), socket(&format!("user{}", n % USERS), "d", "i1"));
+        tokio::spawn(async move { (store.register_capped(&s, CAP).await.unwrap(), s) })
+    });
+    let mut admitted = Vec::new();
+    let mut online = std::collections::HashMap::new();
+    for connect in connects.collect::<Vec<_>>() {
+        let (outcome, s) = connect.await.unwrap();
+        if let Registered::Added(t) = outcome {
+            if let Some(t) = t {
+                assert_eq!((t.user_id.as_str(), t.status), (s.user_id.as_str(), Status::Online));
+                assert!(online.insert(t.user_id.clone(), t.version).is_none(), "{t:?}");
+            }
+            admitted.push(s);
+        }
+    }
+    assert_eq!((admitted.len(), online.len()), (USERS * CAP, USERS));
+    let users: Vec<String> = (0..USERS).map(|n| format!("user{n}")).collect();
+    for now in store.query(&users).await.unwrap() {
+        assert_eq!((now.online, now.sockets), (true, CAP), "{now:?}");
+    }
+    assert_eq!(ids_of_instance(&*store, "i1").await.len(), USERS * CAP);
+
+    let disconnects = admitted.into_iter().map(|s| {
+        let store = store.clone();
+        tokio::spawn(async move { store.unregister(&s).await.unwrap() })
+    });
+    let mut offline = std::collections::HashMap::new();
+    for disconnect in disconnects.collect::<Vec<_>>() {
+        if let Some(t) = disconnect.await.unwrap() {
+            assert_eq!(t.status, Status::Offline);
+            assert!(offline.insert(t.user_id.clone(), t.version).is_none(), "{t:?}");
+        }
+    }
+    assert_eq!(offline.len(), USERS);
+    for (user, version) in &offline {
+        assert!(online[user] < *version, "{user}: {} then {version}", online[user]);
+    }
+    for now in store.query(&users).await.unwrap() {
+        assert_eq!((now.online, now.sockets), (false, 0), "{now:?}");
+    }
+    assert!(ids_of_instance(&*store, "i1").await.is_empty());
+    finish(backend, &prefix).await;
+}
+
 #[rstest]
 #[case::memory(Backend::Memory)]
 #[case::redis(Backend::Redis)]

@@ -27,6 +27,7 @@
 
 pub mod memory;
 pub mod redis;
+mod redis_batch;
 mod redis_instances;
 mod redis_replies;
 mod redis_scripts;

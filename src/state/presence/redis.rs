@@ -34,12 +34,15 @@
 //!
 //! # Atomicity
 //!
-//! Each decision is one Lua script on one slot (sent with `EVALSHA`, loaded on first use): a
-//! socket's script decides first/last socket and the cap, writes the instance's index and bumps
-//! the user's version in the same step, so two devices leaving at once see one "last socket",
-//! a socket removed by both its session and a reaper is reported once (only the `HDEL` that
-//! removed it acts), and no crash leaves a user entry that no index names. Reaping a dead
-//! instance is one script per bucket and chunk, the same steps for each socket it pops.
+//! Each decision is made inside one Lua script on one slot (sent with `EVALSHA`, loaded on
+//! first use): registering or unregistering a socket decides first/last socket and the cap,
+//! writes the instance's index and bumps the user's version in the same step, so two devices
+//! leaving at once see one "last socket", a socket removed by both its session and a reaper is
+//! reported once (only the `HDEL` that removed it acts), and no crash leaves a user entry that
+//! no index names. Registrations and unregistrations that arrive together share a script call
+//! per bucket (`super::redis_batch`: the ones that arrive while the bucket's call is out go in
+//! the next), each still its own decision in arrival order. Reaping a dead instance is one
+//! script per bucket and chunk, the same steps for each socket it pops.
 //!
 //! Liveness is the instance's deadline in the instance list, so "is it dead" and "forget it"
 //! are one script on one slot: a heartbeat that moved the deadline after the reaper looked
@@ -53,8 +56,9 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::{Script, Value};
 
+use super::redis_batch::{Batches, Op};
 use super::redis_replies::{decode, presence_from_entries, record_from_value, transition};
-use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP, REGISTER, UNREGISTER};
+use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP};
 use super::{
     PresenceStore, Reaped, Registered, SocketRecord, Status, Transition, UserPresence,
     snapshot_version,
@@ -79,8 +83,11 @@ pub struct RedisPresence {
     prefix: String,
     /// 1 on a single Redis, `CLUSTER_BUCKETS` on a cluster.
     pub(super) buckets: u32,
-    register: Script,
-    unregister: Script,
+    /// What every key of bucket n starts with, built once: keys are built on every connect
+    /// and disconnect.
+    bases: Box<[String]>,
+    /// Registrations and unregistrations, sent in batches per bucket (`super::redis_batch`).
+    batches: std::sync::Arc<Batches>,
     pub(super) reap: Script,
     heartbeat: Script,
     pub(super) members: Script,
@@ -96,7 +103,7 @@ impl std::fmt::Debug for RedisPresence {
     }
 }
 
-/// What the unregister script reports of a socket it removed: the `offline` version (0: not
+/// What the batch script reports of a socket it removed: the `offline` version (0: not
 /// the user's last socket) and the watch topic's subscribers (`listeners`).
 type Removed = (u64, i64);
 
@@ -109,7 +116,7 @@ pub(super) fn record_value(s: &SocketRecord) -> String {
 
 /// An instance index entry: `<socket id> <user id>` (socket ids are ours and hold no space).
 fn index_entry(socket_id: &str, user_id: &str) -> String {
-    format!("{socket_id} {user_id}")
+    [socket_id, " ", user_id].concat()
 }
 
 /// FNV-1a: a fixed hash, so every instance and every version puts a user in the same bucket.
@@ -120,12 +127,14 @@ fn fnv1a(bytes: &[u8]) -> u32 {
 impl RedisPresence {
     pub fn new(conn: impl Into<RedisConn>, prefix: impl Into<String>) -> Self {
         let conn = conn.into();
+        let buckets = if conn.is_cluster() { CLUSTER_BUCKETS } else { 1 };
+        let prefix = prefix.into();
         Self {
-            buckets: if conn.is_cluster() { CLUSTER_BUCKETS } else { 1 },
+            batches: Batches::new(conn.clone(), buckets, VERSION_TTL_MS),
+            buckets,
+            bases: (0..buckets).map(|n| format!("{prefix}{{pb:{n}}}:")).collect(),
             conn,
-            prefix: prefix.into(),
-            register: Script::new(REGISTER),
-            unregister: Script::new(UNREGISTER),
+            prefix,
             reap: Script::new(REAP),
             heartbeat: Script::new(HEARTBEAT),
             members: Script::new(MEMBERS),
@@ -145,7 +154,7 @@ impl RedisPresence {
 
     /// The watch topic argument of the transition scripts ('' when not counted).
     fn watch_topic(&self, user_id: &str) -> String {
-        self.watch_topics.as_ref().map(|base| format!("{base}{user_id}")).unwrap_or_default()
+        self.watch_topics.as_ref().map(|base| [base, user_id].concat()).unwrap_or_default()
     }
 
     pub(super) fn bucket_of(&self, user_id: &str) -> u32 {
@@ -153,26 +162,21 @@ impl RedisPresence {
     }
 
     /// What every key of bucket `n` starts with.
-    fn bucket_base(&self, n: u32) -> String {
-        format!("{}{{pb:{n}}}:", self.prefix)
-    }
-
-    /// What every key of `user_id` starts with (its bucket's base, then `u:<user>:`).
-    fn user_base(&self, user_id: &str) -> String {
-        format!("{}u:{user_id}:", self.bucket_base(self.bucket_of(user_id)))
+    fn bucket_base(&self, n: u32) -> &str {
+        &self.bases[n as usize % self.bases.len()]
     }
 
     fn user_key(&self, user_id: &str) -> String {
-        format!("{}sockets", self.user_base(user_id))
+        [self.bucket_base(self.bucket_of(user_id)), "u:", user_id, ":sockets"].concat()
     }
 
     fn version_key(&self, user_id: &str) -> String {
-        format!("{}ver", self.user_base(user_id))
+        [self.bucket_base(self.bucket_of(user_id)), "u:", user_id, ":ver"].concat()
     }
 
     /// Bucket `n`'s part of `instance_id`'s index.
     pub(super) fn index_key(&self, n: u32, instance_id: &str) -> String {
-        format!("{}i:{instance_id}", self.bucket_base(n))
+        [self.bucket_base(n), "i:", instance_id].concat()
     }
 
     /// The sockets of `instance_id` in bucket `n` that a reaper removed (recently: the set
@@ -204,20 +208,28 @@ impl RedisPresence {
         try_join_all((0..self.buckets).map(f)).await
     }
 
-    /// Runs the unregister script for one socket: what it removed, if this call removed it.
-    async fn remove(&self, socket: &SocketRecord) -> Result<Option<Removed>, StateError> {
+    /// A batch operation on `socket` (`super::redis_batch`), with the keys of its bucket.
+    fn op(&self, socket: &SocketRecord, register: bool, cap: u64) -> (u32, Op) {
         let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
-        let reply: Value = self
-            .unregister
-            .key(self.user_key(user_id))
-            .key(self.version_key(user_id))
-            .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
-            .arg(socket_id)
-            .arg(VERSION_TTL_MS)
-            .arg(index_entry(socket_id, user_id))
-            .arg(self.watch_topic(user_id))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let bucket = self.bucket_of(user_id);
+        let op = Op {
+            register,
+            user_key: self.user_key(user_id),
+            version_key: self.version_key(user_id),
+            index_key: self.index_key(bucket, &socket.instance_id),
+            socket_id: socket_id.clone(),
+            entry: if register { record_value(socket) } else { String::new() },
+            cap,
+            index_entry: index_entry(socket_id, user_id),
+            watch_topic: self.watch_topic(user_id),
+        };
+        (bucket, op)
+    }
+
+    /// Unregisters one socket: what it removed, if this call removed it.
+    async fn remove(&self, socket: &SocketRecord) -> Result<Option<Removed>, StateError> {
+        let (bucket, op) = self.op(socket, false, 0);
+        let reply = self.batches.submit(bucket, op).await?;
         let fields: Vec<Value> = decode(reply, "unregister")?;
         if fields.is_empty() {
             return Ok(None);
@@ -238,20 +250,8 @@ impl PresenceStore for RedisPresence {
         }
         // 0 means no cap to the script; a cap past what a hash can hold is none either.
         let cap = if max >= u32::MAX as usize { 0 } else { max as u64 };
-        let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
-        let reply: Value = self
-            .register
-            .key(self.user_key(user_id))
-            .key(self.version_key(user_id))
-            .key(self.index_key(self.bucket_of(user_id), &socket.instance_id))
-            .arg(socket_id)
-            .arg(record_value(socket))
-            .arg(VERSION_TTL_MS)
-            .arg(cap)
-            .arg(index_entry(socket_id, user_id))
-            .arg(self.watch_topic(user_id))
-            .invoke_async(&mut self.conn.clone())
-            .await?;
+        let (bucket, op) = self.op(socket, true, cap);
+        let reply = self.batches.submit(bucket, op).await?;
         // `listeners`: the watch topic's subscribers, -1 when not counted (watched unless 0).
         let (version, listeners): (i64, i64) = decode(reply, "register")?;
         Ok(match u64::try_from(version) {

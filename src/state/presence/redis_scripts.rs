@@ -1,32 +1,28 @@
 //! The Lua scripts of the Redis presence backend (`super::redis`), which owns the key layout
-//! and the atomicity argument they implement: one script per decision, each touching one hash
-//! slot — a user's bucket (register, unregister, reaping a bucket's part of a dead instance,
-//! each bumping the user's version in the same step) or the instance list's (liveness).
+//! and the atomicity argument they implement: each call touches one hash slot — a user bucket's
+//! (a batch of registrations and unregistrations, reaping a bucket's part of a dead instance,
+//! each decision bumping its user's version in the same step) or the instance list's
+//! (liveness).
 
-/// `bump(key)`: the version of a transition, `max(last, now_µs) + 1` on the server's clock,
-/// stored with `PX` ARGV-given TTL (`SET … GET`: Redis 6.2 or later). Prepended to every script that decides transitions, so the
-/// version is taken in the same atomic step as the decision.
-///
-/// `listeners(topic)`: how many clients subscribe to the user's watch topic now, or -1 for an
-/// empty topic (not counted: on a cluster the topic lives in a slot of its own). Counted in the
-/// step that decides the transition, so a watcher that subscribes after it reads a snapshot
-/// that already shows it (`super::redis`, `Transition::watched`).
+/// `bump(key, ttl)`: the version of a transition, `max(last, now_µs) + 1` on the server's
+/// clock, stored with a `PX` TTL (`SET … GET`: Redis 6.2 or later). Prepended to every script
+/// that decides transitions, so the version is taken in the same atomic step as the decision.
 macro_rules! bump_fn {
     () => {
         r"
-local function listeners(topic)
-  if topic == '' then
-    return -1
-  end
-  return redis.call('PUBSUB', 'NUMSUB', topic)[2]
-end
+-- The server's clock in µs, read once per call: every transition a call decides (a batch's,
+-- a reaper chunk's) takes its version from the same instant, one `TIME` per call.
+local clock
 local function bump(key, ttl)
-  local t = redis.call('TIME')
-  local v = tonumber(t[1]) * 1000000 + tonumber(t[2]) + 1
+  if not clock then
+    local t = redis.call('TIME')
+    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  end
+  local v = clock + 1
   -- Written before the last version is known, and read back in the same call: the clock is
-  -- past the last version but for a clock step back (or two transitions in one µs), so one
-  -- SET usually decides. '%.0f' keeps all digits: a bare number argument may be written in
-  -- exponent form.
+  -- past the last version but for a clock step back (or two transitions of one user in one
+  -- call), so one SET usually decides. '%.0f' keeps all digits: a bare number argument may be
+  -- written in exponent form.
   local last = tonumber(redis.call('SET', key, string.format('%.0f', v), 'PX', ttl, 'GET')) or 0
   if last >= v then
     v = last + 1
@@ -35,13 +31,6 @@ local function bump(key, ttl)
   return v
 end
 "
-    };
-}
-
-/// A script body with `bump` in scope.
-macro_rules! with_bump {
-    ($body:literal) => {
-        concat!(bump_fn!(), $body)
     };
 }
 
@@ -84,53 +73,72 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
     };
 }
 
-/// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
-/// the socket's entry (`super::redis::record_value`), version TTL, cap (0: none), index entry,
-/// the user's watch topic ('' when not counted). Returns {version, listeners}: version -1 when
-/// the user already has `cap` other sockets (nothing written), else the `online` transition's
-/// version when this was the user's first socket, else 0; `listeners` counted for a transition
-/// only. The count taken for the cap also decides "first", so a connect costs no more
-/// commands with a cap than without.
-pub(super) const REGISTER: &str = with_bump!(
+/// Registers and unregisters sockets of one bucket, in order, each as its own decision (the
+/// batch is atomic as a whole, so each sees the ones before it). KEYS: per operation, the
+/// user's hash, the user's version and the instance's index (one bucket's slot). ARGV[1]: the
+/// version TTL; then six per operation: `r` (register) or `u` (unregister), socket id, the
+/// socket's entry (`super::redis::record_value`; '' for `u`), cap (0: none; `r` only), index
+/// entry, the user's watch topic ('' when not counted). Returns one reply per operation:
+///
+/// - register: {version, listeners}, version -1 when the user already has `cap` other sockets
+///   (nothing written), else the `online` transition's version when this was the user's first
+///   socket, else 0. The count taken for the cap also decides "first", so a connect costs no
+///   more commands with a cap than without.
+/// - unregister: {} when this call did not remove the socket (unknown, or removed already),
+///   else {version, listeners}, `version` being the `offline` transition's when this was the
+///   user's last socket, else 0. The socket's entry is not read back: the caller holds the
+///   record it registered.
+///
+/// `listeners`: how many clients subscribe to the user's watch topic, -1 for an empty topic
+/// (not counted: on a cluster the topic lives in a slot of its own), counted for a transition
+/// only (0 otherwise). Counted in the step that decides the transition, so a watcher that
+/// subscribes after it reads a snapshot that already shows it (`super::redis`,
+/// `Transition::watched`).
+pub(super) const BATCH: &str = with_remove!(
     r"
-local count = redis.call('HLEN', KEYS[1])
-local cap = tonumber(ARGV[4])
-if cap > 0 and count >= cap and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
-  return {-1, 0}
+local function listeners(topic)
+  if topic == '' then
+    return -1
+  end
+  return redis.call('PUBSUB', 'NUMSUB', topic)[2]
 end
-redis.call('SADD', KEYS[3], ARGV[5])
-local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if new == 1 and count == 0 then
-  return {bump(KEYS[2], ARGV[3]), listeners(ARGV[6])}
+local ttl = ARGV[1]
+local replies = {}
+for i = 1, #KEYS / 3 do
+  local ukey, vkey, ikey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local a = 6 * i - 4
+  local sid, topic = ARGV[a + 1], ARGV[a + 5]
+  local reply = {0, 0}
+  if ARGV[a] == 'r' then
+    local count = redis.call('HLEN', ukey)
+    local cap = tonumber(ARGV[a + 3])
+    if cap > 0 and count >= cap and redis.call('HEXISTS', ukey, sid) == 0 then
+      reply = {-1, 0}
+    else
+      redis.call('SADD', ikey, ARGV[a + 4])
+      if redis.call('HSET', ukey, sid, ARGV[a + 2]) == 1 and count == 0 then
+        reply = {bump(vkey, ttl), listeners(topic)}
+      end
+    end
+  else
+    redis.call('SREM', ikey, ARGV[a + 4])
+    local v = remove(ukey, vkey, sid, ttl)
+    if not v then
+      reply = {}
+    elseif v > 0 then
+      reply = {v, listeners(topic)}
+    end
+  end
+  replies[i] = reply
 end
-return {0, 0}
-"
-);
-
-/// KEYS: user hash, user version, the instance's index (one bucket's slot). ARGV: socket id,
-/// version TTL, index entry, the user's watch topic ('' when not counted). Returns {} when this
-/// call did not remove the socket (unknown, or removed already), else {version, listeners},
-/// `version` being the `offline` transition's when this was the user's last socket, else 0
-/// (and `listeners` then 0, not counted). The socket's entry is not read back: the caller
-/// holds the record it registered.
-pub(super) const UNREGISTER: &str = with_remove!(
-    r"
-redis.call('SREM', KEYS[3], ARGV[3])
-local v = remove(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
-if not v then
-  return {}
-end
-if v == 0 then
-  return {0, 0}
-end
-return {v, listeners(ARGV[4])}
+return replies
 "
 );
 
 /// KEYS: one bucket's part of an instance's index, the bucket's reaped set of that instance.
 /// ARGV: the bucket's user key base (`…u:`), version TTL, chunk, record ('1' or '0'). Removes
 /// up to `chunk` of the instance's sockets in this bucket (SPOP: two reapers never take the same
-/// one) with `UNREGISTER`'s `remove`, deriving each user's keys from the base (they share the
+/// one) with the batch's `remove`, deriving each user's keys from the base (they share the
 /// declared keys' slot); with `record`, adds each removed socket to the reaped set (kept for the
 /// version TTL: the instance, back after an outage, learns which of its sockets the reaper
 /// announced; an instance that leaves does not come back to ask). Returns
