@@ -28,9 +28,9 @@
 //! goes, so after every socket left only the instance list and the versions of recent
 //! transitions (and the reaped sets of recent reaps) remain; once every instance stopped
 //! gracefully, only those, until they expire. (Instance ids here are incarnations,
-//! `Node::incarnation`.) A socket's record is its entry in the user's hash, not a key of its own: a key costs Redis ~120 bytes more per
-//! connection and a connect one more command (BENCHMARKS.md, "History batches cut by time;
-//! socket records in the user's hash").
+//! `Node::incarnation`.) A socket's record is its entry in the user's hash, not a key of its
+//! own: a key costs Redis ~120 bytes more per connection and a connect one more command
+//! (BENCHMARKS.md, "History batches cut by time; socket records in the user's hash").
 //!
 //! # Atomicity
 //!
@@ -56,7 +56,7 @@ use std::time::Duration;
 use futures_util::future::try_join_all;
 use redis::{Script, Value};
 
-use super::redis_batch::{Batches, Op};
+use super::redis_batch::{Batches, Kind, Op};
 use super::redis_replies::{decode, presence_from_entries, record_from_value, transition};
 use super::redis_scripts::{FORGET, HEARTBEAT, MEMBERS, REAP};
 use super::{
@@ -209,17 +209,15 @@ impl RedisPresence {
     }
 
     /// A batch operation on `socket` (`super::redis_batch`), with the keys of its bucket.
-    fn op(&self, socket: &SocketRecord, register: bool, cap: u64) -> (u32, Op) {
+    fn op(&self, socket: &SocketRecord, kind: Kind) -> (u32, Op) {
         let (user_id, socket_id) = (&socket.user_id, &socket.socket_id);
         let bucket = self.bucket_of(user_id);
         let op = Op {
-            register,
+            kind,
             user_key: self.user_key(user_id),
             version_key: self.version_key(user_id),
             index_key: self.index_key(bucket, &socket.instance_id),
             socket_id: socket_id.clone(),
-            entry: if register { record_value(socket) } else { String::new() },
-            cap,
             index_entry: index_entry(socket_id, user_id),
             watch_topic: self.watch_topic(user_id),
         };
@@ -228,7 +226,7 @@ impl RedisPresence {
 
     /// Unregisters one socket: what it removed, if this call removed it.
     async fn remove(&self, socket: &SocketRecord) -> Result<Option<Removed>, StateError> {
-        let (bucket, op) = self.op(socket, false, 0);
+        let (bucket, op) = self.op(socket, Kind::Unregister);
         let reply = self.batches.submit(bucket, op).await?;
         let fields: Vec<Value> = decode(reply, "unregister")?;
         if fields.is_empty() {
@@ -250,7 +248,7 @@ impl PresenceStore for RedisPresence {
         }
         // 0 means no cap to the script; a cap past what a hash can hold is none either.
         let cap = if max >= u32::MAX as usize { 0 } else { max as u64 };
-        let (bucket, op) = self.op(socket, true, cap);
+        let (bucket, op) = self.op(socket, Kind::Register { entry: record_value(socket), cap });
         let reply = self.batches.submit(bucket, op).await?;
         // `listeners`: the watch topic's subscribers, -1 when not counted (watched unless 0).
         let (version, listeners): (i64, i64) = decode(reply, "register")?;

@@ -30,17 +30,22 @@ const MAX_BATCH: usize = 64;
 
 /// One registration or unregistration, with its keys (all of one bucket) and arguments.
 pub(super) struct Op {
-    pub register: bool,
+    pub kind: Kind,
     pub user_key: String,
     pub version_key: String,
     pub index_key: String,
     pub socket_id: String,
-    /// The socket's entry (registrations only).
-    pub entry: String,
-    /// The per-user cap, 0 for none (registrations only).
-    pub cap: u64,
     pub index_entry: String,
     pub watch_topic: String,
+}
+
+pub(super) enum Kind {
+    /// The socket's entry (`super::redis::record_value`) and the per-user cap (0: none).
+    Register {
+        entry: String,
+        cap: u64,
+    },
+    Unregister,
 }
 
 struct Pending {
@@ -131,10 +136,14 @@ impl Batches {
         call.arg(self.version_ttl_ms);
         for Pending { op, .. } in batch {
             call.key(&op.user_key).key(&op.version_key).key(&op.index_key);
-            call.arg(if op.register { "r" } else { "u" })
+            let (kind, entry, cap) = match &op.kind {
+                Kind::Register { entry, cap } => ("r", entry.as_str(), *cap),
+                Kind::Unregister => ("u", "", 0),
+            };
+            call.arg(kind)
                 .arg(&op.socket_id)
-                .arg(&op.entry)
-                .arg(op.cap)
+                .arg(entry)
+                .arg(cap)
                 .arg(&op.index_entry)
                 .arg(&op.watch_topic);
         }
