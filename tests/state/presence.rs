@@ -477,8 +477,9 @@ async fn versions_order_transitions_and_snapshots(#[case] backend: Backend) {
     finish(backend, &prefix).await;
 }
 
-/// A stored version ahead of the clock (the clock stepped back, or two transitions in one µs)
-/// is still passed, by both transitions, and keeps its expiry: versions never go backwards.
+/// A bucket's stored version watermark ahead of the clock (the clock stepped back, or a
+/// failover to a replica whose clock is behind) is still passed, by both transitions, and
+/// kept (it has no expiry): versions never go backwards.
 #[rstest]
 #[case::redis(Backend::Redis)]
 #[case::cluster(Backend::Cluster)]
@@ -492,8 +493,8 @@ async fn versions_pass_a_stored_version_ahead_of_the_clock(#[case] backend: Back
     let key = redis_keys(backend, &prefix)
         .await
         .into_iter()
-        .find(|k| k.ends_with(":u:frank:ver"))
-        .expect("frank's version key");
+        .find(|k| k.ends_with(&format!("{}:ver", bucket_tag(backend, "frank"))))
+        .expect("the version watermark of frank's bucket");
     let key = format!("{prefix}{key}");
     // An hour ahead of the clock, in µs.
     let ahead = now_ms() * 1000 + 3_600_000_000;
@@ -508,7 +509,7 @@ async fn versions_pass_a_stored_version_ahead_of_the_clock(#[case] backend: Back
     let stored: u64 = redis::cmd("GET").arg(&key).query_async(&mut con).await.unwrap();
     assert_eq!(stored, down);
     let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut con).await.unwrap();
-    assert!(ttl > 0 && ttl <= 3_600_000, "PTTL {ttl}");
+    assert_eq!(ttl, -1, "the watermark never expires");
     finish(backend, &prefix).await;
 }
 
@@ -761,6 +762,15 @@ async fn redis_keys(backend: Backend, prefix: &str) -> BTreeSet<String> {
     keys.into_iter().map(|k| k.strip_prefix(prefix).unwrap().to_owned()).collect()
 }
 
+/// The hash tag of `user`'s bucket, as the Redis backend documents it: FNV-1a of the user id
+/// modulo the buckets (256 on a cluster, 1 on a single Redis).
+fn bucket_tag(backend: Backend, user: &str) -> String {
+    let buckets = if matches!(backend, Backend::Cluster) { 256 } else { 1 };
+    let hash =
+        user.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    format!("{{pb:{}}}", hash % buckets)
+}
+
 #[rstest]
 #[case::redis(Backend::Redis)]
 #[case::cluster(Backend::Cluster)]
@@ -792,22 +802,24 @@ async fn redis_keys_return_to_the_liveness_baseline(#[case] backend: Backend) {
     let reaped = store.reap_dead_instances().await.unwrap();
     assert_eq!(reaped.iter().map(|r| r.sockets.len()).sum::<usize>(), 40);
 
-    // Besides the instance list, each user's version remains, and the crashed instance's
-    // reaped sets (one per bucket it had sockets in); both expire.
+    // Besides the instance list, the version watermark of each bucket the users are in
+    // remains (one key per bucket, kept), and the crashed instance's reaped sets (one per
+    // bucket it had sockets in, expiring). Nothing per user.
     let keys = redis_keys(backend, &prefix).await;
     let (reaped_sets, versions): (BTreeSet<String>, BTreeSet<String>) =
         keys.difference(&baseline).cloned().partition(|k| k.ends_with(":r:crashed"));
     assert!(!reaped_sets.is_empty(), "{keys:?}");
-    let owners: BTreeSet<String> = versions
-        .iter()
-        .filter_map(|k| k.strip_suffix(":ver").and_then(|k| k.rsplit_once(":u:")))
-        .map(|(_, user)| user.to_owned())
-        .collect();
-    assert_eq!(owners, (0..7).map(|n| format!("user{n}")).collect(), "{keys:?}");
-    assert_eq!(versions.len(), 7, "{keys:?}");
+    let buckets: BTreeSet<String> =
+        (0..7).map(|n| format!("{}:ver", bucket_tag(backend, &format!("user{n}")))).collect();
+    assert_eq!(versions, buckets, "{keys:?}");
     assert!(keys.is_superset(&baseline), "{keys:?}");
     let mut con = backend.conn().await;
-    for key in versions.iter().chain(&reaped_sets) {
+    for key in &versions {
+        let ttl: i64 =
+            redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
+        assert_eq!(ttl, -1, "{key}: PTTL {ttl}");
+    }
+    for key in &reaped_sets {
         let ttl: i64 =
             redis::cmd("PTTL").arg(format!("{prefix}{key}")).query_async(&mut con).await.unwrap();
         assert!(ttl > 0 && ttl <= 3_600_000, "{key}: PTTL {ttl}");

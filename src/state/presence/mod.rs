@@ -19,11 +19,11 @@
 //! reach watchers through different instances in either order). `query` returns a snapshot
 //! version: every transition it reflects has a version at or below it, every later one a
 //! version above. A transition's version is `max(last + 1, now_µs + 1)` and a snapshot's
-//! `max(last, now_µs)`, where `last` is the user's last version (on Redis a per-user key that
-//! expires an hour after the last transition; in memory one counter). Taking the clock as a
-//! floor keeps versions from going backwards when `last` is lost (a Redis restart, the key
-//! expiring), lets a query take a snapshot without writing, and stays below 2^53 for
-//! JavaScript clients.
+//! `max(last, now_µs)`, where `last` is the last version handed out to the user's bucket of
+//! users (on Redis one watermark key per bucket; in memory one counter for all). Taking the
+//! clock as a floor keeps versions from going backwards when `last` is lost (a Redis restart
+//! without persistence), lets a query take a snapshot without writing, and stays below 2^53
+//! for JavaScript clients.
 
 pub mod memory;
 pub mod redis;

@@ -7,7 +7,7 @@
 //! one on a single Redis. A bucket is a hash tag, `{pb:<n>}`, so its keys share a slot: the
 //! keys of every user in it, and each instance's index of its sockets in it. That lets one
 //! script register or unregister a socket — the user's hash (which holds the socket's record),
-//! the version *and* the instance's index — as one atomic step, while on a cluster the
+//! the bucket's version watermark *and* the instance's index — as one atomic step, while on a cluster the
 //! buckets, and with them the connect path, spread over every shard. Only the instance list,
 //! written by heartbeats (one every few seconds per instance), is one key in one slot,
 //! `{presence}`.
@@ -15,7 +15,7 @@
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
 //! | `{pb:<n>}:u:<user>:sockets` | hash | socket id → `<connected_at ms> <transport> <instance> <device>`; exists exactly while the user is online | emptied by unregister or the reaper |
-//! | `{pb:<n>}:u:<user>:ver` | string | the version of the user's last transition | `PX` one hour after that transition |
+//! | `{pb:<n>}:ver` | string | the version watermark: the last version handed out to a transition of a user in bucket n (`redis_scripts`, `with_clock`) | none: one key per bucket |
 //! | `{pb:<n>}:i:<instance>` | set | `<socket> <user>` for each socket the instance registered for a user of bucket n | emptied by unregister, or by the reaper (in chunks) |
 //! | `{pb:<n>}:r:<instance>` | set | the sockets of that index a reaper removed, for an instance back after an outage to tell them from those its own lost replies removed (`cluster::resync`); not written when an instance leaves | `PX` one hour after the reap |
 //! | `{pi:<instance>}:reaper` | string | held by the one reaper removing a dead instance's sockets | deleted when it is done; `PX` 30 s |
@@ -25,9 +25,9 @@
 //! TTL would either expire a healthy long-lived connection or need a refresh per socket. The
 //! only way they outlive their socket is the instance dying before teardown, and that is what
 //! the liveness deadline and the reaper cover. Redis deletes a hash or set when its last member
-//! goes, so after every socket left only the instance list and the versions of recent
-//! transitions (and the reaped sets of recent reaps) remain; once every instance stopped
-//! gracefully, only those, until they expire. (Instance ids here are incarnations,
+//! goes, so after every socket left only the instance list, the buckets' watermarks and the
+//! reaped sets of recent reaps remain; once every instance stopped gracefully, the watermarks
+//! (and those sets, until they expire). (Instance ids here are incarnations,
 //! `Node::incarnation`.) A socket's record is its entry in the user's hash, not a key of its
 //! own: a key costs Redis ~120 bytes more per connection and a connect one more command
 //! (BENCHMARKS.md, "History batches cut by time; socket records in the user's hash").
@@ -36,7 +36,7 @@
 //!
 //! Each decision is made inside one Lua script on one slot (sent with `EVALSHA`, loaded on
 //! first use): registering or unregistering a socket decides first/last socket and the cap,
-//! writes the instance's index and bumps the user's version in the same step, so two devices
+//! writes the instance's index and takes the transition's version in the same step, so two devices
 //! leaving at once see one "last socket", a socket removed by both its session and a reaper is
 //! reported once (only the `HDEL` that removed it acts), and no crash leaves a user entry that
 //! no index names. Registrations and unregistrations that arrive together share a script call
@@ -65,9 +65,9 @@ use super::{
 };
 use crate::state::{StateError, now_ms, redis_conn::RedisConn};
 
-/// How long a user's version outlives their last transition. Past it, the clock floor of the
-/// next version (see the parent module) keeps versions increasing without the key.
-pub(super) const VERSION_TTL_MS: u64 = 60 * 60 * 1000;
+/// How long a bucket's reaped set of an instance is kept after the reap: an instance back
+/// after an outage asks it within its liveness TTL and the resync, well inside this.
+pub(super) const REAPED_TTL_MS: u64 = 60 * 60 * 1000;
 
 /// Index entries one reaper step takes from one bucket: a few milliseconds of its shard, so
 /// reaping (or leaving with) 100,000 sockets never stalls anyone else's presence calls.
@@ -86,15 +86,14 @@ pub struct RedisPresence {
     /// What every key of bucket n starts with, built once: keys are built on every connect
     /// and disconnect.
     bases: Box<[String]>,
-    /// Registrations and unregistrations, sent in batches per bucket (`super::redis_batch`).
+    /// Registrations and unregistrations, sent in batches per bucket (`super::redis_batch`),
+    /// with the watch topic naming the scripts count subscribers of ('' for none:
+    /// `with_watch_topics`).
     batches: std::sync::Arc<Batches>,
     pub(super) reap: Script,
     heartbeat: Script,
     pub(super) members: Script,
     pub(super) forget: Script,
-    /// What a user's watch topic is named up to the user id, when the scripts count its
-    /// subscribers (`with_watch_topics`).
-    watch_topics: Option<String>,
 }
 
 impl std::fmt::Debug for RedisPresence {
@@ -114,9 +113,14 @@ pub(super) fn record_value(s: &SocketRecord) -> String {
     format!("{} {} {} {}", s.connected_at_ms, s.transport, s.instance_id, s.device_id)
 }
 
-/// An instance index entry: `<socket id> <user id>` (socket ids are ours and hold no space).
-fn index_entry(socket_id: &str, user_id: &str) -> String {
-    [socket_id, " ", user_id].concat()
+/// The version watermark key of the bucket whose keys start with `base`.
+fn watermark_key(base: &str) -> String {
+    [base, "ver"].concat()
+}
+
+/// Every bucket's version watermark key, in bucket order.
+fn watermarks(bases: &[String]) -> Vec<String> {
+    bases.iter().map(|base| watermark_key(base)).collect()
 }
 
 /// FNV-1a: a fixed hash, so every instance and every version puts a user in the same bucket.
@@ -129,17 +133,17 @@ impl RedisPresence {
         let conn = conn.into();
         let buckets = if conn.is_cluster() { CLUSTER_BUCKETS } else { 1 };
         let prefix = prefix.into();
+        let bases: Box<[String]> = (0..buckets).map(|n| format!("{prefix}{{pb:{n}}}:")).collect();
         Self {
-            batches: Batches::new(conn.clone(), buckets, VERSION_TTL_MS),
+            batches: Batches::new(conn.clone(), watermarks(&bases), String::new()),
             buckets,
-            bases: (0..buckets).map(|n| format!("{prefix}{{pb:{n}}}:")).collect(),
+            bases,
             conn,
             prefix,
             reap: Script::new(REAP),
             heartbeat: Script::new(HEARTBEAT),
             members: Script::new(MEMBERS),
             forget: Script::new(FORGET),
-            watch_topics: None,
         }
     }
 
@@ -148,13 +152,9 @@ impl RedisPresence {
     /// transition nobody listens for is marked unwatched and not published. Only where the
     /// topic lives on the node that runs the script: one Redis, not a cluster.
     pub fn with_watch_topics(mut self, base: Option<String>) -> Self {
-        self.watch_topics = base.filter(|_| !self.conn.is_cluster());
+        let base = base.filter(|_| !self.conn.is_cluster()).unwrap_or_default();
+        self.batches = Batches::new(self.conn.clone(), watermarks(&self.bases), base);
         self
-    }
-
-    /// The watch topic argument of the transition scripts ('' when not counted).
-    fn watch_topic(&self, user_id: &str) -> String {
-        self.watch_topics.as_ref().map(|base| [base, user_id].concat()).unwrap_or_default()
     }
 
     pub(super) fn bucket_of(&self, user_id: &str) -> u32 {
@@ -170,8 +170,9 @@ impl RedisPresence {
         [self.bucket_base(self.bucket_of(user_id)), "u:", user_id, ":sockets"].concat()
     }
 
-    fn version_key(&self, user_id: &str) -> String {
-        [self.bucket_base(self.bucket_of(user_id)), "u:", user_id, ":ver"].concat()
+    /// Bucket `n`'s version watermark.
+    pub(super) fn watermark_key(&self, n: u32) -> String {
+        watermark_key(self.bucket_base(n))
     }
 
     /// Bucket `n`'s part of `instance_id`'s index.
@@ -180,7 +181,7 @@ impl RedisPresence {
     }
 
     /// The sockets of `instance_id` in bucket `n` that a reaper removed (recently: the set
-    /// expires with the versions).
+    /// expires, `REAPED_TTL_MS`).
     pub(super) fn reaped_key(&self, n: u32, instance_id: &str) -> String {
         format!("{}r:{instance_id}", self.bucket_base(n))
     }
@@ -215,11 +216,9 @@ impl RedisPresence {
         let op = Op {
             kind,
             user_key: self.user_key(user_id),
-            version_key: self.version_key(user_id),
             index_key: self.index_key(bucket, &socket.instance_id),
             socket_id: socket_id.clone(),
-            index_entry: index_entry(socket_id, user_id),
-            watch_topic: self.watch_topic(user_id),
+            user_id: user_id.clone(),
         };
         (bucket, op)
     }
@@ -276,30 +275,32 @@ impl PresenceStore for RedisPresence {
     }
 
     async fn query(&self, user_ids: &[String]) -> Result<Vec<UserPresence>, StateError> {
-        // One MULTI per bucket (one in all on a single Redis): the devices, the versions and
-        // the clock of one instant, so each snapshot version matches what the snapshot shows.
+        // One MULTI per bucket (one in all on a single Redis): the devices, the bucket's
+        // watermark and the clock of one instant, so each snapshot version matches what the
+        // snapshot shows.
         let mut by_bucket: HashMap<u32, Vec<&String>> = HashMap::new();
         for user_id in user_ids {
             by_bucket.entry(self.bucket_of(user_id)).or_default().push(user_id);
         }
-        let answers = try_join_all(by_bucket.into_values().map(|users| async move {
+        let answers = try_join_all(by_bucket.into_iter().map(|(bucket, users)| async move {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for user_id in &users {
                 pipe.hvals(self.user_key(user_id));
             }
-            pipe.mget(users.iter().map(|u| self.version_key(u)).collect::<Vec<_>>());
+            pipe.get(self.watermark_key(bucket));
             pipe.cmd("TIME");
             let reply: Value = pipe.query_async(&mut self.conn.clone()).await?;
             let mut replies: Vec<Value> = decode(reply, "query")?;
-            let (Some(time), Some(versions)) = (replies.pop(), replies.pop()) else {
+            let (Some(time), Some(last)) = (replies.pop(), replies.pop()) else {
                 return Err(StateError::Protocol("query: short reply".into()));
             };
             let (secs, micros): (u64, u64) = decode(time, "query time")?;
             let now_us = secs.saturating_mul(1_000_000).saturating_add(micros);
-            let versions: Vec<Option<u64>> = decode(versions, "query versions")?;
+            let last: Option<u64> = decode(last, "query version")?;
+            let version = snapshot_version(last.unwrap_or(0), now_us);
             let entries: Vec<Vec<String>> = decode(Value::Array(replies), "query")?;
-            if entries.len() != users.len() || versions.len() != users.len() {
+            if entries.len() != users.len() {
                 return Err(StateError::Protocol(format!(
                     "query: {} replies for {} users",
                     entries.len(),
@@ -309,9 +310,7 @@ impl PresenceStore for RedisPresence {
             users
                 .into_iter()
                 .zip(entries)
-                .zip(versions)
-                .map(|((user_id, entries), last)| {
-                    let version = snapshot_version(last.unwrap_or(0), now_us);
+                .map(|(user_id, entries)| {
                     Ok((user_id.as_str(), presence_from_entries(user_id, &entries, version)?))
                 })
                 .collect::<Result<Vec<_>, StateError>>()

@@ -28,15 +28,13 @@ use crate::state::{StateError, redis_conn::RedisConn};
 /// of Redis' time, so a batch never stalls the shard for other clients.
 const MAX_BATCH: usize = 64;
 
-/// One registration or unregistration, with its keys (all of one bucket) and arguments.
+/// One registration or unregistration, with its keys (both of one bucket) and arguments.
 pub(super) struct Op {
     pub kind: Kind,
     pub user_key: String,
-    pub version_key: String,
     pub index_key: String,
     pub socket_id: String,
-    pub index_entry: String,
-    pub watch_topic: String,
+    pub user_id: String,
 }
 
 pub(super) enum Kind {
@@ -62,25 +60,29 @@ struct Queue {
 
 /// The per-bucket queues and what sends them.
 pub(super) struct Batches {
-    queues: Box<[Mutex<Queue>]>,
+    /// Per bucket: its queue and its version watermark's key.
+    queues: Box<[(Mutex<Queue>, String)]>,
     conn: RedisConn,
     script: Script,
-    version_ttl_ms: u64,
+    /// What a user's watch topic is named up to the user id; '' when the script does not
+    /// count its subscribers.
+    watch_topics: String,
 }
 
 impl Batches {
-    pub(super) fn new(conn: RedisConn, buckets: u32, version_ttl_ms: u64) -> Arc<Self> {
+    /// `watermarks`: each bucket's version watermark key, in bucket order.
+    pub(super) fn new(conn: RedisConn, watermarks: Vec<String>, watch_topics: String) -> Arc<Self> {
         Arc::new(Self {
-            queues: (0..buckets.max(1)).map(|_| Mutex::default()).collect(),
+            queues: watermarks.into_iter().map(|key| (Mutex::default(), key)).collect(),
             conn,
             script: Script::new(BATCH),
-            version_ttl_ms,
+            watch_topics,
         })
     }
 
     fn queue(&self, bucket: u32) -> MutexGuard<'_, Queue> {
         let i = bucket as usize % self.queues.len();
-        self.queues[i].lock().unwrap_or_else(|p| p.into_inner())
+        self.queues[i].0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `op` on its bucket and waits for its reply (the script's reply for this one
@@ -115,7 +117,7 @@ impl Batches {
                 let n = q.waiting.len().min(MAX_BATCH);
                 q.waiting.drain(..n).collect()
             };
-            match self.send(&batch).await {
+            match self.send(bucket, &batch).await {
                 Ok(replies) => {
                     for (p, reply) in batch.into_iter().zip(replies) {
                         let _ = p.reply.send(Ok(reply));
@@ -130,22 +132,17 @@ impl Batches {
         }
     }
 
-    /// One script call for `batch`: one reply per operation, in order.
-    async fn send(&self, batch: &[Pending]) -> Result<Vec<Value>, StateError> {
+    /// One script call for `batch` of `bucket`: one reply per operation, in order.
+    async fn send(&self, bucket: u32, batch: &[Pending]) -> Result<Vec<Value>, StateError> {
         let mut call = self.script.prepare_invoke();
-        call.arg(self.version_ttl_ms);
+        call.key(&self.queues[bucket as usize % self.queues.len()].1).arg(&self.watch_topics);
         for Pending { op, .. } in batch {
-            call.key(&op.user_key).key(&op.version_key).key(&op.index_key);
+            call.key(&op.user_key).key(&op.index_key);
             let (kind, entry, cap) = match &op.kind {
                 Kind::Register { entry, cap } => ("r", entry.as_str(), *cap),
                 Kind::Unregister => ("u", "", 0),
             };
-            call.arg(kind)
-                .arg(&op.socket_id)
-                .arg(entry)
-                .arg(cap)
-                .arg(&op.index_entry)
-                .arg(&op.watch_topic);
+            call.arg(kind).arg(&op.socket_id).arg(&op.user_id).arg(entry).arg(cap);
         }
         let reply: Value = call.invoke_async(&mut self.conn.clone()).await?;
         let replies: Vec<Value> = decode(reply, "presence batch")?;

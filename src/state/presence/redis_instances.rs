@@ -6,7 +6,7 @@
 use futures_util::future::try_join_all;
 use redis::Value;
 
-use super::redis::{REAP_CHUNK, RedisPresence, VERSION_TTL_MS};
+use super::redis::{REAP_CHUNK, REAPED_TTL_MS, RedisPresence};
 use super::redis_replies::{decode, record_from_value, transition};
 use super::{Reaped, SocketRecord, Status};
 use crate::state::{StateError, now_ms};
@@ -189,8 +189,9 @@ impl RedisPresence {
             .reap
             .key(self.index_key(n, instance_id))
             .key(self.reaped_key(n, instance_id))
+            .key(self.watermark_key(n))
             .arg(self.users_base(n))
-            .arg(VERSION_TTL_MS)
+            .arg(REAPED_TTL_MS)
             .arg(REAP_CHUNK)
             .arg(if record { "1" } else { "0" })
             .invoke_async(&mut self.conn.clone())

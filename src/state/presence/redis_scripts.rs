@@ -1,55 +1,52 @@
 //! The Lua scripts of the Redis presence backend (`super::redis`), which owns the key layout
 //! and the atomicity argument they implement: each call touches one hash slot — a user bucket's
 //! (a batch of registrations and unregistrations, reaping a bucket's part of a dead instance,
-//! each decision bumping its user's version in the same step) or the instance list's
-//! (liveness).
+//! each decision taking its version in the same step) or the instance list's (liveness).
 
-/// `bump(key, ttl)`: the version of a transition, `max(last, now_µs) + 1` on the server's
-/// clock, stored with a `PX` TTL (`SET … GET`: Redis 6.2 or later). Prepended to every script
-/// that decides transitions, so the version is taken in the same atomic step as the decision.
-macro_rules! bump_fn {
-    () => {
-        r"
--- The server's clock in µs, read once per call: every transition a call decides (a batch's,
--- a reaper chunk's) takes its version from the same instant, one `TIME` per call.
-local clock
-local function bump(key, ttl)
-  if not clock then
-    local t = redis.call('TIME')
-    clock = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  end
-  local v = clock + 1
-  -- Written before the last version is known, and read back in the same call: the clock is
-  -- past the last version but for a clock step back (or two transitions of one user in one
-  -- call), so one SET usually decides. '%.0f' keeps all digits: a bare number argument may be
-  -- written in exponent form.
-  local last = tonumber(redis.call('SET', key, string.format('%.0f', v), 'PX', ttl, 'GET')) or 0
-  if last >= v then
-    v = last + 1
-    redis.call('SET', key, string.format('%.0f', v), 'PX', ttl)
-  end
-  return v
-end
-"
-    };
-}
-
-/// A script body with `bump` and `remove(ukey, vkey, sid, ttl)` in scope: the one removal of a
-/// socket that unregister and the reaper share. The user hash decides — only the call whose
-/// `HDEL` removed the socket acts: when that was the user's last socket, it bumps the version.
-/// Returns nil when the socket was not there, else the `offline` version (0: not the last
-/// socket).
-macro_rules! with_remove {
+/// The version clock of the scripts that decide transitions: `bump()` hands out the versions
+/// of one call's transitions, `keep_clock()` stores the last one. A bucket's users share one
+/// version watermark (`watermark`, set by the script before its first `bump`): read once per
+/// call with `TIME`, `max(watermark, now_µs)`, each transition one above the one before, the
+/// watermark written back once at the end. One bucket's transitions, and so each user's, are
+/// therefore strictly increasing, also across a clock step back (or a failover to a replica
+/// whose clock is behind: the watermark is replicated with the decisions that advanced it);
+/// the clock floor keeps them increasing when the watermark is gone (a Redis restart without
+/// persistence).
+///
+/// Why per bucket, not per user: a per-user version key cost each transition a `SET … GET`
+/// and a number formatted for it — two fifths of the batch script's time under churn — and
+/// Redis a key (with an expiry) per recently seen user; the watermark is one read and one write
+/// per call (BENCHMARKS.md, "One version watermark per bucket").
+macro_rules! with_clock {
     ($body:literal) => {
         concat!(
-            bump_fn!(),
             r"
-local function remove(ukey, vkey, sid, ttl)
+local watermark
+local clock
+local function bump()
+  if not clock then
+    local t = redis.call('TIME')
+    local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    clock = math.max(now, tonumber(redis.call('GET', watermark)) or 0)
+  end
+  clock = clock + 1
+  return clock
+end
+-- '%.0f' keeps all digits: a bare number argument may be written in exponent form.
+local function keep_clock()
+  if clock then
+    redis.call('SET', watermark, string.format('%.0f', clock))
+  end
+end
+-- The one removal of a socket that unregister and the reaper share. The user hash decides:
+-- only the call whose HDEL removed the socket acts; when that was the user's last socket, it
+-- takes the `offline` version. nil: the socket was not there; 0: not the last socket.
+local function remove(ukey, sid)
   if redis.call('HDEL', ukey, sid) == 0 then
     return nil
   end
   if redis.call('EXISTS', ukey) == 0 then
-    return bump(vkey, ttl)
+    return bump()
   end
   return 0
 end
@@ -74,11 +71,12 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 }
 
 /// Registers and unregisters sockets of one bucket, in order, each as its own decision (the
-/// batch is atomic as a whole, so each sees the ones before it). KEYS: per operation, the
-/// user's hash, the user's version and the instance's index (one bucket's slot). ARGV[1]: the
-/// version TTL; then six per operation: `r` (register) or `u` (unregister), socket id, the
-/// socket's entry (`super::redis::record_value`; '' for `u`), cap (0: none; `r` only), index
-/// entry, the user's watch topic ('' when not counted). Returns one reply per operation:
+/// batch is atomic as a whole, so each sees the ones before it). KEYS: the bucket's version
+/// watermark, then per operation the user's hash and the instance's index (one bucket's
+/// slot). ARGV[1]: what the users' watch topics are named up to the user id ('' when not
+/// counted); then five per operation: `r` (register) or `u` (unregister), socket id, user id,
+/// the socket's entry (`super::redis::record_value`; '' for `u`), cap (0: none; `r` only).
+/// Returns one reply per operation:
 ///
 /// - register: {version, listeners}, version -1 when the user already has `cap` other sockets
 ///   (nothing written), else the `online` transition's version when this was the user's first
@@ -89,63 +87,104 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 ///   user's last socket, else 0. The socket's entry is not read back: the caller holds the
 ///   record it registered.
 ///
-/// `listeners`: how many clients subscribe to the user's watch topic, -1 for an empty topic
-/// (not counted: on a cluster the topic lives in a slot of its own), counted for a transition
-/// only (0 otherwise). Counted in the step that decides the transition, so a watcher that
-/// subscribes after it reads a snapshot that already shows it (`super::redis`,
-/// `Transition::watched`).
-pub(super) const BATCH: &str = with_remove!(
+/// `listeners`: how many clients subscribe to the user's watch topic, -1 when not counted (on
+/// a cluster the topic lives in a slot of its own), counted for a transition only (0
+/// otherwise). Counted in the call that decides the transition, so a watcher that subscribes
+/// after it reads a snapshot that already shows it (`super::redis`, `Transition::watched`).
+///
+/// The index entries (`<socket> <user>`) and the listener counts are written and read once per
+/// call, after the decisions (one `SADD` and one `SREM` per index, one `PUBSUB NUMSUB` for
+/// every transition): nothing in the call reads them, and the call is atomic, so the outcome
+/// is that of one call per operation with a command or two fewer each.
+pub(super) const BATCH: &str = with_clock!(
     r"
-local function listeners(topic)
-  if topic == '' then
-    return -1
+watermark = KEYS[1]
+local topics_base = ARGV[1]
+local replies, index, topics, counted = {}, {}, {}, {}
+-- The index entry's last word in this call: true (added) or false (removed).
+local function note(ikey, entry, present)
+  local entries = index[ikey]
+  if not entries then
+    entries = {}
+    index[ikey] = entries
   end
-  return redis.call('PUBSUB', 'NUMSUB', topic)[2]
+  entries[entry] = present
 end
-local ttl = ARGV[1]
-local replies = {}
-for i = 1, #KEYS / 3 do
-  local ukey, vkey, ikey = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local a = 6 * i - 4
-  local sid, topic = ARGV[a + 1], ARGV[a + 5]
+for i = 1, (#KEYS - 1) / 2 do
+  local ukey, ikey = KEYS[2 * i], KEYS[2 * i + 1]
+  local a = 5 * i - 3
+  local sid, user = ARGV[a + 1], ARGV[a + 2]
   local reply = {0, 0}
   if ARGV[a] == 'r' then
     local count = redis.call('HLEN', ukey)
-    local cap = tonumber(ARGV[a + 3])
+    local cap = tonumber(ARGV[a + 4])
     if cap > 0 and count >= cap and redis.call('HEXISTS', ukey, sid) == 0 then
-      reply = {-1, 0}
+      reply[1] = -1
     else
-      redis.call('SADD', ikey, ARGV[a + 4])
-      if redis.call('HSET', ukey, sid, ARGV[a + 2]) == 1 and count == 0 then
-        reply = {bump(vkey, ttl), listeners(topic)}
+      note(ikey, sid .. ' ' .. user, true)
+      if redis.call('HSET', ukey, sid, ARGV[a + 3]) == 1 and count == 0 then
+        reply[1] = bump()
       end
     end
   else
-    redis.call('SREM', ikey, ARGV[a + 4])
-    local v = remove(ukey, vkey, sid, ttl)
+    note(ikey, sid .. ' ' .. user, false)
+    local v = remove(ukey, sid)
     if not v then
       reply = {}
-    elseif v > 0 then
-      reply = {v, listeners(topic)}
+    else
+      reply[1] = v
+    end
+  end
+  if (reply[1] or 0) > 0 then
+    if topics_base == '' then
+      reply[2] = -1
+    else
+      topics[#topics + 1] = topics_base .. user
+      counted[#counted + 1] = reply
     end
   end
   replies[i] = reply
 end
+for ikey, entries in pairs(index) do
+  local added, removed = {}, {}
+  for entry, present in pairs(entries) do
+    if present then
+      added[#added + 1] = entry
+    else
+      removed[#removed + 1] = entry
+    end
+  end
+  if #added > 0 then
+    redis.call('SADD', ikey, unpack(added))
+  end
+  if #removed > 0 then
+    redis.call('SREM', ikey, unpack(removed))
+  end
+end
+if #topics > 0 then
+  local numsub = redis.call('PUBSUB', 'NUMSUB', unpack(topics))
+  for j, reply in ipairs(counted) do
+    reply[2] = numsub[2 * j]
+  end
+end
+keep_clock()
 return replies
 "
 );
 
-/// KEYS: one bucket's part of an instance's index, the bucket's reaped set of that instance.
-/// ARGV: the bucket's user key base (`…u:`), version TTL, chunk, record ('1' or '0'). Removes
+/// KEYS: one bucket's part of an instance's index, the bucket's reaped set of that instance,
+/// the bucket's version watermark. ARGV: the bucket's user key base (`…u:`), the reaped set's
+/// TTL, chunk, record ('1' or '0'). Removes
 /// up to `chunk` of the instance's sockets in this bucket (SPOP: two reapers never take the same
 /// one) with the batch's `remove`, deriving each user's keys from the base (they share the
 /// declared keys' slot); with `record`, adds each removed socket to the reaped set (kept for the
-/// version TTL: the instance, back after an outage, learns which of its sockets the reaper
+/// TTL: the instance, back after an outage, learns which of its sockets the reaper
 /// announced; an instance that leaves does not come back to ask). Returns
 /// {records, left}: a record is {socket, user, entry, version of the user's `offline` or 0};
 /// `left` is how many entries the bucket still holds.
-pub(super) const REAP: &str = with_remove!(
+pub(super) const REAP: &str = with_clock!(
     r"
+watermark = KEYS[3]
 local records = {}
 local note = ARGV[4] == '1'
 for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
@@ -155,7 +194,7 @@ for _, entry in ipairs(redis.call('SPOP', KEYS[1], tonumber(ARGV[3]))) do
     local ukey = base .. ':sockets'
     -- The entry, for the record the reaper reports: read before `remove` takes it.
     local r = redis.call('HGET', ukey, sid)
-    local v = r and remove(ukey, base .. ':ver', sid, ARGV[2])
+    local v = r and remove(ukey, sid)
     if v then
       if note then
         redis.call('SADD', KEYS[2], sid)
@@ -167,6 +206,7 @@ end
 if note and #records > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
 end
+keep_clock()
 return {records, redis.call('SCARD', KEYS[1])}
 "
 );
