@@ -7,10 +7,10 @@
 //! one on a single Redis. A bucket is a hash tag, `{pb:<n>}`, so its keys share a slot: the
 //! keys of every user in it, and each instance's index of its sockets in it. That lets one
 //! script register or unregister a socket — the user's hash (which holds the socket's record),
-//! the bucket's version watermark *and* the instance's index — as one atomic step, while on a cluster the
-//! buckets, and with them the connect path, spread over every shard. Only the instance list,
-//! written by heartbeats (one every few seconds per instance), is one key in one slot,
-//! `{presence}`.
+//! the bucket's version watermark *and* the instance's index — as one atomic step, while on a
+//! cluster the buckets, and with them the connect path, spread over every shard. Only the
+//! instance list, written by heartbeats (one every few seconds per instance), is one key in one
+//! slot, `{presence}`.
 //!
 //! | key | type | content | lifetime |
 //! |---|---|---|---|
@@ -36,13 +36,13 @@
 //!
 //! Each decision is made inside one Lua script on one slot (sent with `EVALSHA`, loaded on
 //! first use): registering or unregistering a socket decides first/last socket and the cap,
-//! writes the instance's index and takes the transition's version in the same step, so two devices
-//! leaving at once see one "last socket", a socket removed by both its session and a reaper is
-//! reported once (only the `HDEL` that removed it acts), and no crash leaves a user entry that
-//! no index names. Registrations and unregistrations that arrive together share a script call
-//! per bucket (`super::redis_batch`: the ones that arrive while the bucket's call is out go in
-//! the next), each still its own decision in arrival order. Reaping a dead instance is one
-//! script per bucket and chunk, the same steps for each socket it pops.
+//! writes the instance's index and takes the transition's version in the same step, so two
+//! devices leaving at once see one "last socket", a socket removed by both its session and a
+//! reaper is reported once (only the `HDEL` that removed it acts), and no crash leaves a user
+//! entry that no index names. Registrations and unregistrations that arrive together share a
+//! script call per bucket (`super::redis_batch`: the ones that arrive while the bucket's call
+//! is out go in the next), each still its own decision in arrival order. Reaping a dead
+//! instance is one script per bucket and chunk, the same steps for each socket it pops.
 //!
 //! Liveness is the instance's deadline in the instance list, so "is it dead" and "forget it"
 //! are one script on one slot: a heartbeat that moved the deadline after the reaper looked

@@ -80,9 +80,13 @@ impl Batches {
         })
     }
 
+    /// Bucket `bucket`'s queue and watermark key.
+    fn slot(&self, bucket: u32) -> &(Mutex<Queue>, String) {
+        &self.queues[bucket as usize % self.queues.len()]
+    }
+
     fn queue(&self, bucket: u32) -> MutexGuard<'_, Queue> {
-        let i = bucket as usize % self.queues.len();
-        self.queues[i].0.lock().unwrap_or_else(|p| p.into_inner())
+        self.slot(bucket).0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Queues `op` on its bucket and waits for its reply (the script's reply for this one
@@ -141,7 +145,7 @@ impl Batches {
     /// One script call for `batch` of `bucket`: one reply per operation, in order.
     async fn send(&self, bucket: u32, batch: &[Pending]) -> Result<Vec<Value>, StateError> {
         let mut call = self.script.prepare_invoke();
-        call.key(&self.queues[bucket as usize % self.queues.len()].1).arg(&self.watch_topics);
+        call.key(&self.slot(bucket).1).arg(&self.watch_topics);
         for Pending { op, .. } in batch {
             call.key(&op.user_key).key(&op.index_key);
             let (kind, entry, cap) = match &op.kind {

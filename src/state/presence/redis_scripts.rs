@@ -174,14 +174,13 @@ return replies
 
 /// KEYS: one bucket's part of an instance's index, the bucket's reaped set of that instance,
 /// the bucket's version watermark. ARGV: the bucket's user key base (`…u:`), the reaped set's
-/// TTL, chunk, record ('1' or '0'). Removes
-/// up to `chunk` of the instance's sockets in this bucket (SPOP: two reapers never take the same
-/// one) with the batch's `remove`, deriving each user's keys from the base (they share the
-/// declared keys' slot); with `record`, adds each removed socket to the reaped set (kept for the
-/// TTL: the instance, back after an outage, learns which of its sockets the reaper
-/// announced; an instance that leaves does not come back to ask). Returns
-/// {records, left}: a record is {socket, user, entry, version of the user's `offline` or 0};
-/// `left` is how many entries the bucket still holds.
+/// TTL, chunk, record ('1' or '0'). Removes up to `chunk` of the instance's sockets in this
+/// bucket (SPOP: two reapers never take the same one) with the batch's `remove`, deriving each
+/// user's keys from the base (they share the declared keys' slot); with `record`, adds each
+/// removed socket to the reaped set (kept for the TTL: the instance, back after an outage,
+/// learns which of its sockets the reaper announced; an instance that leaves does not come
+/// back to ask). Returns {records, left}: a record is {socket, user, entry, version of the
+/// user's `offline` or 0}; `left` is how many entries the bucket still holds.
 pub(super) const REAP: &str = with_clock!(
     r"
 watermark = KEYS[3]
